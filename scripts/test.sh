@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Runs the whole test suite: installs what the tests need on first use
+# (scripts/setup.sh), then builds and tests every crate of the workspace.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+eval "$(scripts/setup.sh)"
+# Tests that need Python (interoperability, parity with PyTorch) fail rather
+# than skip when this is set.
+export SOUP_REQUIRE_PYTHON=1
+cargo test --workspace --release --locked "$@"

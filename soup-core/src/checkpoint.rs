@@ -1,0 +1,428 @@
+//! A checkpoint opened for reading: one safetensors file, or a Hugging Face
+//! sharded set (a folder with `model.safetensors.index.json`), seen as one
+//! logical list of tensors backed by memory maps.
+//!
+//! Opening validates every header completely; no tensor data is read until a
+//! caller asks for bytes. Callers that stream through a checkpoint release the
+//! pages they are done with ([`Checkpoint::release`]) so that resident memory
+//! stays bounded however large the files are.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::ops::Range;
+use std::path::{Component, Path, PathBuf};
+
+use memmap2::{Advice, Mmap, UncheckedAdvice};
+use safetensors::Dtype;
+
+use crate::dtype::FloatType;
+use crate::error::{Error, Result};
+use crate::header;
+
+/// Name of the index file of a sharded checkpoint.
+pub const INDEX_FILE: &str = "model.safetensors.index.json";
+
+/// One tensor of a checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorEntry {
+    /// Tensor name (PyTorch `state_dict` naming).
+    pub name: String,
+    /// Element type.
+    pub dtype: Dtype,
+    /// Shape.
+    pub shape: Vec<usize>,
+    /// Which shard holds it (0 for single-file checkpoints).
+    pub shard: usize,
+    /// Byte range in the shard file (absolute offsets).
+    pub range: Range<usize>,
+}
+
+impl TensorEntry {
+    /// Number of elements.
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+    /// Size of the data in bytes.
+    pub fn nbytes(&self) -> usize {
+        self.range.len()
+    }
+    /// Bytes holding the elements `elems` (relative to the tensor's start).
+    /// Sub-byte types (F4, F6) are exact for ranges on 8-element boundaries.
+    pub fn byte_range(&self, elems: &Range<usize>) -> Range<usize> {
+        let bits = self.dtype.bitsize();
+        elems.start * bits / 8..(elems.end * bits).div_ceil(8)
+    }
+    /// The float type, if the tensor takes part in arithmetic.
+    pub fn float_type(&self) -> Option<FloatType> {
+        FloatType::of(self.dtype)
+    }
+}
+
+/// One mapped file of a checkpoint.
+#[derive(Debug)]
+struct Shard {
+    path: PathBuf,
+    map: Mmap,
+}
+
+/// A validated, memory-mapped checkpoint.
+#[derive(Debug)]
+pub struct Checkpoint {
+    path: PathBuf,
+    shards: Vec<Shard>,
+    tensors: Vec<TensorEntry>,
+    by_name: HashMap<String, usize>,
+    metadata: BTreeMap<String, String>,
+}
+
+impl Checkpoint {
+    /// Opens `path`: a `.safetensors` file, or a folder holding
+    /// `model.safetensors.index.json` (or a single `model.safetensors`).
+    ///
+    /// The files must not be modified while the checkpoint is open: they are
+    /// memory-mapped, and a file truncated under the map makes later reads
+    /// fault. soup never writes to a file it has open for reading.
+    pub fn open(path: impl AsRef<Path>) -> Result<Checkpoint> {
+        let path = path.as_ref();
+        let meta = std::fs::metadata(path).map_err(|e| Error::io(path, "cannot open", e))?;
+        if meta.is_dir() {
+            let index = path.join(INDEX_FILE);
+            if index.is_file() {
+                return Self::open_sharded(path, &index);
+            }
+            let single = path.join("model.safetensors");
+            if single.is_file() {
+                let mut ck = Self::open_file(&single)?;
+                ck.path = path.to_path_buf();
+                return Ok(ck);
+            }
+            return Err(Error::format(
+                path,
+                format!("folder holds neither {INDEX_FILE} nor model.safetensors"),
+            ));
+        }
+        if path.file_name().is_some_and(|n| n == INDEX_FILE) {
+            let folder = path.parent().unwrap_or(Path::new("."));
+            return Self::open_sharded(folder, path);
+        }
+        Self::open_file(path)
+    }
+
+    fn open_file(path: &Path) -> Result<Checkpoint> {
+        let shard = map_file(path)?;
+        let header = header::parse(path, &shard.map)?;
+        let mut ck = Checkpoint {
+            path: path.to_path_buf(),
+            shards: vec![shard],
+            tensors: Vec::new(),
+            by_name: HashMap::new(),
+            metadata: header.metadata.clone(),
+        };
+        ck.add_shard_tensors(0, &header)?;
+        Ok(ck)
+    }
+
+    fn open_sharded(folder: &Path, index: &Path) -> Result<Checkpoint> {
+        #[derive(serde::Deserialize)]
+        struct Index {
+            #[serde(default)]
+            metadata: BTreeMap<String, serde_json::Value>,
+            weight_map: BTreeMap<String, String>,
+        }
+        let text =
+            std::fs::read_to_string(index).map_err(|e| Error::io(index, "cannot read", e))?;
+        let parsed: Index = serde_json::from_str(&text)
+            .map_err(|e| Error::format(index, format!("invalid index JSON: {e}")))?;
+        let root = folder
+            .canonicalize()
+            .map_err(|e| Error::io(folder, "cannot resolve", e))?;
+
+        // Shard files in order of first appearance in sorted file names, so
+        // the logical order is stable.
+        let mut files: Vec<&String> = parsed.weight_map.values().collect();
+        files.sort();
+        files.dedup();
+        let mut metadata: BTreeMap<String, String> = parsed
+            .metadata
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    v.as_str().map_or_else(|| v.to_string(), String::from),
+                )
+            })
+            .collect();
+        let mut ck = Checkpoint {
+            path: folder.to_path_buf(),
+            shards: Vec::new(),
+            tensors: Vec::new(),
+            by_name: HashMap::new(),
+            metadata: BTreeMap::new(),
+        };
+        let mut shard_of: HashMap<&str, usize> = HashMap::new();
+        for file in files {
+            let rel = Path::new(file.as_str());
+            let escapes = rel.is_absolute()
+                || rel
+                    .components()
+                    .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir));
+            let shard_path = folder.join(rel);
+            let inside = !escapes
+                && match shard_path.canonicalize() {
+                    Ok(real) => real.starts_with(&root),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        return Err(Error::format(
+                            index,
+                            format!("shard `{file}` named in the index does not exist"),
+                        ))
+                    }
+                    Err(e) => return Err(Error::io(&shard_path, "cannot open", e)),
+                };
+            if !inside {
+                return Err(Error::format(
+                    index,
+                    format!("shard path `{file}` escapes the checkpoint folder"),
+                ));
+            }
+            let shard = map_file(&shard_path)?;
+            let header = header::parse(&shard_path, &shard.map)?;
+            let id = ck.shards.len();
+            ck.shards.push(shard);
+            ck.add_shard_tensors(id, &header)?;
+            for (k, v) in header.metadata {
+                metadata.entry(k).or_insert(v);
+            }
+            shard_of.insert(file.as_str(), id);
+        }
+        for (name, file) in &parsed.weight_map {
+            let listed = shard_of[file.as_str()];
+            match ck.by_name.get(name) {
+                Some(&i) if ck.tensors[i].shard == listed => {}
+                Some(&i) => {
+                    return Err(Error::format(
+                        index,
+                        format!(
+                            "tensor `{name}` is mapped to `{file}` but stored in `{}`",
+                            ck.shards[ck.tensors[i].shard].path.display()
+                        ),
+                    ))
+                }
+                None => {
+                    return Err(Error::format(
+                        index,
+                        format!("tensor `{name}` is mapped to `{file}`, which does not hold it"),
+                    ))
+                }
+            }
+        }
+        if let Some(extra) = ck
+            .tensors
+            .iter()
+            .find(|t| !parsed.weight_map.contains_key(&t.name))
+        {
+            return Err(Error::format(
+                index,
+                format!(
+                    "tensor `{}` in `{}` is not listed in the index",
+                    extra.name,
+                    ck.shards[extra.shard].path.display()
+                ),
+            ));
+        }
+        ck.metadata = metadata;
+        Ok(ck)
+    }
+
+    fn add_shard_tensors(&mut self, shard: usize, header: &header::Header) -> Result<()> {
+        for t in &header.tensors {
+            if let Some(&prev) = self.by_name.get(&t.name) {
+                return Err(Error::format(
+                    &self.path,
+                    format!(
+                        "tensor `{}` appears in two shards: `{}` and `{}`",
+                        t.name,
+                        self.shards[self.tensors[prev].shard].path.display(),
+                        self.shards[shard].path.display()
+                    ),
+                ));
+            }
+            self.by_name.insert(t.name.clone(), self.tensors.len());
+            self.tensors.push(TensorEntry {
+                name: t.name.clone(),
+                dtype: t.dtype,
+                shape: t.shape.clone(),
+                shard,
+                range: header.data_start + t.start..header.data_start + t.end,
+            });
+        }
+        Ok(())
+    }
+
+    /// The path the checkpoint was opened from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The files behind the checkpoint, in shard order.
+    pub fn files(&self) -> impl Iterator<Item = &Path> {
+        self.shards.iter().map(|s| s.path.as_path())
+    }
+
+    /// The file holding `tensor`.
+    pub fn file_of(&self, tensor: &TensorEntry) -> &Path {
+        &self.shards[tensor.shard].path
+    }
+
+    /// Whether this checkpoint is a sharded set.
+    pub fn is_sharded(&self) -> bool {
+        self.path.is_dir()
+    }
+
+    /// Tensors in storage order (shard, then offset).
+    pub fn tensors(&self) -> &[TensorEntry] {
+        &self.tensors
+    }
+
+    /// The tensor called `name`.
+    pub fn get(&self, name: &str) -> Option<&TensorEntry> {
+        self.by_name.get(name).map(|&i| &self.tensors[i])
+    }
+
+    /// The header metadata (`__metadata__`; for sharded sets, the index's
+    /// `metadata` merged with the shards').
+    pub fn metadata(&self) -> &BTreeMap<String, String> {
+        &self.metadata
+    }
+
+    /// Total bytes of tensor data.
+    pub fn data_bytes(&self) -> u64 {
+        self.tensors.iter().map(|t| t.nbytes() as u64).sum()
+    }
+
+    /// The bytes of `tensor` between byte offsets `bytes` (relative to the
+    /// tensor's start).
+    pub fn bytes(&self, tensor: &TensorEntry, bytes: Range<usize>) -> &[u8] {
+        let start = tensor.range.start + bytes.start;
+        let end = tensor.range.start + bytes.end;
+        assert!(end <= tensor.range.end, "range past the tensor");
+        &self.shards[tensor.shard].map[start..end]
+    }
+
+    /// All bytes of `tensor`.
+    pub fn data(&self, tensor: &TensorEntry) -> &[u8] {
+        &self.shards[tensor.shard].map[tensor.range.clone()]
+    }
+
+    /// Tells the kernel that `bytes` of `tensor` will be read soon.
+    pub fn prefetch(&self, tensor: &TensorEntry, bytes: Range<usize>) {
+        let map = &self.shards[tensor.shard].map;
+        // Advice is a hint: failure changes nothing but speed.
+        let _ = map.advise_range(
+            Advice::WillNeed,
+            tensor.range.start + bytes.start,
+            bytes.len(),
+        );
+    }
+
+    /// Drops the mapped pages of `bytes` of `tensor` from this process's
+    /// resident set. The data stays in the page cache and is read back on a
+    /// later access, so this only bounds memory; it never changes what reads
+    /// return.
+    pub fn release(&self, tensor: &TensorEntry, bytes: Range<usize>) {
+        let map = &self.shards[tensor.shard].map;
+        // SAFETY: the map is a read-only shared file mapping. MADV_DONTNEED on
+        // it discards page-table entries only; a later access refaults the
+        // same file contents, so any slice still borrowed sees identical bytes.
+        let _ = unsafe {
+            map.unchecked_advise_range(
+                UncheckedAdvice::DontNeed,
+                tensor.range.start + bytes.start,
+                bytes.len(),
+            )
+        };
+    }
+}
+
+fn map_file(path: &Path) -> Result<Shard> {
+    let file = File::open(path).map_err(|e| Error::io(path, "cannot open", e))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| Error::io(path, "cannot stat", e))?;
+    if !meta.is_file() {
+        return Err(Error::format(path, "not a regular file"));
+    }
+    // SAFETY: soup maps files read-only and never writes to a file it has
+    // mapped (outputs are always new temporary files renamed into place). If
+    // another process truncates the file meanwhile, reads may fault: that is
+    // the documented contract of `Checkpoint::open`.
+    let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, "cannot map", e))?;
+    let _ = map.advise(Advice::Sequential);
+    Ok(Shard {
+        path: path.to_path_buf(),
+        map,
+    })
+}
+
+/// Matches the tensors of several checkpoints by name. All must hold the same
+/// names with the same shapes and dtypes; the first difference is an error
+/// naming the tensor and both checkpoints. Returns, for each tensor in the
+/// first checkpoint's order, its entry in every checkpoint.
+pub fn align<'a>(checkpoints: &[&'a Checkpoint]) -> Result<Vec<Vec<&'a TensorEntry>>> {
+    let Some(first) = checkpoints.first() else {
+        return Ok(Vec::new());
+    };
+    for other in &checkpoints[1..] {
+        if let Some(t) = other
+            .tensors()
+            .iter()
+            .find(|t| first.get(&t.name).is_none())
+        {
+            return Err(Error::Mismatch(format!(
+                "tensor `{}` is in {} but not in {}",
+                t.name,
+                other.path().display(),
+                first.path().display()
+            )));
+        }
+    }
+    first
+        .tensors()
+        .iter()
+        .map(|t| {
+            let mut row = Vec::with_capacity(checkpoints.len());
+            row.push(t);
+            for other in &checkpoints[1..] {
+                let o = other.get(&t.name).ok_or_else(|| {
+                    Error::Mismatch(format!(
+                        "tensor `{}` is in {} but not in {}",
+                        t.name,
+                        first.path().display(),
+                        other.path().display()
+                    ))
+                })?;
+                if o.shape != t.shape {
+                    return Err(Error::Mismatch(format!(
+                        "tensor `{}` has shape {:?} in {} but {:?} in {}",
+                        t.name,
+                        t.shape,
+                        first.path().display(),
+                        o.shape,
+                        other.path().display()
+                    )));
+                }
+                if o.dtype != t.dtype {
+                    return Err(Error::Mismatch(format!(
+                        "tensor `{}` has dtype {:?} in {} but {:?} in {}",
+                        t.name,
+                        t.dtype,
+                        first.path().display(),
+                        o.dtype,
+                        other.path().display()
+                    )));
+                }
+                row.push(o);
+            }
+            Ok(row)
+        })
+        .collect()
+}

@@ -1,0 +1,97 @@
+//! The one error type of soup-core. Every variant names the file it is about
+//! (and the tensor, where there is one), so a caller can print it on one line.
+
+use std::path::{Path, PathBuf};
+
+/// Result alias used throughout soup-core.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in soup-core.
+///
+/// Findings (masks that differ, checkpoints that differ) are not errors: they
+/// are reported in the result values. These are the cases where an operation
+/// cannot produce a trustworthy result.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    // ----- files -----
+    /// An operating-system error while reading or writing `path`.
+    #[error("{}: {action}: {source}", path.display())]
+    Io {
+        /// The file or folder.
+        path: PathBuf,
+        /// What was being done, in a few words ("cannot open", "cannot write").
+        action: &'static str,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not a valid safetensors file or sharded checkpoint.
+    #[error("{}: {reason}", path.display())]
+    Format {
+        /// The offending file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A tensor of the file is invalid or unusable for the operation.
+    #[error("{}: tensor `{tensor}`: {reason}", path.display())]
+    Tensor {
+        /// The file holding the tensor.
+        path: PathBuf,
+        /// The tensor name.
+        tensor: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    // ----- several inputs -----
+    /// Inputs that cannot be combined (different names, shapes, dtypes,
+    /// integer tensors that differ, masks that differ under the refuse policy).
+    #[error("{0}")]
+    Mismatch(String),
+
+    // ----- the caller's request -----
+    /// Arguments that make no sense (weights, sparsity, regexes, paths).
+    #[error("{0}")]
+    Invalid(String),
+    /// An external evaluator (greedy soups) failed or printed no score.
+    #[error("evaluator: {0}")]
+    Evaluator(String),
+    /// The operation was interrupted (Ctrl-C); nothing was written.
+    #[error("interrupted")]
+    Interrupted,
+}
+
+impl Error {
+    /// An I/O error on `path` while doing `action`.
+    pub fn io(path: impl AsRef<Path>, action: &'static str, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.as_ref().to_path_buf(),
+            action,
+            source,
+        }
+    }
+
+    /// A format error in `path`.
+    pub fn format(path: impl AsRef<Path>, reason: impl Into<String>) -> Self {
+        Error::Format {
+            path: path.as_ref().to_path_buf(),
+            reason: reason.into(),
+        }
+    }
+
+    /// A problem with tensor `tensor` of `path`.
+    pub fn tensor(path: impl AsRef<Path>, tensor: &str, reason: impl Into<String>) -> Self {
+        Error::Tensor {
+            path: path.as_ref().to_path_buf(),
+            tensor: tensor.to_string(),
+            reason: reason.into(),
+        }
+    }
+
+    /// A request that cannot be carried out as stated.
+    pub fn invalid(reason: impl Into<String>) -> Self {
+        Error::Invalid(reason.into())
+    }
+}

@@ -1,0 +1,301 @@
+//! Parsing and validating a safetensors header before any tensor data is
+//! touched.
+//!
+//! The file is `u64 n` (little endian), `n` bytes of JSON, then the data
+//! section. We check every step ourselves so that each problem gets a precise
+//! message naming the tensor, then let the safetensors crate validate the same
+//! buffer as a second opinion.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use safetensors::tensor::TensorInfo;
+use safetensors::{Dtype, SafeTensors};
+
+use crate::error::{Error, Result};
+
+/// Largest header accepted (the safetensors crate's own limit).
+pub const MAX_HEADER_LEN: u64 = 100_000_000;
+
+/// One tensor as declared by a header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawTensor {
+    /// Tensor name.
+    pub name: String,
+    /// Element type.
+    pub dtype: Dtype,
+    /// Shape (empty for scalars).
+    pub shape: Vec<usize>,
+    /// Byte range inside the data section.
+    pub start: usize,
+    /// End of the byte range inside the data section.
+    pub end: usize,
+}
+
+/// A validated header.
+#[derive(Debug, Clone)]
+pub struct Header {
+    /// Bytes before the data section (8 + JSON length).
+    pub data_start: usize,
+    /// Tensors, in data order.
+    pub tensors: Vec<RawTensor>,
+    /// The `__metadata__` map.
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// Number of elements of `shape`, or `None` on overflow.
+pub fn element_count(shape: &[usize]) -> Option<usize> {
+    shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d))
+}
+
+/// Bytes taken by `count` elements of `dtype`, or `None` on overflow or when
+/// sub-byte elements do not fill whole bytes.
+pub fn byte_len(dtype: Dtype, count: usize) -> Option<usize> {
+    let bits = count.checked_mul(dtype.bitsize())?;
+    (bits % 8 == 0).then_some(bits / 8)
+}
+
+/// Validates the header of the safetensors file whose whole contents are
+/// `file` (usually a memory map: only the header pages are read).
+pub fn parse(path: &Path, file: &[u8]) -> Result<Header> {
+    let fail = |reason: String| Error::format(path, reason);
+    let file_len = file.len();
+    let Some(len_bytes) = file.get(..8) else {
+        return Err(fail(format!(
+            "file is {file_len} bytes, too short to be a safetensors file (truncated?)"
+        )));
+    };
+    let n = u64::from_le_bytes(len_bytes.try_into().expect("8 bytes"));
+    if n > MAX_HEADER_LEN {
+        return Err(fail(format!(
+            "header length {n} exceeds the {MAX_HEADER_LEN}-byte limit (not a safetensors file, or hostile)"
+        )));
+    }
+    let n = n as usize;
+    let data_start = 8 + n;
+    if data_start > file_len {
+        return Err(fail(format!(
+            "header length {n} runs past the end of the file ({file_len} bytes; truncated?)"
+        )));
+    }
+    let json = std::str::from_utf8(&file[8..data_start])
+        .map_err(|e| fail(format!("header is not valid UTF-8: {e}")))?;
+    let entries: BTreeMap<String, serde_json::Value> = serde_json::from_str(json.trim_end())
+        .map_err(|e| fail(format!("header is not a valid JSON object: {e}")))?;
+
+    let mut metadata = BTreeMap::new();
+    let mut tensors = Vec::with_capacity(entries.len());
+    for (name, value) in entries {
+        if name == "__metadata__" {
+            metadata = serde_json::from_value(value)
+                .map_err(|e| fail(format!("__metadata__ must map strings to strings: {e}")))?;
+            continue;
+        }
+        let tensor_fail = |reason: String| Error::tensor(path, &name, reason);
+        if let Some(dtype) = value.get("dtype").and_then(|d| d.as_str()) {
+            if serde_json::from_value::<Dtype>(dtype.into()).is_err() {
+                return Err(tensor_fail(format!("unknown dtype `{dtype}`")));
+            }
+        }
+        let info: TensorInfo = serde_json::from_value(value)
+            .map_err(|e| tensor_fail(format!("invalid tensor entry: {e}")))?;
+        let (start, end) = info.data_offsets;
+        let count = element_count(&info.shape)
+            .ok_or_else(|| tensor_fail(format!("shape {:?} overflows", info.shape)))?;
+        let need = byte_len(info.dtype, count).ok_or_else(|| {
+            tensor_fail(format!(
+                "shape {:?} of {:?} does not fill whole bytes",
+                info.shape, info.dtype
+            ))
+        })?;
+        if end < start {
+            return Err(tensor_fail(format!(
+                "data_offsets [{start}, {end}] end before they start"
+            )));
+        }
+        if end - start != need {
+            return Err(tensor_fail(format!(
+                "shape {:?} of {:?} needs {need} bytes but data_offsets [{start}, {end}] span {}",
+                info.shape,
+                info.dtype,
+                end - start
+            )));
+        }
+        tensors.push(RawTensor {
+            name,
+            dtype: info.dtype,
+            shape: info.shape,
+            start,
+            end,
+        });
+    }
+
+    tensors.sort_by(|a, b| (a.start, a.end).cmp(&(b.start, b.end)));
+    let data_len = file_len - data_start;
+    let mut expected = 0usize;
+    let mut previous: Option<&RawTensor> = None;
+    for t in &tensors {
+        if t.end > data_len {
+            return Err(Error::tensor(
+                path,
+                &t.name,
+                format!(
+                    "data [{}, {}) runs past the end of the data section ({data_len} bytes; truncated?)",
+                    t.start, t.end
+                ),
+            ));
+        }
+        if t.start < expected {
+            let other = previous.map(|p| p.name.as_str()).unwrap_or("");
+            return Err(Error::tensor(
+                path,
+                &t.name,
+                format!("data [{}, {}) overlaps tensor `{other}`", t.start, t.end),
+            ));
+        }
+        if t.start > expected {
+            return Err(Error::tensor(
+                path,
+                &t.name,
+                format!(
+                    "data starts at {} but the previous tensor ends at {expected}: a hole of {} bytes",
+                    t.start,
+                    t.start - expected
+                ),
+            ));
+        }
+        expected = t.end;
+        previous = Some(t);
+    }
+    if expected != data_len {
+        return Err(fail(format!(
+            "{} bytes after the last tensor's data: trailing garbage or a broken header",
+            data_len - expected
+        )));
+    }
+
+    // Second opinion from the reference implementation of the format.
+    SafeTensors::read_metadata(file)
+        .map_err(|e| fail(format!("rejected by the safetensors crate: {e}")))?;
+
+    Ok(Header {
+        data_start,
+        tensors,
+        metadata,
+    })
+}
+
+/// Serialises a header for `tensors` (in data order, offsets relative to the
+/// data section) and `metadata`, padded with spaces so that the data section
+/// starts at a multiple of 8 bytes. Returns the full prefix: length + JSON.
+pub fn serialize(tensors: &[RawTensor], metadata: &BTreeMap<String, String>) -> Vec<u8> {
+    let mut map = serde_json::Map::new();
+    if !metadata.is_empty() {
+        map.insert(
+            "__metadata__".into(),
+            serde_json::to_value(metadata).expect("string map"),
+        );
+    }
+    for t in tensors {
+        map.insert(
+            t.name.clone(),
+            serde_json::json!({
+                "dtype": crate::dtype::name(t.dtype),
+                "shape": t.shape,
+                "data_offsets": [t.start, t.end],
+            }),
+        );
+    }
+    let mut json = serde_json::to_vec(&map).expect("serialisable");
+    while (8 + json.len()) % 8 != 0 {
+        json.push(b' ');
+    }
+    let mut out = Vec::with_capacity(8 + json.len());
+    out.extend_from_slice(&(json.len() as u64).to_le_bytes());
+    out.extend_from_slice(&json);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(json: &str, data: usize) -> Vec<u8> {
+        let mut out = (json.len() as u64).to_le_bytes().to_vec();
+        out.extend_from_slice(json.as_bytes());
+        out.extend(std::iter::repeat_n(0u8, data));
+        out
+    }
+
+    fn err(bytes: &[u8]) -> String {
+        parse(Path::new("x.safetensors"), bytes)
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn valid_header_parses_in_data_order() {
+        let f = file(
+            r#"{"b":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"a":{"dtype":"I64","shape":[],"data_offsets":[8,16]},"__metadata__":{"format":"pt"}}"#,
+            16,
+        );
+        let h = parse(Path::new("x"), &f).unwrap();
+        assert_eq!(h.tensors.len(), 2);
+        assert_eq!(h.tensors[0].name, "b");
+        assert_eq!(h.metadata["format"], "pt");
+    }
+
+    #[test]
+    fn each_attack_gets_its_own_message() {
+        assert!(err(b"\x01\x00").contains("too short"));
+        assert!(err(&file("{}", 0)[..5]).contains("too short"));
+        let mut huge = 200_000_000u64.to_le_bytes().to_vec();
+        huge.extend_from_slice(b"{}");
+        assert!(err(&huge).contains("limit"));
+        let mut past = 50u64.to_le_bytes().to_vec();
+        past.extend_from_slice(b"{}");
+        assert!(err(&past).contains("runs past the end of the file"));
+        assert!(err(&file("{not json", 0)).contains("not a valid JSON"));
+        assert!(err(&file(
+            r#"{"a":{"dtype":"Q7","shape":[1],"data_offsets":[0,1]}}"#,
+            1
+        ))
+        .contains("unknown dtype `Q7`"));
+        assert!(err(&file(
+            r#"{"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}"#,
+            8
+        ))
+        .contains("needs 12 bytes"));
+        let overlap = r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}"#;
+        assert!(err(&file(overlap, 12)).contains("overlaps tensor `a`"));
+        let hole = r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"b":{"dtype":"F32","shape":[1],"data_offsets":[8,12]}}"#;
+        assert!(err(&file(hole, 12)).contains("hole of 4 bytes"));
+        let past_end = r#"{"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}"#;
+        assert!(err(&file(past_end, 8)).contains("runs past the end of the data section"));
+        assert!(err(&file(
+            r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#,
+            9
+        ))
+        .contains("5 bytes after the last tensor"));
+        assert!(err(&file(r#"{"__metadata__":{"a":1}}"#, 0)).contains("__metadata__"));
+    }
+
+    #[test]
+    fn serialized_header_round_trips_and_aligns_data() {
+        let tensors = vec![RawTensor {
+            name: "w".into(),
+            dtype: Dtype::F16,
+            shape: vec![3],
+            start: 0,
+            end: 6,
+        }];
+        let mut meta = BTreeMap::new();
+        meta.insert("format".to_string(), "pt".to_string());
+        let mut bytes = serialize(&tensors, &meta);
+        assert_eq!(bytes.len() % 8, 0);
+        bytes.extend_from_slice(&[0; 6]);
+        let h = parse(Path::new("x"), &bytes).unwrap();
+        assert_eq!(h.tensors, tensors);
+        assert_eq!(h.metadata, meta);
+    }
+}

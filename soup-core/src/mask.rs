@@ -1,0 +1,210 @@
+//! Comparing sparsity masks (`soup check-mask`).
+//!
+//! The mask of a float tensor is `w != 0` (so `-0.0` is zero). Each input's
+//! mask is packed into bits (see [`crate::dtype::pack_mask`]) piece by piece;
+//! the packed bits are compared with the reference's and hashed into a
+//! fingerprint, so no mask is ever held whole in memory.
+
+use std::path::PathBuf;
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::checkpoint::{align, Checkpoint, TensorEntry};
+use crate::error::Result;
+use crate::hash::hex;
+use crate::select::Selection;
+use crate::stream::{windows, Control};
+
+/// The comparison of one tensor's masks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TensorMask {
+    /// Tensor name.
+    pub name: String,
+    /// Shape.
+    pub shape: Vec<usize>,
+    /// Elements.
+    pub numel: u64,
+    /// Zeros in the reference.
+    pub zeros: u64,
+    /// Fraction of zeros in the reference.
+    pub sparsity: f64,
+    /// Positions where at least one input's mask differs from the reference.
+    pub differing: u64,
+    /// Per input (in the order given), positions differing from the reference.
+    pub differing_per_input: Vec<u64>,
+    /// sha256 of the reference's bit-packed mask.
+    pub reference_fingerprint: String,
+    /// sha256 of each input's bit-packed mask.
+    pub fingerprints: Vec<String>,
+}
+
+/// The result of comparing masks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaskReport {
+    /// The checkpoint the others were compared with.
+    pub reference: PathBuf,
+    /// Whether the reference is one of the inputs (the first) or a separate
+    /// parent given with `--reference`.
+    pub reference_is_input: bool,
+    /// The inputs compared with it.
+    pub inputs: Vec<PathBuf>,
+    /// One entry per compared float tensor, in storage order.
+    pub tensors: Vec<TensorMask>,
+    /// Float tensors compared.
+    pub compared: usize,
+    /// Zeros / elements over the compared tensors that have at least one zero
+    /// in the reference (the pruned tensors).
+    pub sparsity_of_pruned: f64,
+    /// Elements of the tensors counted in `sparsity_of_pruned`.
+    pub pruned_elements: u64,
+    /// Zeros / elements over all compared tensors.
+    pub sparsity_of_compared: f64,
+    /// Whether every mask equals the reference's.
+    pub identical: bool,
+}
+
+/// Compares the masks of `inputs` with `reference` (or with the first input
+/// when `reference` is `None`), over the float tensors that `selection`
+/// picks. All checkpoints must share names, shapes and dtypes.
+pub fn check_masks(
+    inputs: &[Checkpoint],
+    reference: Option<&Checkpoint>,
+    selection: &Selection,
+    control: &Control,
+) -> Result<MaskReport> {
+    let mut all: Vec<&Checkpoint> = Vec::with_capacity(inputs.len() + 1);
+    let reference_is_input = reference.is_none();
+    all.extend(reference.or(inputs.first()));
+    let skip = usize::from(reference_is_input);
+    all.extend(inputs.iter().skip(skip));
+    let rows: Vec<Vec<&TensorEntry>> = align(&all)?
+        .into_iter()
+        .filter(|row| row[0].float_type().is_some() && selection.matches(&row[0].name))
+        .collect();
+    let n = all.len();
+    let sizes: Vec<(usize, usize)> = rows
+        .iter()
+        .map(|r| (r[0].numel(), r[0].dtype.bitsize().div_ceil(8) * n))
+        .collect();
+    let mut hashers: Vec<Vec<Sha256>> = vec![Vec::new(); n];
+    let mut zeros = vec![0u64; rows.len()];
+    let mut differing = vec![0u64; rows.len()];
+    let mut per_input = vec![vec![0u64; n]; rows.len()];
+    let mut fingerprints: Vec<Vec<String>> = vec![Vec::with_capacity(n); rows.len()];
+    let total: u64 = sizes.iter().map(|(e, b)| (e * b) as u64).sum();
+    control.progress.start("comparing masks", total);
+
+    for window in windows(&sizes, control.options) {
+        control.check()?;
+        // Pack every input's mask for every piece, in parallel over pieces.
+        let packed: Vec<(Vec<Vec<u8>>, u64, Vec<u64>, u64)> = window
+            .par_iter()
+            .map(|piece| {
+                let row = &rows[piece.tensor];
+                let ty = row[0].float_type().expect("float rows only");
+                let mut masks = Vec::with_capacity(n);
+                let mut nonzero_ref = 0;
+                for (k, t) in row.iter().enumerate() {
+                    let mut bits = Vec::with_capacity(piece.elems.len().div_ceil(8));
+                    let bytes = all[k].bytes(t, t.byte_range(&piece.elems));
+                    let nz = crate::dtype::pack_mask(bytes, ty, &mut bits);
+                    if k == 0 {
+                        nonzero_ref = nz;
+                    }
+                    masks.push(bits);
+                }
+                let mut per = vec![0u64; n];
+                let mut any = 0u64;
+                for (i, &r) in masks[0].iter().enumerate() {
+                    let mut or = 0u8;
+                    for (k, m) in masks.iter().enumerate().skip(1) {
+                        let x = r ^ m[i];
+                        per[k] += x.count_ones() as u64;
+                        or |= x;
+                    }
+                    any += or.count_ones() as u64;
+                }
+                let zeros = piece.elems.len() as u64 - nonzero_ref;
+                (masks, zeros, per, any)
+            })
+            .collect();
+        // Fingerprints are sequential per input: hash inputs in parallel.
+        hashers.par_iter_mut().enumerate().for_each(|(k, hs)| {
+            for (piece, (masks, ..)) in window.iter().zip(&packed) {
+                if piece.first {
+                    hs.push(Sha256::new());
+                }
+                hs.last_mut().expect("started").update(&masks[k]);
+            }
+        });
+        for (piece, (_, z, per, any)) in window.iter().zip(packed) {
+            zeros[piece.tensor] += z;
+            differing[piece.tensor] += any;
+            for (t, p) in per_input[piece.tensor].iter_mut().zip(per) {
+                *t += p;
+            }
+            for (k, t) in rows[piece.tensor].iter().enumerate() {
+                all[k].release(t, t.byte_range(&piece.elems));
+            }
+            control
+                .progress
+                .advance((piece.elems.len() * sizes[piece.tensor].1) as u64);
+        }
+    }
+    control.progress.finish();
+    for hs in hashers {
+        for (t, h) in hs.into_iter().enumerate() {
+            fingerprints[t].push(hex(&h.finalize()));
+        }
+    }
+
+    // Position of the first input among `all` (after a separate reference).
+    let first_input = 1 - skip;
+    let tensors: Vec<TensorMask> = rows
+        .iter()
+        .enumerate()
+        .map(|(t, row)| {
+            let numel = row[0].numel() as u64;
+            let fp = &fingerprints[t];
+            TensorMask {
+                name: row[0].name.clone(),
+                shape: row[0].shape.clone(),
+                numel,
+                zeros: zeros[t],
+                sparsity: ratio(zeros[t], numel),
+                differing: differing[t],
+                differing_per_input: per_input[t][first_input..].to_vec(),
+                reference_fingerprint: fp[0].clone(),
+                fingerprints: fp[first_input..].to_vec(),
+            }
+        })
+        .collect();
+    let pruned: Vec<&TensorMask> = tensors.iter().filter(|t| t.zeros > 0).collect();
+    let pruned_zeros: u64 = pruned.iter().map(|t| t.zeros).sum();
+    let pruned_elements: u64 = pruned.iter().map(|t| t.numel).sum();
+    let all_zeros: u64 = tensors.iter().map(|t| t.zeros).sum();
+    let all_elements: u64 = tensors.iter().map(|t| t.numel).sum();
+    Ok(MaskReport {
+        reference: all[0].path().to_path_buf(),
+        reference_is_input,
+        inputs: inputs.iter().map(|c| c.path().to_path_buf()).collect(),
+        compared: tensors.len(),
+        identical: tensors.iter().all(|t| t.differing == 0),
+        tensors,
+        sparsity_of_pruned: ratio(pruned_zeros, pruned_elements),
+        pruned_elements,
+        sparsity_of_compared: ratio(all_zeros, all_elements),
+    })
+}
+
+fn ratio(a: u64, b: u64) -> f64 {
+    if b == 0 {
+        0.0
+    } else {
+        a as f64 / b as f64
+    }
+}

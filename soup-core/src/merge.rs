@@ -1,0 +1,439 @@
+//! Averaging checkpoints out of core: uniform or weighted means of every
+//! floating-point tensor, with the mask check of `soup check-mask` done in
+//! the same pass.
+//!
+//! The mean is computed incrementally, `m += (x_k - m) * w_k / W_k` with
+//! `W_k` the running weight sum, in f32 (f64 for F64 tensors). Unlike
+//! `sum / n`, this returns identical inputs bit for bit and keeps zeros that
+//! all inputs share exactly, which is what a soup of candidates with one
+//! mask needs.
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::checkpoint::{align, Checkpoint, TensorEntry};
+use crate::dtype::{Accumulator, FloatType};
+use crate::error::{Error, Result};
+use crate::hash::TensorHasher;
+use crate::output::{Output, OutputOptions, OutputTensor};
+use crate::provenance;
+use crate::stream::{windows, Control, Piece};
+
+/// What to do when the inputs' masks differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MaskPolicy {
+    /// Refuse to merge (the default): a soup of differently pruned models
+    /// is not sparse.
+    #[default]
+    Refuse,
+    /// Plain mean: the result is non-zero wherever any input is.
+    Union,
+    /// Zero wherever any input is zero.
+    Intersect,
+}
+
+/// What to do with integer and bool tensors (never averaged).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IntPolicy {
+    /// They must be equal in all inputs (the default).
+    #[default]
+    Equal,
+    /// Take the first input's.
+    First,
+}
+
+/// Parameters of a merge.
+#[derive(Debug, Clone, Default)]
+pub struct MergeOptions {
+    /// One weight per input (normalised to sum 1); `None` for a uniform mean.
+    pub weights: Option<Vec<f64>>,
+    /// Mask policy.
+    pub mask_policy: MaskPolicy,
+    /// Integer policy.
+    pub int_policy: IntPolicy,
+    /// Output type of float tensors (default: the input's).
+    pub dtype: Option<FloatType>,
+    /// Where and how to write.
+    pub output: OutputOptions,
+    /// Extra fields for the recorded recipe (greedy soups add their trials).
+    pub recipe_extra: serde_json::Map<String, serde_json::Value>,
+}
+
+/// The outcome of a merge.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MergeReport {
+    /// Files written.
+    pub outputs: Vec<PathBuf>,
+    /// Input paths.
+    pub inputs: Vec<PathBuf>,
+    /// Content hash of each input.
+    pub input_sha256: Vec<String>,
+    /// Normalised weights.
+    pub weights: Vec<f64>,
+    /// Tensors written.
+    pub tensors: usize,
+    /// Of which averaged.
+    pub averaged: usize,
+    /// Bytes of tensor data written.
+    pub bytes: u64,
+    /// Mask policy applied.
+    pub mask_policy: MaskPolicy,
+    /// Per tensor whose masks differ: name and, per input, the positions
+    /// where its mask differs from the first input's (only under the union
+    /// and intersect policies; refuse stops at the first).
+    pub mask_differences: Vec<(String, Vec<u64>)>,
+}
+
+/// Validates and normalises merge weights.
+pub fn normalise_weights(weights: Option<&[f64]>, inputs: usize) -> Result<Vec<f64>> {
+    let Some(w) = weights else {
+        return Ok(vec![1.0 / inputs as f64; inputs]);
+    };
+    if w.len() != inputs {
+        return Err(Error::invalid(format!(
+            "{} weights given for {inputs} inputs",
+            w.len()
+        )));
+    }
+    if let Some(bad) = w.iter().find(|v| !v.is_finite() || **v < 0.0) {
+        return Err(Error::invalid(format!(
+            "weights must be finite and non-negative, got {bad}"
+        )));
+    }
+    let sum: f64 = w.iter().sum();
+    if sum <= 0.0 {
+        return Err(Error::invalid("weights sum to zero"));
+    }
+    Ok(w.iter().map(|v| v / sum).collect())
+}
+
+/// Averages `inputs` into `target`. See the module documentation.
+pub fn merge(
+    inputs: &[Checkpoint],
+    target: &Path,
+    options: &MergeOptions,
+    control: &Control,
+) -> Result<MergeReport> {
+    if inputs.is_empty() {
+        return Err(Error::invalid("nothing to merge"));
+    }
+    let refs: Vec<&Checkpoint> = inputs.iter().collect();
+    let rows = align(&refs)?;
+    let weights = normalise_weights(options.weights.as_deref(), inputs.len())?;
+    // Coefficient of each input in the incremental mean; the first input
+    // with positive weight seeds the accumulator.
+    let mut running = 0.0;
+    let coefficients: Vec<f64> = weights
+        .iter()
+        .map(|&w| {
+            running += w;
+            if w > 0.0 {
+                w / running
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    let seed = weights.iter().position(|&w| w > 0.0).expect("positive sum");
+
+    let out_tensors: Vec<OutputTensor> = rows
+        .iter()
+        .map(|row| OutputTensor {
+            name: row[0].name.clone(),
+            dtype: match (row[0].float_type(), options.dtype) {
+                (Some(_), Some(t)) => t.dtype(),
+                _ => row[0].dtype,
+            },
+            shape: row[0].shape.clone(),
+        })
+        .collect();
+
+    let input_paths: Vec<&Path> = inputs.iter().flat_map(|c| c.files()).collect();
+    let mut recipe = serde_json::json!({
+        "weights": weights,
+        "mask_policy": options.mask_policy,
+        "int_policy": options.int_policy,
+        "dtype": options.dtype.map(|t| crate::dtype::name(t.dtype())),
+    });
+    recipe
+        .as_object_mut()
+        .expect("object")
+        .extend(options.recipe_extra.clone());
+    let placeholder = "0".repeat(64);
+    let describe = |hashes: &[String]| -> Vec<(String, String)> {
+        inputs
+            .iter()
+            .zip(hashes)
+            .map(|(c, h)| (c.path().display().to_string(), h.clone()))
+            .collect()
+    };
+    let mut metadata = provenance::common_metadata(&refs);
+    provenance::record(
+        &mut metadata,
+        "merge",
+        recipe.clone(),
+        &describe(&vec![placeholder; inputs.len()]),
+    );
+    let mut output = Output::create(
+        target,
+        &out_tensors,
+        metadata,
+        &input_paths,
+        &options.output,
+    )?;
+
+    let plan = Plan {
+        inputs,
+        rows: &rows,
+        out_tensors: &out_tensors,
+        coefficients: &coefficients,
+        seed,
+        options,
+        output: &output,
+    };
+    let (hashes, mask_differences) = plan.run(control)?;
+
+    let mut metadata = provenance::common_metadata(&refs);
+    provenance::record(&mut metadata, "merge", recipe, &describe(&hashes));
+    *output.metadata_mut() = metadata;
+    let outputs = output.commit()?;
+    Ok(MergeReport {
+        outputs,
+        inputs: inputs.iter().map(|c| c.path().to_path_buf()).collect(),
+        input_sha256: hashes,
+        weights,
+        tensors: rows.len(),
+        averaged: rows.iter().filter(|r| r[0].float_type().is_some()).count(),
+        bytes: out_tensors.iter().map(|t| t.nbytes() as u64).sum(),
+        mask_policy: options.mask_policy,
+        mask_differences,
+    })
+}
+
+struct Plan<'a> {
+    inputs: &'a [Checkpoint],
+    rows: &'a [Vec<&'a TensorEntry>],
+    out_tensors: &'a [OutputTensor],
+    coefficients: &'a [f64],
+    seed: usize,
+    options: &'a MergeOptions,
+    output: &'a Output,
+}
+
+/// Per-input running content hash.
+#[derive(Default)]
+struct HashState {
+    current: Option<TensorHasher>,
+    done: Vec<(String, String)>,
+}
+
+impl Plan<'_> {
+    /// Streams every window: merges its pieces in parallel while hashing the
+    /// inputs' bytes, then checks masks and releases pages.
+    fn run(&self, control: &Control) -> Result<(Vec<String>, Vec<(String, Vec<u64>)>)> {
+        let n = self.inputs.len();
+        let sizes: Vec<(usize, usize)> = self
+            .rows
+            .iter()
+            .map(|row| {
+                let per_elem = row[0].dtype.bitsize().div_ceil(8);
+                (row[0].numel(), per_elem * n)
+            })
+            .collect();
+        let total: u64 = self.inputs.iter().map(|c| c.data_bytes()).sum();
+        let mut diffs: Vec<Vec<u64>> = vec![vec![0; n]; self.rows.len()];
+        let mut hash_states: Vec<HashState> = (0..n).map(|_| HashState::default()).collect();
+        control.progress.start("merging", total);
+        let all_windows = windows(&sizes, control.options);
+        for (w, window) in all_windows.iter().enumerate() {
+            control.check()?;
+            if let Some(next) = all_windows.get(w + 1) {
+                self.for_each_range(next, |k, t, r| self.inputs[k].prefetch(t, r));
+            }
+            let (merged, ()) = rayon::join(
+                || {
+                    window
+                        .par_iter()
+                        .map(|p| self.merge_piece(p))
+                        .collect::<Result<Vec<_>>>()
+                },
+                || {
+                    hash_states
+                        .par_iter_mut()
+                        .enumerate()
+                        .for_each(|(k, state)| self.hash_window(k, window, state))
+                },
+            );
+            for (piece, piece_diffs) in window.iter().zip(merged?) {
+                for (total, d) in diffs[piece.tensor].iter_mut().zip(piece_diffs) {
+                    *total += d;
+                }
+            }
+            if self.options.mask_policy == MaskPolicy::Refuse {
+                self.refuse_on_difference(window, &diffs)?;
+            }
+            self.for_each_range(window, |k, t, r| self.inputs[k].release(t, r));
+            let bytes: usize = window
+                .iter()
+                .map(|p| p.elems.len() * sizes[p.tensor].1)
+                .sum();
+            control.progress.advance(bytes as u64);
+        }
+        control.progress.finish();
+        let hashes = hash_states
+            .into_iter()
+            .map(|s| crate::hash::combine(s.done.iter().map(|(a, b)| (a.as_str(), b.as_str()))))
+            .collect();
+        let differences = self
+            .rows
+            .iter()
+            .zip(diffs)
+            .filter(|(_, d)| d.iter().any(|&x| x > 0))
+            .map(|(row, d)| (row[0].name.clone(), d))
+            .collect();
+        Ok((hashes, differences))
+    }
+
+    /// Calls `f(input, tensor, byte range)` for every input's bytes of
+    /// every piece of `window`.
+    fn for_each_range(&self, window: &[Piece], f: impl Fn(usize, &TensorEntry, Range<usize>)) {
+        for piece in window {
+            for (k, entry) in self.rows[piece.tensor].iter().enumerate() {
+                f(k, entry, entry.byte_range(&piece.elems));
+            }
+        }
+    }
+
+    fn hash_window(&self, k: usize, window: &[Piece], state: &mut HashState) {
+        for piece in window {
+            let t = self.rows[piece.tensor][k];
+            if piece.first {
+                state.current = Some(TensorHasher::new(&t.name, t.dtype, &t.shape));
+            }
+            let bytes = self.inputs[k].bytes(t, t.byte_range(&piece.elems));
+            state.current.as_mut().expect("started").update(bytes);
+            if piece.last {
+                let digest = state.current.take().expect("started").finish();
+                state.done.push((t.name.clone(), digest));
+            }
+        }
+    }
+
+    fn refuse_on_difference(&self, window: &[Piece], diffs: &[Vec<u64>]) -> Result<()> {
+        for piece in window.iter().filter(|p| p.last) {
+            let d = &diffs[piece.tensor];
+            if let Some(k) = d.iter().position(|&x| x > 0) {
+                return Err(Error::Mismatch(format!(
+                    "masks differ: tensor `{}` has {} positions where {} differs from {}; \
+                     see `soup check-mask`, or merge anyway with --mask-policy union|intersect",
+                    self.rows[piece.tensor][0].name,
+                    d[k],
+                    self.inputs[k].path().display(),
+                    self.inputs[0].path().display(),
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Merges one piece and writes it; returns, per input, the positions
+    /// where its mask differs from the first input's.
+    fn merge_piece(&self, piece: &Piece) -> Result<Vec<u64>> {
+        let row = &self.rows[piece.tensor];
+        let n = self.inputs.len();
+        let bytes: Vec<&[u8]> = row
+            .iter()
+            .enumerate()
+            .map(|(k, t)| self.inputs[k].bytes(t, t.byte_range(&piece.elems)))
+            .collect();
+        let offset = row[0].byte_range(&piece.elems).start;
+        let Some(in_type) = row[0].float_type() else {
+            if self.options.int_policy == IntPolicy::Equal {
+                if let Some(k) = (1..n).find(|&k| bytes[k] != bytes[0]) {
+                    return Err(Error::Mismatch(format!(
+                        "tensor `{}` ({:?}) differs between {} and {}: integer and bool tensors \
+                         are never averaged (use --int-policy first to take the first input's)",
+                        row[0].name,
+                        row[0].dtype,
+                        self.inputs[0].path().display(),
+                        self.inputs[k].path().display()
+                    )));
+                }
+            }
+            self.output.write(piece.tensor, offset, bytes[0])?;
+            return Ok(vec![0; n]);
+        };
+        let out_type = crate::dtype::FloatType::of(self.out_tensors[piece.tensor].dtype)
+            .expect("float output for float input");
+        let (encoded, diffs) = if in_type == FloatType::F64 {
+            self.mean::<f64>(&bytes, in_type, out_type)
+        } else {
+            self.mean::<f32>(&bytes, in_type, out_type)
+        };
+        let out_offset = piece.elems.start * out_type.size();
+        self.output.write(piece.tensor, out_offset, &encoded)?;
+        Ok(diffs)
+    }
+
+    fn mean<A: Accumulator>(
+        &self,
+        bytes: &[&[u8]],
+        in_type: FloatType,
+        out_type: FloatType,
+    ) -> (Vec<u8>, Vec<u64>) {
+        let n = bytes.len();
+        let intersect = self.options.mask_policy == MaskPolicy::Intersect;
+        let mut diffs = vec![0u64; n];
+        let mut acc: Vec<A> = Vec::new();
+        A::decode(bytes[self.seed], in_type, &mut acc);
+        let mut reference: Vec<bool> = Vec::new();
+        let mut alive: Vec<bool> = Vec::new();
+        let mut x: Vec<A> = Vec::with_capacity(acc.len());
+        for (k, data) in bytes.iter().enumerate() {
+            let values: &[A] = if k == self.seed {
+                &acc
+            } else {
+                A::decode(data, in_type, &mut x);
+                &x
+            };
+            if k == 0 {
+                reference = values.iter().map(|v| *v != A::ZERO).collect();
+                if intersect {
+                    alive = reference.clone();
+                }
+            } else {
+                let mut count = 0u64;
+                for (i, v) in values.iter().enumerate() {
+                    let nz = *v != A::ZERO;
+                    count += (nz != reference[i]) as u64;
+                    if intersect {
+                        alive[i] &= nz;
+                    }
+                }
+                diffs[k] = count;
+            }
+            if k != self.seed && self.coefficients[k] > 0.0 {
+                let c = A::from_f64(self.coefficients[k]);
+                for (m, &v) in acc.iter_mut().zip(x.iter()) {
+                    *m = *m + (v - *m) * c;
+                }
+            }
+        }
+        if intersect {
+            for (m, keep) in acc.iter_mut().zip(&alive) {
+                if !keep {
+                    *m = A::ZERO;
+                }
+            }
+        }
+        let mut out = Vec::with_capacity(acc.len() * out_type.size());
+        A::encode(&acc, out_type, &mut out);
+        (out, diffs)
+    }
+}

@@ -1,0 +1,55 @@
+//! Choosing tensors by name with `--include` / `--exclude` regular
+//! expressions.
+
+use regex::Regex;
+
+use crate::error::{Error, Result};
+
+/// A name filter: a tensor is selected when it matches any include pattern
+/// (or there are none) and no exclude pattern.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    include: Vec<Regex>,
+    exclude: Vec<Regex>,
+}
+
+impl Selection {
+    /// Compiles the patterns; a bad pattern is an error naming it.
+    pub fn new(include: &[String], exclude: &[String]) -> Result<Selection> {
+        let compile = |p: &String| {
+            Regex::new(p).map_err(|e| Error::invalid(format!("invalid regex `{p}`: {e}")))
+        };
+        Ok(Selection {
+            include: include.iter().map(compile).collect::<Result<_>>()?,
+            exclude: exclude.iter().map(compile).collect::<Result<_>>()?,
+        })
+    }
+
+    /// Whether the filter selects everything.
+    pub fn is_all(&self) -> bool {
+        self.include.is_empty() && self.exclude.is_empty()
+    }
+
+    /// Whether `name` is selected.
+    pub fn matches(&self, name: &str) -> bool {
+        (self.include.is_empty() || self.include.iter().any(|r| r.is_match(name)))
+            && !self.exclude.iter().any(|r| r.is_match(name))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn include_then_exclude() {
+        let s = Selection::new(&["weight$".into()], &["^fc".into()]).unwrap();
+        assert!(s.matches("conv1.weight"));
+        assert!(!s.matches("fc.weight"));
+        assert!(!s.matches("conv1.bias"));
+        assert!(Selection::new(&["(".into()], &[])
+            .unwrap_err()
+            .to_string()
+            .contains("invalid regex `(`"));
+    }
+}
