@@ -1,0 +1,205 @@
+//! Reading and writing safetensors checkpoints of named tensors.
+//!
+//! The names are PyTorch `state_dict` names, the same files `soup` reads and
+//! writes. Writes are atomic: a temporary file beside the target, fsync,
+//! rename, so a reader never sees a half-written checkpoint.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+
+use safetensors::tensor::{Dtype, SafeTensors, View};
+use tch::{Device, Kind, Tensor};
+
+use crate::error::{Error, Result};
+
+/// A tensor's bytes, on the CPU, ready for serialisation.
+struct Bytes {
+    dtype: Dtype,
+    shape: Vec<usize>,
+    data: Vec<u8>,
+}
+
+impl View for &Bytes {
+    fn dtype(&self) -> Dtype {
+        self.dtype
+    }
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    fn data(&self) -> Cow<'_, [u8]> {
+        Cow::Borrowed(&self.data)
+    }
+    fn data_len(&self) -> usize {
+        self.data.len()
+    }
+}
+
+fn dtype_of(kind: Kind) -> Option<Dtype> {
+    Some(match kind {
+        Kind::Float => Dtype::F32,
+        Kind::Double => Dtype::F64,
+        Kind::Half => Dtype::F16,
+        Kind::BFloat16 => Dtype::BF16,
+        Kind::Int64 => Dtype::I64,
+        Kind::Int => Dtype::I32,
+        Kind::Int16 => Dtype::I16,
+        Kind::Int8 => Dtype::I8,
+        Kind::Uint8 => Dtype::U8,
+        Kind::Bool => Dtype::BOOL,
+        _ => return None,
+    })
+}
+
+fn kind_of(dtype: Dtype) -> Option<Kind> {
+    Some(match dtype {
+        Dtype::F32 => Kind::Float,
+        Dtype::F64 => Kind::Double,
+        Dtype::F16 => Kind::Half,
+        Dtype::BF16 => Kind::BFloat16,
+        Dtype::I64 => Kind::Int64,
+        Dtype::I32 => Kind::Int,
+        Dtype::I16 => Kind::Int16,
+        Dtype::I8 => Kind::Int8,
+        Dtype::U8 => Kind::Uint8,
+        Dtype::BOOL => Kind::Bool,
+        _ => return None,
+    })
+}
+
+/// Writes `tensors` to `path` as safetensors, with `metadata` in the header.
+/// Tensors may live on any device; they are copied to the CPU.
+pub fn save(
+    path: &Path,
+    tensors: &[(String, Tensor)],
+    metadata: HashMap<String, String>,
+) -> Result<()> {
+    let mut views = Vec::with_capacity(tensors.len());
+    for (name, t) in tensors {
+        let dtype = dtype_of(t.kind()).ok_or_else(|| {
+            Error::checkpoint(
+                path,
+                format!("tensor {name} has unsupported kind {:?}", t.kind()),
+            )
+        })?;
+        let t = t.detach().to_device(Device::Cpu).contiguous();
+        let numel = t.numel();
+        let mut data = vec![0u8; numel * t.kind().elt_size_in_bytes()];
+        t.f_copy_data_u8(&mut data, numel)?;
+        let shape = t.size().iter().map(|&d| d as usize).collect();
+        views.push((name.clone(), Bytes { dtype, shape, data }));
+    }
+    let bytes =
+        safetensors::tensor::serialize(views.iter().map(|(n, b)| (n.as_str(), b)), Some(metadata))
+            .map_err(|e| Error::checkpoint(path, e.to_string()))?;
+    write_atomic(path, &bytes)
+}
+
+/// Writes `bytes` to a temporary file beside `path`, syncs it and renames it
+/// over `path`.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let name = path
+        .file_name()
+        .ok_or_else(|| Error::checkpoint(path, "not a file name"))?;
+    let tmp = dir.join(format!(
+        ".{}.{}.tmp",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let result = (|| {
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)
+    })();
+    if let Err(e) = result {
+        let _ = fs::remove_file(&tmp);
+        return Err(Error::io(path, e));
+    }
+    Ok(())
+}
+
+/// A checkpoint read into memory: CPU tensors by name, and the header's
+/// metadata.
+#[derive(Debug)]
+pub struct Checkpoint {
+    /// Tensors in file order.
+    pub tensors: Vec<(String, Tensor)>,
+    /// The `__metadata__` map (empty when the file has none).
+    pub metadata: HashMap<String, String>,
+}
+
+/// Reads every tensor of a safetensors file onto the CPU.
+pub fn load(path: &Path) -> Result<Checkpoint> {
+    let bytes = fs::read(path).map_err(|e| Error::io(path, e))?;
+    let st =
+        SafeTensors::deserialize(&bytes).map_err(|e| Error::checkpoint(path, e.to_string()))?;
+    let (_, header) =
+        SafeTensors::read_metadata(&bytes).map_err(|e| Error::checkpoint(path, e.to_string()))?;
+    let mut tensors = Vec::new();
+    for (name, view) in st.iter() {
+        let kind = kind_of(view.dtype()).ok_or_else(|| {
+            Error::checkpoint(
+                path,
+                format!("tensor {name} has unsupported dtype {:?}", view.dtype()),
+            )
+        })?;
+        let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
+        tensors.push((
+            name.to_string(),
+            Tensor::f_from_data_size(view.data(), &shape, kind)?,
+        ));
+    }
+    Ok(Checkpoint {
+        tensors,
+        metadata: header.metadata().clone().unwrap_or_default(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_keeps_names_kinds_shapes_and_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.safetensors");
+        let tensors = vec![
+            (
+                "a.weight".to_string(),
+                Tensor::from_slice(&[1.5f32, -0.0, 3.0, 4.0]).view([2, 2]),
+            ),
+            (
+                "a.num_batches_tracked".to_string(),
+                Tensor::from(7i64).view([]),
+            ),
+        ];
+        let meta = HashMap::from([("arch".to_string(), "cnn".to_string())]);
+        save(&path, &tensors, meta.clone()).unwrap();
+        let ck = load(&path).unwrap();
+        assert_eq!(ck.metadata, meta);
+        let got: HashMap<_, _> = ck.tensors.into_iter().collect();
+        assert_eq!(got["a.weight"].size(), [2, 2]);
+        assert!(got["a.weight"].equal(&tensors[0].1));
+        assert_eq!(got["a.num_batches_tracked"].kind(), Kind::Int64);
+        assert_eq!(got["a.num_batches_tracked"].size(), Vec::<i64>::new());
+        assert_eq!(got["a.num_batches_tracked"].int64_value(&[]), 7);
+        // No temporary file is left behind.
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn garbage_is_an_error_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.safetensors");
+        fs::write(&path, b"not a checkpoint").unwrap();
+        let err = load(&path).unwrap_err().to_string();
+        assert!(err.contains("bad.safetensors"), "{err}");
+    }
+}

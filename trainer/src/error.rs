@@ -1,0 +1,80 @@
+//! The library's one error type, grouped by the stage that fails.
+
+use std::path::PathBuf;
+
+/// Everything the trainer library can fail with. Variants carry the file or
+/// the name involved so that a message alone says what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    // --- data -------------------------------------------------------------
+    /// A data folder or file is missing, unreadable or malformed.
+    #[error("data {path}: {msg}")]
+    Data {
+        /// The folder or file that is wrong.
+        path: PathBuf,
+        /// What is wrong with it.
+        msg: String,
+    },
+    /// A data set name that is neither known nor an existing folder.
+    #[error(
+        "unknown data set {0:?}: give `fashion-mnist` or a folder of IDX or CIFAR binary files"
+    )]
+    UnknownData(String),
+
+    // --- models and checkpoints -------------------------------------------
+    /// A model name that is not one of the architectures the trainer builds.
+    #[error(
+        "unknown model {0:?}: expected mlp, cnn, resnet20, resnet56, wrn-D-W, resnet18 or resnet50"
+    )]
+    UnknownModel(String),
+    /// A checkpoint that cannot be read or does not fit the model.
+    #[error("checkpoint {path}: {msg}")]
+    Checkpoint {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// What does not fit.
+        msg: String,
+    },
+
+    // --- configuration ----------------------------------------------------
+    /// An invalid setting (bad value, unreadable config file, bad device).
+    #[error("config: {0}")]
+    Config(String),
+
+    // --- plumbing ---------------------------------------------------------
+    /// An I/O error on a named file.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or folder being read or written.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// An error raised by libtorch.
+    #[error("libtorch: {0}")]
+    Torch(#[from] tch::TchError),
+}
+
+impl Error {
+    pub(crate) fn data(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
+        Error::Data {
+            path: path.into(),
+            msg: msg.into(),
+        }
+    }
+    pub(crate) fn checkpoint(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
+        Error::Checkpoint {
+            path: path.into(),
+            msg: msg.into(),
+        }
+    }
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// The library's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

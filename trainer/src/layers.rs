@@ -1,0 +1,172 @@
+//! The building blocks of the models: convolution, batch normalisation and
+//! linear layers whose variables carry PyTorch's `state_dict` names, and the
+//! [`Mode`] a forward pass runs in.
+
+use tch::nn::{Init, Path};
+use tch::{Kind, Tensor};
+
+/// How a forward pass treats batch normalisation and dropout.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Mode {
+    /// Training: batch statistics, running statistics updated as an
+    /// exponential average with momentum 0.1 (PyTorch's default), dropout on.
+    Train,
+    /// Inference: running statistics, no dropout.
+    Eval,
+    /// Recalibrating batch norm: batch statistics, running statistics updated
+    /// with weight `factor` (`running = (1 - factor) * running + factor *
+    /// batch`), dropout off. Passing `factor = 1/k` for the k-th batch after a
+    /// reset gives PyTorch's `momentum=None` cumulative average.
+    Calibrate {
+        /// Weight of this batch's statistics in the running statistics.
+        factor: f64,
+    },
+}
+
+impl Mode {
+    /// Whether dropout is active in this mode.
+    pub fn dropout(self) -> bool {
+        self == Mode::Train
+    }
+}
+
+/// A 2-D convolution (`weight`, optional `bias`).
+#[derive(Debug)]
+pub struct Conv2d {
+    /// `out x in x k x k`.
+    pub weight: Tensor,
+    /// `out`, when the layer has one.
+    pub bias: Option<Tensor>,
+    stride: i64,
+    padding: i64,
+}
+
+/// A square convolution with torchvision's initialisation (Kaiming normal,
+/// fan-out, ReLU gain) and no bias unless asked for.
+pub fn conv2d(
+    p: Path,
+    c_in: i64,
+    c_out: i64,
+    k: i64,
+    stride: i64,
+    padding: i64,
+    bias: bool,
+) -> Conv2d {
+    let std = (2.0 / (c_out * k * k) as f64).sqrt();
+    let weight = p.var(
+        "weight",
+        &[c_out, c_in, k, k],
+        Init::Randn {
+            mean: 0.0,
+            stdev: std,
+        },
+    );
+    let bias = bias.then(|| p.var("bias", &[c_out], Init::Const(0.0)));
+    Conv2d {
+        weight,
+        bias,
+        stride,
+        padding,
+    }
+}
+
+impl Conv2d {
+    /// Applies the convolution.
+    pub fn forward(&self, xs: &Tensor) -> Tensor {
+        xs.conv2d(
+            &self.weight,
+            self.bias.as_ref(),
+            [self.stride],
+            [self.padding],
+            [1],
+            1,
+        )
+    }
+}
+
+/// A fully connected layer (`weight`, `bias`).
+#[derive(Debug)]
+pub struct Linear {
+    /// `out x in`.
+    pub weight: Tensor,
+    /// `out`.
+    pub bias: Tensor,
+}
+
+/// A linear layer with PyTorch's default initialisation: weight and bias
+/// uniform in `±1/sqrt(in)`.
+pub fn linear(p: Path, c_in: i64, c_out: i64) -> Linear {
+    let bound = 1.0 / (c_in as f64).sqrt();
+    let init = Init::Uniform {
+        lo: -bound,
+        up: bound,
+    };
+    Linear {
+        weight: p.var("weight", &[c_out, c_in], init),
+        bias: p.var("bias", &[c_out], init),
+    }
+}
+
+impl Linear {
+    /// Applies the layer.
+    pub fn forward(&self, xs: &Tensor) -> Tensor {
+        xs.linear(&self.weight, Some(&self.bias))
+    }
+}
+
+/// Batch normalisation over channels with PyTorch's buffers, including the
+/// int64 scalar `num_batches_tracked`.
+#[derive(Debug)]
+pub struct BatchNorm {
+    /// Scale, initialised to 1.
+    pub weight: Tensor,
+    /// Shift, initialised to 0.
+    pub bias: Tensor,
+    /// Running mean (buffer).
+    pub running_mean: Tensor,
+    /// Running variance, unbiased (buffer).
+    pub running_var: Tensor,
+    /// Batches seen in training mode (int64 scalar buffer).
+    pub num_batches_tracked: Tensor,
+}
+
+/// PyTorch's default momentum for running statistics.
+pub const BN_MOMENTUM: f64 = 0.1;
+/// PyTorch's default epsilon.
+pub const BN_EPS: f64 = 1e-5;
+
+/// A batch-norm layer over `c` channels.
+pub fn batch_norm(p: Path, c: i64) -> BatchNorm {
+    let nbt = Tensor::zeros([], (Kind::Int64, p.device()));
+    BatchNorm {
+        weight: p.var("weight", &[c], Init::Const(1.0)),
+        bias: p.var("bias", &[c], Init::Const(0.0)),
+        running_mean: p.zeros_no_train("running_mean", &[c]),
+        running_var: p.ones_no_train("running_var", &[c]),
+        num_batches_tracked: p.add("num_batches_tracked", nbt, false),
+    }
+}
+
+impl BatchNorm {
+    /// Normalises `xs` (`N x C x ...`) as `mode` says.
+    pub fn forward(&self, xs: &Tensor, mode: Mode) -> Tensor {
+        let (training, momentum) = match mode {
+            Mode::Train => (true, BN_MOMENTUM),
+            Mode::Eval => (false, 0.0),
+            Mode::Calibrate { factor } => (true, factor),
+        };
+        if training {
+            let _ = self.num_batches_tracked.shallow_clone().g_add_scalar_(1);
+        }
+        xs.batch_norm(
+            Some(&self.weight),
+            Some(&self.bias),
+            Some(&self.running_mean),
+            Some(&self.running_var),
+            training,
+            momentum,
+            BN_EPS,
+            true,
+        )
+    }
+}

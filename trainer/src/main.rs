@@ -1,0 +1,273 @@
+//! The `trainer` command: argument parsing and dispatch to the library.
+#![forbid(unsafe_code)]
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use trainer::run::{run_training, Progress};
+use trainer::{
+    evaluate, parse_device, Arch, Dataset, Model, ModelSpec, ScheduleKind, Split, TrainConfig,
+};
+
+/// Dense training, evaluation and checkpoints of image classifiers on libtorch.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Write a freshly initialised checkpoint.
+    Init(InitArgs),
+    /// Train a model densely into a run folder.
+    Train(TrainArgs),
+    /// Evaluate a checkpoint on the test split.
+    Eval(EvalArgs),
+    /// Time training steps on random data.
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Args)]
+struct InitArgs {
+    /// Architecture: mlp, cnn, resnet20, resnet56, wrn-D-W, resnet18, resnet50.
+    #[arg(long)]
+    model: String,
+    /// Number of classes.
+    #[arg(long)]
+    num_classes: i64,
+    /// Input shape CxHxW.
+    #[arg(long, default_value = "3x32x32", value_parser = parse_shape)]
+    input: [i64; 3],
+    /// Seed of the initialisation.
+    #[arg(long, default_value_t = 0)]
+    seed: i64,
+    /// Output checkpoint (.safetensors).
+    #[arg(short, long)]
+    output: PathBuf,
+}
+
+#[derive(Debug, Args)]
+struct TrainArgs {
+    /// TOML file with any of the settings below; flags override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Run folder to create (config.toml, metrics.jsonl, final.safetensors).
+    #[arg(long)]
+    out: PathBuf,
+    /// Data set: `fashion-mnist` or a folder of IDX or CIFAR binary files.
+    #[arg(long)]
+    data: Option<String>,
+    /// Architecture [default: cnn].
+    #[arg(long)]
+    model: Option<String>,
+    /// Training epochs [default: 10].
+    #[arg(long)]
+    epochs: Option<u64>,
+    /// Batch size [default: 128].
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Peak learning rate [default: 0.1].
+    #[arg(long)]
+    lr: Option<f64>,
+    /// SGD momentum [default: 0.9].
+    #[arg(long)]
+    momentum: Option<f64>,
+    /// Weight decay; Nesterov momentum when positive [default: 5e-4].
+    #[arg(long)]
+    weight_decay: Option<f64>,
+    /// Learning-rate schedule: constant, step, linear, cosine [default: cosine].
+    #[arg(long)]
+    schedule: Option<ScheduleKind>,
+    /// Epochs of linear warm-up [default: 0].
+    #[arg(long)]
+    warmup_epochs: Option<f64>,
+    /// Seed of initialisation, batch order and augmentation [default: 0].
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Seed of the 10% validation split [default: 0].
+    #[arg(long)]
+    split_seed: Option<u64>,
+    /// Device: auto, cpu, cuda or cuda:N [default: auto].
+    #[arg(long)]
+    device: Option<String>,
+    /// CPU threads for libtorch; 0 keeps libtorch's default [default: 0].
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+struct EvalArgs {
+    /// Architecture of the checkpoint.
+    #[arg(long)]
+    model: String,
+    /// Checkpoint to evaluate (.safetensors).
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Data set: `fashion-mnist` or a folder.
+    #[arg(long, default_value = "fashion-mnist")]
+    data: String,
+    /// Device: auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    device: String,
+    /// Images per batch.
+    #[arg(long, default_value_t = 500)]
+    batch_size: usize,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct BenchArgs {
+    /// Architecture.
+    #[arg(long, default_value = "resnet20")]
+    model: String,
+    /// Input shape CxHxW.
+    #[arg(long, default_value = "3x32x32", value_parser = parse_shape)]
+    input: [i64; 3],
+    /// Number of classes.
+    #[arg(long, default_value_t = 10)]
+    num_classes: i64,
+    /// Batch size.
+    #[arg(long, default_value_t = 128)]
+    batch_size: i64,
+    /// Untimed steps first.
+    #[arg(long, default_value_t = 3)]
+    warmup: usize,
+    /// Timed steps.
+    #[arg(long, default_value_t = 10)]
+    steps: usize,
+    /// CPU threads (0: libtorch's default).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// Device: auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
+fn parse_shape(s: &str) -> Result<[i64; 3], String> {
+    let dims: Vec<i64> = s
+        .split('x')
+        .map(|d| d.parse().map_err(|_| format!("bad shape {s:?}")))
+        .collect::<Result<_, _>>()?;
+    dims.try_into()
+        .map_err(|_| format!("shape {s:?} is not CxHxW"))
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("trainer: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Init(a) => {
+            tch::manual_seed(a.seed);
+            let arch: Arch = a.model.parse()?;
+            let model = Model::new(
+                arch,
+                ModelSpec {
+                    num_classes: a.num_classes,
+                    input: a.input,
+                },
+                tch::Device::Cpu,
+            );
+            model
+                .save(&a.output)
+                .with_context(|| format!("writing {}", a.output.display()))?;
+        }
+        Command::Train(a) => {
+            let cfg = train_config(&a)?;
+            let progress = if std::io::stderr().is_terminal() {
+                Progress::Bar
+            } else {
+                Progress::Lines
+            };
+            let m = run_training(&cfg, &a.out, progress)
+                .with_context(|| format!("run {}", a.out.display()))?;
+            println!("{}", serde_json::to_string(&m)?);
+        }
+        Command::Eval(a) => {
+            let device = parse_device(&a.device)?;
+            let data = Dataset::load(&a.data, 0)?;
+            let [c, h, w] = data.input_shape().map(|d| d as i64);
+            let spec = ModelSpec {
+                num_classes: data.num_classes as i64,
+                input: [c, h, w],
+            };
+            let model = Model::new(a.model.parse()?, spec, device);
+            model.load(&a.checkpoint)?;
+            let r = evaluate(&model, data.eval_batches(Split::Test, a.batch_size, device))?;
+            if a.json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                println!("{:<20} {:>10}", "samples", r.samples);
+                println!("{:<20} {:>10.4}", "loss", r.loss);
+                println!("{:<20} {:>10.4}", "top1", r.top1);
+                println!("{:<20} {:>10.4}", "balanced_accuracy", r.balanced_accuracy);
+                println!("{:<20} {:>10.4}", "ece_15", r.ece);
+            }
+        }
+        Command::Bench(a) => {
+            if a.threads > 0 {
+                tch::set_num_threads(a.threads as i32);
+            }
+            let spec = ModelSpec {
+                num_classes: a.num_classes,
+                input: a.input,
+            };
+            let device = parse_device(&a.device)?;
+            let t = trainer::train::time_train_step(
+                a.model.parse()?,
+                spec,
+                a.batch_size,
+                a.warmup,
+                a.steps,
+                device,
+            );
+            println!(
+                "{}",
+                serde_json::json!({"impl": "trainer", "model": a.model, "batch_size": a.batch_size,
+                    "threads": tch::get_num_threads(), "ms_per_step": t.as_secs_f64() * 1e3})
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Defaults, then the config file, then the flags.
+fn train_config(a: &TrainArgs) -> Result<TrainConfig> {
+    let mut c = match &a.config {
+        Some(p) => TrainConfig::from_file(p)?,
+        None => TrainConfig::default(),
+    };
+    macro_rules! set {
+        ($($f:ident),*) => { $(if let Some(v) = a.$f.clone() { c.$f = v; })* };
+    }
+    set!(
+        data,
+        model,
+        epochs,
+        batch_size,
+        lr,
+        momentum,
+        weight_decay,
+        schedule,
+        warmup_epochs,
+        seed,
+        split_seed,
+        device,
+        threads
+    );
+    Ok(c)
+}
