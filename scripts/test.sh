@@ -7,4 +7,6 @@ eval "$(scripts/setup.sh)"
 # Tests that need Python (interoperability, parity with PyTorch) fail rather
 # than skip when this is set.
 export SOUP_REQUIRE_PYTHON=1
+# End-to-end tests drive the built binaries: build them first.
+cargo build --workspace --release --locked --bins
 cargo test --workspace --release --locked "$@"

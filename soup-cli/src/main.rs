@@ -1,1 +1,84 @@
-fn main() {}
+//! `soup`: checkpoint surgery and sparse model souping for safetensors files.
+//!
+//! The binary only parses arguments and dispatches; the work lives in
+//! soup-core. Exit codes: 0 success (and, for comparisons, no differences),
+//! 1 findings (masks or checkpoints differ), 2 errors, 130 interrupted.
+#![forbid(unsafe_code)]
+
+mod cli;
+mod commands;
+mod output;
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use clap::Parser;
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+fn main() -> ExitCode {
+    let args = cli::Cli::parse();
+    let _ = ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::Relaxed));
+    if let Some(threads) = args.global.threads {
+        let _ = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build_global();
+    }
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let ctx = output::Context::new(&args.global, &INTERRUPTED);
+    let result = commands::run(args.command, &mut out, &ctx);
+    let flushed = out.flush();
+    match result {
+        Ok(outcome) => ExitCode::from(outcome as u8),
+        Err(e) if is_interrupted(&e) => {
+            eprintln!("soup: interrupted; nothing was written");
+            ExitCode::from(130)
+        }
+        // A closed pipe (`soup inspect x | head`) is not an error.
+        Err(e)
+            if is_broken_pipe(&e)
+                || flushed
+                    .as_ref()
+                    .is_err_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+            eprintln!("soup: error: {}", dedup_chain(&chain));
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn is_interrupted(e: &anyhow::Error) -> bool {
+    matches!(
+        e.downcast_ref::<soup_core::Error>(),
+        Some(soup_core::Error::Interrupted)
+    )
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// Joins an error chain on one line, dropping causes already quoted by the
+/// message above them.
+fn dedup_chain(chain: &[String]) -> String {
+    let mut line = String::new();
+    for part in chain {
+        if line.contains(part.as_str()) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(part);
+    }
+    line.replace('\n', " ")
+}

@@ -130,7 +130,7 @@ pub fn parse(path: &Path, file: &[u8]) -> Result<Header> {
         });
     }
 
-    tensors.sort_by(|a, b| (a.start, a.end).cmp(&(b.start, b.end)));
+    tensors.sort_by_key(|t| (t.start, t.end));
     let data_len = file_len - data_start;
     let mut expected = 0usize;
     let mut previous: Option<&RawTensor> = None;

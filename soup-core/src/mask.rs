@@ -101,7 +101,7 @@ pub fn check_masks(
     for window in windows(&sizes, control.options) {
         control.check()?;
         // Pack every input's mask for every piece, in parallel over pieces.
-        let packed: Vec<(Vec<Vec<u8>>, u64, Vec<u64>, u64)> = window
+        let packed: Vec<PackedPiece> = window
             .par_iter()
             .map(|piece| {
                 let row = &rows[piece.tensor];
@@ -128,23 +128,27 @@ pub fn check_masks(
                     }
                     any += or.count_ones() as u64;
                 }
-                let zeros = piece.elems.len() as u64 - nonzero_ref;
-                (masks, zeros, per, any)
+                PackedPiece {
+                    zeros: piece.elems.len() as u64 - nonzero_ref,
+                    masks,
+                    per_input: per,
+                    differing: any,
+                }
             })
             .collect();
         // Fingerprints are sequential per input: hash inputs in parallel.
         hashers.par_iter_mut().enumerate().for_each(|(k, hs)| {
-            for (piece, (masks, ..)) in window.iter().zip(&packed) {
+            for (piece, p) in window.iter().zip(&packed) {
                 if piece.first {
                     hs.push(Sha256::new());
                 }
-                hs.last_mut().expect("started").update(&masks[k]);
+                hs.last_mut().expect("started").update(&p.masks[k]);
             }
         });
-        for (piece, (_, z, per, any)) in window.iter().zip(packed) {
-            zeros[piece.tensor] += z;
-            differing[piece.tensor] += any;
-            for (t, p) in per_input[piece.tensor].iter_mut().zip(per) {
+        for (piece, p) in window.iter().zip(packed) {
+            zeros[piece.tensor] += p.zeros;
+            differing[piece.tensor] += p.differing;
+            for (t, p) in per_input[piece.tensor].iter_mut().zip(p.per_input) {
                 *t += p;
             }
             for (k, t) in rows[piece.tensor].iter().enumerate() {
@@ -199,6 +203,14 @@ pub fn check_masks(
         pruned_elements,
         sparsity_of_compared: ratio(all_zeros, all_elements),
     })
+}
+
+/// One piece's masks (bit-packed, per checkpoint) and counts.
+struct PackedPiece {
+    masks: Vec<Vec<u8>>,
+    zeros: u64,
+    per_input: Vec<u64>,
+    differing: u64,
 }
 
 fn ratio(a: u64, b: u64) -> f64 {

@@ -216,6 +216,10 @@ pub fn merge(
     })
 }
 
+/// Per tensor whose masks differ: its name and, per input, the positions
+/// where that input's mask differs from the first input's.
+type MaskDifferences = Vec<(String, Vec<u64>)>;
+
 struct Plan<'a> {
     inputs: &'a [Checkpoint],
     rows: &'a [Vec<&'a TensorEntry>],
@@ -236,7 +240,7 @@ struct HashState {
 impl Plan<'_> {
     /// Streams every window: merges its pieces in parallel while hashing the
     /// inputs' bytes, then checks masks and releases pages.
-    fn run(&self, control: &Control) -> Result<(Vec<String>, Vec<(String, Vec<u64>)>)> {
+    fn run(&self, control: &Control) -> Result<(Vec<String>, MaskDifferences)> {
         let n = self.inputs.len();
         let sizes: Vec<(usize, usize)> = self
             .rows

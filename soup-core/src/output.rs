@@ -21,7 +21,7 @@ use crate::header::{self, RawTensor};
 
 /// Header bytes kept free for metadata that is known only at the end
 /// (input hashes, results).
-const HEADER_SLACK: usize = 16 << 10;
+const HEADER_SLACK: usize = 1 << 10;
 
 /// Where and how to write.
 #[derive(Debug, Clone, Default)]
@@ -301,6 +301,12 @@ impl Output {
         let parent = parent_of(&self.target).to_path_buf();
         let files = match self.staging {
             Staging::File(tmp) => {
+                // Temporary files are created private (0600); the output is
+                // an ordinary file.
+                use std::os::unix::fs::PermissionsExt;
+                let _ = tmp
+                    .as_file()
+                    .set_permissions(std::fs::Permissions::from_mode(0o644));
                 let result = if self.force {
                     tmp.persist(&self.target).map_err(|e| e.error)
                 } else {
@@ -321,6 +327,13 @@ impl Output {
                 File::open(&index_path)
                     .and_then(|f| f.sync_all())
                     .map_err(|e| Error::io(&index_path, "cannot sync", e))?;
+                {
+                    use std::os::unix::fs::PermissionsExt;
+                    let _ = std::fs::set_permissions(
+                        dir.path(),
+                        std::fs::Permissions::from_mode(0o755),
+                    );
+                }
                 let staged = dir.keep();
                 let moved = replace_folder(&staged, &self.target, self.force);
                 if let Err(e) = moved {

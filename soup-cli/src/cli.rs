@@ -1,0 +1,205 @@
+//! Command-line arguments.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Checkpoint surgery and sparse model souping for safetensors files.
+///
+/// Checkpoints are .safetensors files or Hugging Face sharded folders
+/// (model.safetensors.index.json). Results go to standard output (a table, or
+/// one JSON object with --json); progress and errors go to standard error.
+/// Exit status: 0 success, 1 findings (masks or checkpoints differ), 2 error,
+/// 130 interrupted.
+#[derive(Debug, Parser)]
+#[command(name = "soup", version, max_term_width = 100)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every subcommand takes.
+#[derive(Debug, Args)]
+pub struct Global {
+    /// Print one JSON object instead of a table.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Never show progress bars.
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+    /// Worker threads (default: all cores).
+    #[arg(long, global = true, value_name = "N")]
+    pub threads: Option<usize>,
+    /// Memory budget for data in flight, e.g. 64MiB. Peak memory stays close
+    /// to this whatever the checkpoint size.
+    #[arg(long, global = true, value_name = "SIZE", value_parser = parse_size)]
+    pub budget: Option<u64>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    Merge(MergeArgs),
+    CheckMask(CheckMaskArgs),
+    Inspect(InspectArgs),
+}
+
+/// Average checkpoints that share one sparsity mask.
+///
+/// Float tensors (F64, F32, F16, BF16) are averaged in f32 (f64 for F64);
+/// integer and bool tensors must be equal in all inputs. The masks are
+/// checked as `soup check-mask` does, and the merge is refused if they differ
+/// unless --mask-policy says how to resolve it.
+#[derive(Debug, Args)]
+pub struct MergeArgs {
+    /// Checkpoints to average (files or sharded folders).
+    #[arg(required = true, num_args = 2.., value_name = "CHECKPOINT")]
+    pub inputs: Vec<PathBuf>,
+    /// Output file, or folder with --shard-size.
+    #[arg(short, long, value_name = "PATH")]
+    pub output: PathBuf,
+    /// Weighted mean, one weight per input: 0.5,0.3,0.2 (normalised).
+    #[arg(long, value_delimiter = ',', value_name = "W,W,...")]
+    pub weights: Option<Vec<f64>>,
+    /// What to do when the inputs' masks differ.
+    #[arg(long, value_enum, default_value_t = MaskPolicyArg::Refuse)]
+    pub mask_policy: MaskPolicyArg,
+    /// What to do with integer and bool tensors that differ.
+    #[arg(long, value_enum, default_value_t = IntPolicyArg::Equal)]
+    pub int_policy: IntPolicyArg,
+    /// Write float tensors in this dtype (F32, F16, BF16, F64).
+    #[arg(long, value_name = "DTYPE")]
+    pub dtype: Option<String>,
+    /// Write Hugging Face shards of at most SIZE (e.g. 2GB) into the folder
+    /// given by --output.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub shard_size: Option<u64>,
+    /// Replace an existing output.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// Check that checkpoints share one sparsity mask.
+///
+/// The mask of a float tensor is w != 0 (-0.0 counts as zero). Without
+/// --reference every input is compared with the first. Exit 0 when all masks
+/// are identical, 1 when they differ.
+#[derive(Debug, Args)]
+pub struct CheckMaskArgs {
+    /// Checkpoints to compare.
+    #[arg(required = true, value_name = "CHECKPOINT")]
+    pub inputs: Vec<PathBuf>,
+    /// Compare every input with this checkpoint's mask (the pruned parent).
+    #[arg(long, value_name = "PARENT")]
+    pub reference: Option<PathBuf>,
+    /// Only tensors whose names match this regex (repeatable).
+    #[arg(long, value_name = "REGEX")]
+    pub include: Vec<String>,
+    /// Skip tensors whose names match this regex (repeatable).
+    #[arg(long, value_name = "REGEX")]
+    pub exclude: Vec<String>,
+}
+
+/// Show the tensors, totals and metadata of a checkpoint.
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// A .safetensors file or sharded folder.
+    #[arg(value_name = "CHECKPOINT")]
+    pub input: PathBuf,
+    /// Read headers only: skip counting zeros (instant on any size).
+    #[arg(long)]
+    pub headers_only: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum MaskPolicyArg {
+    /// Refuse to merge checkpoints whose masks differ.
+    Refuse,
+    /// Plain mean (non-zero wherever any input is).
+    Union,
+    /// Zero wherever any input is zero.
+    Intersect,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum IntPolicyArg {
+    /// Integer and bool tensors must be equal in all inputs.
+    Equal,
+    /// Take the first input's.
+    First,
+}
+
+impl From<MaskPolicyArg> for soup_core::MaskPolicy {
+    fn from(p: MaskPolicyArg) -> Self {
+        match p {
+            MaskPolicyArg::Refuse => soup_core::MaskPolicy::Refuse,
+            MaskPolicyArg::Union => soup_core::MaskPolicy::Union,
+            MaskPolicyArg::Intersect => soup_core::MaskPolicy::Intersect,
+        }
+    }
+}
+
+impl From<IntPolicyArg> for soup_core::IntPolicy {
+    fn from(p: IntPolicyArg) -> Self {
+        match p {
+            IntPolicyArg::Equal => soup_core::IntPolicy::Equal,
+            IntPolicyArg::First => soup_core::IntPolicy::First,
+        }
+    }
+}
+
+/// Parses sizes such as `2GB`, `512MiB`, `64k` or `1000000` (bytes). Decimal
+/// units are powers of 1000, binary ones (KiB, MiB, GiB) powers of 1024.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("invalid size `{s}` (examples: 2GB, 512MiB, 1000000)"))?;
+    let scale: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" => 1e3,
+        "m" | "mb" => 1e6,
+        "g" | "gb" => 1e9,
+        "t" | "tb" => 1e12,
+        "kib" => 1024.0,
+        "mib" => 1024.0 * 1024.0,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        "tib" => 1024f64.powi(4),
+        _ => {
+            return Err(format!(
+                "invalid size unit in `{s}` (use B, KB, MB, GB, KiB, MiB, GiB)"
+            ))
+        }
+    };
+    let bytes = value * scale;
+    if !(1.0..=9.0e18).contains(&bytes) {
+        return Err(format!("size `{s}` out of range"));
+    }
+    Ok(bytes as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_with_decimal_and_binary_units() {
+        assert_eq!(parse_size("2GB"), Ok(2_000_000_000));
+        assert_eq!(parse_size("512MiB"), Ok(512 << 20));
+        assert_eq!(parse_size("1.5k"), Ok(1500));
+        assert_eq!(parse_size("100"), Ok(100));
+        assert!(parse_size("12 parsecs").is_err());
+        assert!(parse_size("0").is_err());
+    }
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

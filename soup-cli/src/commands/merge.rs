@@ -1,0 +1,61 @@
+//! `soup merge`: uniform or weighted mean of checkpoints sharing one mask.
+
+use std::io::Write;
+
+use anyhow::Result;
+use soup_core::{merge, FloatType, MergeOptions, OutputOptions};
+
+use crate::cli::MergeArgs;
+use crate::output::{bytes, write_json, Context, Outcome};
+
+pub fn run(args: MergeArgs, out: &mut dyn Write, ctx: &Context) -> Result<Outcome> {
+    let dtype = match &args.dtype {
+        None => None,
+        Some(name) => {
+            let dtype = soup_core::dtype::parse(name)?;
+            Some(FloatType::of(dtype).ok_or_else(|| {
+                anyhow::anyhow!("--dtype must be a float type (F64, F32, F16, BF16), got {name}")
+            })?)
+        }
+    };
+    let options = MergeOptions {
+        weights: args.weights.clone(),
+        mask_policy: args.mask_policy.into(),
+        int_policy: args.int_policy.into(),
+        dtype,
+        output: OutputOptions {
+            shard_size: args.shard_size,
+            force: args.force,
+        },
+        recipe_extra: Default::default(),
+    };
+    // Reject bad weights before opening anything.
+    soup_core::merge::normalise_weights(options.weights.as_deref(), args.inputs.len())?;
+    let inputs = super::open_all(&args.inputs)?;
+    let report = merge(&inputs, &args.output, &options, &ctx.control())?;
+    if ctx.json {
+        write_json(out, &report)?;
+    } else {
+        writeln!(
+            out,
+            "merged {} checkpoints into {} ({} tensors, {} averaged, {})",
+            report.inputs.len(),
+            args.output.display(),
+            report.tensors,
+            report.averaged,
+            bytes(report.bytes)
+        )?;
+        for (path, w) in report.inputs.iter().zip(&report.weights) {
+            writeln!(out, "  weight {w:.4}  {}", path.display())?;
+        }
+        if !report.mask_differences.is_empty() {
+            writeln!(
+                out,
+                "masks differed in {} tensors; resolved by --mask-policy {:?}",
+                report.mask_differences.len(),
+                report.mask_policy
+            )?;
+        }
+    }
+    Ok(Outcome::Clean)
+}

@@ -1,0 +1,32 @@
+//! One module per subcommand, each with a `run` function taking its
+//! arguments, an output writer and the context.
+
+mod check_mask;
+mod inspect;
+mod merge;
+
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::Result;
+use soup_core::Checkpoint;
+
+use crate::cli::Command;
+use crate::output::{Context, Outcome};
+
+/// Runs one subcommand.
+pub fn run(command: Command, out: &mut dyn Write, ctx: &Context) -> Result<Outcome> {
+    match command {
+        Command::Merge(args) => merge::run(args, out, ctx),
+        Command::CheckMask(args) => check_mask::run(args, out, ctx),
+        Command::Inspect(args) => inspect::run(args, out, ctx),
+    }
+}
+
+/// Opens every checkpoint, validating all headers before any work starts.
+pub fn open_all<P: AsRef<Path>>(paths: &[P]) -> Result<Vec<Checkpoint>> {
+    paths
+        .iter()
+        .map(|p| Checkpoint::open(p.as_ref()).map_err(Into::into))
+        .collect()
+}

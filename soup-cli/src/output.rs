@@ -1,0 +1,186 @@
+//! What commands share for talking to the user: the run context (progress,
+//! interrupt flag, budget), aligned tables, and number formatting.
+
+use std::io::{IsTerminal, Write};
+use std::sync::atomic::AtomicBool;
+use std::sync::Mutex;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use soup_core::{Control, Progress, StreamOptions};
+
+use crate::cli::Global;
+
+/// How a successful command ended: the exit status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Done; nothing to report (exit 0).
+    Clean = 0,
+    /// Done; the comparison found differences (exit 1).
+    Findings = 1,
+}
+
+/// Progress bar on standard error, drawn only when it is a terminal.
+pub struct Bar {
+    bar: Mutex<Option<ProgressBar>>,
+    enabled: bool,
+}
+
+impl Progress for Bar {
+    fn start(&self, what: &str, total: u64) {
+        if !self.enabled {
+            return;
+        }
+        let bar = ProgressBar::new(total);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{msg:>16} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        bar.set_message(what.to_string());
+        *self.bar.lock().expect("not poisoned") = Some(bar);
+    }
+    fn advance(&self, bytes: u64) {
+        if let Some(bar) = self.bar.lock().expect("not poisoned").as_ref() {
+            bar.inc(bytes);
+        }
+    }
+    fn finish(&self) {
+        if let Some(bar) = self.bar.lock().expect("not poisoned").take() {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// Everything a command needs besides its own arguments.
+pub struct Context {
+    /// Print JSON instead of tables.
+    pub json: bool,
+    bar: Bar,
+    interrupt: &'static AtomicBool,
+    options: StreamOptions,
+}
+
+impl Context {
+    /// Builds the context from the global flags.
+    pub fn new(global: &Global, interrupt: &'static AtomicBool) -> Context {
+        let mut options = StreamOptions::default();
+        if let Some(budget) = global.budget {
+            options.budget_bytes = budget.max(1 << 16) as usize;
+        }
+        Context {
+            json: global.json,
+            bar: Bar {
+                bar: Mutex::new(None),
+                enabled: !global.quiet && std::io::stderr().is_terminal(),
+            },
+            interrupt,
+            options,
+        }
+    }
+
+    /// The soup-core control for long operations.
+    pub fn control(&self) -> Control<'_> {
+        Control {
+            progress: &self.bar,
+            interrupt: Some(self.interrupt),
+            options: self.options,
+        }
+    }
+}
+
+/// Writes `value` as one line of JSON.
+pub fn write_json(out: &mut dyn Write, value: &impl serde::Serialize) -> anyhow::Result<()> {
+    serde_json::to_writer(&mut *out, value)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+/// A table with aligned columns: text columns left-aligned, numeric ones
+/// (as declared) right-aligned.
+pub struct Table {
+    headers: Vec<&'static str>,
+    numeric: Vec<bool>,
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    /// A table with these columns; `numeric[i]` right-aligns column `i`.
+    pub fn new(columns: &[(&'static str, bool)]) -> Table {
+        Table {
+            headers: columns.iter().map(|c| c.0).collect(),
+            numeric: columns.iter().map(|c| c.1).collect(),
+            rows: Vec::new(),
+        }
+    }
+
+    /// Adds a row.
+    pub fn row(&mut self, cells: Vec<String>) {
+        debug_assert_eq!(cells.len(), self.headers.len());
+        self.rows.push(cells);
+    }
+
+    /// Writes the table.
+    pub fn write(&self, out: &mut dyn Write) -> std::io::Result<()> {
+        let mut widths: Vec<usize> = self.headers.iter().map(|h| h.len()).collect();
+        for row in &self.rows {
+            for (w, c) in widths.iter_mut().zip(row) {
+                *w = (*w).max(c.chars().count());
+            }
+        }
+        let line = |cells: &[String], out: &mut dyn Write| -> std::io::Result<()> {
+            let mut parts = Vec::with_capacity(cells.len());
+            for (i, c) in cells.iter().enumerate() {
+                let pad = widths[i].saturating_sub(c.chars().count());
+                parts.push(if self.numeric[i] {
+                    format!("{}{c}", " ".repeat(pad))
+                } else if i + 1 == cells.len() {
+                    c.clone()
+                } else {
+                    format!("{c}{}", " ".repeat(pad))
+                });
+            }
+            writeln!(out, "{}", parts.join("  "))
+        };
+        let headers: Vec<String> = self.headers.iter().map(|h| h.to_string()).collect();
+        line(&headers, out)?;
+        for row in &self.rows {
+            line(row, out)?;
+        }
+        Ok(())
+    }
+}
+
+/// `[3, 64, 3, 3]` as `3x64x3x3` (`scalar` for rank 0).
+pub fn shape(shape: &[usize]) -> String {
+    if shape.is_empty() {
+        return "scalar".into();
+    }
+    shape
+        .iter()
+        .map(|d| d.to_string())
+        .collect::<Vec<_>>()
+        .join("x")
+}
+
+/// A byte count for people: `1.50 GiB`.
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.2} {}", UNITS[u])
+    }
+}
+
+/// A fraction as a percentage with two decimals.
+pub fn percent(x: f64) -> String {
+    format!("{:.2}%", 100.0 * x)
+}
