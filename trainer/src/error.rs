@@ -50,6 +50,13 @@ pub enum Error {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// A checkpoint operation of soup-core (pruning, mask check, merge).
+    #[error(transparent)]
+    Soup(#[from] soup_core::Error),
+    /// A sparse-model-soup run cannot go on (a missing step, a failed
+    /// mask check, a failed child job).
+    #[error("run: {0}")]
+    Run(String),
     /// An error raised by libtorch.
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),

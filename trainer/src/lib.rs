@@ -38,6 +38,7 @@ pub mod optim;
 pub mod rng;
 pub mod run;
 pub mod schedule;
+pub mod sms;
 pub mod train;
 
 pub use arch::{Arch, ModelSpec};

@@ -30,6 +30,8 @@ enum Command {
     Eval(EvalArgs),
     /// Time training steps on random data.
     Bench(BenchArgs),
+    #[command(flatten)]
+    Sms(trainer::sms::cli::SmsCommand),
 }
 
 #[derive(Debug, Args)]
@@ -171,6 +173,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Sms(c) => trainer::sms::cli::run(c)?,
         Command::Init(a) => {
             tch::manual_seed(a.seed);
             let arch: Arch = a.model.parse()?;

@@ -1,0 +1,312 @@
+//! Command-line arguments of the sparse-model-soup commands and their
+//! handlers; the `trainer` binary adds them to its subcommands.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+
+use crate::error::{Error, Result};
+use crate::schedule::ScheduleKind;
+use crate::sms::config::{Baseline, SmsConfig, SoupKind, Vary};
+use crate::sms::layout::Chain;
+use crate::sms::lr::RetrainKind;
+use crate::sms::steps::Session;
+
+/// The sparse-model-soup subcommands.
+#[derive(Debug, Subcommand)]
+pub enum SmsCommand {
+    /// Run (or resume) the sparse-model-soup pipeline and print its table.
+    Sms(Box<SmsArgs>),
+    /// Print the commands of a run in order (for a cluster scheduler).
+    Plan(RunArg),
+    /// Make the pruned parent of a phase (phase 1 also trains or copies
+    /// the dense model).
+    Prepare(PhaseArgs),
+    /// Retrain one candidate of a phase from its pruned parent.
+    Candidate(CandidateArgs),
+    /// Check the candidates' masks, merge them, recalibrate and evaluate.
+    Soup(PhaseArgs),
+    /// Run one baseline chain (imp, imp-long, reprune) through every phase.
+    Baseline(BaselineArgs),
+    /// Write report.json, report.csv and the plot, and print the table.
+    Report(RunArg),
+}
+
+/// `--run RUN`.
+#[derive(Debug, Args)]
+pub struct RunArg {
+    /// The run folder (made by `trainer sms --out RUN`).
+    #[arg(long)]
+    pub run: PathBuf,
+}
+
+/// `--run RUN --phase P`.
+#[derive(Debug, Args)]
+pub struct PhaseArgs {
+    /// The run folder.
+    #[arg(long)]
+    pub run: PathBuf,
+    /// Phase, from 1.
+    #[arg(long)]
+    pub phase: u32,
+}
+
+/// `trainer candidate`.
+#[derive(Debug, Args)]
+pub struct CandidateArgs {
+    /// The run folder.
+    #[arg(long)]
+    pub run: PathBuf,
+    /// Phase, from 1.
+    #[arg(long)]
+    pub phase: u32,
+    /// Candidate index, from 0.
+    #[arg(long)]
+    pub index: u32,
+    /// Override the run's device for this job (e.g. cuda:1).
+    #[arg(long)]
+    pub device: Option<String>,
+    /// Override the run's CPU thread count for this job.
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+/// `trainer baseline`.
+#[derive(Debug, Args)]
+pub struct BaselineArgs {
+    /// The run folder.
+    #[arg(long)]
+    pub run: PathBuf,
+    /// imp, imp-long or reprune.
+    #[arg(long)]
+    pub name: Baseline,
+}
+
+/// `trainer sms`: every setting of [`SmsConfig`] as a flag (flags override
+/// `--config`).
+#[derive(Debug, Args)]
+pub struct SmsArgs {
+    /// Run folder; rerunning the same command resumes it.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// TOML file with any of the settings below.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Data set: fashion-mnist, or a folder of IDX or CIFAR binary files.
+    #[arg(long)]
+    pub data: Option<String>,
+    /// Architecture: mlp, cnn, resnet20, resnet56, wrn-D-W, resnet18, resnet50.
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Final sparsity over prunable weights, in [0, 1).
+    #[arg(long)]
+    pub sparsity: Option<f64>,
+    /// Prune-retrain phases.
+    #[arg(long)]
+    pub phases: Option<u32>,
+    /// Candidates per phase (m).
+    #[arg(long)]
+    pub candidates: Option<u32>,
+    /// Retraining epochs per phase.
+    #[arg(long)]
+    pub epochs_per_phase: Option<u64>,
+    /// Train the dense parent for this many epochs first.
+    #[arg(long)]
+    pub pretrain_epochs: Option<u64>,
+    /// Start from this trained dense checkpoint instead.
+    #[arg(long)]
+    pub from: Option<String>,
+    /// uniform or greedy.
+    #[arg(long)]
+    pub soup: Option<SoupKind>,
+    /// Greedy soups demand a strict gain in validation accuracy.
+    #[arg(long)]
+    pub strict: bool,
+    /// What candidates vary: seed, weight-decay, retrain-length or lr.
+    #[arg(long)]
+    pub vary: Option<Vary>,
+    /// Per-candidate values for --vary (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub vary_values: Option<Vec<f64>>,
+    /// Retraining schedule: allr, llr, clr, slr, lrw or ft.
+    #[arg(long)]
+    pub schedule: Option<RetrainKind>,
+    /// Share of an epoch's batches for batch-norm recalibration.
+    #[arg(long)]
+    pub bn_recal_fraction: Option<f64>,
+    /// Baselines to run: imp, imp-long, reprune (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub baselines: Option<Vec<Baseline>>,
+    /// Images per training batch.
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Peak learning rate of pretraining (eta_max).
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Pretraining schedule: constant, step, linear or cosine.
+    #[arg(long)]
+    pub pretrain_schedule: Option<ScheduleKind>,
+    /// SGD momentum.
+    #[arg(long)]
+    pub momentum: Option<f64>,
+    /// Weight decay.
+    #[arg(long)]
+    pub weight_decay: Option<f64>,
+    /// Never prune tensors matching this regex (repeatable).
+    #[arg(long)]
+    pub exclude: Vec<String>,
+    /// Base seed.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// auto, cpu, cuda or cuda:N.
+    #[arg(long)]
+    pub device: Option<String>,
+    /// CPU threads for libtorch (0: its default).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Train this many candidates side by side (processes; one GPU each
+    /// where there are several).
+    #[arg(long, default_value_t = 1)]
+    pub jobs: usize,
+    /// Write the configuration, print the plan and stop.
+    #[arg(long)]
+    pub plan: bool,
+    /// No progress output.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+impl SmsArgs {
+    /// The configuration: defaults, then `--config`, then flags.
+    pub fn config(&self) -> Result<SmsConfig> {
+        let mut c = match &self.config {
+            Some(path) => SmsConfig::from_file(path)?,
+            None => SmsConfig::default(),
+        };
+        macro_rules! set {
+            ($($field:ident),*) => {$(
+                if let Some(v) = &self.$field {
+                    c.$field = v.clone();
+                }
+            )*};
+        }
+        set!(
+            data, model, sparsity, phases, candidates, epochs_per_phase, pretrain_epochs, soup,
+            vary, vary_values, schedule, bn_recal_fraction, baselines, batch_size, lr,
+            pretrain_schedule, momentum, weight_decay, seed, device, threads
+        );
+        if self.from.is_some() {
+            c.from = self.from.clone();
+        }
+        if self.strict {
+            c.strict = true;
+        }
+        if !self.exclude.is_empty() {
+            c.exclude = self.exclude.clone();
+        }
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+fn interactive(session: &mut Session, quiet: bool) {
+    session.verbose = !quiet;
+    session.bars = !quiet && std::io::stderr().is_terminal();
+}
+
+/// Runs one of the sparse-model-soup subcommands, printing results on
+/// standard output.
+pub fn run(command: SmsCommand) -> Result<()> {
+    let exe = std::env::args().next().unwrap_or_else(|| "trainer".into());
+    match command {
+        SmsCommand::Sms(args) => {
+            let cfg = args.config()?;
+            let mut session = Session::create(cfg, &args.out)?;
+            if args.plan {
+                for line in crate::sms::plan(&session, &exe) {
+                    println!("{line}");
+                }
+                return Ok(());
+            }
+            interactive(&mut session, args.quiet);
+            let report = crate::sms::run(&session, args.jobs.max(1))?;
+            print!("{}", report.table());
+            println!(
+                "report: {} (also report.csv, accuracy_vs_sparsity.svg)",
+                session.layout.report_json().display()
+            );
+        }
+        SmsCommand::Plan(a) => {
+            let session = Session::open(&a.run)?;
+            for line in crate::sms::plan(&session, &exe) {
+                println!("{line}");
+            }
+        }
+        SmsCommand::Prepare(a) => {
+            let mut session = Session::open(&a.run)?;
+            interactive(&mut session, false);
+            check_phase(&session, a.phase)?;
+            session.prepare(Chain::Soup, a.phase)?;
+        }
+        SmsCommand::Candidate(a) => {
+            let mut cfg_session = Session::open(&a.run)?;
+            if let Some(t) = a.threads {
+                tch::set_num_threads(t as i32);
+            }
+            if let Some(d) = &a.device {
+                cfg_session.device = crate::config::parse_device(d)?;
+            }
+            interactive(&mut cfg_session, false);
+            check_phase(&cfg_session, a.phase)?;
+            if a.index >= cfg_session.cfg.candidates {
+                return Err(Error::Config(format!(
+                    "--index {} is out of range: the run has {} candidates per phase",
+                    a.index, cfg_session.cfg.candidates
+                )));
+            }
+            cfg_session.candidate(Chain::Soup, a.phase, a.index)?;
+        }
+        SmsCommand::Soup(a) => {
+            let mut session = Session::open(&a.run)?;
+            interactive(&mut session, false);
+            check_phase(&session, a.phase)?;
+            let info = session.soup(a.phase)?;
+            println!(
+                "phase {}: soup of {:?}: val {:.4}, test {:.4}, sparsity {:.2}%",
+                info.phase,
+                info.chosen,
+                info.soup.val.top1,
+                info.soup.test.top1,
+                100.0 * info.soup.sparsity
+            );
+        }
+        SmsCommand::Baseline(a) => {
+            let mut session = Session::open(&a.run)?;
+            interactive(&mut session, false);
+            if !session.cfg.baselines.contains(&a.name) {
+                return Err(Error::Config(format!(
+                    "the run was not configured with baseline {:?} (--baselines)",
+                    a.name
+                )));
+            }
+            session.baseline(a.name)?;
+        }
+        SmsCommand::Report(a) => {
+            let session = Session::open(&a.run)?;
+            let report = crate::sms::rebuild_report(&session)?;
+            print!("{}", report.table());
+        }
+    }
+    Ok(())
+}
+
+fn check_phase(session: &Session, phase: u32) -> Result<()> {
+    if phase == 0 || phase > session.cfg.phases {
+        return Err(Error::Config(format!(
+            "--phase {phase} is out of range: the run has phases 1 to {}",
+            session.cfg.phases
+        )));
+    }
+    Ok(())
+}

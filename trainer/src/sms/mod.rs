@@ -1,0 +1,141 @@
+//! Sparse model soups (../shared/SMS.md): iterative magnitude pruning where
+//! each phase retrains several copies of the pruned parent and averages them.
+//!
+//! A run lives in a folder ([`layout`]). [`run`] drives it end to end; the
+//! same steps are also separate commands (`trainer prepare`, `candidate`,
+//! `soup`, `baseline`, `report`) whose order [`plan`] prints, so a cluster
+//! scheduler can run each candidate as its own job. Pruning, mask checks and
+//! merging go through soup-core ([`soupcalls`]).
+
+pub mod cli;
+pub mod config;
+pub mod layout;
+pub mod lr;
+pub mod report;
+pub mod soupcalls;
+pub mod steps;
+
+use std::path::Path;
+use std::process::Command;
+
+pub use config::{Baseline, SmsConfig, SoupKind, Vary};
+pub use layout::{Chain, Layout};
+pub use report::Report;
+pub use steps::{CandidateInfo, Evaluation, PhaseInfo, PruneInfo, Session};
+
+use crate::error::{Error, Result};
+
+/// Runs (or resumes) the whole pipeline: dense parent, every phase, the
+/// baselines, and the report. With `jobs > 1` the candidates of a phase
+/// train side by side in child processes (`trainer candidate`), one CUDA
+/// device each where there are several.
+pub fn run(session: &Session, jobs: usize) -> Result<Report> {
+    let dense = session.ensure_dense()?;
+    let mut phases = Vec::new();
+    for phase in 1..=session.cfg.phases {
+        session.prepare(Chain::Soup, phase)?;
+        if jobs > 1 {
+            run_candidates_in_parallel(session, phase, jobs)?;
+        }
+        for i in 0..session.cfg.candidates {
+            session.candidate(Chain::Soup, phase, i)?;
+        }
+        phases.push(session.soup(phase)?);
+    }
+    for &b in &session.cfg.baselines {
+        session.baseline(b)?;
+    }
+    let report = report::build(session, &dense, &phases)?;
+    report.write(session)?;
+    Ok(report)
+}
+
+/// Rebuilds the report from a finished run folder.
+pub fn rebuild_report(session: &Session) -> Result<Report> {
+    let dense = session.ensure_dense()?;
+    let phases = (1..=session.cfg.phases)
+        .map(|p| session.soup(p))
+        .collect::<Result<Vec<_>>>()?;
+    let report = report::build(session, &dense, &phases)?;
+    report.write(session)?;
+    Ok(report)
+}
+
+fn run_candidates_in_parallel(session: &Session, phase: u32, jobs: usize) -> Result<()> {
+    let exe = std::env::current_exe().map_err(|e| Error::Run(format!("cannot find myself: {e}")))?;
+    let cuda = tch::Cuda::device_count() as usize;
+    let todo: Vec<u32> = (0..session.cfg.candidates)
+        .filter(|&i| {
+            let (p, info) = session.candidate_path(Chain::Soup, phase, i);
+            !(p.exists() && info.exists())
+        })
+        .collect();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    for batch in todo.chunks(jobs) {
+        let mut children = Vec::new();
+        for (slot, &i) in batch.iter().enumerate() {
+            let mut cmd = Command::new(&exe);
+            cmd.arg("candidate")
+                .arg("--run")
+                .arg(&session.layout.root)
+                .args(["--phase", &phase.to_string(), "--index", &i.to_string()]);
+            if session.cfg.device != "cpu" && cuda > 1 {
+                cmd.args(["--device", &format!("cuda:{}", slot % cuda)]);
+            } else if cuda == 0 {
+                cmd.args(["--threads", &(cores / batch.len()).max(1).to_string()]);
+            }
+            let child = cmd
+                .spawn()
+                .map_err(|e| Error::Run(format!("cannot start {}: {e}", exe.display())))?;
+            children.push((i, child));
+        }
+        for (i, mut child) in children {
+            let status = child
+                .wait()
+                .map_err(|e| Error::Run(format!("candidate {i}: {e}")))?;
+            if !status.success() {
+                return Err(Error::Run(format!(
+                    "candidate {i} of phase {phase} failed ({status})"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The commands that make up the run in `run`, in order: what a cluster
+/// scheduler runs, one line per job (the candidates of a phase are
+/// independent of each other).
+pub fn plan(session: &Session, exe: &str) -> Vec<String> {
+    let run = shell_quote(&session.layout.root);
+    let mut lines = Vec::new();
+    for phase in 1..=session.cfg.phases {
+        lines.push(format!("{exe} prepare --run {run} --phase {phase}"));
+        for i in 0..session.cfg.candidates {
+            lines.push(format!(
+                "{exe} candidate --run {run} --phase {phase} --index {i}"
+            ));
+        }
+        lines.push(format!("{exe} soup --run {run} --phase {phase}"));
+    }
+    for b in &session.cfg.baselines {
+        let name = serde_json::to_value(b).expect("serialisable");
+        lines.push(format!(
+            "{exe} baseline --run {run} --name {}",
+            name.as_str().expect("a string")
+        ));
+    }
+    lines.push(format!("{exe} report --run {run}"));
+    lines
+}
+
+fn shell_quote(path: &Path) -> String {
+    let s = path.display().to_string();
+    if s.chars()
+        .all(|c| c.is_ascii_alphanumeric() || "/._-+=:,".contains(c))
+    {
+        s
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}

@@ -1,0 +1,96 @@
+//! The trainer's calls into soup-core: pruning, mask checks and merging
+//! happen on checkpoint files, exactly as `soup prune`, `soup check-mask`
+//! and `soup merge` do them, so every step between phases can be redone by
+//! hand with `soup`.
+
+use std::path::{Path, PathBuf};
+
+use soup_core::{Checkpoint, Control, MaskPolicy, MergeOptions, OutputOptions, Selection};
+
+use crate::error::{Error, Result};
+use crate::sms::steps::Trial;
+
+fn open_all(paths: &[PathBuf]) -> Result<Vec<Checkpoint>> {
+    paths
+        .iter()
+        .map(|p| Checkpoint::open(p).map_err(Error::from))
+        .collect()
+}
+
+/// Verifies that every candidate has exactly the parent's mask over the
+/// prunable tensors; a difference stops the run.
+pub fn check_masks(candidates: &[PathBuf], parent: &Path, prunable: &[String]) -> Result<()> {
+    let inputs = open_all(candidates)?;
+    let reference = Checkpoint::open(parent)?;
+    let include: Vec<String> = prunable
+        .iter()
+        .map(|n| format!("^{}$", regex::escape(n)))
+        .collect();
+    let selection = Selection::new(&include, &[])?;
+    let report = soup_core::check_masks(&inputs, Some(&reference), &selection, &Control::default())?;
+    if report.identical {
+        return Ok(());
+    }
+    let t = report
+        .tensors
+        .iter()
+        .find(|t| t.differing > 0)
+        .expect("a differing tensor");
+    let (i, n) = t
+        .differing_per_input
+        .iter()
+        .enumerate()
+        .find(|(_, n)| **n > 0)
+        .expect("a differing input");
+    Err(Error::Run(format!(
+        "mask check failed: {} differs from the pruned parent {} in tensor `{}` at {n} positions",
+        candidates[i].display(),
+        parent.display(),
+        t.name
+    )))
+}
+
+/// The mean of `inputs` into `output` (replacing a leftover from an
+/// interrupted attempt). `mask_policy` defaults to refusing differing masks.
+pub fn merge(inputs: &[PathBuf], output: &Path, mask_policy: Option<MaskPolicy>) -> Result<()> {
+    let checkpoints = open_all(inputs)?;
+    let options = MergeOptions {
+        mask_policy: mask_policy.unwrap_or_default(),
+        output: OutputOptions {
+            shard_size: None,
+            force: true,
+        },
+        ..MergeOptions::default()
+    };
+    soup_core::merge(&checkpoints, output, &options, &Control::default())?;
+    Ok(())
+}
+
+/// Prunes `input` into `output` by global magnitude over the prunable
+/// tensors (float tensors of rank >= 2 named `*weight`, minus `exclude`):
+/// `fraction` of the remaining weights, or to total sparsity `fraction`.
+pub fn prune(
+    input: &Path,
+    output: &Path,
+    fraction: f64,
+    of_remaining: bool,
+    exclude: &[String],
+) -> Result<()> {
+    let checkpoint = Checkpoint::open(input)?;
+    let _ = (&checkpoint, output, fraction, of_remaining, exclude);
+    unimplemented!("wired to soup_core::prune once it lands")
+}
+
+/// A greedy soup of `inputs` (first-round scores `scores`) into `output`,
+/// scoring trial soups with `score`. Returns the chosen candidates and every
+/// trial.
+pub fn greedy(
+    inputs: &[PathBuf],
+    scores: &[f64],
+    output: &Path,
+    strict: bool,
+    score: impl FnMut(&Path) -> Result<f64>,
+) -> Result<(Vec<u32>, Vec<Trial>)> {
+    let _ = (inputs, scores, output, strict, score);
+    unimplemented!("wired to soup_core::greedy once it lands")
+}
