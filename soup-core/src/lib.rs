@@ -27,8 +27,10 @@
 #![deny(missing_docs)]
 
 pub mod checkpoint;
+pub mod diff;
 pub mod dtype;
 pub mod error;
+pub mod greedy;
 pub mod hash;
 pub mod header;
 pub mod inspect;
@@ -36,16 +38,23 @@ pub mod mask;
 pub mod merge;
 pub mod output;
 pub mod provenance;
+pub mod prune;
+mod rewrite;
 pub mod select;
 pub mod stream;
+pub mod surgery;
 
 pub use checkpoint::{align, Checkpoint, TensorEntry};
+pub use diff::{diff, DiffOptions, DiffReport};
 pub use dtype::{Dtype, FloatType};
 pub use error::{Error, Result};
+pub use greedy::{greedy_soup, CommandScorer, GreedyOptions, GreedyReport, Scorer};
 pub use hash::{hash_checkpoint, CheckpointHash};
 pub use inspect::{inspect, Inspection};
 pub use mask::{check_masks, MaskReport};
 pub use merge::{merge, IntPolicy, MaskPolicy, MergeOptions, MergeReport};
 pub use output::{Output, OutputOptions, OutputTensor};
+pub use prune::{plan as plan_prune, prune, PruneOptions, PruneReport, Scope};
 pub use select::Selection;
 pub use stream::{Control, NoProgress, Progress, StreamOptions};
+pub use surgery::{apply_mask, edit, relayout, EditOptions, MaskOptions};

@@ -1,0 +1,321 @@
+//! Comparing two checkpoints tensor by tensor (`soup diff`): largest absolute
+//! difference, relative L2 distance, cosine similarity and mask differences
+//! of float tensors, in one streaming pass over both.
+//!
+//! Float values are compared as numbers (widened to f64), so `0.0` equals
+//! `-0.0` and an F16 value equals the same value stored as F32; a tensor is
+//! nevertheless reported different when its dtype or shape differs.
+//! Element `a` of the first checkpoint matches `b` of the second when
+//! `|a - b| <= atol + rtol * |b|` (numpy's `isclose`) or both are the same
+//! NaN. Integer and bool tensors are compared bit for bit. Metadata is
+//! listed but does not decide equality.
+
+use std::path::PathBuf;
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::checkpoint::{Checkpoint, TensorEntry};
+use crate::dtype::Accumulator;
+use crate::error::{Error, Result};
+use crate::stream::{windows, Control};
+
+/// Tolerances. The default is exact equality.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct DiffOptions {
+    /// Absolute tolerance.
+    pub atol: f64,
+    /// Relative tolerance (relative to the second checkpoint's value).
+    pub rtol: f64,
+}
+
+/// The comparison of one tensor present in both checkpoints.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TensorDiff {
+    /// Name.
+    pub name: String,
+    /// dtype in the first checkpoint.
+    pub dtype_a: String,
+    /// dtype in the second.
+    pub dtype_b: String,
+    /// Shape in the first.
+    pub shape_a: Vec<usize>,
+    /// Shape in the second.
+    pub shape_b: Vec<usize>,
+    /// Elements compared (0 when the shapes differ).
+    pub compared: u64,
+    /// Elements outside the tolerance (bit differences for non-float).
+    pub differing: u64,
+    /// Positions where one is zero and the other is not (float only).
+    pub mask_differences: Option<u64>,
+    /// Largest `|a - b|` (float only).
+    pub max_abs_diff: Option<f64>,
+    /// `||a - b|| / ||a||` (float only; `None` when `a` is all zeros and
+    /// `b` is not).
+    pub rel_l2: Option<f64>,
+    /// `a . b / (||a|| ||b||)` (float only; `None` when either is all zeros).
+    pub cosine: Option<f64>,
+    /// Same dtype, same shape and no element outside the tolerance.
+    pub equal: bool,
+    /// Why the values could not be compared, if they could not.
+    pub note: Option<String>,
+}
+
+/// What `soup diff` reports.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiffReport {
+    /// First checkpoint.
+    pub a: PathBuf,
+    /// Second checkpoint.
+    pub b: PathBuf,
+    /// Absolute tolerance used.
+    pub atol: f64,
+    /// Relative tolerance used.
+    pub rtol: f64,
+    /// Tensor names only in the first.
+    pub only_in_a: Vec<String>,
+    /// Tensor names only in the second.
+    pub only_in_b: Vec<String>,
+    /// Tensors in both, in the first's storage order.
+    pub tensors: Vec<TensorDiff>,
+    /// How many of them differ.
+    pub differing_tensors: usize,
+    /// Metadata keys whose values differ or that only one has (informative).
+    pub metadata_differences: Vec<String>,
+    /// Same tensor names, and every tensor equal.
+    pub equal: bool,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Acc {
+    compared: u64,
+    differing: u64,
+    mask: u64,
+    max_abs: f64,
+    d2: f64,
+    a2: f64,
+    b2: f64,
+    ab: f64,
+}
+
+impl Acc {
+    fn add(&mut self, o: Acc) {
+        self.compared += o.compared;
+        self.differing += o.differing;
+        self.mask += o.mask;
+        self.max_abs = self.max_abs.max(o.max_abs);
+        self.d2 += o.d2;
+        self.a2 += o.a2;
+        self.b2 += o.b2;
+        self.ab += o.ab;
+    }
+}
+
+/// Compares `a` with `b`. See the module documentation.
+pub fn diff(
+    a: &Checkpoint,
+    b: &Checkpoint,
+    options: &DiffOptions,
+    control: &Control,
+) -> Result<DiffReport> {
+    for (name, v) in [("atol", options.atol), ("rtol", options.rtol)] {
+        if !(v.is_finite() && v >= 0.0) {
+            return Err(Error::invalid(format!(
+                "{name} must be finite and non-negative, got {v}"
+            )));
+        }
+    }
+    let only_in_a: Vec<String> = a
+        .tensors()
+        .iter()
+        .filter(|t| b.get(&t.name).is_none())
+        .map(|t| t.name.clone())
+        .collect();
+    let only_in_b: Vec<String> = b
+        .tensors()
+        .iter()
+        .filter(|t| a.get(&t.name).is_none())
+        .map(|t| t.name.clone())
+        .collect();
+    let pairs: Vec<(&TensorEntry, &TensorEntry)> = a
+        .tensors()
+        .iter()
+        .filter_map(|t| b.get(&t.name).map(|u| (t, u)))
+        .collect();
+    // Which pairs can be compared element by element, and why not.
+    let notes: Vec<Option<String>> = pairs
+        .iter()
+        .map(|(x, y)| {
+            if x.shape != y.shape {
+                Some("shapes differ".to_string())
+            } else if x.float_type().is_none() || y.float_type().is_none() {
+                (x.dtype != y.dtype).then(|| "dtypes differ".to_string())
+            } else {
+                None
+            }
+        })
+        .collect();
+    let sizes: Vec<(usize, usize)> = pairs
+        .iter()
+        .zip(&notes)
+        .map(|((x, y), note)| match note {
+            Some(_) => (0, 0),
+            None => (
+                x.numel(),
+                x.dtype.bitsize().div_ceil(8) + y.dtype.bitsize().div_ceil(8),
+            ),
+        })
+        .collect();
+    let mut accs = vec![Acc::default(); pairs.len()];
+    let total: u64 = sizes.iter().map(|(n, s)| (n * s) as u64).sum();
+    control.progress.start("comparing", total);
+    for window in windows(&sizes, control.options) {
+        control.check()?;
+        let results: Vec<Acc> = window
+            .par_iter()
+            .map(|p| {
+                let (x, y) = pairs[p.tensor];
+                if notes[p.tensor].is_some() || p.elems.is_empty() {
+                    return Acc::default();
+                }
+                let bx = a.bytes(x, x.byte_range(&p.elems));
+                let by = b.bytes(y, y.byte_range(&p.elems));
+                match (x.float_type(), y.float_type()) {
+                    (Some(tx), Some(ty)) => {
+                        let (mut vx, mut vy) = (Vec::new(), Vec::new());
+                        f64::decode(bx, tx, &mut vx);
+                        f64::decode(by, ty, &mut vy);
+                        compare_floats(&vx, &vy, options)
+                    }
+                    _ => {
+                        let size = x.dtype.bitsize().div_ceil(8).max(1);
+                        let differing = bx
+                            .chunks(size)
+                            .zip(by.chunks(size))
+                            .filter(|(u, v)| u != v)
+                            .count() as u64;
+                        Acc {
+                            compared: p.elems.len() as u64,
+                            differing,
+                            ..Acc::default()
+                        }
+                    }
+                }
+            })
+            .collect();
+        for (p, r) in window.iter().zip(results) {
+            accs[p.tensor].add(r);
+            let (x, y) = pairs[p.tensor];
+            a.release(x, x.byte_range(&p.elems));
+            b.release(y, y.byte_range(&p.elems));
+            control
+                .progress
+                .advance((p.elems.len() * sizes[p.tensor].1) as u64);
+        }
+    }
+    control.progress.finish();
+
+    let tensors: Vec<TensorDiff> = pairs
+        .iter()
+        .zip(notes)
+        .zip(accs)
+        .map(|(((x, y), note), acc)| {
+            let float = x.float_type().is_some() && y.float_type().is_some() && note.is_none();
+            let note = note.or_else(|| (x.dtype != y.dtype).then(|| "dtypes differ".into()));
+            let rel_l2 = if acc.a2 > 0.0 {
+                Some(acc.d2.sqrt() / acc.a2.sqrt())
+            } else if acc.d2 == 0.0 {
+                Some(0.0)
+            } else {
+                None
+            };
+            let cosine =
+                (acc.a2 > 0.0 && acc.b2 > 0.0).then(|| acc.ab / (acc.a2.sqrt() * acc.b2.sqrt()));
+            TensorDiff {
+                name: x.name.clone(),
+                dtype_a: crate::dtype::name(x.dtype),
+                dtype_b: crate::dtype::name(y.dtype),
+                shape_a: x.shape.clone(),
+                shape_b: y.shape.clone(),
+                compared: acc.compared,
+                differing: acc.differing,
+                mask_differences: float.then_some(acc.mask),
+                max_abs_diff: float.then_some(acc.max_abs),
+                rel_l2: if float { rel_l2 } else { None },
+                cosine: if float { cosine } else { None },
+                equal: note.is_none() && acc.differing == 0,
+                note,
+            }
+        })
+        .collect();
+    let mut metadata_differences: Vec<String> = a
+        .metadata()
+        .iter()
+        .filter(|(k, v)| b.metadata().get(*k) != Some(v))
+        .map(|(k, _)| k.clone())
+        .chain(
+            b.metadata()
+                .keys()
+                .filter(|k| !a.metadata().contains_key(*k))
+                .cloned(),
+        )
+        .collect();
+    metadata_differences.sort();
+    let differing_tensors = tensors.iter().filter(|t| !t.equal).count();
+    Ok(DiffReport {
+        a: a.path().to_path_buf(),
+        b: b.path().to_path_buf(),
+        atol: options.atol,
+        rtol: options.rtol,
+        equal: differing_tensors == 0 && only_in_a.is_empty() && only_in_b.is_empty(),
+        only_in_a,
+        only_in_b,
+        tensors,
+        differing_tensors,
+        metadata_differences,
+    })
+}
+
+fn compare_floats(x: &[f64], y: &[f64], options: &DiffOptions) -> Acc {
+    let mut acc = Acc {
+        compared: x.len() as u64,
+        ..Acc::default()
+    };
+    for (&u, &v) in x.iter().zip(y) {
+        let d = (u - v).abs();
+        let same = u.to_bits() == v.to_bits() || d <= options.atol + options.rtol * v.abs();
+        acc.differing += (!same) as u64;
+        acc.mask += ((u != 0.0) != (v != 0.0)) as u64;
+        if d.is_finite() {
+            acc.max_abs = acc.max_abs.max(d);
+            acc.d2 += d * d;
+        }
+        acc.a2 += u * u;
+        acc.b2 += v * v;
+        acc.ab += u * v;
+    }
+    acc
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tolerance_follows_isclose() {
+        let o = DiffOptions {
+            atol: 0.0,
+            rtol: 0.0,
+        };
+        let acc = compare_floats(&[1.0, 0.0, -0.0, 2.0], &[1.0, -0.0, 0.0, 2.5], &o);
+        assert_eq!((acc.differing, acc.mask, acc.max_abs), (1, 0, 0.5));
+        let o = DiffOptions {
+            atol: 0.1,
+            rtol: 0.2,
+        };
+        assert_eq!(compare_floats(&[2.0], &[2.5], &o).differing, 0);
+        assert_eq!(compare_floats(&[0.0], &[1.0], &o).mask, 1);
+    }
+}

@@ -1,0 +1,313 @@
+//! Greedy soups (Wortsman et al., 2022, as SMS uses them): rank candidates
+//! by score, start from the best, and add each next one only if the soup of
+//! the chosen ones plus it scores at least as well (or strictly better).
+//!
+//! Scores come from a [`Scorer`]: an external command ([`CommandScorer`],
+//! `soup merge --greedy --eval-cmd`) or any program's own evaluation (the
+//! trainer scores in-process, after recalibrating normalization
+//! statistics). Trial soups are written to a temporary folder beside the
+//! output and removed whatever happens; the output is the uniform soup of
+//! the chosen candidates, written by [`merge()`](crate::merge()) with the
+//! trials recorded in its recipe.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use serde::{Deserialize, Serialize};
+
+use crate::checkpoint::Checkpoint;
+use crate::error::{Error, Result};
+use crate::merge::{merge, MergeOptions, MergeReport};
+use crate::stream::Control;
+
+/// Scores a checkpoint: higher is better.
+pub trait Scorer {
+    /// The score of the checkpoint at `path` (a file or sharded folder).
+    fn score(&mut self, path: &Path) -> Result<f64>;
+}
+
+impl<F: FnMut(&Path) -> Result<f64>> Scorer for F {
+    fn score(&mut self, path: &Path) -> Result<f64> {
+        self(path)
+    }
+}
+
+/// Scores by running a shell command (`sh -c`) in which `{}` stands for the
+/// checkpoint path (shell-quoted; appended when there is no `{}`). The last
+/// non-empty line the command prints on standard output must be a finite
+/// number. Its standard error passes through.
+#[derive(Debug, Clone)]
+pub struct CommandScorer {
+    template: String,
+}
+
+impl CommandScorer {
+    /// A scorer for `template`, e.g. `python eval.py --checkpoint {}`.
+    pub fn new(template: impl Into<String>) -> Result<CommandScorer> {
+        let template = template.into();
+        if template.trim().is_empty() {
+            return Err(Error::invalid("the evaluation command is empty"));
+        }
+        Ok(CommandScorer { template })
+    }
+
+    /// The command line for `path`.
+    pub fn command_line(&self, path: &Path) -> String {
+        let quoted = shell_quote(&path.display().to_string());
+        if self.template.contains("{}") {
+            self.template.replace("{}", &quoted)
+        } else {
+            format!("{} {quoted}", self.template)
+        }
+    }
+}
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+impl Scorer for CommandScorer {
+    fn score(&mut self, path: &Path) -> Result<f64> {
+        let line = self.command_line(path);
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(&line)
+            .stdin(Stdio::null())
+            .stderr(Stdio::inherit())
+            .output()
+            .map_err(|e| Error::Evaluator(format!("cannot run `{line}`: {e}")))?;
+        if !out.status.success() {
+            return Err(Error::Evaluator(format!(
+                "`{line}` failed ({})",
+                out.status
+            )));
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        let last = text.lines().rev().find(|l| !l.trim().is_empty());
+        let Some(last) = last else {
+            return Err(Error::Evaluator(format!(
+                "`{line}` printed nothing; its last line must be a number"
+            )));
+        };
+        match last.trim().parse::<f64>() {
+            Ok(v) if v.is_finite() => Ok(v),
+            _ => Err(Error::Evaluator(format!(
+                "`{line}` printed `{}` on its last line, not a finite number",
+                last.trim()
+            ))),
+        }
+    }
+}
+
+/// Parameters of a greedy soup.
+#[derive(Debug, Clone, Default)]
+pub struct GreedyOptions {
+    /// Keep a candidate only if the score strictly improves (model soups);
+    /// by default ties are accepted (SMS).
+    pub strict: bool,
+    /// First-round scores of the candidates, in input order, instead of
+    /// scoring each candidate.
+    pub scores: Option<Vec<f64>>,
+    /// How trial soups and the output are merged (mask and integer policies,
+    /// dtype, output options). `weights` must be `None`: soups are uniform.
+    pub merge: MergeOptions,
+}
+
+/// One step of the greedy soup.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Trial {
+    /// The candidate tried (the first trial is the best candidate alone).
+    pub candidate: PathBuf,
+    /// Its first-round score.
+    pub candidate_score: f64,
+    /// The score of the soup of the chosen candidates plus this one.
+    pub score: f64,
+    /// Whether it was kept.
+    pub kept: bool,
+}
+
+/// The outcome of a greedy soup.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GreedyReport {
+    /// Every trial, in the order tried (best candidate first).
+    pub trials: Vec<Trial>,
+    /// The candidates in the soup, in the order they were added.
+    pub chosen: Vec<PathBuf>,
+    /// The soup's score (that of the last kept trial).
+    pub score: f64,
+    /// Whether ties were rejected.
+    pub strict: bool,
+    /// Whether the first-round scores were given rather than computed.
+    pub scores_given: bool,
+    /// The final merge.
+    pub merge: MergeReport,
+}
+
+/// Builds the greedy soup of `candidates` into `target`. See the module
+/// documentation.
+pub fn greedy_soup(
+    candidates: &[Checkpoint],
+    target: &Path,
+    scorer: &mut dyn Scorer,
+    options: &GreedyOptions,
+    control: &Control,
+) -> Result<GreedyReport> {
+    if candidates.is_empty() {
+        return Err(Error::invalid("greedy soup needs at least one candidate"));
+    }
+    if options.merge.weights.is_some() {
+        return Err(Error::invalid(
+            "greedy soups are uniform: weights are not allowed",
+        ));
+    }
+    if let Some(scores) = &options.scores {
+        if scores.len() != candidates.len() {
+            return Err(Error::invalid(format!(
+                "{} scores given for {} candidates",
+                scores.len(),
+                candidates.len()
+            )));
+        }
+        if let Some(bad) = scores.iter().find(|s| !s.is_finite()) {
+            return Err(Error::invalid(format!("scores must be finite, got {bad}")));
+        }
+    }
+    let inputs: Vec<&Path> = candidates.iter().flat_map(|c| c.files()).collect();
+    crate::output::check_target(target, &inputs, options.merge.output.force)?;
+    // Everything the candidates share is checked before any evaluation.
+    crate::checkpoint::align(&candidates.iter().collect::<Vec<_>>())?;
+
+    let mut score = |path: &Path, control: &Control| -> Result<f64> {
+        control.check()?;
+        scorer.score(path).map_err(|e| {
+            // A Ctrl-C also kills the evaluator: report the interrupt.
+            if control.check().is_err() {
+                Error::Interrupted
+            } else {
+                e
+            }
+        })
+    };
+    let first: Vec<f64> = match &options.scores {
+        Some(s) => s.clone(),
+        None => candidates
+            .iter()
+            .map(|c| score(c.path(), control))
+            .collect::<Result<_>>()?,
+    };
+    let mut order: Vec<usize> = (0..candidates.len()).collect();
+    // Stable: equal scores keep the input order.
+    order.sort_by(|&a, &b| first[b].total_cmp(&first[a]));
+
+    let parent = match target.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let scratch = tempfile::Builder::new()
+        .prefix(".soup-greedy-")
+        .tempdir_in(parent)
+        .map_err(|e| Error::io(parent, "cannot create trial folder in", e))?;
+    let trial_options = MergeOptions {
+        output: Default::default(),
+        recipe_extra: Default::default(),
+        ..options.merge.clone()
+    };
+
+    let best = order[0];
+    let mut chosen = vec![best];
+    let mut current = first[best];
+    let mut trials = vec![Trial {
+        candidate: candidates[best].path().to_path_buf(),
+        candidate_score: first[best],
+        score: first[best],
+        kept: true,
+    }];
+    for (step, &c) in order.iter().enumerate().skip(1) {
+        control.check()?;
+        let opened: Vec<Checkpoint> = chosen
+            .iter()
+            .chain([&c])
+            .map(|&i| Checkpoint::open(candidates[i].path()))
+            .collect::<Result<_>>()?;
+        let path = scratch.path().join(format!("trial-{step}.safetensors"));
+        merge(&opened, &path, &trial_options, control)?;
+        let s = score(&path, control)?;
+        let _ = std::fs::remove_file(&path);
+        let kept = if options.strict {
+            s > current
+        } else {
+            s >= current
+        };
+        if kept {
+            chosen.push(c);
+            current = s;
+        }
+        trials.push(Trial {
+            candidate: candidates[c].path().to_path_buf(),
+            candidate_score: first[c],
+            score: s,
+            kept,
+        });
+    }
+
+    let mut final_options = options.merge.clone();
+    final_options.recipe_extra.insert(
+        "greedy".into(),
+        serde_json::json!({
+            "strict": options.strict,
+            "scores_given": options.scores.is_some(),
+            "trials": trials,
+            "score": current,
+        }),
+    );
+    let soup: Vec<Checkpoint> = chosen
+        .iter()
+        .map(|&i| Checkpoint::open(candidates[i].path()))
+        .collect::<Result<_>>()?;
+    let report = merge(&soup, target, &final_options, control)?;
+    drop(scratch);
+    Ok(GreedyReport {
+        chosen: chosen
+            .iter()
+            .map(|&i| candidates[i].path().to_path_buf())
+            .collect(),
+        trials,
+        score: current,
+        strict: options.strict,
+        scores_given: options.scores.is_some(),
+        merge: report,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_lines_quote_the_path() {
+        let s = CommandScorer::new("eval --ckpt {} --fast").unwrap();
+        assert_eq!(
+            s.command_line(Path::new("a b/it's.safetensors")),
+            r"eval --ckpt 'a b/it'\''s.safetensors' --fast"
+        );
+        let s = CommandScorer::new("eval").unwrap();
+        assert_eq!(s.command_line(Path::new("x")), "eval 'x'");
+    }
+
+    #[test]
+    fn scorer_reads_the_last_line_and_reports_failures() {
+        let mut ok = CommandScorer::new("printf 'log\\n0.75\\n\\n' #").unwrap();
+        assert_eq!(ok.score(Path::new("x")).unwrap(), 0.75);
+        let mut fails = CommandScorer::new("exit 3 #").unwrap();
+        let e = fails.score(Path::new("x")).unwrap_err().to_string();
+        assert!(e.contains("failed") && e.contains('3'), "{e}");
+        let mut words = CommandScorer::new("echo accuracy #").unwrap();
+        let e = words.score(Path::new("x")).unwrap_err().to_string();
+        assert!(e.contains("not a finite number"), "{e}");
+        let mut silent = CommandScorer::new("true #").unwrap();
+        let e = silent.score(Path::new("x")).unwrap_err().to_string();
+        assert!(e.contains("printed nothing"), "{e}");
+    }
+}

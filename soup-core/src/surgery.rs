@@ -1,0 +1,586 @@
+//! Checkpoint surgery: renaming, dropping and casting tensors and editing
+//! metadata ([`edit`]), zeroing one checkpoint wherever another is zero
+//! ([`apply_mask`]), and changing the file layout ([`relayout`]: `soup
+//! shard` and `soup unshard`).
+//!
+//! Each operation streams its input once in bounded windows, writes its
+//! output atomically and records provenance, like [`merge()`](crate::merge()).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use regex::Regex;
+use serde::{Deserialize, Serialize};
+
+use crate::checkpoint::{Checkpoint, TensorEntry};
+use crate::dtype::{Accumulator, FloatType};
+use crate::error::{Error, Result};
+use crate::output::{Output, OutputOptions, OutputTensor};
+use crate::provenance;
+use crate::select::Selection;
+use crate::stream::Control;
+
+fn compile(pattern: &str) -> Result<Regex> {
+    Regex::new(pattern).map_err(|e| Error::invalid(format!("invalid regex `{pattern}`: {e}")))
+}
+
+fn layout_of(t: &TensorEntry) -> OutputTensor {
+    OutputTensor {
+        name: t.name.clone(),
+        dtype: t.dtype,
+        shape: t.shape.clone(),
+    }
+}
+
+/// Parameters of [`edit`], as the user wrote them (parsed and checked
+/// before any data is read).
+///
+/// Tensors are chosen by their original names: `--keep` (if any) keeps only
+/// matches, `--drop` removes matches, `--only` limits `--cast`. Renames then
+/// apply in order, each replacing every match (`$1`, `${name}` refer to
+/// groups). Metadata: deletions, then settings; `soup.*` keys are soup's own.
+#[derive(Debug, Clone, Default)]
+pub struct EditOptions {
+    /// `REGEX=REPLACEMENT` renames.
+    pub rename: Vec<String>,
+    /// Drop tensors whose names match one of these.
+    pub drop: Vec<String>,
+    /// Keep only tensors whose names match one of these.
+    pub keep: Vec<String>,
+    /// Cast float tensors to this dtype (`F32`, `F16`, `BF16`, `F64`).
+    pub cast: Option<String>,
+    /// Cast only tensors whose names match one of these.
+    pub cast_only: Vec<String>,
+    /// `KEY=VALUE` metadata to set.
+    pub set_meta: Vec<String>,
+    /// Metadata keys to delete.
+    pub del_meta: Vec<String>,
+    /// Where and how to write.
+    pub output: OutputOptions,
+}
+
+/// What [`edit`] did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EditReport {
+    /// The input.
+    pub input: PathBuf,
+    /// Files written.
+    pub outputs: Vec<PathBuf>,
+    /// Content hash of the input.
+    pub input_sha256: String,
+    /// Tensors written.
+    pub tensors: usize,
+    /// `(old, new)` names of renamed tensors.
+    pub renamed: Vec<(String, String)>,
+    /// Dropped tensors.
+    pub dropped: Vec<String>,
+    /// `(name, from, to)` of cast tensors (original names).
+    pub cast: Vec<(String, String, String)>,
+    /// Metadata of the output (without soup's provenance keys).
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// One input tensor's fate.
+struct Fate {
+    out: Option<usize>,
+    cast: Option<(FloatType, FloatType)>,
+}
+
+fn split_pair<'a>(what: &str, s: &'a str) -> Result<(&'a str, &'a str)> {
+    s.split_once('=')
+        .ok_or_else(|| Error::invalid(format!("{what} expects {}, got `{s}`", pair_form(what))))
+}
+
+fn pair_form(what: &str) -> &'static str {
+    if what == "--rename" {
+        "REGEX=REPLACEMENT"
+    } else {
+        "KEY=VALUE"
+    }
+}
+
+/// Renames, drops, casts and edits metadata. See [`EditOptions`].
+pub fn edit(
+    input: &Checkpoint,
+    target: &Path,
+    options: &EditOptions,
+    control: &Control,
+) -> Result<EditReport> {
+    let renames: Vec<(Regex, &str)> = options
+        .rename
+        .iter()
+        .map(|r| {
+            let (pattern, replacement) = split_pair("--rename", r)?;
+            Ok((compile(pattern)?, replacement))
+        })
+        .collect::<Result<_>>()?;
+    let drop: Vec<Regex> = options
+        .drop
+        .iter()
+        .map(|p| compile(p))
+        .collect::<Result<_>>()?;
+    let keep: Vec<Regex> = options
+        .keep
+        .iter()
+        .map(|p| compile(p))
+        .collect::<Result<_>>()?;
+    let only: Vec<Regex> = options
+        .cast_only
+        .iter()
+        .map(|p| compile(p))
+        .collect::<Result<_>>()?;
+    if !only.is_empty() && options.cast.is_none() {
+        return Err(Error::invalid("--only limits --cast, which is missing"));
+    }
+    let cast = match &options.cast {
+        None => None,
+        Some(name) => {
+            let dtype = crate::dtype::parse(name)?;
+            Some(FloatType::of(dtype).ok_or_else(|| {
+                Error::invalid(format!(
+                    "--cast must be a float type (F64, F32, F16, BF16), got {name}"
+                ))
+            })?)
+        }
+    };
+    let mut metadata = provenance::common_metadata(&[input]);
+    for key in &options.del_meta {
+        if key.starts_with(provenance::PREFIX) {
+            return Err(Error::invalid(format!(
+                "metadata key `{key}` belongs to soup's provenance and is rewritten on every write"
+            )));
+        }
+        metadata.remove(key);
+    }
+    for pair in &options.set_meta {
+        let (key, value) = split_pair("--set-meta", pair)?;
+        if key.is_empty() || key.starts_with(provenance::PREFIX) || key == "__metadata__" {
+            return Err(Error::invalid(format!(
+                "cannot set metadata key `{key}` (empty, reserved, or soup's own)"
+            )));
+        }
+        metadata.insert(key.to_string(), value.to_string());
+    }
+
+    let mut fates = Vec::with_capacity(input.tensors().len());
+    let mut layout = Vec::new();
+    let mut renamed = Vec::new();
+    let mut dropped = Vec::new();
+    let mut casts = Vec::new();
+    let mut taken: HashMap<String, String> = HashMap::new();
+    for t in input.tensors() {
+        let kept = (keep.is_empty() || keep.iter().any(|r| r.is_match(&t.name)))
+            && !drop.iter().any(|r| r.is_match(&t.name));
+        if !kept {
+            dropped.push(t.name.clone());
+            fates.push(Fate {
+                out: None,
+                cast: None,
+            });
+            continue;
+        }
+        let mut name = t.name.clone();
+        for (re, replacement) in &renames {
+            name = re.replace_all(&name, *replacement).into_owned();
+        }
+        if name.is_empty() {
+            return Err(Error::invalid(format!(
+                "renaming leaves tensor `{}` without a name",
+                t.name
+            )));
+        }
+        if let Some(other) = taken.insert(name.clone(), t.name.clone()) {
+            return Err(Error::invalid(format!(
+                "name collision: `{other}` and `{}` would both be called `{name}`",
+                t.name
+            )));
+        }
+        if name != t.name {
+            renamed.push((t.name.clone(), name.clone()));
+        }
+        let conversion = match (cast, t.float_type()) {
+            (Some(to), Some(from))
+                if from != to && (only.is_empty() || only.iter().any(|r| r.is_match(&t.name))) =>
+            {
+                casts.push((
+                    t.name.clone(),
+                    crate::dtype::name(from.dtype()),
+                    crate::dtype::name(to.dtype()),
+                ));
+                Some((from, to))
+            }
+            _ => None,
+        };
+        fates.push(Fate {
+            out: Some(layout.len()),
+            cast: conversion,
+        });
+        layout.push(OutputTensor {
+            name,
+            dtype: conversion.map_or(t.dtype, |(_, to)| to.dtype()),
+            shape: t.shape.clone(),
+        });
+    }
+    if layout.is_empty() {
+        return Err(Error::invalid(format!(
+            "{}: the edit would leave no tensors",
+            input.path().display()
+        )));
+    }
+    let recipe = serde_json::json!({
+        "rename": options.rename,
+        "drop": options.drop,
+        "keep": options.keep,
+        "cast": cast.map(|t| crate::dtype::name(t.dtype())),
+        "only": options.cast_only,
+        "set_meta": options.set_meta,
+        "del_meta": options.del_meta,
+    });
+    let report_metadata = metadata.clone();
+    let (outputs, sha) = write_streamed(
+        input,
+        target,
+        &layout,
+        metadata,
+        "edit",
+        recipe,
+        &options.output,
+        control,
+        &|i, bytes, out_bytes: &mut Vec<u8>| {
+            let fate = &fates[i];
+            let o = fate.out?;
+            match fate.cast {
+                None => Some((o, None)),
+                Some((from, to)) => {
+                    out_bytes.clear();
+                    if from == FloatType::F64 {
+                        let mut v = Vec::new();
+                        f64::decode(bytes, from, &mut v);
+                        f64::encode(&v, to, out_bytes);
+                    } else {
+                        let mut v = Vec::new();
+                        f32::decode(bytes, from, &mut v);
+                        f32::encode(&v, to, out_bytes);
+                    }
+                    Some((o, Some(to)))
+                }
+            }
+        },
+    )?;
+    Ok(EditReport {
+        input: input.path().to_path_buf(),
+        outputs,
+        input_sha256: sha,
+        tensors: layout.len(),
+        renamed,
+        dropped,
+        cast: casts,
+        metadata: report_metadata,
+    })
+}
+
+/// A piece's destination: `(output tensor, cast to)`; the closure fills the
+/// converted bytes when it casts. `None` drops the piece.
+type Route<'a> =
+    dyn Fn(usize, &[u8], &mut Vec<u8>) -> Option<(usize, Option<FloatType>)> + Sync + 'a;
+
+/// Streams `input` into a new output laid out as `layout`, routing each
+/// piece with `route`, and records provenance for `operation`.
+#[allow(clippy::too_many_arguments)]
+fn write_streamed(
+    input: &Checkpoint,
+    target: &Path,
+    layout: &[OutputTensor],
+    metadata: BTreeMap<String, String>,
+    operation: &str,
+    recipe: serde_json::Value,
+    output_options: &OutputOptions,
+    control: &Control,
+    route: &Route,
+) -> Result<(Vec<PathBuf>, String)> {
+    let name = input.path().display().to_string();
+    let mut provisional = metadata.clone();
+    provenance::record(
+        &mut provisional,
+        operation,
+        recipe.clone(),
+        &[(name.clone(), "0".repeat(64))],
+    );
+    let files: Vec<&Path> = input.files().collect();
+    let mut output = Output::create(target, layout, provisional, &files, output_options)?;
+    let sha = crate::rewrite::stream(
+        input,
+        &|_| 0,
+        control,
+        operation,
+        true,
+        |_| Ok(()),
+        |p, _, _| {
+            let t = &input.tensors()[p.tensor];
+            let range = t.byte_range(&p.elems);
+            let bytes = input.bytes(t, range.clone());
+            let mut converted = Vec::new();
+            match route(p.tensor, bytes, &mut converted) {
+                None => Ok(()),
+                Some((o, None)) => output.write(o, range.start, bytes),
+                Some((o, Some(to))) => output.write(o, p.elems.start * to.size(), &converted),
+            }
+        },
+        |_, ()| {},
+    )?
+    .expect("hashed");
+    let mut metadata = metadata;
+    provenance::record(&mut metadata, operation, recipe, &[(name, sha.clone())]);
+    *output.metadata_mut() = metadata;
+    Ok((output.commit()?, sha))
+}
+
+/// What [`relayout`] did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelayoutReport {
+    /// The input.
+    pub input: PathBuf,
+    /// Files written (shards and index, or one file).
+    pub outputs: Vec<PathBuf>,
+    /// Content hash of the input, which the output shares.
+    pub input_sha256: String,
+    /// Tensors written.
+    pub tensors: usize,
+    /// Bytes of tensor data.
+    pub bytes: u64,
+}
+
+/// Copies `input` unchanged into a new layout: Hugging Face shards of at
+/// most `output.shard_size` bytes (`soup shard`), or one file when it is
+/// `None` (`soup unshard`). Tensors, values and metadata are kept, so the
+/// content hash does not change.
+pub fn relayout(
+    input: &Checkpoint,
+    target: &Path,
+    output: &OutputOptions,
+    control: &Control,
+) -> Result<RelayoutReport> {
+    let layout: Vec<OutputTensor> = input.tensors().iter().map(layout_of).collect();
+    let operation = if output.shard_size.is_some() {
+        "shard"
+    } else {
+        "unshard"
+    };
+    let recipe = serde_json::json!({ "shard_size": output.shard_size });
+    let metadata = provenance::common_metadata(&[input]);
+    let (outputs, sha) = write_streamed(
+        input,
+        target,
+        &layout,
+        metadata,
+        operation,
+        recipe,
+        output,
+        control,
+        &|i, _, _| Some((i, None)),
+    )?;
+    Ok(RelayoutReport {
+        input: input.path().to_path_buf(),
+        outputs,
+        input_sha256: sha,
+        tensors: layout.len(),
+        bytes: input.data_bytes(),
+    })
+}
+
+/// Parameters of [`apply_mask`].
+#[derive(Debug, Clone, Default)]
+pub struct MaskOptions {
+    /// Only tensors whose names match one of these (default: every float
+    /// tensor of the input).
+    pub include: Vec<String>,
+    /// Skip tensors whose names match one of these.
+    pub exclude: Vec<String>,
+    /// Where and how to write.
+    pub output: OutputOptions,
+}
+
+/// One masked tensor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaskedTensor {
+    /// Name.
+    pub name: String,
+    /// Elements.
+    pub numel: u64,
+    /// Zeros in the input.
+    pub zeros_before: u64,
+    /// Non-zero input elements set to zero because the mask is zero there.
+    pub zeroed: u64,
+    /// Zeros in the output.
+    pub zeros_after: u64,
+}
+
+/// What [`apply_mask`] did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApplyMaskReport {
+    /// The input.
+    pub input: PathBuf,
+    /// The checkpoint whose zeros were applied.
+    pub mask: PathBuf,
+    /// Files written.
+    pub outputs: Vec<PathBuf>,
+    /// Content hash of the input.
+    pub input_sha256: String,
+    /// Content hash of the mask checkpoint.
+    pub mask_sha256: String,
+    /// The masked tensors, in the input's storage order.
+    pub tensors: Vec<MaskedTensor>,
+    /// Elements zeroed in all.
+    pub zeroed: u64,
+}
+
+/// Zeros `input` wherever `mask` is zero (`w == 0`, so `-0.0` too), in the
+/// selected float tensors; other tensors are copied. Every selected tensor
+/// must exist in `mask` as a float tensor of the same shape.
+pub fn apply_mask(
+    input: &Checkpoint,
+    mask: &Checkpoint,
+    target: &Path,
+    options: &MaskOptions,
+    control: &Control,
+) -> Result<ApplyMaskReport> {
+    let selection = Selection::new(&options.include, &options.exclude)?;
+    let tensors = input.tensors();
+    let mut partner: Vec<Option<&TensorEntry>> = vec![None; tensors.len()];
+    for (i, t) in tensors.iter().enumerate() {
+        if t.float_type().is_none() || !selection.matches(&t.name) {
+            continue;
+        }
+        let m = mask.get(&t.name).ok_or_else(|| {
+            Error::Mismatch(format!(
+                "tensor `{}` is in {} but not in the mask {} (leave it out with --exclude)",
+                t.name,
+                input.path().display(),
+                mask.path().display()
+            ))
+        })?;
+        if m.shape != t.shape {
+            return Err(Error::Mismatch(format!(
+                "tensor `{}` has shape {:?} in {} but {:?} in the mask {}",
+                t.name,
+                t.shape,
+                input.path().display(),
+                m.shape,
+                mask.path().display()
+            )));
+        }
+        if m.float_type().is_none() {
+            return Err(Error::Mismatch(format!(
+                "tensor `{}` of the mask {} is {:?}, not a float tensor",
+                t.name,
+                mask.path().display(),
+                m.dtype
+            )));
+        }
+        partner[i] = Some(m);
+    }
+    if partner.iter().all(Option::is_none) {
+        return Err(Error::invalid(format!(
+            "{}: no float tensors selected to mask",
+            input.path().display()
+        )));
+    }
+    let layout: Vec<OutputTensor> = tensors.iter().map(layout_of).collect();
+    let recipe = serde_json::json!({
+        "mask": mask.path().display().to_string(),
+        "include": options.include,
+        "exclude": options.exclude,
+    });
+    let mask_hash = crate::hash::hash_checkpoint(mask, control)?.sha256;
+    let name = input.path().display().to_string();
+    let describe = |sha: &str| {
+        vec![
+            (name.clone(), sha.to_string()),
+            (mask.path().display().to_string(), mask_hash.clone()),
+        ]
+    };
+    let mut metadata = provenance::common_metadata(&[input]);
+    provenance::record(
+        &mut metadata,
+        "apply-mask",
+        recipe.clone(),
+        &describe(&"0".repeat(64)),
+    );
+    let mut files: Vec<&Path> = input.files().collect();
+    files.extend(mask.files());
+    let mut output = Output::create(target, &layout, metadata, &files, &options.output)?;
+    let mut counts = vec![(0u64, 0u64); tensors.len()];
+    let sha = crate::rewrite::stream(
+        input,
+        &|i| partner[i].map_or(0, |m| m.dtype.bitsize() / 8),
+        control,
+        "masking",
+        true,
+        |_| Ok(()),
+        |p, _, _| -> Result<(u64, u64)> {
+            let t = &tensors[p.tensor];
+            let range = t.byte_range(&p.elems);
+            let bytes = input.bytes(t, range.clone());
+            let Some(m) = partner[p.tensor] else {
+                output.write(p.tensor, range.start, bytes)?;
+                return Ok((0, 0));
+            };
+            let ty = t.float_type().expect("float");
+            let mrange = m.byte_range(&p.elems);
+            let mbytes = mask.bytes(m, mrange.clone());
+            let mut keep = vec![true; p.elems.len()];
+            crate::dtype::for_each_nonzero(mbytes, m.float_type().expect("float"), |j, nz| {
+                keep[j] = nz
+            });
+            mask.release(m, mrange);
+            let size = ty.size();
+            let mut out = bytes.to_vec();
+            let (mut zeros, mut zeroed) = (0u64, 0u64);
+            crate::dtype::for_each_nonzero(bytes, ty, |j, nz| {
+                if !nz {
+                    zeros += 1;
+                } else if !keep[j] {
+                    zeroed += 1;
+                    out[j * size..(j + 1) * size].fill(0);
+                }
+            });
+            output.write(p.tensor, range.start, &out)?;
+            Ok((zeros, zeroed))
+        },
+        |p, (z, d)| {
+            counts[p.tensor].0 += z;
+            counts[p.tensor].1 += d;
+        },
+    )?
+    .expect("hashed");
+    let mut metadata = provenance::common_metadata(&[input]);
+    provenance::record(&mut metadata, "apply-mask", recipe, &describe(&sha));
+    *output.metadata_mut() = metadata;
+    let outputs = output.commit()?;
+    let masked: Vec<MaskedTensor> = tensors
+        .iter()
+        .zip(&partner)
+        .zip(&counts)
+        .filter(|((_, m), _)| m.is_some())
+        .map(|((t, _), &(z, d))| MaskedTensor {
+            name: t.name.clone(),
+            numel: t.numel() as u64,
+            zeros_before: z,
+            zeroed: d,
+            zeros_after: z + d,
+        })
+        .collect();
+    Ok(ApplyMaskReport {
+        input: input.path().to_path_buf(),
+        mask: mask.path().to_path_buf(),
+        outputs,
+        input_sha256: sha,
+        mask_sha256: mask_hash,
+        zeroed: masked.iter().map(|t| t.zeroed).sum(),
+        tensors: masked,
+    })
+}
