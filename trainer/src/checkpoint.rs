@@ -4,38 +4,15 @@
 //! writes. Writes are atomic: a temporary file beside the target, fsync,
 //! rename, so a reader never sees a half-written checkpoint.
 
-use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::io::Write;
 use std::path::Path;
 
-use safetensors::tensor::{Dtype, SafeTensors, View};
+use safetensors::tensor::{Dtype, SafeTensors};
 use tch::{Device, Kind, Tensor};
 
 use crate::error::{Error, Result};
-
-/// A tensor's bytes, on the CPU, ready for serialisation.
-struct Bytes {
-    dtype: Dtype,
-    shape: Vec<usize>,
-    data: Vec<u8>,
-}
-
-impl View for &Bytes {
-    fn dtype(&self) -> Dtype {
-        self.dtype
-    }
-    fn shape(&self) -> &[usize] {
-        &self.shape
-    }
-    fn data(&self) -> Cow<'_, [u8]> {
-        Cow::Borrowed(&self.data)
-    }
-    fn data_len(&self) -> usize {
-        self.data.len()
-    }
-}
 
 fn dtype_of(kind: Kind) -> Option<Dtype> {
     Some(match kind {
@@ -71,13 +48,27 @@ fn kind_of(dtype: Dtype) -> Option<Kind> {
 
 /// Writes `tensors` to `path` as safetensors, with `metadata` in the header.
 /// Tensors may live on any device; they are copied to the CPU.
+///
+/// The output depends only on the names, values and metadata: tensors are
+/// laid out in name order and the header's keys are sorted, so equal models
+/// give byte-identical files (and equal hashes).
 pub fn save(
     path: &Path,
     tensors: &[(String, Tensor)],
     metadata: HashMap<String, String>,
 ) -> Result<()> {
-    let mut views = Vec::with_capacity(tensors.len());
-    for (name, t) in tensors {
+    let mut sorted: Vec<&(String, Tensor)> = tensors.iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut header = serde_json::Map::new();
+    if !metadata.is_empty() {
+        let meta: BTreeMap<String, String> = metadata.into_iter().collect();
+        header.insert(
+            "__metadata__".into(),
+            serde_json::to_value(meta).expect("strings serialise"),
+        );
+    }
+    let mut data = Vec::new();
+    for (name, t) in sorted {
         let dtype = dtype_of(t.kind()).ok_or_else(|| {
             Error::checkpoint(
                 path,
@@ -86,14 +77,32 @@ pub fn save(
         })?;
         let t = t.detach().to_device(Device::Cpu).contiguous();
         let numel = t.numel();
-        let mut data = vec![0u8; numel * t.kind().elt_size_in_bytes()];
-        t.f_copy_data_u8(&mut data, numel)?;
-        let shape = t.size().iter().map(|&d| d as usize).collect();
-        views.push((name.clone(), Bytes { dtype, shape, data }));
+        let start = data.len();
+        data.resize(start + numel * t.kind().elt_size_in_bytes(), 0);
+        t.f_copy_data_u8(&mut data[start..], numel)?;
+        let entry = serde_json::json!({
+            "dtype": format!("{dtype:?}"),
+            "shape": t.size(),
+            "data_offsets": [start, data.len()],
+        });
+        if header.insert(name.clone(), entry).is_some() {
+            return Err(Error::checkpoint(
+                path,
+                format!("tensor {name} is given twice"),
+            ));
+        }
     }
-    let bytes =
-        safetensors::tensor::serialize(views.iter().map(|(n, b)| (n.as_str(), b)), Some(metadata))
-            .map_err(|e| Error::checkpoint(path, e.to_string()))?;
+    // serde_json's map is a BTreeMap here: keys come out sorted.
+    let mut head = serde_json::to_vec(&header).expect("a header serialises");
+    // The data starts 8-byte aligned, as the format recommends.
+    head.resize(head.len().next_multiple_of(8), b' ');
+    let mut bytes = Vec::with_capacity(8 + head.len() + data.len());
+    bytes.extend_from_slice(&(head.len() as u64).to_le_bytes());
+    bytes.extend_from_slice(&head);
+    bytes.extend_from_slice(&data);
+    // Check what we wrote with the reference parser before it reaches disk.
+    SafeTensors::deserialize(&bytes)
+        .map_err(|e| Error::checkpoint(path, format!("would write an invalid file: {e}")))?;
     write_atomic(path, &bytes)
 }
 
@@ -182,6 +191,19 @@ mod tests {
         ];
         let meta = HashMap::from([("arch".to_string(), "cnn".to_string())]);
         save(&path, &tensors, meta.clone()).unwrap();
+        let again = dir.path().join("y.safetensors");
+        let reversed: Vec<_> = tensors
+            .iter()
+            .rev()
+            .map(|(n, t)| (n.clone(), t.shallow_clone()))
+            .collect();
+        save(&again, &reversed, meta.clone()).unwrap();
+        assert_eq!(
+            fs::read(&path).unwrap(),
+            fs::read(&again).unwrap(),
+            "output depends on input order"
+        );
+        fs::remove_file(&again).unwrap();
         let ck = load(&path).unwrap();
         assert_eq!(ck.metadata, meta);
         let got: HashMap<_, _> = ck.tensors.into_iter().collect();

@@ -106,7 +106,7 @@ pub struct Dataset {
     pub val: ImageSet,
     /// Test images.
     pub test: ImageSet,
-    /// The number of classes (largest label + 1).
+    /// The number of classes: 10 or 100 for CIFAR, else the largest label + 1.
     pub num_classes: usize,
     /// Per-channel mean of the training pixels, in [0, 1] units.
     pub mean: Vec<f32>,
@@ -176,14 +176,18 @@ impl Dataset {
         train_idx.sort_unstable();
         let train = full_train.select(train_idx);
         let val = full_train.select(val_idx);
-        let num_classes = 1 + train
+        let largest = train
             .labels
             .iter()
             .chain(&val.labels)
             .chain(&test.labels)
             .copied()
-            .max()
-            .unwrap_or(0) as usize;
+            .max();
+        let num_classes = match format {
+            Format::Cifar10 => 10,
+            Format::Cifar100 => 100,
+            Format::Idx => 1 + largest.unwrap_or(0) as usize,
+        };
         let (mean, std) = channel_stats(&train);
         let augment = format != Format::Idx;
         Ok(Dataset {

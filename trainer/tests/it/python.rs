@@ -1,0 +1,134 @@
+//! Agreement with PyTorch: state_dict layouts (torchvision for resnet18 and
+//! resnet50) and numerical parity of forward passes and SGD steps.
+
+use std::collections::HashMap;
+
+use indicatif::ProgressBar;
+use tch::{Device, Kind, Tensor};
+use trainer::{train_steps, Arch, Batch, Mode, Model, ModelSpec, Sgd, SgdConfig};
+
+#[test]
+fn checkpoints_load_strictly_into_pytorch_and_torchvision() {
+    let Some(py) = crate::python("checkpoints_load_strictly_into_pytorch_and_torchvision") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let cases = [
+        ("resnet18", 10, [3, 224, 224]),
+        ("resnet50", 1000, [3, 224, 224]),
+        ("resnet20", 10, [3, 32, 32]),
+        ("resnet56", 100, [3, 32, 32]),
+        ("wrn-16-4", 100, [3, 32, 32]),
+        ("cnn", 10, [1, 28, 28]),
+        ("mlp", 10, [1, 28, 28]),
+    ];
+    for (arch, k, input) in cases {
+        tch::manual_seed(0);
+        let model = Model::new(
+            arch.parse().unwrap(),
+            ModelSpec {
+                num_classes: k,
+                input,
+            },
+            Device::Cpu,
+        );
+        let f = tmp.path().join(format!("{arch}.safetensors"));
+        model.save(&f).unwrap();
+        let shape = format!("{}x{}x{}", input[0], input[1], input[2]);
+        let out = crate::run_python(
+            &py,
+            "check_state_dict.py",
+            &[f.to_str().unwrap(), arch, &k.to_string(), &shape],
+        );
+        assert!(out.contains("loads strictly"), "{out}");
+    }
+}
+
+/// Runs `steps` SGD steps in the trainer and has parity.py repeat them in
+/// PyTorch from the same weights and batch.
+fn parity(arch: &str, input: [i64; 3], steps: usize) {
+    let Some(py) = crate::python(&format!("parity_{arch}")) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    tch::manual_seed(42);
+    let spec = ModelSpec {
+        num_classes: 10,
+        input,
+    };
+    let model = Model::new(arch.parse::<Arch>().unwrap(), spec, Device::Cpu);
+    model.save(&dir.join("init.safetensors")).unwrap();
+    let [c, h, w] = input;
+    let x = Tensor::randn([16, c, h, w], (Kind::Float, Device::Cpu));
+    let y = Tensor::randint(10, [16], (Kind::Int64, Device::Cpu));
+    let (lr, momentum, wd) = (0.1, 0.9, 5e-4);
+    let scalar = |v: f64| Tensor::from(v).view([]);
+    let batch_file: Vec<(String, Tensor)> = vec![
+        ("x".into(), x.copy()),
+        ("y".into(), y.copy()),
+        ("lr".into(), scalar(lr)),
+        ("momentum".into(), scalar(momentum)),
+        ("weight_decay".into(), scalar(wd)),
+    ];
+    trainer::checkpoint::save(&dir.join("batch.safetensors"), &batch_file, HashMap::new()).unwrap();
+
+    let logits_train = tch::no_grad(|| {
+        // The first forward pass, as PyTorch sees it, without touching the
+        // running statistics twice: evaluate on a copy of the model.
+        let probe = Model::new(model.arch, spec, Device::Cpu);
+        probe.load(&dir.join("init.safetensors")).unwrap();
+        probe.forward(&x, Mode::Train)
+    });
+    let mut opt = Sgd::new(&model.vs, SgdConfig::new(momentum, wd));
+    let batches = (0..steps).map(|_| Batch {
+        images: x.copy(),
+        labels: y.copy(),
+    });
+    train_steps(
+        &model,
+        &mut opt,
+        batches,
+        0,
+        |_| lr,
+        |_| Ok(()),
+        &ProgressBar::hidden(),
+    )
+    .unwrap();
+    let logits_eval = tch::no_grad(|| model.forward(&x, Mode::Eval));
+    let mut out = vec![
+        ("logits.train".to_string(), logits_train),
+        ("logits.eval".to_string(), logits_eval),
+    ];
+    out.extend(
+        model
+            .state_dict()
+            .into_iter()
+            .map(|(n, t)| (format!("state.{n}"), t)),
+    );
+    trainer::checkpoint::save(&dir.join("rust.safetensors"), &out, HashMap::new()).unwrap();
+
+    let shape = format!("{c}x{h}x{w}");
+    let report = crate::run_python(
+        &py,
+        "parity.py",
+        &[
+            dir.to_str().unwrap(),
+            arch,
+            "10",
+            &shape,
+            &steps.to_string(),
+        ],
+    );
+    eprintln!("{report}");
+}
+
+#[test]
+fn parity_with_pytorch_cnn() {
+    parity("cnn", [1, 28, 28], 2);
+}
+
+#[test]
+fn parity_with_pytorch_resnet20() {
+    parity("resnet20", [3, 32, 32], 2);
+}

@@ -1,0 +1,293 @@
+//! End-to-end tests of `trainer sms` on a tiny generated data set: the
+//! phase sparsity schedule, masks kept through retraining, soups that are
+//! averages of their candidates, greedy choices, and resuming after a kill.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use soup_core::{check_masks, Checkpoint, Control, Selection};
+
+/// Writes a four-class 28x28 IDX data set: each class lights one quadrant,
+/// with noise, so a small network learns it in an epoch.
+fn tiny_dataset(dir: &Path) {
+    let mut state = 12345u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut write = |name: &str, n: usize| {
+        let mut images = vec![0, 0, 8, 3];
+        for d in [n, 28, 28] {
+            images.extend_from_slice(&(d as u32).to_be_bytes());
+        }
+        let mut labels = vec![0, 0, 8, 1];
+        labels.extend_from_slice(&(n as u32).to_be_bytes());
+        for i in 0..n {
+            let class = i % 4;
+            labels.push(class as u8);
+            let (qy, qx) = (class / 2, class % 2);
+            for y in 0..28 {
+                for x in 0..28 {
+                    let inside = y / 14 == qy && x / 14 == qx;
+                    let noise = (next() % 60) as u8;
+                    images.push(if inside { 150 + noise } else { noise });
+                }
+            }
+        }
+        std::fs::write(dir.join(format!("{name}-images-idx3-ubyte")), images).unwrap();
+        std::fs::write(dir.join(format!("{name}-labels-idx1-ubyte")), labels).unwrap();
+    };
+    write("train", 400);
+    write("t10k", 120);
+}
+
+fn trainer() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_trainer"))
+}
+
+fn sms_args(data: &Path, out: &Path, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "sms", "--model", "cnn", "--sparsity", "0.75", "--phases", "2", "--candidates", "3",
+        "--epochs-per-phase", "1", "--pretrain-epochs", "2", "--batch-size", "32", "--lr", "0.05",
+        "--threads", "1", "--device", "cpu", "--quiet",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(["--data".into(), data.display().to_string()]);
+    args.extend(["--out".into(), out.display().to_string()]);
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+fn run_sms(data: &Path, out: &Path, extra: &[&str]) -> String {
+    let o = trainer().args(sms_args(data, out, extra)).output().unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        o.status.success(),
+        "trainer sms failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    stdout
+}
+
+fn f32s(ck: &Checkpoint, name: &str) -> Vec<f32> {
+    let t = ck.get(name).unwrap_or_else(|| panic!("{name} missing"));
+    assert_eq!(t.dtype, soup_core::Dtype::F32);
+    ck.data(t)
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect()
+}
+
+fn prunable(ck: &Checkpoint) -> Vec<String> {
+    ck.tensors()
+        .iter()
+        .filter(|t| t.name.ends_with(".weight") && t.shape.len() >= 2)
+        .map(|t| t.name.clone())
+        .collect()
+}
+
+fn zeros_over(ck: &Checkpoint, names: &[String]) -> (usize, usize) {
+    let mut z = 0;
+    let mut n = 0;
+    for name in names {
+        let v = f32s(ck, name);
+        z += v.iter().filter(|x| **x == 0.0).count();
+        n += v.len();
+    }
+    (z, n)
+}
+
+fn json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+#[test]
+fn pipeline_prunes_on_schedule_keeps_masks_and_averages_candidates() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    tiny_dataset(&data);
+    let run = dir.path().join("run");
+    let table = run_sms(&data, &run, &["--baselines", "imp"]);
+    assert!(table.contains("soup") && table.contains("imp"), "{table}");
+
+    let q = 1.0 - 0.25f64.powf(0.5);
+    for phase in 1..=2u32 {
+        let pdir = run.join(format!("phase-{phase}"));
+        let parent = Checkpoint::open(pdir.join("parent.safetensors")).unwrap();
+        let names = prunable(&parent);
+        // The schedule: after phase p, 1 - (1 - q)^p of the prunable weights
+        // are zero, up to the rounding of one weight count per phase.
+        let (z, n) = zeros_over(&parent, &names);
+        let target = 1.0 - (1.0 - q).powi(phase as i32);
+        assert!(
+            (z as f64 / n as f64 - target).abs() <= phase as f64 / n as f64,
+            "phase {phase}: {z}/{n} vs {target}"
+        );
+
+        let candidates: Vec<Checkpoint> = (0..3)
+            .map(|i| Checkpoint::open(pdir.join(format!("candidate-{i}.safetensors"))).unwrap())
+            .collect();
+        // Pruned weights are exactly +0.0 after retraining.
+        for c in &candidates {
+            for name in &names {
+                let (p, v) = (f32s(&parent, name), f32s(c, name));
+                for (a, b) in p.iter().zip(&v) {
+                    if *a == 0.0 {
+                        assert_eq!(b.to_bits(), 0, "{name}: a pruned weight moved to {b}");
+                    }
+                }
+            }
+        }
+        // Every candidate has the parent's mask.
+        let include: Vec<String> = names.iter().map(|n| format!("^{}$", regex::escape(n))).collect();
+        let sel = Selection::new(&include, &[]).unwrap();
+        let report = check_masks(&candidates, Some(&parent), &sel, &Control::default()).unwrap();
+        assert!(report.identical);
+
+        // The soup before recalibration is the mean of the candidates, not
+        // one of them; recalibration changes only batch-norm statistics.
+        let avg = Checkpoint::open(pdir.join("soup-avg.safetensors")).unwrap();
+        let soup = Checkpoint::open(pdir.join("soup.safetensors")).unwrap();
+        for t in avg.tensors().iter().filter(|t| t.dtype == soup_core::Dtype::F32) {
+            let cs: Vec<Vec<f32>> = candidates.iter().map(|c| f32s(c, &t.name)).collect();
+            let a = f32s(&avg, &t.name);
+            for (k, v) in a.iter().enumerate() {
+                let mean = cs.iter().map(|c| c[k] as f64).sum::<f64>() / 3.0;
+                assert!((*v as f64 - mean).abs() <= 1e-6 * (1.0 + mean.abs()), "{}", t.name);
+            }
+            let is_stat = t.name.ends_with("running_mean") || t.name.ends_with("running_var");
+            if !is_stat {
+                assert_eq!(f32s(&soup, &t.name), a, "{}", t.name);
+            }
+            if names.contains(&t.name) {
+                assert!(cs.iter().all(|c| *c != a), "{}: the soup equals a candidate", t.name);
+            }
+        }
+        // The soup keeps the parent's sparsity exactly.
+        assert_eq!(zeros_over(&soup, &names), zeros_over(&parent, &names));
+    }
+
+    let report = json(&run.join("report.json"));
+    let phases = report["phases"].as_array().unwrap();
+    assert_eq!(phases.len(), 2);
+    for key in [
+        "phase",
+        "sparsity",
+        "soup_test_acc",
+        "best_candidate_test_acc",
+        "mean_candidate_test_acc",
+        "imp_test_acc",
+        "soup_checkpoint",
+    ] {
+        assert!(!phases[1][key].is_null(), "report lacks {key}");
+    }
+    let csv = std::fs::read_to_string(run.join("report.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 3);
+    let svg = std::fs::read_to_string(run.join("accuracy_vs_sparsity.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("polyline"));
+}
+
+#[test]
+fn greedy_soup_keeps_only_candidates_that_do_not_lower_validation_accuracy() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    tiny_dataset(&data);
+    let run = dir.path().join("run");
+    run_sms(&data, &run, &["--soup", "greedy", "--phases", "1"]);
+    let phase = json(&run.join("phase-1/phase.json"));
+    let candidates = phase["candidates"].as_array().unwrap();
+    let val = |i: u64| candidates[i as usize]["eval"]["val"]["top1"].as_f64().unwrap();
+    let chosen: Vec<u64> = phase["chosen"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    // The soup starts from the candidate with the best validation accuracy.
+    let best = (0..3).max_by(|&a, &b| val(a).total_cmp(&val(b)).then(b.cmp(&a))).unwrap();
+    assert_eq!(chosen[0], best);
+    // Each trial (after the best candidate alone) is kept exactly when it
+    // does not lower the running score, which starts at the best
+    // candidate's validation accuracy.
+    let mut current = val(best);
+    let mut kept = vec![best];
+    for t in phase["trials"].as_array().unwrap() {
+        let score = t["score"].as_f64().unwrap();
+        let keep = score >= current;
+        assert_eq!(t["kept"].as_bool().unwrap(), keep, "{t}");
+        if keep {
+            current = score;
+            kept.push(t["candidate"].as_u64().unwrap());
+        }
+    }
+    kept.sort();
+    let mut chosen_sorted = chosen.clone();
+    chosen_sorted.sort();
+    assert_eq!(kept, chosen_sorted);
+}
+
+#[test]
+fn killed_run_resumes_to_the_same_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    tiny_dataset(&data);
+    let whole = dir.path().join("whole");
+    run_sms(&data, &whole, &[]);
+
+    let killed = dir.path().join("killed");
+    let mut child = trainer()
+        .args(sms_args(&data, &killed, &[]))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill it in the middle of the first phase, right after a candidate.
+    let marker = killed.join("phase-1/candidate-1.safetensors");
+    let start = Instant::now();
+    while !marker.exists() {
+        assert!(start.elapsed() < Duration::from_secs(300), "no progress");
+        assert!(child.try_wait().unwrap().is_none(), "finished before it could be killed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!killed.join("report.json").exists());
+    let before = std::fs::metadata(&marker).unwrap().modified().unwrap();
+
+    run_sms(&data, &killed, &[]);
+    // Finished work was not redone, and the report is the same.
+    assert_eq!(std::fs::metadata(&marker).unwrap().modified().unwrap(), before);
+    assert_eq!(
+        std::fs::read_to_string(whole.join("report.json")).unwrap(),
+        std::fs::read_to_string(killed.join("report.json")).unwrap()
+    );
+    // Every checkpoint under its final name is complete (temporary files of
+    // the killed process may remain under their hidden names).
+    for p in walk(&killed) {
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        if name.ends_with(".safetensors") && !name.starts_with('.') {
+            Checkpoint::open(&p).unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
