@@ -43,6 +43,13 @@ pub enum Command {
     Merge(MergeArgs),
     CheckMask(CheckMaskArgs),
     Inspect(InspectArgs),
+    Prune(PruneArgs),
+    Diff(DiffArgs),
+    Hash(HashArgs),
+    Edit(EditArgs),
+    ApplyMask(ApplyMaskArgs),
+    Shard(ShardArgs),
+    Unshard(UnshardArgs),
 }
 
 /// Average checkpoints that share one sparsity mask.
@@ -75,6 +82,221 @@ pub struct MergeArgs {
     /// given by --output.
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub shard_size: Option<u64>,
+    /// Replace an existing output.
+    #[arg(long)]
+    pub force: bool,
+    /// Greedy soup: rank candidates by score, start from the best, and keep
+    /// each next one only if the soup's score does not drop.
+    ///
+    /// Trial soups are written to a temporary folder beside the output and
+    /// removed afterwards; every trial is printed. Needs --eval-cmd.
+    #[arg(long, requires = "eval_cmd", conflicts_with = "weights")]
+    pub greedy: bool,
+    /// Command that scores a checkpoint: `{}` is replaced by its path, and
+    /// the last line printed must be a number (higher is better).
+    #[arg(long, value_name = "CMD", requires = "greedy")]
+    pub eval_cmd: Option<String>,
+    /// First-round scores of the inputs, in order, instead of evaluating
+    /// each one: 0.91,0.90,...
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "S,S,...",
+        requires = "greedy"
+    )]
+    pub scores: Option<Vec<f64>>,
+    /// Keep a candidate only if it strictly improves the score (by default
+    /// ties are kept, as in SMS).
+    #[arg(long, requires = "greedy")]
+    pub strict: bool,
+}
+
+/// Prune weights by magnitude.
+///
+/// Unstructured magnitude pruning of the selected tensors: by default the
+/// float tensors of rank >= 2 whose names end in `weight`. Exactly
+/// round(S * n) weights are removed (n: selected weights, or the non-zero
+/// ones with --of-remaining; halves round to even), the smallest first;
+/// among equal magnitudes the one earlier in (tensor storage order, index)
+/// goes first. Zeros stay zero. Reports the sparsity reached per tensor and
+/// overall.
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// The checkpoint to prune.
+    #[arg(value_name = "CHECKPOINT")]
+    pub input: PathBuf,
+    /// Output file, or folder with --shard-size.
+    #[arg(short, long, value_name = "PATH", required_unless_present = "dry_run")]
+    pub output: Option<PathBuf>,
+    /// Fraction of weights to remove, in [0, 1).
+    #[arg(long, value_name = "S")]
+    pub sparsity: f64,
+    /// One magnitude threshold for all selected tensors (global) or the same
+    /// fraction in each tensor (layer).
+    #[arg(long, value_enum, default_value_t = ScopeArg::Global)]
+    pub scope: ScopeArg,
+    /// Remove the fraction S of the weights that are still non-zero (one
+    /// iterative-pruning phase) instead of reaching total sparsity S.
+    #[arg(long)]
+    pub of_remaining: bool,
+    /// Prune float tensors whose names match this regex instead of the
+    /// default selection (repeatable).
+    #[arg(long, value_name = "REGEX")]
+    pub include: Vec<String>,
+    /// Never prune tensors whose names match this regex (repeatable).
+    #[arg(long, value_name = "REGEX")]
+    pub exclude: Vec<String>,
+    /// Report what would be pruned without writing anything.
+    #[arg(long, conflicts_with = "output")]
+    pub dry_run: bool,
+    /// Write Hugging Face shards of at most SIZE into the folder --output.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub shard_size: Option<u64>,
+    /// Replace an existing output.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ScopeArg {
+    /// One threshold across all selected tensors.
+    Global,
+    /// The same fraction in each tensor.
+    Layer,
+}
+
+/// Compare two checkpoints tensor by tensor.
+///
+/// Per tensor: largest absolute difference, relative L2 distance
+/// ||a-b||/||a||, cosine similarity and mask differences; names found in only
+/// one file. Values match when |a-b| <= atol + rtol*|b| (default: exactly).
+/// Exit 0 when equal, 1 when different.
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// First checkpoint.
+    #[arg(value_name = "A")]
+    pub a: PathBuf,
+    /// Second checkpoint.
+    #[arg(value_name = "B")]
+    pub b: PathBuf,
+    /// Absolute tolerance.
+    #[arg(long, default_value_t = 0.0, value_name = "X")]
+    pub atol: f64,
+    /// Relative tolerance.
+    #[arg(long, default_value_t = 0.0, value_name = "X")]
+    pub rtol: f64,
+    /// List every tensor, not only those that differ.
+    #[arg(long)]
+    pub all: bool,
+}
+
+/// Content hashes of a checkpoint.
+///
+/// sha256 of every tensor over (name, dtype, shape, data), and one over all
+/// tensors. Metadata, tensor order and file layout (sharding) do not change
+/// them; any change of a value, name, dtype or shape does.
+#[derive(Debug, Args)]
+pub struct HashArgs {
+    /// A .safetensors file or sharded folder.
+    #[arg(value_name = "CHECKPOINT")]
+    pub input: PathBuf,
+}
+
+/// Rename, drop, keep or cast tensors, and edit metadata.
+///
+/// --keep, --drop and --only match the original names; renames apply after,
+/// in order, each replacing every match (sed's s///g; $1 and ${name} refer
+/// to groups).
+#[derive(Debug, Args)]
+pub struct EditArgs {
+    /// The checkpoint to edit.
+    #[arg(value_name = "CHECKPOINT")]
+    pub input: PathBuf,
+    /// Output file.
+    #[arg(short, long, value_name = "PATH")]
+    pub output: PathBuf,
+    /// Rename tensors: 'REGEX=REPLACEMENT' (repeatable).
+    #[arg(long, value_name = "REGEX=REPLACEMENT")]
+    pub rename: Vec<String>,
+    /// Drop tensors whose names match (repeatable).
+    #[arg(long, value_name = "REGEX")]
+    pub drop: Vec<String>,
+    /// Keep only tensors whose names match (repeatable).
+    #[arg(long, value_name = "REGEX")]
+    pub keep: Vec<String>,
+    /// Cast float tensors to DTYPE (F64, F32, F16, BF16).
+    #[arg(long, value_name = "DTYPE")]
+    pub cast: Option<String>,
+    /// Cast only tensors whose names match (repeatable).
+    #[arg(long, value_name = "REGEX", requires = "cast")]
+    pub only: Vec<String>,
+    /// Set a metadata entry (repeatable).
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub set_meta: Vec<String>,
+    /// Delete a metadata entry (repeatable).
+    #[arg(long, value_name = "KEY")]
+    pub del_meta: Vec<String>,
+    /// Replace an existing output.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// Zero a checkpoint wherever another one is zero.
+///
+/// Every selected float tensor (default: all float tensors of the input)
+/// must exist in the mask checkpoint with the same shape.
+#[derive(Debug, Args)]
+pub struct ApplyMaskArgs {
+    /// The checkpoint to mask.
+    #[arg(value_name = "CHECKPOINT")]
+    pub input: PathBuf,
+    /// The checkpoint whose zeros are applied.
+    #[arg(long, value_name = "REF")]
+    pub mask: PathBuf,
+    /// Output file.
+    #[arg(short, long, value_name = "PATH")]
+    pub output: PathBuf,
+    /// Only tensors whose names match this regex (repeatable).
+    #[arg(long, value_name = "REGEX")]
+    pub include: Vec<String>,
+    /// Skip tensors whose names match this regex (repeatable).
+    #[arg(long, value_name = "REGEX")]
+    pub exclude: Vec<String>,
+    /// Replace an existing output.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// Split a checkpoint into Hugging Face shards.
+///
+/// Writes model-0000k-of-0000n.safetensors files of at most SIZE bytes of
+/// tensor data each (a larger tensor gets a shard of its own) and
+/// model.safetensors.index.json into the folder DIR.
+#[derive(Debug, Args)]
+pub struct ShardArgs {
+    /// The checkpoint to split.
+    #[arg(value_name = "CHECKPOINT")]
+    pub input: PathBuf,
+    /// Output folder.
+    #[arg(short, long, value_name = "DIR")]
+    pub output: PathBuf,
+    /// Largest shard, e.g. 2GB or 500MiB.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub shard_size: u64,
+    /// Replace an existing output.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// Join a sharded checkpoint into one file.
+#[derive(Debug, Args)]
+pub struct UnshardArgs {
+    /// A sharded folder (or its index file).
+    #[arg(value_name = "DIR")]
+    pub input: PathBuf,
+    /// Output file.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: PathBuf,
     /// Replace an existing output.
     #[arg(long)]
     pub force: bool,

@@ -3,10 +3,11 @@
 use std::io::Write;
 
 use anyhow::Result;
+use soup_core::greedy::{greedy_soup, CommandScorer, GreedyOptions};
 use soup_core::{merge, FloatType, MergeOptions, OutputOptions};
 
 use crate::cli::MergeArgs;
-use crate::output::{bytes, write_json, Context, Outcome};
+use crate::output::{bytes, write_json, Context, Outcome, Table};
 
 pub fn run(args: MergeArgs, out: &mut dyn Write, ctx: &Context) -> Result<Outcome> {
     let dtype = match &args.dtype {
@@ -29,6 +30,9 @@ pub fn run(args: MergeArgs, out: &mut dyn Write, ctx: &Context) -> Result<Outcom
         },
         recipe_extra: Default::default(),
     };
+    if args.greedy {
+        return greedy(args, options, out, ctx);
+    }
     // Reject bad weights before opening anything.
     soup_core::merge::normalise_weights(options.weights.as_deref(), args.inputs.len())?;
     let inputs = super::open_all(&args.inputs)?;
@@ -57,5 +61,65 @@ pub fn run(args: MergeArgs, out: &mut dyn Write, ctx: &Context) -> Result<Outcom
             )?;
         }
     }
+    Ok(Outcome::Clean)
+}
+
+/// `soup merge --greedy`: score, rank, and grow the soup one candidate at a
+/// time.
+fn greedy(
+    args: MergeArgs,
+    merge: MergeOptions,
+    out: &mut dyn Write,
+    ctx: &Context,
+) -> Result<Outcome> {
+    let command = args.eval_cmd.as_deref().expect("clap requires --eval-cmd");
+    let mut scorer = CommandScorer::new(command)?;
+    let options = GreedyOptions {
+        strict: args.strict,
+        scores: args.scores.clone(),
+        merge,
+    };
+    if let Some(scores) = &options.scores {
+        if scores.len() != args.inputs.len() {
+            anyhow::bail!(
+                "--scores has {} values for {} inputs",
+                scores.len(),
+                args.inputs.len()
+            );
+        }
+    }
+    let inputs = super::open_all(&args.inputs)?;
+    let report = greedy_soup(&inputs, &args.output, &mut scorer, &options, &ctx.control())?;
+    if ctx.json {
+        write_json(out, &report)?;
+        return Ok(Outcome::Clean);
+    }
+    let mut table = Table::new(&[
+        ("trial", true),
+        ("candidate", false),
+        ("own score", true),
+        ("soup score", true),
+        ("kept", false),
+    ]);
+    for (i, t) in report.trials.iter().enumerate() {
+        table.row(vec![
+            (i + 1).to_string(),
+            t.candidate.display().to_string(),
+            format!("{}", t.candidate_score),
+            format!("{}", t.score),
+            if t.kept { "yes" } else { "no" }.to_string(),
+        ]);
+    }
+    table.write(out)?;
+    writeln!(out)?;
+    writeln!(
+        out,
+        "greedy soup of {} of {} candidates (score {}{}) written to {}",
+        report.chosen.len(),
+        report.trials.len(),
+        report.score,
+        if report.strict { ", strict" } else { "" },
+        args.output.display()
+    )?;
     Ok(Outcome::Clean)
 }

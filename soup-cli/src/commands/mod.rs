@@ -1,9 +1,15 @@
 //! One module per subcommand, each with a `run` function taking its
 //! arguments, an output writer and the context.
 
+mod apply_mask;
 mod check_mask;
+mod diff;
+mod edit;
+mod hash;
 mod inspect;
 mod merge;
+mod prune;
+mod shard;
 
 use std::io::Write;
 use std::path::Path;
@@ -20,6 +26,13 @@ pub fn run(command: Command, out: &mut dyn Write, ctx: &Context) -> Result<Outco
         Command::Merge(args) => merge::run(args, out, ctx),
         Command::CheckMask(args) => check_mask::run(args, out, ctx),
         Command::Inspect(args) => inspect::run(args, out, ctx),
+        Command::Prune(args) => prune::run(args, out, ctx),
+        Command::Diff(args) => diff::run(args, out, ctx),
+        Command::Hash(args) => hash::run(args, out, ctx),
+        Command::Edit(args) => edit::run(args, out, ctx),
+        Command::ApplyMask(args) => apply_mask::run(args, out, ctx),
+        Command::Shard(args) => shard::shard(args, out, ctx),
+        Command::Unshard(args) => shard::unshard(args, out, ctx),
     }
 }
 
