@@ -126,6 +126,15 @@ fn resolve(target: &Path) -> Result<PathBuf> {
     Ok(real_parent.join(target.file_name().unwrap_or_default()))
 }
 
+/// The operating-system error without tempfile's "at path" suffix, which
+/// would name a random temporary file that no longer exists.
+fn plain(e: std::io::Error) -> std::io::Error {
+    match e.raw_os_error() {
+        Some(code) => std::io::Error::from_raw_os_error(code),
+        None => e,
+    }
+}
+
 fn parent_of(target: &Path) -> &Path {
     match target.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
@@ -171,7 +180,7 @@ impl Output {
                 tempfile::Builder::new()
                     .prefix(".soup-tmp-")
                     .tempdir_in(parent)
-                    .map_err(|e| Error::io(parent, "cannot create output in folder", e))?,
+                    .map_err(|e| Error::io(parent, "cannot create output in folder", plain(e)))?,
             )
         } else {
             Staging::File(
@@ -179,7 +188,7 @@ impl Output {
                     .prefix(".soup-tmp-")
                     .suffix(".safetensors")
                     .tempfile_in(parent)
-                    .map_err(|e| Error::io(parent, "cannot create output in folder", e))?,
+                    .map_err(|e| Error::io(parent, "cannot create output in folder", plain(e)))?,
             )
         };
         let count = groups.len();

@@ -109,12 +109,16 @@ pub struct Piece {
 /// Groups the pieces of tensors into windows. `tensors` gives, per tensor,
 /// its element count and the bytes one element costs summed over all inputs
 /// (0-element tensors still get one empty piece, so they are visited).
+///
+/// A piece never costs more than the budget (down to 8 elements), so the
+/// budget bounds memory even when it is smaller than one default piece.
 pub fn windows(tensors: &[(usize, usize)], options: StreamOptions) -> Vec<Vec<Piece>> {
-    let piece_elems = (options.piece_elems / 8).max(1) * 8;
     let mut out = Vec::new();
     let mut current = Vec::new();
     let mut used = 0usize;
     for (tensor, &(numel, elem_bytes)) in tensors.iter().enumerate() {
+        let affordable = options.budget_bytes / elem_bytes.max(1);
+        let piece_elems = (options.piece_elems.min(affordable) / 8).max(1) * 8;
         let mut start = 0;
         loop {
             let end = (start + piece_elems).min(numel);
@@ -165,6 +169,14 @@ mod tests {
             }
         }
         assert_eq!(seen, vec![100, 0, 17, 1000]);
+        // A budget below one piece shrinks the pieces instead.
+        let small = StreamOptions {
+            budget_bytes: 100,
+            piece_elems: 1 << 20,
+        };
+        for w in windows(&tensors, small) {
+            assert!(w.iter().map(|p| p.elems.len() * 8).sum::<usize>() <= 100);
+        }
         let empties: Vec<_> = ws.iter().flatten().filter(|p| p.tensor == 1).collect();
         assert_eq!(empties.len(), 1);
         assert!(empties[0].first && empties[0].last);

@@ -1,0 +1,928 @@
+//! End-to-end tests of `soup merge`, `soup check-mask` and `soup inspect`:
+//! the built binary on small checkpoints generated into temporary folders.
+//! JSON output is read back into soup-core's report structs, which deny
+//! unknown fields, so the JSON and the structs cannot drift apart.
+
+use std::path::{Path, PathBuf};
+
+use fixtures::{perturb, prune, small_model, write_checkpoint, Rng, Tensor};
+use soup_core::dtype::Accumulator;
+use soup_core::{Checkpoint, Dtype, FloatType, Inspection, MaskReport, MergeReport};
+use soup_tests::{fixture, soup, Run};
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[track_caller]
+fn ok(run: &Run) -> &Run {
+    assert_eq!(
+        run.code, 0,
+        "stdout: {}\nstderr: {}",
+        run.stdout, run.stderr
+    );
+    run
+}
+
+#[track_caller]
+fn fails(run: &Run, problem: &str) {
+    assert_eq!(
+        run.code, 2,
+        "stdout: {}\nstderr: {}",
+        run.stdout, run.stderr
+    );
+    assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains(problem),
+        "want `{problem}`: {}",
+        run.stderr
+    );
+}
+
+/// `m` candidates of a small pruned model sharing the parent's mask, in
+/// `dtype`, each with a `format` key and a `run` key of its own. Returns
+/// the parent and the candidates.
+fn candidates(dir: &Path, m: usize, dtype: Dtype, seed: u64) -> (PathBuf, Vec<PathBuf>) {
+    let mut rng = Rng::new(seed);
+    let mut parent = small_model(&mut rng, dtype);
+    prune(&mut parent, 0.5);
+    let parent_path = dir.join("parent.safetensors");
+    write_checkpoint(&parent_path, &parent, &[("format", "pt")], None).unwrap();
+    let paths = (0..m)
+        .map(|k| {
+            let path = dir.join(format!("candidate-{k}.safetensors"));
+            let run = k.to_string();
+            let tensors = perturb(&parent, &mut rng, 0.05);
+            write_checkpoint(&path, &tensors, &[("format", "pt"), ("run", &run)], None).unwrap();
+            path
+        })
+        .collect();
+    (parent_path, paths)
+}
+
+/// Every tensor of a checkpoint: name, dtype and values as f64 (integers
+/// widened).
+fn read(path: &Path) -> Vec<(String, Dtype, Vec<f64>)> {
+    let ck = Checkpoint::open(path).unwrap();
+    let mut out: Vec<_> = ck
+        .tensors()
+        .iter()
+        .map(|t| {
+            let bytes = ck.data(t);
+            let values = match t.float_type() {
+                Some(ft) => {
+                    let mut v = Vec::new();
+                    f64::decode(bytes, ft, &mut v);
+                    v
+                }
+                None => match t.dtype {
+                    Dtype::I64 => bytes
+                        .chunks_exact(8)
+                        .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f64)
+                        .collect(),
+                    Dtype::BOOL | Dtype::U8 => bytes.iter().map(|&b| b as f64).collect(),
+                    other => panic!("test reads no {other:?}"),
+                },
+            };
+            (t.name.clone(), t.dtype, values)
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+/// The f64 weighted mean of the inputs' float tensors (integers: the
+/// first input's).
+fn reference_mean(inputs: &[PathBuf], weights: &[f64]) -> Vec<(String, Dtype, Vec<f64>)> {
+    let total: f64 = weights.iter().sum();
+    let all: Vec<_> = inputs.iter().map(|p| read(p)).collect();
+    let mut out = all[0].clone();
+    for (t, (_, dtype, values)) in out.iter_mut().enumerate() {
+        if FloatType::of(*dtype).is_none() {
+            continue;
+        }
+        for (i, v) in values.iter_mut().enumerate() {
+            *v = all
+                .iter()
+                .zip(weights)
+                .map(|(ck, w)| ck[t].2[i] * w)
+                .sum::<f64>()
+                / total;
+        }
+    }
+    out
+}
+
+/// Relative tolerance of values written in `dtype`.
+fn tolerance(dtype: Dtype) -> f64 {
+    match dtype {
+        Dtype::F64 => 1e-12,
+        Dtype::F32 => 1e-6,
+        Dtype::F16 => 1e-3,
+        Dtype::BF16 => 8e-3,
+        _ => 0.0,
+    }
+}
+
+#[track_caller]
+fn assert_close(got: &[(String, Dtype, Vec<f64>)], want: &[(String, Dtype, Vec<f64>)]) {
+    assert_eq!(got.len(), want.len());
+    for ((name, dtype, g), (wname, _, w)) in got.iter().zip(want) {
+        assert_eq!(name, wname);
+        assert_eq!(g.len(), w.len(), "{name}");
+        let scale = w.iter().fold(0f64, |m, v| m.max(v.abs())).max(1e-30);
+        for (i, (a, b)) in g.iter().zip(w).enumerate() {
+            assert!(
+                (a - b).abs() <= tolerance(*dtype) * scale,
+                "{name}[{i}] ({dtype:?}): got {a}, want {b}"
+            );
+            // The reference mean is zero exactly where every input is.
+            assert_eq!(*a == 0.0, *b == 0.0, "{name}[{i}]: mask changed");
+        }
+    }
+}
+
+fn merge_json(args: &[&str]) -> MergeReport {
+    let mut all = vec!["merge", "--json"];
+    all.extend_from_slice(args);
+    let run = soup(&all);
+    ok(&run);
+    serde_json::from_str(&run.stdout).expect("merge --json is a MergeReport")
+}
+
+// ----- merge -----
+
+#[test]
+fn uniform_merge_matches_the_f64_mean() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, inputs) = candidates(dir.path(), 3, Dtype::F32, 1);
+    let out = dir.path().join("soup.safetensors");
+    let report = merge_json(&[s(&inputs[0]), s(&inputs[1]), s(&inputs[2]), "-o", s(&out)]);
+    assert_eq!(report.outputs, vec![out.clone()]);
+    assert_eq!(report.weights, vec![1.0 / 3.0; 3]);
+    assert_eq!(report.tensors, 10);
+    assert_eq!(report.averaged, 9);
+    assert!(report.mask_differences.is_empty());
+    assert_close(&read(&out), &reference_mean(&inputs, &[1.0; 3]));
+    // The people's version says the same in a sentence.
+    let out2 = dir.path().join("soup2.safetensors");
+    let run = soup(["merge", s(&inputs[0]), s(&inputs[1]), "-o", s(&out2)]);
+    ok(&run);
+    assert!(
+        run.stdout.starts_with("merged 2 checkpoints into"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn weighted_merge_matches_the_weighted_mean() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, inputs) = candidates(dir.path(), 3, Dtype::F32, 2);
+    let out = dir.path().join("soup.safetensors");
+    let report = merge_json(&[
+        s(&inputs[0]),
+        s(&inputs[1]),
+        s(&inputs[2]),
+        "-o",
+        s(&out),
+        "--weights",
+        "5,3,2",
+    ]);
+    assert_eq!(report.weights, vec![0.5, 0.3, 0.2]);
+    assert_close(&read(&out), &reference_mean(&inputs, &[5.0, 3.0, 2.0]));
+    // A zero weight leaves that input out of the mean (but not out of the
+    // mask check), even when it is the first.
+    let out = dir.path().join("zero.safetensors");
+    merge_json(&[
+        s(&inputs[0]),
+        s(&inputs[1]),
+        s(&inputs[2]),
+        "-o",
+        s(&out),
+        "--weights",
+        "0,1,1",
+    ]);
+    assert_close(&read(&out), &reference_mean(&inputs, &[0.0, 1.0, 1.0]));
+}
+
+#[test]
+fn bad_weights_are_rejected_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, inputs) = candidates(dir.path(), 3, Dtype::F32, 3);
+    let out = dir.path().join("soup.safetensors");
+    for (weights, problem) in [
+        ("--weights=-1,1,1", "finite and non-negative, got -1"),
+        ("--weights=nan,1,1", "finite and non-negative, got NaN"),
+        ("--weights=inf,1,1", "finite and non-negative, got inf"),
+        ("--weights=0,0,0", "weights sum to zero"),
+        ("--weights=1,1", "2 weights given for 3 inputs"),
+        ("--weights=1,1,1,1", "4 weights given for 3 inputs"),
+    ] {
+        let run = soup([
+            "merge",
+            s(&inputs[0]),
+            s(&inputs[1]),
+            s(&inputs[2]),
+            "-o",
+            s(&out),
+            weights,
+        ]);
+        fails(&run, problem);
+        assert!(!out.exists());
+    }
+    // Unparseable weights are a usage error (clap), also exit 2.
+    let run = soup([
+        "merge",
+        s(&inputs[0]),
+        s(&inputs[1]),
+        "-o",
+        s(&out),
+        "--weights",
+        "a,b",
+    ]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+}
+
+#[test]
+fn dtype_option_sets_the_output_type_of_float_tensors() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, inputs) = candidates(dir.path(), 2, Dtype::F32, 4);
+    let want = reference_mean(&inputs, &[1.0, 1.0]);
+    for (name, dtype) in [
+        ("bf16", Dtype::BF16),
+        ("F16", Dtype::F16),
+        ("f64", Dtype::F64),
+        ("F32", Dtype::F32),
+    ] {
+        let out = dir.path().join(format!("soup-{name}.safetensors"));
+        ok(&soup([
+            "merge",
+            s(&inputs[0]),
+            s(&inputs[1]),
+            "-o",
+            s(&out),
+            "--dtype",
+            name,
+        ]));
+        let got = read(&out);
+        for (t, dt, _) in &got {
+            let expected = if t == "bn1.num_batches_tracked" {
+                Dtype::I64
+            } else {
+                dtype
+            };
+            assert_eq!(*dt, expected, "{t} written as {name}");
+        }
+        // Compare in the output's precision (F64 output of F32 inputs is
+        // as precise as the f32 accumulator).
+        let got: Vec<_> = got
+            .into_iter()
+            .map(|(n, d, v)| (n, if d == Dtype::F64 { Dtype::F32 } else { d }, v))
+            .collect();
+        assert_close(&got, &want);
+    }
+    let out = dir.path().join("int.safetensors");
+    let run = soup([
+        "merge",
+        s(&inputs[0]),
+        s(&inputs[1]),
+        "-o",
+        s(&out),
+        "--dtype",
+        "I32",
+    ]);
+    fails(&run, "--dtype must be a float type");
+    let run = soup([
+        "merge",
+        s(&inputs[0]),
+        s(&inputs[1]),
+        "-o",
+        s(&out),
+        "--dtype",
+        "F33",
+    ]);
+    fails(&run, "unknown dtype `F33`");
+}
+
+#[test]
+fn each_float_input_type_merges_in_its_own_type() {
+    let dir = tempfile::tempdir().unwrap();
+    for dtype in [Dtype::F64, Dtype::F32, Dtype::F16, Dtype::BF16] {
+        let sub = dir.path().join(format!("{dtype:?}"));
+        std::fs::create_dir(&sub).unwrap();
+        let (_, inputs) = candidates(&sub, 3, dtype, 5);
+        let out = sub.join("soup.safetensors");
+        ok(&soup([
+            "merge",
+            s(&inputs[0]),
+            s(&inputs[1]),
+            s(&inputs[2]),
+            "-o",
+            s(&out),
+        ]));
+        let got = read(&out);
+        assert!(got
+            .iter()
+            .all(|(n, d, _)| *d == dtype || n.ends_with("tracked")));
+        assert_close(&got, &reference_mean(&inputs, &[1.0; 3]));
+    }
+}
+
+/// Two candidates whose `steps` (I64) and `flag` (BOOL) tensors may differ.
+fn with_ints(dir: &Path, steps: [f64; 2], flags: [f64; 2]) -> Vec<PathBuf> {
+    (0..2)
+        .map(|k| {
+            let path = dir.join(format!("ints-{k}.safetensors"));
+            let tensors = vec![
+                Tensor::new("w", Dtype::F32, &[4], vec![1.0 + k as f64, 0.0, 2.0, 3.0]),
+                Tensor::new("steps", Dtype::I64, &[2], vec![steps[k], 5.0]),
+                Tensor::new("flag", Dtype::BOOL, &[1], vec![flags[k]]),
+            ];
+            write_checkpoint(&path, &tensors, &[], None).unwrap();
+            path
+        })
+        .collect()
+}
+
+#[test]
+fn equal_int_and_bool_tensors_are_carried_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let inputs = with_ints(dir.path(), [7.0, 7.0], [1.0, 1.0]);
+    let out = dir.path().join("soup.safetensors");
+    let report = merge_json(&[s(&inputs[0]), s(&inputs[1]), "-o", s(&out)]);
+    assert_eq!((report.tensors, report.averaged), (3, 1));
+    let got = read(&out);
+    assert_eq!(got[0], ("flag".into(), Dtype::BOOL, vec![1.0]));
+    assert_eq!(got[1], ("steps".into(), Dtype::I64, vec![7.0, 5.0]));
+    assert_eq!(got[2].2, vec![1.5, 0.0, 2.0, 3.0]);
+}
+
+#[test]
+fn differing_int_tensors_are_an_error_unless_int_policy_first() {
+    let dir = tempfile::tempdir().unwrap();
+    for (steps, flags, tensor) in [
+        ([7.0, 8.0], [1.0, 1.0], "`steps`"),
+        ([7.0, 7.0], [1.0, 0.0], "`flag`"),
+    ] {
+        let inputs = with_ints(dir.path(), steps, flags);
+        let out = dir.path().join("soup.safetensors");
+        let run = soup(["merge", s(&inputs[0]), s(&inputs[1]), "-o", s(&out)]);
+        fails(&run, tensor);
+        assert!(run.stderr.contains("--int-policy first"), "{}", run.stderr);
+        assert!(!out.exists());
+        ok(&soup([
+            "merge",
+            s(&inputs[0]),
+            s(&inputs[1]),
+            "-o",
+            s(&out),
+            "--int-policy",
+            "first",
+        ]));
+        let got = read(&out);
+        assert_eq!(got[0].2, vec![flags[0]]);
+        assert_eq!(got[1].2, vec![steps[0], 5.0]);
+        std::fs::remove_file(&out).unwrap();
+    }
+}
+
+/// Two inputs whose masks differ at known places.
+fn differing_masks(dir: &Path) -> [PathBuf; 2] {
+    let a = vec![
+        Tensor::new("w", Dtype::F32, &[6], vec![1.0, 0.0, 2.0, 0.0, 4.0, -0.0]),
+        Tensor::new("b", Dtype::F32, &[2], vec![1.0, 3.0]),
+    ];
+    let b = vec![
+        Tensor::new("w", Dtype::F32, &[6], vec![3.0, 6.0, 0.0, 0.0, 2.0, 0.0]),
+        Tensor::new("b", Dtype::F32, &[2], vec![3.0, 1.0]),
+    ];
+    let pa = dir.join("a.safetensors");
+    let pb = dir.join("b.safetensors");
+    write_checkpoint(&pa, &a, &[], None).unwrap();
+    write_checkpoint(&pb, &b, &[], None).unwrap();
+    [pa, pb]
+}
+
+#[test]
+fn mask_policy_refuse_is_the_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let [a, b] = differing_masks(dir.path());
+    let out = dir.path().join("soup.safetensors");
+    for extra in [None, Some("--mask-policy=refuse")] {
+        let mut args = vec!["merge", s(&a), s(&b), "-o", s(&out)];
+        args.extend(extra);
+        let run = soup(&args);
+        fails(&run, "masks differ: tensor `w` has 2 positions where");
+        assert!(!out.exists());
+    }
+}
+
+#[test]
+fn mask_policy_union_is_the_plain_mean() {
+    let dir = tempfile::tempdir().unwrap();
+    let [a, b] = differing_masks(dir.path());
+    let out = dir.path().join("soup.safetensors");
+    let report = merge_json(&[s(&a), s(&b), "-o", s(&out), "--mask-policy", "union"]);
+    assert_eq!(report.mask_differences, vec![("w".to_string(), vec![0, 2])]);
+    let got = read(&out);
+    assert_eq!(got[1].2, vec![2.0, 3.0, 1.0, 0.0, 3.0, 0.0]);
+    assert_eq!(got[0].2, vec![2.0, 2.0]);
+}
+
+#[test]
+fn mask_policy_intersect_zeroes_where_any_input_is_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let [a, b] = differing_masks(dir.path());
+    let out = dir.path().join("soup.safetensors");
+    let report = merge_json(&[s(&a), s(&b), "-o", s(&out), "--mask-policy", "intersect"]);
+    assert_eq!(report.mask_differences.len(), 1);
+    let got = read(&out);
+    assert_eq!(got[1].2, vec![2.0, 0.0, 0.0, 0.0, 3.0, 0.0]);
+    assert_eq!(got[0].2, vec![2.0, 2.0]);
+    // The soup's mask is the intersection of the inputs' masks.
+    let run = soup(["check-mask", "--json", "--reference", s(&out), s(&a), s(&b)]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let report: MaskReport = serde_json::from_str(&run.stdout).unwrap();
+    let w = report.tensors.iter().find(|t| t.name == "w").unwrap();
+    assert_eq!(w.differing_per_input, vec![1, 1]);
+}
+
+#[test]
+fn sharded_inputs_and_sharded_output_give_the_same_soup() {
+    let dir = tempfile::tempdir().unwrap();
+    let single = dir.path().join("single.safetensors");
+    let c0 = fixture("candidate-0.safetensors");
+    let c1 = fixture("candidate-1.safetensors");
+    let c1_sharded = fixture("candidate-1-sharded");
+    ok(&soup(["merge", s(&c0), s(&c1), "-o", s(&single)]));
+    // A sharded input (the folder, or its index file) gives the same data.
+    for input in [
+        c1_sharded.clone(),
+        c1_sharded.join("model.safetensors.index.json"),
+    ] {
+        let out = dir.path().join("from-sharded.safetensors");
+        ok(&soup([
+            "merge",
+            s(&c0),
+            s(&input),
+            "-o",
+            s(&out),
+            "--force",
+        ]));
+        assert_eq!(read(&out), read(&single));
+    }
+    // A sharded output: several files and an index.
+    let folder = dir.path().join("sharded-soup");
+    let report = merge_json(&[
+        s(&c0),
+        s(&c1_sharded),
+        "-o",
+        s(&folder),
+        "--shard-size",
+        "2KB",
+    ]);
+    assert!(report.outputs.len() >= 3, "{:?}", report.outputs);
+    assert!(report
+        .outputs
+        .contains(&folder.join("model.safetensors.index.json")));
+    for file in &report.outputs {
+        assert!(
+            file.starts_with(&folder) && file.exists(),
+            "{}",
+            file.display()
+        );
+        if file.extension().is_some_and(|e| e == "safetensors") {
+            // At most 2 KB of data per shard, unless one tensor is larger.
+            let shard = Checkpoint::open(file).unwrap();
+            assert!(
+                shard.data_bytes() <= 2000 || shard.tensors().len() == 1,
+                "{}",
+                file.display()
+            );
+        }
+    }
+    assert_eq!(read(&folder), read(&single));
+    let index: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(folder.join("model.safetensors.index.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(index["weight_map"].as_object().unwrap().len(), 10);
+    // No staging leftovers beside the output.
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().into_string().unwrap())
+        .collect();
+    assert!(
+        names.iter().all(|n| !n.starts_with(".soup-tmp")),
+        "{names:?}"
+    );
+}
+
+#[test]
+fn force_replaces_an_existing_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, inputs) = candidates(dir.path(), 2, Dtype::F32, 6);
+    for shard_size in [None, Some("1KB")] {
+        let out = dir.path().join("soup");
+        let mut args = vec!["merge", s(&inputs[0]), s(&inputs[1]), "-o", s(&out)];
+        args.extend(
+            shard_size
+                .map(|v| ["--shard-size", v])
+                .into_iter()
+                .flatten(),
+        );
+        if shard_size.is_some() {
+            std::fs::create_dir(&out).unwrap();
+            std::fs::write(out.join("old.txt"), b"old").unwrap();
+        } else {
+            std::fs::write(&out, b"old").unwrap();
+        }
+        fails(&soup(&args), "output exists (use --force to replace it)");
+        args.push("--force");
+        ok(&soup(&args));
+        assert_close(&read(&out), &reference_mean(&inputs, &[1.0, 1.0]));
+        assert!(!out.join("old.txt").exists());
+        if out.is_dir() {
+            std::fs::remove_dir_all(&out).unwrap();
+        } else {
+            std::fs::remove_file(&out).unwrap();
+        }
+    }
+}
+
+#[test]
+fn provenance_records_recipe_version_and_input_hashes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, inputs) = candidates(dir.path(), 3, Dtype::F32, 7);
+    let out = dir.path().join("soup.safetensors");
+    let report = merge_json(&[
+        s(&inputs[0]),
+        s(&inputs[1]),
+        s(&inputs[2]),
+        "-o",
+        s(&out),
+        "--weights",
+        "1,1,2",
+        "--mask-policy",
+        "intersect",
+        "--int-policy",
+        "first",
+        "--dtype",
+        "BF16",
+    ]);
+    let ck = Checkpoint::open(&out).unwrap();
+    let meta = ck.metadata();
+    // Common keys are kept; keys whose values differ are dropped.
+    assert_eq!(meta["format"], "pt");
+    assert!(!meta.contains_key("run"));
+    assert_eq!(meta["soup.operation"], "merge");
+    assert_eq!(
+        meta["soup.version"],
+        format!("soup {}", env!("CARGO_PKG_VERSION"))
+    );
+    let recipe: serde_json::Value = serde_json::from_str(&meta["soup.recipe"]).unwrap();
+    assert_eq!(recipe["weights"], serde_json::json!([0.25, 0.25, 0.5]));
+    assert_eq!(recipe["mask_policy"], "intersect");
+    assert_eq!(recipe["int_policy"], "first");
+    assert_eq!(recipe["dtype"], "BF16");
+    let recorded: Vec<serde_json::Value> = serde_json::from_str(&meta["soup.inputs"]).unwrap();
+    assert_eq!(recorded.len(), 3);
+    for ((entry, input), reported) in recorded.iter().zip(&inputs).zip(&report.input_sha256) {
+        let hash =
+            soup_core::hash_checkpoint(&Checkpoint::open(input).unwrap(), &Default::default())
+                .unwrap()
+                .sha256;
+        assert_eq!(entry["path"], s(input));
+        assert_eq!(entry["sha256"], hash.as_str());
+        assert_eq!(reported, &hash);
+    }
+    // A soup of soups records its own inputs, not theirs.
+    let out2 = dir.path().join("soup2.safetensors");
+    ok(&soup(["merge", s(&out), s(&out), "-o", s(&out2)]));
+    let meta2 = Checkpoint::open(&out2).unwrap().metadata().clone();
+    assert_eq!(meta2["format"], "pt");
+    let recipe2: serde_json::Value = serde_json::from_str(&meta2["soup.recipe"]).unwrap();
+    assert_eq!(recipe2["weights"], serde_json::json!([0.5, 0.5]));
+    // Merging one file with itself returns it bit for bit.
+    assert_eq!(read(&out2), read(&out));
+}
+
+#[test]
+fn sharded_input_hash_equals_its_single_file_hash() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("soup.safetensors");
+    let report = merge_json(&[
+        s(&fixture("candidate-1.safetensors")),
+        s(&fixture("candidate-1-sharded")),
+        "-o",
+        s(&out),
+    ]);
+    assert_eq!(report.input_sha256[0], report.input_sha256[1]);
+}
+
+// ----- check-mask -----
+
+fn check_mask_json(args: &[&str]) -> (i32, MaskReport) {
+    let mut all = vec!["check-mask", "--json"];
+    all.extend_from_slice(args);
+    let run = soup(&all);
+    assert!(run.code == 0 || run.code == 1, "{}", run.stderr);
+    let report = serde_json::from_str(&run.stdout).expect("check-mask --json is a MaskReport");
+    (run.code, report)
+}
+
+#[test]
+fn check_mask_exit_status_says_whether_masks_agree() {
+    let c0 = fixture("candidate-0.safetensors");
+    let c1 = fixture("candidate-1.safetensors");
+    let c2 = fixture("candidate-2.safetensors");
+    let other = fixture("other-mask.safetensors");
+    let (code, report) = check_mask_json(&[s(&c0), s(&c1), s(&c2)]);
+    assert_eq!(code, 0);
+    assert!(report.identical && report.reference_is_input);
+    assert_eq!(report.reference, c0);
+    assert_eq!(report.inputs, vec![c0.clone(), c1.clone(), c2.clone()]);
+    assert_eq!(report.compared, 9, "float tensors only");
+    for t in &report.tensors {
+        assert_eq!(t.differing, 0);
+        assert_eq!(t.fingerprints.len(), 3);
+        assert!(t.fingerprints.iter().all(|f| f == &t.reference_fingerprint));
+    }
+    let conv = &report.tensors[0];
+    assert_eq!(
+        (conv.name.as_str(), conv.numel, conv.zeros),
+        ("conv1.weight", 72, 36)
+    );
+    assert_eq!(report.sparsity_of_pruned, 0.5);
+
+    let (code, report) = check_mask_json(&[s(&c0), s(&other), s(&c1)]);
+    assert_eq!(code, 1);
+    assert!(!report.identical);
+    let conv = &report.tensors[0];
+    assert!(conv.differing > 0);
+    assert_eq!(conv.differing_per_input[0], 0);
+    assert_eq!(conv.differing_per_input[2], 0);
+    assert_eq!(conv.differing_per_input[1], conv.differing);
+    assert_ne!(conv.fingerprints[1], conv.reference_fingerprint);
+
+    // The table for people ends with the verdict.
+    let run = soup(["check-mask", s(&c0), s(&other)]);
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stdout.contains("verdict: masks DIFFER"),
+        "{}",
+        run.stdout
+    );
+    let run = soup(["check-mask", s(&c0), s(&c1)]);
+    assert_eq!(run.code, 0);
+    assert!(
+        run.stdout.contains("verdict: masks identical"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn check_mask_against_a_reference_parent() {
+    let parent = fixture("parent.safetensors");
+    let c0 = fixture("candidate-0.safetensors");
+    let c1 = fixture("candidate-1-sharded");
+    let other = fixture("other-mask.safetensors");
+    let (code, report) = check_mask_json(&["--reference", s(&parent), s(&c0), s(&c1)]);
+    assert_eq!(code, 0);
+    assert!(!report.reference_is_input);
+    assert_eq!(report.reference, parent);
+    assert_eq!(report.inputs.len(), 2);
+    assert!(report
+        .tensors
+        .iter()
+        .all(|t| t.differing_per_input.len() == 2));
+    // A single candidate may be checked against its parent.
+    let (code, report) = check_mask_json(&["--reference", s(&parent), s(&other)]);
+    assert_eq!(code, 1);
+    assert_eq!(report.inputs, vec![other.clone()]);
+    // Without a reference, one checkpoint is not enough.
+    fails(&soup(["check-mask", s(&c0)]), "needs two checkpoints");
+}
+
+#[test]
+fn check_mask_include_and_exclude_pick_tensors() {
+    let c0 = fixture("candidate-0.safetensors");
+    let other = fixture("other-mask.safetensors");
+    let (_, report) = check_mask_json(&[s(&c0), s(&other), "--include", r"\.weight$"]);
+    let names: Vec<_> = report.tensors.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["conv1.weight", "bn1.weight", "conv2.weight", "fc.weight"]
+    );
+    let (_, report) = check_mask_json(&[
+        s(&c0),
+        s(&other),
+        "--include",
+        r"\.weight$",
+        "--exclude",
+        "^bn",
+        "--exclude",
+        "^fc",
+    ]);
+    let names: Vec<_> = report.tensors.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names, ["conv1.weight", "conv2.weight"]);
+    // Unpruned tensors: no mask differences, exit 0 although the pruned
+    // ones differ.
+    let (code, report) = check_mask_json(&[s(&c0), s(&other), "--include", "^bn1"]);
+    assert_eq!(code, 0);
+    assert!(report.identical);
+    assert_eq!(report.sparsity_of_pruned, 0.0);
+    fails(
+        &soup([
+            "check-mask",
+            s(&c0),
+            s(&other),
+            "--include",
+            "nothing-matches",
+        ]),
+        "no float tensors selected",
+    );
+    fails(
+        &soup(["check-mask", s(&c0), s(&other), "--include", "("]),
+        "invalid regex `(`",
+    );
+}
+
+#[test]
+fn check_mask_counts_negative_zero_as_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a.safetensors");
+    let b = dir.path().join("b.safetensors");
+    let t = |v: Vec<f64>| vec![Tensor::new("w", Dtype::F16, &[4], v)];
+    write_checkpoint(&a, &t(vec![1.0, 0.0, -0.0, 2.0]), &[], None).unwrap();
+    write_checkpoint(&b, &t(vec![3.0, -0.0, 0.0, 1.0]), &[], None).unwrap();
+    let (code, report) = check_mask_json(&[s(&a), s(&b)]);
+    assert_eq!(code, 0);
+    assert_eq!(report.tensors[0].zeros, 2);
+}
+
+// ----- inspect -----
+
+#[test]
+fn inspect_reports_tensors_totals_and_metadata() {
+    let c1 = fixture("candidate-1-sharded");
+    let run = soup(["inspect", "--json", s(&c1)]);
+    ok(&run);
+    let report: Inspection = serde_json::from_str(&run.stdout).expect("inspect --json");
+    assert_eq!(report.tensors.len(), 10);
+    assert_eq!(report.files.len(), 3);
+    assert_eq!(report.metadata["format"], "pt");
+    let conv = &report.tensors[0];
+    assert_eq!(conv.name, "conv1.weight");
+    assert_eq!(
+        (conv.dtype.as_str(), conv.numel, conv.bytes),
+        ("F32", 72, 288)
+    );
+    assert_eq!(conv.zeros, Some(36));
+    let steps = report
+        .tensors
+        .iter()
+        .find(|t| t.name == "bn1.num_batches_tracked")
+        .unwrap();
+    assert_eq!((steps.zeros, steps.sparsity), (None, None));
+    assert_eq!(
+        report.bytes,
+        report.tensors.iter().map(|t| t.bytes).sum::<u64>()
+    );
+    assert_eq!(report.float_numel, report.numel - 1);
+
+    let run = soup(["inspect", "--json", "--headers-only", s(&c1)]);
+    let headers: Inspection = serde_json::from_str(&ok(&run).stdout).unwrap();
+    assert!(headers.tensors.iter().all(|t| t.zeros.is_none()));
+    assert_eq!(headers.bytes, report.bytes);
+
+    let run = soup(["inspect", s(&fixture("candidate-0-f16.safetensors"))]);
+    ok(&run);
+    assert!(
+        run.stdout.lines().next().unwrap().starts_with("tensor"),
+        "{}",
+        run.stdout
+    );
+    let row = ["conv1.weight", "F16", "8x1x3x3", "72", "144", "B", "50.00%"];
+    assert!(
+        run.stdout
+            .lines()
+            .any(|l| l.split_whitespace().eq(row.iter().copied())),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("metadata format = pt"),
+        "{}",
+        run.stdout
+    );
+}
+
+// ----- the same answer on every code path -----
+
+/// A checkpoint whose tensors cross piece and window boundaries at odd
+/// places, in every float type and with integer tensors.
+fn awkward(dir: &Path, k: usize, parent: &[Tensor]) -> PathBuf {
+    let mut rng = Rng::new(100 + k as u64);
+    let tensors = perturb(parent, &mut rng, 0.1);
+    let path = dir.join(format!("awkward-{k}.safetensors"));
+    write_checkpoint(&path, &tensors, &[("format", "pt")], None).unwrap();
+    path
+}
+
+#[test]
+fn merge_and_check_mask_give_identical_bytes_for_every_budget_and_thread_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = Rng::new(99);
+    let mut parent = Vec::new();
+    for (i, (dtype, n)) in [
+        (Dtype::F32, 40_001usize),
+        (Dtype::F16, 9_999),
+        (Dtype::BF16, 33),
+        (Dtype::F64, 12_345),
+        (Dtype::F32, 0),
+        (Dtype::F32, 1),
+        (Dtype::F32, 70_000),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let values = (0..n).map(|_| rng.normal()).collect();
+        parent.push(Tensor::new(&format!("t{i}.weight"), dtype, &[n], values));
+        parent.push(Tensor::new(
+            &format!("t{i}.steps"),
+            Dtype::I64,
+            &[3],
+            vec![1.0, 2.0, i as f64],
+        ));
+    }
+    for t in parent.iter_mut() {
+        t.shape = if t.values.len() > 1 {
+            vec![1, t.values.len()]
+        } else {
+            t.shape.clone()
+        };
+    }
+    prune(&mut parent, 0.6);
+    let inputs: Vec<PathBuf> = (0..3).map(|k| awkward(dir.path(), k, &parent)).collect();
+    let args = |out: &Path| -> Vec<String> {
+        vec![
+            "merge".into(),
+            s(&inputs[0]).into(),
+            s(&inputs[1]).into(),
+            s(&inputs[2]).into(),
+            "-o".into(),
+            s(out).into(),
+        ]
+    };
+    let mut reference: Option<(Vec<u8>, String)> = None;
+    for budget in ["64KiB", "100KB", "1MiB", "1GiB"] {
+        for threads in ["1", "2", "3"] {
+            let out = dir
+                .path()
+                .join(format!("soup-{budget}-{threads}.safetensors"));
+            let mut a = args(&out);
+            a.extend([
+                "--budget".into(),
+                budget.into(),
+                "--threads".into(),
+                threads.into(),
+            ]);
+            ok(&soup(&a));
+            let bytes = std::fs::read(&out).unwrap();
+            let mut c = vec!["check-mask".to_string(), "--json".into()];
+            c.extend(inputs.iter().map(|p| s(p).to_string()));
+            c.extend([
+                "--budget".into(),
+                budget.into(),
+                "--threads".into(),
+                threads.into(),
+            ]);
+            let check = soup(&c);
+            ok(&check);
+            // Paths differ per run only in the output name, which the
+            // check-mask report does not contain.
+            match &reference {
+                None => reference = Some((bytes, check.stdout)),
+                Some((want, want_check)) => {
+                    assert!(
+                        bytes == *want,
+                        "merge output differs at --budget {budget} --threads {threads}"
+                    );
+                    assert_eq!(
+                        &check.stdout, want_check,
+                        "check-mask at --budget {budget} --threads {threads}"
+                    );
+                }
+            }
+        }
+    }
+    // And the soup is the mean.
+    let (bytes, _) = reference.unwrap();
+    let out = dir.path().join("soup.safetensors");
+    std::fs::write(&out, bytes).unwrap();
+    assert_close(&read(&out), &reference_mean(&inputs, &[1.0; 3]));
+}
