@@ -129,7 +129,7 @@ pub struct PruneArgs {
     #[arg(short, long, value_name = "PATH", required_unless_present = "dry_run")]
     pub output: Option<PathBuf>,
     /// Fraction of weights to remove, in [0, 1).
-    #[arg(long, value_name = "S")]
+    #[arg(long, value_name = "S", allow_negative_numbers = true)]
     pub sparsity: f64,
     /// One magnitude threshold for all selected tensors (global) or the same
     /// fraction in each tensor (layer).
