@@ -102,7 +102,8 @@ pub struct MergeArgs {
         long,
         value_delimiter = ',',
         value_name = "S,S,...",
-        requires = "greedy"
+        requires = "greedy",
+        allow_hyphen_values = true
     )]
     pub scores: Option<Vec<f64>>,
     /// Keep a candidate only if it strictly improves the score (by default
