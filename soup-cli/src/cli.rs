@@ -181,10 +181,20 @@ pub struct DiffArgs {
     #[arg(value_name = "B")]
     pub b: PathBuf,
     /// Absolute tolerance.
-    #[arg(long, default_value_t = 0.0, value_name = "X")]
+    #[arg(
+        long,
+        default_value_t = 0.0,
+        value_name = "X",
+        allow_negative_numbers = true
+    )]
     pub atol: f64,
     /// Relative tolerance.
-    #[arg(long, default_value_t = 0.0, value_name = "X")]
+    #[arg(
+        long,
+        default_value_t = 0.0,
+        value_name = "X",
+        allow_negative_numbers = true
+    )]
     pub rtol: f64,
     /// List every tensor, not only those that differ.
     #[arg(long)]
