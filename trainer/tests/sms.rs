@@ -49,14 +49,25 @@ fn trainer() -> Command {
 }
 
 fn sms_args(data: &Path, out: &Path, extra: &[&str]) -> Vec<String> {
-    let mut args: Vec<String> = [
-        "sms", "--model", "cnn", "--sparsity", "0.75", "--phases", "2", "--candidates", "3",
-        "--epochs-per-phase", "1", "--pretrain-epochs", "2", "--batch-size", "32", "--lr", "0.05",
-        "--threads", "1", "--device", "cpu", "--quiet",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let base = [
+        ("--model", "cnn"),
+        ("--sparsity", "0.75"),
+        ("--phases", "2"),
+        ("--candidates", "3"),
+        ("--epochs-per-phase", "1"),
+        ("--pretrain-epochs", "2"),
+        ("--batch-size", "32"),
+        ("--lr", "0.05"),
+        ("--threads", "1"),
+        ("--device", "cpu"),
+    ];
+    let mut args = vec!["sms".to_string(), "--quiet".to_string()];
+    // Flags given in `extra` replace the defaults above.
+    for (flag, value) in base {
+        if !extra.contains(&flag) {
+            args.extend([flag.to_string(), value.to_string()]);
+        }
+    }
     args.extend(["--data".into(), data.display().to_string()]);
     args.extend(["--out".into(), out.display().to_string()]);
     args.extend(extra.iter().map(|s| s.to_string()));
@@ -145,7 +156,10 @@ fn pipeline_prunes_on_schedule_keeps_masks_and_averages_candidates() {
             }
         }
         // Every candidate has the parent's mask.
-        let include: Vec<String> = names.iter().map(|n| format!("^{}$", regex::escape(n))).collect();
+        let include: Vec<String> = names
+            .iter()
+            .map(|n| format!("^{}$", regex::escape(n)))
+            .collect();
         let sel = Selection::new(&include, &[]).unwrap();
         let report = check_masks(&candidates, Some(&parent), &sel, &Control::default()).unwrap();
         assert!(report.identical);
@@ -154,19 +168,31 @@ fn pipeline_prunes_on_schedule_keeps_masks_and_averages_candidates() {
         // one of them; recalibration changes only batch-norm statistics.
         let avg = Checkpoint::open(pdir.join("soup-avg.safetensors")).unwrap();
         let soup = Checkpoint::open(pdir.join("soup.safetensors")).unwrap();
-        for t in avg.tensors().iter().filter(|t| t.dtype == soup_core::Dtype::F32) {
+        for t in avg
+            .tensors()
+            .iter()
+            .filter(|t| t.dtype == soup_core::Dtype::F32)
+        {
             let cs: Vec<Vec<f32>> = candidates.iter().map(|c| f32s(c, &t.name)).collect();
             let a = f32s(&avg, &t.name);
             for (k, v) in a.iter().enumerate() {
                 let mean = cs.iter().map(|c| c[k] as f64).sum::<f64>() / 3.0;
-                assert!((*v as f64 - mean).abs() <= 1e-6 * (1.0 + mean.abs()), "{}", t.name);
+                assert!(
+                    (*v as f64 - mean).abs() <= 1e-6 * (1.0 + mean.abs()),
+                    "{}",
+                    t.name
+                );
             }
             let is_stat = t.name.ends_with("running_mean") || t.name.ends_with("running_var");
             if !is_stat {
                 assert_eq!(f32s(&soup, &t.name), a, "{}", t.name);
             }
             if names.contains(&t.name) {
-                assert!(cs.iter().all(|c| *c != a), "{}: the soup equals a candidate", t.name);
+                assert!(
+                    cs.iter().all(|c| *c != a),
+                    "{}: the soup equals a candidate",
+                    t.name
+                );
             }
         }
         // The soup keeps the parent's sparsity exactly.
@@ -203,7 +229,11 @@ fn greedy_soup_keeps_only_candidates_that_do_not_lower_validation_accuracy() {
     run_sms(&data, &run, &["--soup", "greedy", "--phases", "1"]);
     let phase = json(&run.join("phase-1/phase.json"));
     let candidates = phase["candidates"].as_array().unwrap();
-    let val = |i: u64| candidates[i as usize]["eval"]["val"]["top1"].as_f64().unwrap();
+    let val = |i: u64| {
+        candidates[i as usize]["eval"]["val"]["top1"]
+            .as_f64()
+            .unwrap()
+    };
     let chosen: Vec<u64> = phase["chosen"]
         .as_array()
         .unwrap()
@@ -211,7 +241,9 @@ fn greedy_soup_keeps_only_candidates_that_do_not_lower_validation_accuracy() {
         .map(|v| v.as_u64().unwrap())
         .collect();
     // The soup starts from the candidate with the best validation accuracy.
-    let best = (0..3).max_by(|&a, &b| val(a).total_cmp(&val(b)).then(b.cmp(&a))).unwrap();
+    let best = (0..3)
+        .max_by(|&a, &b| val(a).total_cmp(&val(b)).then(b.cmp(&a)))
+        .unwrap();
     assert_eq!(chosen[0], best);
     // Each trial (after the best candidate alone) is kept exactly when it
     // does not lower the running score, which starts at the best
@@ -254,7 +286,10 @@ fn killed_run_resumes_to_the_same_report() {
     let start = Instant::now();
     while !marker.exists() {
         assert!(start.elapsed() < Duration::from_secs(300), "no progress");
-        assert!(child.try_wait().unwrap().is_none(), "finished before it could be killed");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "finished before it could be killed"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     child.kill().unwrap();
@@ -264,7 +299,10 @@ fn killed_run_resumes_to_the_same_report() {
 
     run_sms(&data, &killed, &[]);
     // Finished work was not redone, and the report is the same.
-    assert_eq!(std::fs::metadata(&marker).unwrap().modified().unwrap(), before);
+    assert_eq!(
+        std::fs::metadata(&marker).unwrap().modified().unwrap(),
+        before
+    );
     assert_eq!(
         std::fs::read_to_string(whole.join("report.json")).unwrap(),
         std::fs::read_to_string(killed.join("report.json")).unwrap()

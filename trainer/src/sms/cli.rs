@@ -192,9 +192,27 @@ impl SmsArgs {
             )*};
         }
         set!(
-            data, model, sparsity, phases, candidates, epochs_per_phase, pretrain_epochs, soup,
-            vary, vary_values, schedule, bn_recal_fraction, baselines, batch_size, lr,
-            pretrain_schedule, momentum, weight_decay, seed, device, threads
+            data,
+            model,
+            sparsity,
+            phases,
+            candidates,
+            epochs_per_phase,
+            pretrain_epochs,
+            soup,
+            vary,
+            vary_values,
+            schedule,
+            bn_recal_fraction,
+            baselines,
+            batch_size,
+            lr,
+            pretrain_schedule,
+            momentum,
+            weight_decay,
+            seed,
+            device,
+            threads
         );
         if self.from.is_some() {
             c.from = self.from.clone();

@@ -57,7 +57,10 @@ macro_rules! parse_kebab {
     };
 }
 parse_kebab!(SoupKind, "soup kind (expected uniform or greedy)");
-parse_kebab!(Vary, "--vary (expected seed, weight-decay, retrain-length or lr)");
+parse_kebab!(
+    Vary,
+    "--vary (expected seed, weight-decay, retrain-length or lr)"
+);
 parse_kebab!(Baseline, "baseline (expected imp, imp-long or reprune)");
 
 /// Every setting of `trainer sms`.
@@ -175,7 +178,10 @@ impl SmsConfig {
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::Config(m));
         if !(0.0..1.0).contains(&self.sparsity) {
-            return bad(format!("--sparsity must be in [0, 1), got {}", self.sparsity));
+            return bad(format!(
+                "--sparsity must be in [0, 1), got {}",
+                self.sparsity
+            ));
         }
         if self.phases == 0 || self.candidates == 0 {
             return bad("--phases and --candidates must be at least 1".into());
@@ -212,7 +218,10 @@ impl SmsConfig {
                 ))
             }
             Vary::RetrainLength
-                if self.vary_values.iter().any(|v| *v < 1.0 || v.fract() != 0.0) =>
+                if self
+                    .vary_values
+                    .iter()
+                    .any(|v| *v < 1.0 || v.fract() != 0.0) =>
             {
                 return bad("retrain lengths must be whole numbers of epochs >= 1".into())
             }
@@ -267,7 +276,11 @@ mod tests {
             vary_values: vec![1e-4],
             ..SmsConfig::default()
         };
-        assert!(bad.validate().unwrap_err().to_string().contains("one value per candidate"));
+        assert!(bad
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("one value per candidate"));
         assert!("imp-long".parse::<Baseline>().unwrap() == Baseline::ImpLong);
         assert!("greedy".parse::<SoupKind>().is_ok());
         assert!("nope".parse::<Vary>().is_err());

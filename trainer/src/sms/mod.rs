@@ -62,7 +62,8 @@ pub fn rebuild_report(session: &Session) -> Result<Report> {
 }
 
 fn run_candidates_in_parallel(session: &Session, phase: u32, jobs: usize) -> Result<()> {
-    let exe = std::env::current_exe().map_err(|e| Error::Run(format!("cannot find myself: {e}")))?;
+    let exe =
+        std::env::current_exe().map_err(|e| Error::Run(format!("cannot find myself: {e}")))?;
     let cuda = tch::Cuda::device_count() as usize;
     let todo: Vec<u32> = (0..session.cfg.candidates)
         .filter(|&i| {

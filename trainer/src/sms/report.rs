@@ -51,7 +51,7 @@ pub struct PhaseRow {
     pub reprune_test_acc: Option<f64>,
     /// Sparsity of the IMP-RePrune model over prunable weights, if run.
     pub reprune_sparsity: Option<f64>,
-    /// The soup checkpoint.
+    /// The soup checkpoint, relative to the run folder.
     pub soup_checkpoint: PathBuf,
 }
 
@@ -101,7 +101,11 @@ pub fn build(session: &Session, dense: &Evaluation, phases: &[PhaseInfo]) -> Res
                     .then(b.index.cmp(&a.index))
             })
             .expect("at least one candidate");
-        let mean = info.candidates.iter().map(|c| c.eval.test.top1).sum::<f64>()
+        let mean = info
+            .candidates
+            .iter()
+            .map(|c| c.eval.test.top1)
+            .sum::<f64>()
             / info.candidates.len() as f64;
         let baseline = |b: Baseline, chain: Chain| -> Result<Option<CandidateInfo>> {
             if baselines.contains(&b) {
@@ -181,7 +185,13 @@ impl Report {
         let cols = self.columns();
         let widths: Vec<usize> = cols
             .iter()
-            .map(|(h, v)| v.iter().map(|s| s.len()).chain([h.len()]).max().unwrap_or(0))
+            .map(|(h, v)| {
+                v.iter()
+                    .map(|s| s.len())
+                    .chain([h.len()])
+                    .max()
+                    .unwrap_or(0)
+            })
             .collect();
         let mut out = String::new();
         let _ = writeln!(
@@ -203,7 +213,11 @@ impl Report {
         };
         let _ = writeln!(out, "{}", line(cols.iter().map(|c| c.0).collect()));
         for i in 0..self.phases.len() {
-            let _ = writeln!(out, "{}", line(cols.iter().map(|c| c.1[i].as_str()).collect()));
+            let _ = writeln!(
+                out,
+                "{}",
+                line(cols.iter().map(|c| c.1[i].as_str()).collect())
+            );
         }
         out
     }
@@ -243,9 +257,30 @@ impl Report {
     /// A line plot of test accuracy against sparsity, one line per method.
     pub fn svg(&self) -> String {
         let mut series: Vec<(&str, &str, Vec<(f64, f64)>)> = vec![
-            ("SMS soup", "#d62728", self.phases.iter().map(|r| (r.sparsity, r.soup_test_acc)).collect()),
-            ("best candidate", "#1f77b4", self.phases.iter().map(|r| (r.sparsity, r.best_candidate_test_acc)).collect()),
-            ("mean candidate", "#7f7f7f", self.phases.iter().map(|r| (r.sparsity, r.mean_candidate_test_acc)).collect()),
+            (
+                "SMS soup",
+                "#d62728",
+                self.phases
+                    .iter()
+                    .map(|r| (r.sparsity, r.soup_test_acc))
+                    .collect(),
+            ),
+            (
+                "best candidate",
+                "#1f77b4",
+                self.phases
+                    .iter()
+                    .map(|r| (r.sparsity, r.best_candidate_test_acc))
+                    .collect(),
+            ),
+            (
+                "mean candidate",
+                "#7f7f7f",
+                self.phases
+                    .iter()
+                    .map(|r| (r.sparsity, r.mean_candidate_test_acc))
+                    .collect(),
+            ),
         ];
         let opt = |f: &dyn Fn(&PhaseRow) -> Option<f64>, sp: &dyn Fn(&PhaseRow) -> f64| {
             self.phases
@@ -253,9 +288,23 @@ impl Report {
                 .filter_map(|r| f(r).map(|a| (sp(r), a)))
                 .collect::<Vec<_>>()
         };
-        series.push(("IMP", "#2ca02c", opt(&|r| r.imp_test_acc, &|r| r.parent_sparsity)));
-        series.push(("IMP long", "#9467bd", opt(&|r| r.imp_long_test_acc, &|r| r.parent_sparsity)));
-        series.push(("IMP-RePrune", "#ff7f0e", opt(&|r| r.reprune_test_acc, &|r| r.reprune_sparsity.unwrap_or(r.parent_sparsity))));
+        series.push((
+            "IMP",
+            "#2ca02c",
+            opt(&|r| r.imp_test_acc, &|r| r.parent_sparsity),
+        ));
+        series.push((
+            "IMP long",
+            "#9467bd",
+            opt(&|r| r.imp_long_test_acc, &|r| r.parent_sparsity),
+        ));
+        series.push((
+            "IMP-RePrune",
+            "#ff7f0e",
+            opt(&|r| r.reprune_test_acc, &|r| {
+                r.reprune_sparsity.unwrap_or(r.parent_sparsity)
+            }),
+        ));
         series.retain(|s| !s.2.is_empty());
 
         let (w, h, left, right, top, bottom) = (640.0, 420.0, 70.0, 170.0, 40.0, 55.0);
@@ -277,27 +326,84 @@ impl Report {
         let px = |x: f64| left + (x - x0) / (x1 - x0) * (w - left - right);
         let py = |y: f64| h - bottom - (y - y0) / (y1 - y0) * (h - top - bottom);
         let mut s = String::new();
-        let _ = writeln!(s, r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">"#);
+        let _ = writeln!(
+            s,
+            r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">"#
+        );
         let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
-        let _ = writeln!(s, r#"<text x="{}" y="22" font-size="14" text-anchor="middle">{} on {}: test accuracy against sparsity</text>"#, (w - right + left) / 2.0, self.model, self.data);
+        let _ = writeln!(
+            s,
+            r#"<text x="{}" y="22" font-size="14" text-anchor="middle">{} on {}: test accuracy against sparsity</text>"#,
+            (w - right + left) / 2.0,
+            self.model,
+            self.data
+        );
         let (bx0, bx1, by0, by1) = (left, w - right, top, h - bottom);
-        let _ = writeln!(s, r#"<rect x="{bx0}" y="{by0}" width="{}" height="{}" fill="none" stroke="black"/>"#, bx1 - bx0, by1 - by0);
+        let _ = writeln!(
+            s,
+            r#"<rect x="{bx0}" y="{by0}" width="{}" height="{}" fill="none" stroke="black"/>"#,
+            bx1 - bx0,
+            by1 - by0
+        );
         for i in 0..=4 {
             let fx = x0 + (x1 - x0) * i as f64 / 4.0;
             let fy = y0 + (y1 - y0) * i as f64 / 4.0;
-            let _ = writeln!(s, r#"<line x1="{0}" y1="{by1}" x2="{0}" y2="{1}" stroke="black"/><text x="{0}" y="{2}" text-anchor="middle">{3:.1}</text>"#, px(fx), by1 + 5.0, by1 + 20.0, 100.0 * fx);
-            let _ = writeln!(s, r##"<line x1="{bx0}" y1="{0}" x2="{1}" y2="{0}" stroke="#ddd"/><text x="{2}" y="{3}" text-anchor="end">{4:.2}</text>"##, py(fy), bx1, bx0 - 6.0, py(fy) + 4.0, 100.0 * fy);
+            let _ = writeln!(
+                s,
+                r#"<line x1="{0}" y1="{by1}" x2="{0}" y2="{1}" stroke="black"/><text x="{0}" y="{2}" text-anchor="middle">{3:.1}</text>"#,
+                px(fx),
+                by1 + 5.0,
+                by1 + 20.0,
+                100.0 * fx
+            );
+            let _ = writeln!(
+                s,
+                r##"<line x1="{bx0}" y1="{0}" x2="{1}" y2="{0}" stroke="#ddd"/><text x="{2}" y="{3}" text-anchor="end">{4:.2}</text>"##,
+                py(fy),
+                bx1,
+                bx0 - 6.0,
+                py(fy) + 4.0,
+                100.0 * fy
+            );
         }
-        let _ = writeln!(s, r#"<text x="{}" y="{}" text-anchor="middle">sparsity over prunable weights (%)</text>"#, (bx0 + bx1) / 2.0, h - 12.0);
-        let _ = writeln!(s, r#"<text x="16" y="{0}" text-anchor="middle" transform="rotate(-90 16 {0})">test top-1 accuracy (%)</text>"#, (by0 + by1) / 2.0);
+        let _ = writeln!(
+            s,
+            r#"<text x="{}" y="{}" text-anchor="middle">sparsity over prunable weights (%)</text>"#,
+            (bx0 + bx1) / 2.0,
+            h - 12.0
+        );
+        let _ = writeln!(
+            s,
+            r#"<text x="16" y="{0}" text-anchor="middle" transform="rotate(-90 16 {0})">test top-1 accuracy (%)</text>"#,
+            (by0 + by1) / 2.0
+        );
         for (k, (name, color, points)) in series.iter().enumerate() {
-            let path: Vec<String> = points.iter().map(|&(x, y)| format!("{:.1},{:.1}", px(x), py(y))).collect();
-            let _ = writeln!(s, r#"<polyline fill="none" stroke="{color}" stroke-width="2" points="{}"/>"#, path.join(" "));
+            let path: Vec<String> = points
+                .iter()
+                .map(|&(x, y)| format!("{:.1},{:.1}", px(x), py(y)))
+                .collect();
+            let _ = writeln!(
+                s,
+                r#"<polyline fill="none" stroke="{color}" stroke-width="2" points="{}"/>"#,
+                path.join(" ")
+            );
             for &(x, y) in points {
-                let _ = writeln!(s, r#"<circle cx="{:.1}" cy="{:.1}" r="3.5" fill="{color}"/>"#, px(x), py(y));
+                let _ = writeln!(
+                    s,
+                    r#"<circle cx="{:.1}" cy="{:.1}" r="3.5" fill="{color}"/>"#,
+                    px(x),
+                    py(y)
+                );
             }
             let ly = top + 14.0 + 20.0 * k as f64;
-            let _ = writeln!(s, r#"<line x1="{0}" y1="{ly}" x2="{1}" y2="{ly}" stroke="{color}" stroke-width="2"/><text x="{2}" y="{3}">{name}</text>"#, w - right + 12.0, w - right + 36.0, w - right + 42.0, ly + 4.0);
+            let _ = writeln!(
+                s,
+                r#"<line x1="{0}" y1="{ly}" x2="{1}" y2="{ly}" stroke="{color}" stroke-width="2"/><text x="{2}" y="{3}">{name}</text>"#,
+                w - right + 12.0,
+                w - right + 36.0,
+                w - right + 42.0,
+                ly + 4.0
+            );
         }
         s.push_str("</svg>\n");
         s

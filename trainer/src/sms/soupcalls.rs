@@ -5,6 +5,8 @@
 
 use std::path::{Path, PathBuf};
 
+use soup_core::greedy::{greedy_soup, GreedyOptions};
+use soup_core::prune::{PruneOptions, Scope};
 use soup_core::{Checkpoint, Control, MaskPolicy, MergeOptions, OutputOptions, Selection};
 
 use crate::error::{Error, Result};
@@ -27,7 +29,8 @@ pub fn check_masks(candidates: &[PathBuf], parent: &Path, prunable: &[String]) -
         .map(|n| format!("^{}$", regex::escape(n)))
         .collect();
     let selection = Selection::new(&include, &[])?;
-    let report = soup_core::check_masks(&inputs, Some(&reference), &selection, &Control::default())?;
+    let report =
+        soup_core::check_masks(&inputs, Some(&reference), &selection, &Control::default())?;
     if report.identical {
         return Ok(());
     }
@@ -77,20 +80,70 @@ pub fn prune(
     exclude: &[String],
 ) -> Result<()> {
     let checkpoint = Checkpoint::open(input)?;
-    let _ = (&checkpoint, output, fraction, of_remaining, exclude);
-    unimplemented!("wired to soup_core::prune once it lands")
+    let options = PruneOptions {
+        sparsity: fraction,
+        scope: Scope::Global,
+        of_remaining,
+        include: Vec::new(),
+        exclude: exclude.to_vec(),
+        output: OutputOptions {
+            shard_size: None,
+            force: true,
+        },
+    };
+    soup_core::prune::prune(&checkpoint, output, &options, &Control::default())?;
+    Ok(())
 }
 
 /// A greedy soup of `inputs` (first-round scores `scores`) into `output`,
-/// scoring trial soups with `score`. Returns the chosen candidates and every
-/// trial.
+/// scoring trial soups with `score`. Returns the chosen candidates (indices
+/// into `inputs`, in the order added) and every trial after the first (the
+/// best candidate alone).
 pub fn greedy(
     inputs: &[PathBuf],
     scores: &[f64],
     output: &Path,
     strict: bool,
-    score: impl FnMut(&Path) -> Result<f64>,
+    mut score: impl FnMut(&Path) -> Result<f64>,
 ) -> Result<(Vec<u32>, Vec<Trial>)> {
-    let _ = (inputs, scores, output, strict, score);
-    unimplemented!("wired to soup_core::greedy once it lands")
+    let checkpoints = open_all(inputs)?;
+    let options = GreedyOptions {
+        strict,
+        scores: Some(scores.to_vec()),
+        merge: MergeOptions {
+            output: OutputOptions {
+                shard_size: None,
+                force: true,
+            },
+            ..MergeOptions::default()
+        },
+    };
+    let mut scorer = |p: &Path| -> soup_core::Result<f64> {
+        score(p).map_err(|e| soup_core::Error::Evaluator(e.to_string()))
+    };
+    let report = greedy_soup(
+        &checkpoints,
+        output,
+        &mut scorer,
+        &options,
+        &Control::default(),
+    )?;
+    let index = |p: &Path| -> u32 {
+        inputs
+            .iter()
+            .position(|q| q == p)
+            .expect("greedy reports its inputs") as u32
+    };
+    let chosen = report.chosen.iter().map(|p| index(p)).collect();
+    let trials = report
+        .trials
+        .iter()
+        .skip(1)
+        .map(|t| Trial {
+            candidate: index(&t.candidate),
+            score: t.score,
+            kept: t.kept,
+        })
+        .collect();
+    Ok((chosen, trials))
 }

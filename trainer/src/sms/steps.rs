@@ -76,8 +76,9 @@ pub struct CandidateInfo {
     pub lr_peak: f64,
     /// Optimizer steps.
     pub iterations: u64,
-    /// Mean training loss.
-    pub train_loss: f64,
+    /// Mean training loss (`None` when the process that trained it was
+    /// killed before recording it).
+    pub train_loss: Option<f64>,
     /// Evaluation after retraining.
     pub eval: Evaluation,
     /// Wall time of training and evaluation, seconds.
@@ -116,7 +117,7 @@ pub struct PhaseInfo {
     pub trials: Vec<Trial>,
     /// The soup, after batch-norm recalibration.
     pub soup: Evaluation,
-    /// Path of the soup checkpoint.
+    /// Path of the soup checkpoint, relative to the run folder.
     pub soup_path: PathBuf,
 }
 
@@ -336,9 +337,7 @@ impl Session {
 
     fn prune_info_path(&self, chain: Chain, phase: u32) -> PathBuf {
         match chain {
-            Chain::Imp(_) | Chain::ImpLong if phase == 1 => {
-                self.layout.prune_info(Chain::Soup, 1)
-            }
+            Chain::Imp(_) | Chain::ImpLong if phase == 1 => self.layout.prune_info(Chain::Soup, 1),
             _ => self.layout.prune_info(chain, phase),
         }
     }
@@ -494,7 +493,7 @@ impl Session {
         };
         let (model, train_loss) = if path.exists() {
             // Trained before a kill that came ahead of its evaluation.
-            (self.load(&path)?, f64::NAN)
+            (self.load(&path)?, None)
         } else {
             let model = self.load(&parent)?;
             let mut opt = Sgd::new(&model.vs, SgdConfig::new(self.cfg.momentum, weight_decay));
@@ -525,7 +524,7 @@ impl Session {
             bar.finish_and_clear();
             mkdir(path.parent().expect("phase folder"))?;
             model.save(&path)?;
-            (model, stats.loss)
+            (model, Some(stats.loss))
         };
         let eval = self.evaluate(&model)?;
         let info = CandidateInfo {
@@ -625,6 +624,9 @@ impl Session {
         };
         let soup_path = self.layout.soup(Chain::Soup, phase);
         let soup = self.finish_soup(&avg, &soup_path)?;
+        let soup_path = soup_path
+            .strip_prefix(&self.layout.root)
+            .map_or(soup_path.clone(), Path::to_path_buf);
         let info = PhaseInfo {
             phase,
             target_sparsity: self.cfg.target_sparsity(phase),
@@ -731,7 +733,12 @@ pub fn param_norm(model: &Model) -> f64 {
             .vs
             .trainable_variables()
             .iter()
-            .map(|t| t.to_kind(Kind::Double).square().sum(Kind::Double).double_value(&[]))
+            .map(|t| {
+                t.to_kind(Kind::Double)
+                    .square()
+                    .sum(Kind::Double)
+                    .double_value(&[])
+            })
             .sum::<f64>()
             .sqrt()
     })

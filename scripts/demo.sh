@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The main job: the sparse-model-soup pipeline on Fashion-MNIST with the small
+# `cnn`, three prune-retrain phases to 90% sparsity, three candidates per
+# phase, and the IMP baseline; prints the results table at the end.
+# Installs what it needs on first use (scripts/setup.sh). Rerunning resumes
+# the run in runs/demo; extra arguments are passed to `trainer sms`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+eval "$(scripts/setup.sh)"
+cargo build --release --locked -p trainer -p soup-cli >&2
+exec target/release/trainer sms \
+    --out "${SOUP_DEMO_RUN:-runs/demo}" \
+    --data fashion-mnist --model cnn \
+    --pretrain-epochs 4 --sparsity 0.9 --phases 3 --candidates 3 \
+    --epochs-per-phase 1 --batch-size 128 --lr 0.1 \
+    --baselines imp \
+    "$@"
