@@ -95,6 +95,38 @@ pub trait Accumulator:
     fn encode(values: &[Self], dtype: FloatType, out: &mut Vec<u8>);
     /// Decodes `bytes` of type `dtype` into `out` (cleared first).
     fn decode(bytes: &[u8], dtype: FloatType, out: &mut Vec<Self>);
+    /// Decodes `bytes` of type `dtype` into `out`, which holds exactly one
+    /// slot per element.
+    fn decode_into(bytes: &[u8], dtype: FloatType, out: &mut [Self]);
+    /// Encodes `values` in `dtype` into `out`, which holds exactly their
+    /// bytes.
+    fn encode_into(values: &[Self], dtype: FloatType, out: &mut [u8]);
+    /// One step of the incremental mean: `m += (x - m) * c`, except that a
+    /// value equal to the mean leaves it as it is, so identical inputs come
+    /// back bit for bit (`-0.0` stays `-0.0`, an infinity stays infinite).
+    fn fold(acc: &mut [Self], x: &[Self], c: Self) {
+        for (m, &v) in acc.iter_mut().zip(x) {
+            *m = if v == *m { *m } else { *m + (v - *m) * c };
+        }
+    }
+}
+
+fn decode_into_with<T, const N: usize>(bytes: &[u8], out: &mut [T], f: impl Fn([u8; N]) -> T) {
+    debug_assert_eq!(bytes.len(), out.len() * N);
+    for (o, c) in out.iter_mut().zip(bytes.chunks_exact(N)) {
+        *o = f(c.try_into().expect("chunks_exact yields N bytes"));
+    }
+}
+
+fn encode_into_with<T: Copy, const N: usize>(
+    values: &[T],
+    out: &mut [u8],
+    f: impl Fn(T) -> [u8; N],
+) {
+    debug_assert_eq!(out.len(), values.len() * N);
+    for (c, &v) in out.chunks_exact_mut(N).zip(values) {
+        c.copy_from_slice(&f(v));
+    }
 }
 
 fn decode_with<T, const N: usize>(bytes: &[u8], out: &mut Vec<T>, f: impl Fn([u8; N]) -> T) {
@@ -124,6 +156,28 @@ impl Accumulator for f32 {
             FloatType::BF16 => {
                 out.extend(values.iter().flat_map(|&v| bf16::from_f32(v).to_le_bytes()))
             }
+        }
+    }
+    fn decode_into(bytes: &[u8], dtype: FloatType, out: &mut [Self]) {
+        match dtype {
+            FloatType::F32 => decode_into_with(bytes, out, f32::from_le_bytes),
+            FloatType::F64 => {
+                decode_into_with(bytes, out, |b: [u8; 8]| f64::from_le_bytes(b) as f32)
+            }
+            FloatType::F16 => {
+                decode_into_with(bytes, out, |b: [u8; 2]| f16::from_le_bytes(b).to_f32())
+            }
+            FloatType::BF16 => {
+                decode_into_with(bytes, out, |b: [u8; 2]| bf16::from_le_bytes(b).to_f32())
+            }
+        }
+    }
+    fn encode_into(values: &[Self], dtype: FloatType, out: &mut [u8]) {
+        match dtype {
+            FloatType::F32 => encode_into_with(values, out, f32::to_le_bytes),
+            FloatType::F64 => encode_into_with(values, out, |v| (v as f64).to_le_bytes()),
+            FloatType::F16 => encode_into_with(values, out, |v| f16::from_f32(v).to_le_bytes()),
+            FloatType::BF16 => encode_into_with(values, out, |v| bf16::from_f32(v).to_le_bytes()),
         }
     }
     fn decode(bytes: &[u8], dtype: FloatType, out: &mut Vec<Self>) {
@@ -156,6 +210,28 @@ impl Accumulator for f64 {
             FloatType::BF16 => {
                 out.extend(values.iter().flat_map(|&v| bf16::from_f64(v).to_le_bytes()))
             }
+        }
+    }
+    fn decode_into(bytes: &[u8], dtype: FloatType, out: &mut [Self]) {
+        match dtype {
+            FloatType::F64 => decode_into_with(bytes, out, f64::from_le_bytes),
+            FloatType::F32 => {
+                decode_into_with(bytes, out, |b: [u8; 4]| f32::from_le_bytes(b) as f64)
+            }
+            FloatType::F16 => {
+                decode_into_with(bytes, out, |b: [u8; 2]| f16::from_le_bytes(b).to_f64())
+            }
+            FloatType::BF16 => {
+                decode_into_with(bytes, out, |b: [u8; 2]| bf16::from_le_bytes(b).to_f64())
+            }
+        }
+    }
+    fn encode_into(values: &[Self], dtype: FloatType, out: &mut [u8]) {
+        match dtype {
+            FloatType::F64 => encode_into_with(values, out, f64::to_le_bytes),
+            FloatType::F32 => encode_into_with(values, out, |v| (v as f32).to_le_bytes()),
+            FloatType::F16 => encode_into_with(values, out, |v| f16::from_f64(v).to_le_bytes()),
+            FloatType::BF16 => encode_into_with(values, out, |v| bf16::from_f64(v).to_le_bytes()),
         }
     }
     fn decode(bytes: &[u8], dtype: FloatType, out: &mut Vec<Self>) {
@@ -209,16 +285,81 @@ pub fn for_each_nonzero(bytes: &[u8], dtype: FloatType, mut f: impl FnMut(usize,
 /// 8 elements except at the end of a tensor, where the last byte is padded
 /// with zero bits (the layout of numpy's `packbits(..., bitorder="little")`).
 pub fn pack_mask(bytes: &[u8], dtype: FloatType, out: &mut Vec<u8>) -> u64 {
+    let start = out.len();
+    out.resize(start + (bytes.len() / dtype.size()).div_ceil(8), 0);
+    pack_mask_into(bytes, dtype, &mut out[start..])
+}
+
+/// [`pack_mask`] into a slice of exactly `elements.div_ceil(8)` bytes.
+pub fn pack_mask_into(bytes: &[u8], dtype: FloatType, out: &mut [u8]) -> u64 {
     let size = dtype.size();
-    let mut nonzero = 0u64;
-    for group in bytes.chunks(size * 8) {
+    let whole = bytes.len() / (size * 8);
+    let (head, tail) = bytes.split_at(whole * size * 8);
+    let (out_head, out_tail) = out.split_at_mut(whole);
+    let mut nonzero = match dtype {
+        FloatType::F32 => pack_whole_bytes::<4>(head, out_head, |c| {
+            u32::from_le_bytes(c.try_into().expect("4 bytes")) << 1
+        }),
+        FloatType::F64 => pack_whole_bytes::<8>(head, out_head, |c| {
+            (u64::from_le_bytes(c.try_into().expect("8 bytes")) << 1 != 0) as u32
+        }),
+        FloatType::F16 | FloatType::BF16 => pack_whole_bytes::<2>(head, out_head, |c| {
+            (u16::from_le_bytes(c.try_into().expect("2 bytes")) << 1) as u32
+        }),
+    };
+    if let Some(last) = out_tail.first_mut() {
         let mut byte = 0u8;
-        for (bit, elem) in group.chunks_exact(size).enumerate() {
-            let nz = nonzero_bits(elem, dtype);
-            byte |= (nz as u8) << bit;
+        for (bit, elem) in tail.chunks_exact(size).enumerate() {
+            byte |= (nonzero_bits(elem, dtype) as u8) << bit;
         }
         nonzero += byte.count_ones() as u64;
-        out.push(byte);
+        *last = byte;
+    }
+    nonzero
+}
+
+/// Packs groups of 8 elements of `N` bytes into one byte each; `key` maps
+/// an element to a value that is zero exactly when the element is (±0).
+#[inline(always)]
+fn pack_whole_bytes<const N: usize>(
+    bytes: &[u8],
+    out: &mut [u8],
+    key: impl Fn(&[u8]) -> u32,
+) -> u64 {
+    #[cfg(target_arch = "x86_64")]
+    if N == 4 && std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: AVX2 is available (checked above).
+        return unsafe { pack_f32_avx2(bytes, out) };
+    }
+    let mut nonzero = 0u64;
+    for (group, dst) in bytes.chunks_exact(8 * N).zip(out.iter_mut()) {
+        let mut byte = 0u8;
+        for (bit, elem) in group.chunks_exact(N).enumerate() {
+            byte |= ((key(elem) != 0) as u8) << bit;
+        }
+        nonzero += byte.count_ones() as u64;
+        *dst = byte;
+    }
+    nonzero
+}
+
+/// The F32 mask packer: 8 elements per step (one compare and one
+/// `movemask` give one byte of the mask).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,popcnt")]
+unsafe fn pack_f32_avx2(bytes: &[u8], out: &mut [u8]) -> u64 {
+    use std::arch::x86_64::*;
+    let zero = _mm256_setzero_si256();
+    let mut nonzero = 0u64;
+    for (group, dst) in bytes.chunks_exact(32).zip(out.iter_mut()) {
+        // SAFETY: `group` holds 32 readable bytes; loadu has no alignment
+        // requirement.
+        let v = unsafe { _mm256_loadu_si256(group.as_ptr().cast()) };
+        // Dropping the sign bit leaves zero exactly for +0.0 and -0.0.
+        let is_zero = _mm256_cmpeq_epi32(_mm256_slli_epi32::<1>(v), zero);
+        let byte = !(_mm256_movemask_ps(_mm256_castsi256_ps(is_zero)) as u8);
+        nonzero += byte.count_ones() as u64;
+        *dst = byte;
     }
     nonzero
 }
@@ -255,6 +396,37 @@ mod tests {
         let nz = pack_mask(&bytes, FloatType::F32, &mut out);
         assert_eq!(out, vec![0b0000_1001, 0b0000_0001]);
         assert_eq!(nz, 3);
+    }
+
+    #[test]
+    fn fast_and_plain_mask_packing_agree() {
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for ty in [
+            FloatType::F32,
+            FloatType::F64,
+            FloatType::F16,
+            FloatType::BF16,
+        ] {
+            for n in [0usize, 1, 7, 8, 9, 63, 64, 65, 200] {
+                let mut bytes = Vec::new();
+                for _ in 0..n * ty.size() {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    // Mostly zero bytes, so that many elements are ±0.
+                    bytes.push(if x % 3 == 0 { (x >> 8) as u8 & 0x81 } else { 0 });
+                }
+                let mut fast = Vec::new();
+                let nz = pack_mask(&bytes, ty, &mut fast);
+                let mut plain = vec![0u8; n.div_ceil(8)];
+                let mut count = 0;
+                for_each_nonzero(&bytes, ty, |i, v| {
+                    plain[i / 8] |= (v as u8) << (i % 8);
+                    count += v as u64;
+                });
+                assert_eq!((fast, nz), (plain, count), "{ty:?} x {n}");
+            }
+        }
     }
 
     #[test]

@@ -6,8 +6,8 @@
 //! fingerprint, so no mask is ever held whole in memory.
 
 use std::path::PathBuf;
+use std::sync::Mutex;
 
-use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -15,7 +15,7 @@ use crate::checkpoint::{align, Checkpoint, TensorEntry};
 use crate::error::Result;
 use crate::hash::hex;
 use crate::select::Selection;
-use crate::stream::{windows, Control};
+use crate::stream::{windows, Control, Piece};
 
 /// The comparison of one tensor's masks.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -90,7 +90,7 @@ pub fn check_masks(
         .iter()
         .map(|r| (r[0].numel(), r[0].dtype.bitsize().div_ceil(8) * n))
         .collect();
-    let mut hashers: Vec<Vec<Sha256>> = vec![Vec::new(); n];
+    let hashers: Vec<Vec<Sha256>> = vec![Vec::new(); n];
     let mut zeros = vec![0u64; rows.len()];
     let mut differing = vec![0u64; rows.len()];
     let mut per_input = vec![vec![0u64; n]; rows.len()];
@@ -98,57 +98,46 @@ pub fn check_masks(
     let total: u64 = sizes.iter().map(|(e, b)| (e * b) as u64).sum();
     control.progress.start("comparing masks", total);
 
-    for window in windows(&sizes, control.options) {
+    // Fingerprints are sequential per input, so they lag one window behind:
+    // while the threads pack window w (memory-bound), they also hash the
+    // masks of window w - 1 (compute-bound), one task per input.
+    let hashers: Vec<Mutex<Vec<Sha256>>> = hashers.into_iter().map(Mutex::new).collect();
+    let mut pending: Option<(Vec<Piece>, Vec<PackedPiece>)> = None;
+    let all_windows = windows(&sizes, control.options);
+    for window in all_windows.iter().map(Some).chain([None]) {
         control.check()?;
-        // Pack every input's mask for every piece, in parallel over pieces.
-        let packed: Vec<PackedPiece> = window
-            .par_iter()
-            .map(|piece| {
-                let row = &rows[piece.tensor];
-                let ty = row[0].float_type().expect("float rows only");
-                let mut masks = Vec::with_capacity(n);
-                let mut nonzero_ref = 0;
-                for (k, t) in row.iter().enumerate() {
-                    let mut bits = Vec::with_capacity(piece.elems.len().div_ceil(8));
-                    let bytes = all[k].bytes(t, t.byte_range(&piece.elems));
-                    let nz = crate::dtype::pack_mask(bytes, ty, &mut bits);
-                    if k == 0 {
-                        nonzero_ref = nz;
+        let pieces = window.map_or(&[][..], |w| &w[..]);
+        let slots: Vec<Mutex<Option<PackedPiece>>> =
+            pieces.iter().map(|_| Mutex::new(None)).collect();
+        let hash_tasks = if pending.is_some() { n } else { 0 };
+        crate::stream::run_tasks(hash_tasks + pieces.len(), |task| {
+            if task < hash_tasks {
+                let (window, packed) = pending.as_ref().expect("pending window");
+                let mut hs = hashers[task].lock().expect("not poisoned");
+                for (piece, p) in window.iter().zip(packed) {
+                    if piece.first {
+                        hs.push(Sha256::new());
                     }
-                    masks.push(bits);
+                    hs.last_mut().expect("started").update(&p.masks[task]);
                 }
-                let mut per = vec![0u64; n];
-                let mut any = 0u64;
-                for (i, &r) in masks[0].iter().enumerate() {
-                    let mut or = 0u8;
-                    for (k, m) in masks.iter().enumerate().skip(1) {
-                        let x = r ^ m[i];
-                        per[k] += x.count_ones() as u64;
-                        or |= x;
-                    }
-                    any += or.count_ones() as u64;
-                }
-                PackedPiece {
-                    zeros: piece.elems.len() as u64 - nonzero_ref,
-                    masks,
-                    per_input: per,
-                    differing: any,
-                }
-            })
-            .collect();
-        // Fingerprints are sequential per input: hash inputs in parallel.
-        hashers.par_iter_mut().enumerate().for_each(|(k, hs)| {
-            for (piece, p) in window.iter().zip(&packed) {
-                if piece.first {
-                    hs.push(Sha256::new());
-                }
-                hs.last_mut().expect("started").update(&p.masks[k]);
+            } else {
+                let piece = &pieces[task - hash_tasks];
+                let packed = pack_piece(&rows, &all, piece);
+                *slots[task - hash_tasks].lock().expect("not poisoned") = Some(packed);
             }
         });
-        for (piece, p) in window.iter().zip(packed) {
+        let packed: Vec<PackedPiece> = slots
+            .into_iter()
+            .map(|s| {
+                s.into_inner()
+                    .expect("not poisoned")
+                    .expect("every piece ran")
+            })
+            .collect();
+        for (piece, p) in pieces.iter().zip(&packed) {
             zeros[piece.tensor] += p.zeros;
             differing[piece.tensor] += p.differing;
-            for (t, p) in per_input[piece.tensor].iter_mut().zip(p.per_input) {
+            for (t, p) in per_input[piece.tensor].iter_mut().zip(&p.per_input) {
                 *t += p;
             }
             for (k, t) in rows[piece.tensor].iter().enumerate() {
@@ -158,7 +147,12 @@ pub fn check_masks(
                 .progress
                 .advance((piece.elems.len() * sizes[piece.tensor].1) as u64);
         }
+        pending = window.map(|w| (w.clone(), packed));
     }
+    let hashers: Vec<Vec<Sha256>> = hashers
+        .into_iter()
+        .map(|h| h.into_inner().expect("not poisoned"))
+        .collect();
     control.progress.finish();
     for hs in hashers {
         for (t, h) in hs.into_iter().enumerate() {
@@ -203,6 +197,57 @@ pub fn check_masks(
         pruned_elements,
         sparsity_of_compared: ratio(all_zeros, all_elements),
     })
+}
+
+/// Packs every checkpoint's mask of `piece` and counts the positions where
+/// each differs from the reference's (the first checkpoint's).
+fn pack_piece(rows: &[Vec<&TensorEntry>], all: &[&Checkpoint], piece: &Piece) -> PackedPiece {
+    let row = &rows[piece.tensor];
+    let n = all.len();
+    let ty = row[0].float_type().expect("float rows only");
+    let mut masks = Vec::with_capacity(n);
+    let mut nonzero_ref = 0;
+    for (k, t) in row.iter().enumerate() {
+        let mut bits = Vec::new();
+        let bytes = all[k].bytes(t, t.byte_range(&piece.elems));
+        let nz = crate::dtype::pack_mask(bytes, ty, &mut bits);
+        if k == 0 {
+            nonzero_ref = nz;
+        }
+        masks.push(bits);
+    }
+    let mut per = vec![0u64; n];
+    let mut any = 0u64;
+    // Eight mask bytes (64 positions) at a time.
+    let words = masks[0].len() / 8;
+    let word =
+        |m: &[u8], i: usize| u64::from_le_bytes(m[8 * i..8 * i + 8].try_into().expect("8 bytes"));
+    for i in 0..words {
+        let r = word(&masks[0], i);
+        let mut or = 0u64;
+        for (k, m) in masks.iter().enumerate().skip(1) {
+            let x = r ^ word(m, i);
+            per[k] += x.count_ones() as u64;
+            or |= x;
+        }
+        any += or.count_ones() as u64;
+    }
+    for i in words * 8..masks[0].len() {
+        let r = masks[0][i];
+        let mut or = 0u8;
+        for (k, m) in masks.iter().enumerate().skip(1) {
+            let x = r ^ m[i];
+            per[k] += x.count_ones() as u64;
+            or |= x;
+        }
+        any += or.count_ones() as u64;
+    }
+    PackedPiece {
+        zeros: piece.elems.len() as u64 - nonzero_ref,
+        masks,
+        per_input: per,
+        differing: any,
+    }
 }
 
 /// One piece's masks (bit-packed, per checkpoint) and counts.

@@ -8,10 +8,11 @@
 //! all inputs share exactly, which is what a soup of candidates with one
 //! mask needs.
 
+use std::cell::RefCell;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
-use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{align, Checkpoint, TensorEntry};
@@ -238,8 +239,10 @@ struct HashState {
 }
 
 impl Plan<'_> {
-    /// Streams every window: merges its pieces in parallel while hashing the
-    /// inputs' bytes, then checks masks and releases pages.
+    /// Streams every window: merges its pieces while hashing the inputs'
+    /// bytes, then checks masks and releases pages. Written data is handed
+    /// to the disk window by window (see [`Output::sync_data`]), so the
+    /// final fsync finds little left to do.
     fn run(&self, control: &Control) -> Result<(Vec<String>, MaskDifferences)> {
         let n = self.inputs.len();
         let sizes: Vec<(usize, usize)> = self
@@ -252,47 +255,50 @@ impl Plan<'_> {
             .collect();
         let total: u64 = self.inputs.iter().map(|c| c.data_bytes()).sum();
         let mut diffs: Vec<Vec<u64>> = vec![vec![0; n]; self.rows.len()];
-        let mut hash_states: Vec<HashState> = (0..n).map(|_| HashState::default()).collect();
+        let hash_states: Vec<Mutex<HashState>> =
+            (0..n).map(|_| Mutex::new(HashState::default())).collect();
         control.progress.start("merging", total);
         let all_windows = windows(&sizes, control.options);
-        for (w, window) in all_windows.iter().enumerate() {
-            control.check()?;
-            if let Some(next) = all_windows.get(w + 1) {
-                self.for_each_range(next, |k, t, r| self.inputs[k].prefetch(t, r));
-            }
-            let (merged, ()) = rayon::join(
-                || {
-                    window
-                        .par_iter()
-                        .map(|p| self.merge_piece(p))
-                        .collect::<Result<Vec<_>>>()
-                },
-                || {
-                    hash_states
-                        .par_iter_mut()
-                        .enumerate()
-                        .for_each(|(k, state)| self.hash_window(k, window, state))
-                },
-            );
-            for (piece, piece_diffs) in window.iter().zip(merged?) {
-                for (total, d) in diffs[piece.tensor].iter_mut().zip(piece_diffs) {
-                    *total += d;
+        let (sync_request, sync_wanted) = std::sync::mpsc::sync_channel::<()>(1);
+        std::thread::scope(|scope| -> Result<()> {
+            // Writes back what is written so far while the merge goes on, as
+            // the floor's `cp` would not: the final fsync is then short.
+            let syncer = scope.spawn(move || -> Result<()> {
+                while sync_wanted.recv().is_ok() {
+                    self.output.sync_data()?;
                 }
+                Ok(())
+            });
+            for window in &all_windows {
+                control.check()?;
+                let merged = self.run_window(window, &hash_states);
+                for (piece, piece_diffs) in window.iter().zip(merged?) {
+                    for (total, d) in diffs[piece.tensor].iter_mut().zip(piece_diffs) {
+                        *total += d;
+                    }
+                }
+                if self.options.mask_policy == MaskPolicy::Refuse {
+                    self.refuse_on_difference(window, &diffs)?;
+                }
+                self.for_each_range(window, |k, t, r| self.inputs[k].release(t, r));
+                let bytes: usize = window
+                    .iter()
+                    .map(|p| p.elems.len() * sizes[p.tensor].1)
+                    .sum();
+                control.progress.advance(bytes as u64);
+                // Busy syncer: the next request covers this window too.
+                let _ = sync_request.try_send(());
             }
-            if self.options.mask_policy == MaskPolicy::Refuse {
-                self.refuse_on_difference(window, &diffs)?;
-            }
-            self.for_each_range(window, |k, t, r| self.inputs[k].release(t, r));
-            let bytes: usize = window
-                .iter()
-                .map(|p| p.elems.len() * sizes[p.tensor].1)
-                .sum();
-            control.progress.advance(bytes as u64);
-        }
+            drop(sync_request);
+            syncer.join().expect("syncer does not panic")
+        })?;
         control.progress.finish();
         let hashes = hash_states
             .into_iter()
-            .map(|s| crate::hash::combine(s.done.iter().map(|(a, b)| (a.as_str(), b.as_str()))))
+            .map(|s| {
+                let s = s.into_inner().expect("not poisoned");
+                crate::hash::combine(s.done.iter().map(|(a, b)| (a.as_str(), b.as_str())))
+            })
             .collect();
         let differences = self
             .rows
@@ -302,6 +308,36 @@ impl Plan<'_> {
             .map(|(row, d)| (row[0].name.clone(), d))
             .collect();
         Ok((hashes, differences))
+    }
+
+    /// Hashes the window's bytes of every input and merges its pieces, on
+    /// all threads. The tasks are taken longest first (one hash task per
+    /// input, then the pieces), so the threads finish together.
+    fn run_window(
+        &self,
+        window: &[Piece],
+        hash_states: &[Mutex<HashState>],
+    ) -> Result<Vec<Vec<u64>>> {
+        let n = self.inputs.len();
+        let results: Vec<Mutex<Option<Result<Vec<u64>>>>> =
+            window.iter().map(|_| Mutex::new(None)).collect();
+        crate::stream::run_tasks(n + window.len(), |task| {
+            if task < n {
+                let mut state = hash_states[task].lock().expect("not poisoned");
+                self.hash_window(task, window, &mut state);
+            } else {
+                let result = self.merge_piece(&window[task - n]);
+                *results[task - n].lock().expect("not poisoned") = Some(result);
+            }
+        });
+        results
+            .into_iter()
+            .map(|r| {
+                r.into_inner()
+                    .expect("not poisoned")
+                    .expect("every piece ran")
+            })
+            .collect()
     }
 
     /// Calls `f(input, tensor, byte range)` for every input's bytes of
@@ -375,69 +411,132 @@ impl Plan<'_> {
         };
         let out_type = crate::dtype::FloatType::of(self.out_tensors[piece.tensor].dtype)
             .expect("float output for float input");
-        let (encoded, diffs) = if in_type == FloatType::F64 {
-            self.mean::<f64>(&bytes, in_type, out_type)
-        } else {
-            self.mean::<f32>(&bytes, in_type, out_type)
-        };
-        let out_offset = piece.elems.start * out_type.size();
-        self.output.write(piece.tensor, out_offset, &encoded)?;
+        let diffs = SCRATCH.with(|scratch| {
+            let scratch = &mut *scratch.borrow_mut();
+            let diffs = if in_type == FloatType::F64 {
+                self.mean::<f64>(
+                    &bytes,
+                    in_type,
+                    out_type,
+                    &mut scratch.f64,
+                    &mut scratch.out,
+                )
+            } else {
+                self.mean::<f32>(
+                    &bytes,
+                    in_type,
+                    out_type,
+                    &mut scratch.f32,
+                    &mut scratch.out,
+                )
+            };
+            let out_offset = piece.elems.start * out_type.size();
+            self.output
+                .write(piece.tensor, out_offset, &scratch.out)
+                .map(|()| diffs)
+        })?;
         Ok(diffs)
     }
 
+    /// The (weighted) mean of one piece of every input, encoded into `out`;
+    /// returns, per input, the positions where its mask differs from the
+    /// first input's. Works in blocks that stay in the L1 cache: pack every
+    /// input's mask, count differences, then fold the inputs into the
+    /// running mean one at a time.
     fn mean<A: Accumulator>(
         &self,
         bytes: &[&[u8]],
         in_type: FloatType,
         out_type: FloatType,
-    ) -> (Vec<u8>, Vec<u64>) {
+        scratch: &mut Blocks<A>,
+        out: &mut Vec<u8>,
+    ) -> Vec<u64> {
         let n = bytes.len();
+        let size = in_type.size();
+        let elems = bytes[0].len() / size;
         let intersect = self.options.mask_policy == MaskPolicy::Intersect;
+        let coefficients: Vec<A> = self.coefficients.iter().map(|&c| A::from_f64(c)).collect();
         let mut diffs = vec![0u64; n];
-        let mut acc: Vec<A> = Vec::new();
-        A::decode(bytes[self.seed], in_type, &mut acc);
-        let mut reference: Vec<bool> = Vec::new();
-        let mut alive: Vec<bool> = Vec::new();
-        let mut x: Vec<A> = Vec::with_capacity(acc.len());
-        for (k, data) in bytes.iter().enumerate() {
-            let values: &[A] = if k == self.seed {
-                &acc
-            } else {
-                A::decode(data, in_type, &mut x);
-                &x
-            };
-            if k == 0 {
-                reference = values.iter().map(|v| *v != A::ZERO).collect();
-                if intersect {
-                    alive = reference.clone();
+        scratch.masks.resize_with(n, Vec::new);
+        out.clear();
+        out.resize(elems * out_type.size(), 0);
+        let mut start = 0;
+        while start < elems {
+            let end = (start + BLOCK).min(elems);
+            let len = end - start;
+            let block = |k: usize| &bytes[k][start * size..end * size];
+            for (k, mask) in scratch.masks.iter_mut().enumerate() {
+                mask.resize(len.div_ceil(8), 0);
+                crate::dtype::pack_mask_into(block(k), in_type, mask);
+            }
+            let (reference, others) = scratch.masks.split_first().expect("inputs");
+            for (d, mask) in diffs[1..].iter_mut().zip(others) {
+                *d += xor_count(reference, mask);
+            }
+            scratch.acc.resize(len, A::ZERO);
+            A::decode_into(block(self.seed), in_type, &mut scratch.acc);
+            for (k, &c) in coefficients.iter().enumerate() {
+                if k == self.seed || self.coefficients[k] <= 0.0 {
+                    continue;
                 }
-            } else {
-                let mut count = 0u64;
-                for (i, v) in values.iter().enumerate() {
-                    let nz = *v != A::ZERO;
-                    count += (nz != reference[i]) as u64;
-                    if intersect {
-                        alive[i] &= nz;
+                scratch.x.resize(len, A::ZERO);
+                A::decode_into(block(k), in_type, &mut scratch.x);
+                A::fold(&mut scratch.acc, &scratch.x, c);
+            }
+            if intersect {
+                for (i, m) in scratch.acc.iter_mut().enumerate() {
+                    let alive = scratch
+                        .masks
+                        .iter()
+                        .all(|mask| mask[i / 8] >> (i % 8) & 1 == 1);
+                    if !alive {
+                        *m = A::ZERO;
                     }
                 }
-                diffs[k] = count;
             }
-            if k != self.seed && self.coefficients[k] > 0.0 {
-                let c = A::from_f64(self.coefficients[k]);
-                for (m, &v) in acc.iter_mut().zip(x.iter()) {
-                    *m = *m + (v - *m) * c;
-                }
-            }
+            let dst = &mut out[start * out_type.size()..end * out_type.size()];
+            A::encode_into(&scratch.acc, out_type, dst);
+            start = end;
         }
-        if intersect {
-            for (m, keep) in acc.iter_mut().zip(&alive) {
-                if !keep {
-                    *m = A::ZERO;
-                }
-            }
-        }
-        let mut out = Vec::with_capacity(acc.len() * out_type.size());
-        A::encode(&acc, out_type, &mut out);
-        (out, diffs)
+        diffs
     }
+}
+
+/// Elements per block of [`Plan::mean`]: a few KiB per input, so a block of
+/// every input stays in the L1/L2 cache. A multiple of 8 (whole mask bytes).
+const BLOCK: usize = 2048;
+
+/// Reusable buffers of one thread, so pieces allocate nothing.
+#[derive(Default)]
+struct Scratch {
+    f32: Blocks<f32>,
+    f64: Blocks<f64>,
+    out: Vec<u8>,
+}
+
+#[derive(Default)]
+struct Blocks<A> {
+    acc: Vec<A>,
+    x: Vec<A>,
+    masks: Vec<Vec<u8>>,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
+/// Positions where two packed masks differ.
+fn xor_count(a: &[u8], b: &[u8]) -> u64 {
+    let mut count = 0u64;
+    let (a8, a_rest) = a.split_at(a.len() / 8 * 8);
+    let (b8, b_rest) = b.split_at(a8.len());
+    for (x, y) in a8.chunks_exact(8).zip(b8.chunks_exact(8)) {
+        let x = u64::from_le_bytes(x.try_into().expect("8 bytes"));
+        let y = u64::from_le_bytes(y.try_into().expect("8 bytes"));
+        count += (x ^ y).count_ones() as u64;
+    }
+    for (x, y) in a_rest.iter().zip(b_rest) {
+        count += (x ^ y).count_ones() as u64;
+    }
+    count
 }

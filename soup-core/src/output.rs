@@ -258,6 +258,20 @@ impl Output {
             .map_err(|e| Error::io(&self.target, "cannot write", e))
     }
 
+    /// Writes the data written so far to the disk (fdatasync of every
+    /// file). Long writers call it from a helper thread now and then, so
+    /// that the disk works while they compute and [`Output::commit`] finds
+    /// little left to flush.
+    pub fn sync_data(&self) -> Result<()> {
+        for shard in &self.shards {
+            shard
+                .file
+                .sync_data()
+                .map_err(|e| Error::io(&self.target, "cannot sync", e))?;
+        }
+        Ok(())
+    }
+
     /// Replaces the metadata written at commit.
     pub fn metadata_mut(&mut self) -> &mut BTreeMap<String, String> {
         &mut self.metadata

@@ -93,6 +93,20 @@ impl Control<'_> {
     }
 }
 
+/// Runs `task(0..count)` on every thread of the rayon pool, handing out
+/// the tasks in order: callers list their longest tasks first, so that the
+/// threads finish together (a window waits for its slowest thread).
+pub fn run_tasks(count: usize, task: impl Fn(usize) + Sync) {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    rayon::broadcast(|_| loop {
+        let i = next.fetch_add(1, Ordering::Relaxed);
+        if i >= count {
+            break;
+        }
+        task(i);
+    });
+}
+
 /// A run of elements of one tensor.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Piece {
