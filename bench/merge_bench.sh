@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# Benchmark of `soup merge` and `soup check-mask` against the floor of the
+# hardware and a plain Python streaming average (issue 2, item 10).
+#
+#   bench/merge_bench.sh [SIZE_MIB ...]        (default: 256 1024)
+#
+# For each size it generates m = 5 F32 candidates of SIZE_MIB MiB sharing one
+# mask (bench/gen_candidates.py; not timed), then measures side by side, in
+# rounds (each round runs every command once, after one `cat` pass that warms
+# the page cache the same way for all):
+#   floor       cat of all inputs to /dev/null, then cp of one input, fsynced
+#   cat         cat of all inputs to /dev/null
+#   merge       soup merge IN... -o OUT (output fsynced, as soup always does)
+#   check-mask  soup check-mask IN...
+#   python      bench/stream_average.py OUT IN... (safetensors + numpy)
+# and prints a Markdown table: median and best wall time of REPEAT rounds,
+# the median as a ratio (merge and python to the floor, check-mask to cat)
+# and the peak RSS (/usr/bin/time -v's maximum resident set size).
+#
+# Environment: REPEAT (default 5), BENCH_DIR (scratch folder on the disk to
+# measure; default a new folder in /var/tmp, deleted afterwards), SOUP (a
+# built soup binary; default: cargo build --release), SOUP_PYTHON (Python
+# with numpy and safetensors; default: from scripts/setup.sh).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo=$(pwd)
+sizes=("$@")
+[ ${#sizes[@]} -gt 0 ] || sizes=(256 1024)
+repeat=${REPEAT:-5}
+
+if [ ! -x /usr/bin/time ]; then
+    echo "installing GNU time (for peak RSS)" >&2
+    if [ "$(id -u)" = 0 ]; then
+        (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq time) >&2
+    else
+        sudo apt-get install -y time >&2
+    fi
+fi
+if [ -z "${SOUP_PYTHON:-}" ]; then
+    eval "$(scripts/setup.sh)"
+fi
+if [ -z "${SOUP:-}" ]; then
+    cargo build --release --locked -p soup-cli >&2
+    SOUP="${CARGO_TARGET_DIR:-$repo/target}/release/soup"
+fi
+
+scratch=${BENCH_DIR:-$(mktemp -d /var/tmp/soup-bench.XXXXXX)}
+mkdir -p "$scratch"
+trap 'rm -rf "$scratch"' EXIT
+
+# measure NAME CMD...: runs CMD under /usr/bin/time, appends
+# "NAME seconds peak_kib" to $results.
+measure() {
+    local name=$1
+    shift
+    local t0 t1
+    t0=$(date +%s%N)
+    /usr/bin/time -f "%M" -o "$scratch/rss" "$@" >/dev/null
+    t1=$(date +%s%N)
+    echo "$name $(( (t1 - t0) / 1000 )) $(tail -1 "$scratch/rss")" >>"$results"
+}
+
+echo "| size | command | median s | best s | ratio (median) | peak RSS MiB |"
+echo "|---|---|---:|---:|---:|---:|"
+for size in "${sizes[@]}"; do
+    data="$scratch/$size"
+    echo "generating 5 x $size MiB in $data" >&2
+    "$SOUP_PYTHON" bench/gen_candidates.py "$data" "$size" 5
+    inputs=("$data"/candidate-*.safetensors)
+    out="$data/out.safetensors"
+    results="$scratch/results-$size"
+    : >"$results"
+    for round in $(seq "$repeat"); do
+        echo "size $size MiB: round $round of $repeat" >&2
+        cat "${inputs[@]}" >/dev/null
+        measure floor sh -c 'cat "$@" >/dev/null && cp "$1" "$0" && sync "$0"' "$out" "${inputs[@]}"
+        rm -f "$out"
+        measure cat cat "${inputs[@]}"
+        measure merge "$SOUP" merge --quiet "${inputs[@]}" -o "$out"
+        rm -f "$out"
+        measure check-mask "$SOUP" check-mask --quiet "${inputs[@]}"
+        measure python "$SOUP_PYTHON" bench/stream_average.py "$out" "${inputs[@]}"
+        rm -f "$out"
+    done
+    "$SOUP_PYTHON" - "$results" "$size" <<'PY'
+import statistics, sys
+rows = {}
+for line in open(sys.argv[1]):
+    name, us, kib = line.split()
+    rows.setdefault(name, []).append((int(us) / 1e6, int(kib) / 1024))
+med = {n: statistics.median(t for t, _ in v) for n, v in rows.items()}
+base = {"floor": "floor", "cat": "floor", "merge": "floor", "python": "floor", "check-mask": "cat"}
+for name in ["floor", "cat", "merge", "check-mask", "python"]:
+    v = rows[name]
+    ratio = med[name] / med[base[name]]
+    print(f"| 5 x {sys.argv[2]} MiB | {name} | {med[name]:.3f} | {min(t for t, _ in v):.3f} "
+          f"| {ratio:.2f}x {base[name]} | {max(r for _, r in v):.0f} |")
+PY
+    rm -rf "$data"
+done
