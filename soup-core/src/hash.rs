@@ -6,13 +6,15 @@
 //! leaves them unchanged, while any change to a value, name, dtype or shape
 //! changes them. These are the hashes `soup` records as provenance.
 
+use std::sync::Mutex;
+
 use rayon::prelude::*;
 use safetensors::Dtype;
 use sha2::{Digest, Sha256};
 
 use crate::checkpoint::Checkpoint;
 use crate::error::Result;
-use crate::stream::{windows, Control};
+use crate::stream::{windows, Control, Piece};
 
 /// Lower-case hex of bytes.
 pub fn hex(bytes: &[u8]) -> String {
@@ -69,30 +71,41 @@ pub struct CheckpointHash {
     pub tensors: Vec<(String, String)>,
 }
 
-/// Streams through `checkpoint` once and hashes every tensor.
+/// Streams through `checkpoint` once and hashes every tensor. The tensors
+/// of a window are hashed in parallel (a tensor's own bytes are sequential).
 pub fn hash_checkpoint(checkpoint: &Checkpoint, control: &Control) -> Result<CheckpointHash> {
     let tensors = checkpoint.tensors();
     let sizes: Vec<(usize, usize)> = tensors.iter().map(|t| (t.nbytes(), 1)).collect();
     control.progress.start("hashing", checkpoint.data_bytes());
-    let mut digests: Vec<(String, String)> = Vec::with_capacity(tensors.len());
-    let mut current: Option<TensorHasher> = None;
+    let hashers: Vec<Mutex<Option<TensorHasher>>> =
+        tensors.iter().map(|_| Mutex::new(None)).collect();
+    let digests: Mutex<Vec<(String, String)>> = Mutex::new(Vec::with_capacity(tensors.len()));
     for window in windows(&sizes, control.options) {
         control.check()?;
-        for piece in &window {
-            let t = &tensors[piece.tensor];
-            if piece.first {
-                current = Some(TensorHasher::new(&t.name, t.dtype, &t.shape));
+        // Consecutive pieces of one tensor form one task; longest first.
+        let mut groups: Vec<&[Piece]> = window.chunk_by(|a, b| a.tensor == b.tensor).collect();
+        groups.sort_by_key(|g| std::cmp::Reverse(g.iter().map(|p| p.elems.len()).sum::<usize>()));
+        crate::stream::run_tasks(groups.len(), |g| {
+            for piece in groups[g] {
+                let t = &tensors[piece.tensor];
+                let mut slot = hashers[piece.tensor].lock().expect("not poisoned");
+                let h = slot.get_or_insert_with(|| TensorHasher::new(&t.name, t.dtype, &t.shape));
+                h.update(checkpoint.bytes(t, piece.elems.clone()));
+                checkpoint.release(t, piece.elems.clone());
+                if piece.last {
+                    let digest = slot.take().expect("started").finish();
+                    digests
+                        .lock()
+                        .expect("not poisoned")
+                        .push((t.name.clone(), digest));
+                }
             }
-            let h = current.as_mut().expect("started");
-            h.update(checkpoint.bytes(t, piece.elems.clone()));
-            checkpoint.release(t, piece.elems.clone());
-            if piece.last {
-                digests.push((t.name.clone(), current.take().expect("started").finish()));
-            }
-            control.progress.advance(piece.elems.len() as u64);
-        }
+        });
+        let bytes: usize = window.iter().map(|p| p.elems.len()).sum();
+        control.progress.advance(bytes as u64);
     }
     control.progress.finish();
+    let mut digests = digests.into_inner().expect("not poisoned");
     digests.sort();
     let sha256 = combine(digests.iter().map(|(n, d)| (n.as_str(), d.as_str())));
     Ok(CheckpointHash {

@@ -83,8 +83,8 @@ pub fn inspect(
                     let t = &tensors[p.tensor];
                     let Some(ty) = t.float_type() else { return 0 };
                     let bytes = checkpoint.bytes(t, t.byte_range(&p.elems));
-                    let mut nonzero = 0u64;
-                    crate::dtype::for_each_nonzero(bytes, ty, |_, nz| nonzero += nz as u64);
+                    let mut bits = Vec::new();
+                    let nonzero = crate::dtype::pack_mask(bytes, ty, &mut bits);
                     p.elems.len() as u64 - nonzero
                 })
                 .collect();

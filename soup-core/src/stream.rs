@@ -97,6 +97,13 @@ impl Control<'_> {
 /// the tasks in order: callers list their longest tasks first, so that the
 /// threads finish together (a window waits for its slowest thread).
 pub fn run_tasks(count: usize, task: impl Fn(usize) + Sync) {
+    if rayon::current_thread_index().is_some() {
+        // Already on a pool thread (a caller's parallel loop): a broadcast
+        // would wait for threads busy with the caller's other items.
+        use rayon::prelude::*;
+        (0..count).into_par_iter().with_max_len(1).for_each(&task);
+        return;
+    }
     let next = std::sync::atomic::AtomicUsize::new(0);
     rayon::broadcast(|_| loop {
         let i = next.fetch_add(1, Ordering::Relaxed);
