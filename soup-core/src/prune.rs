@@ -639,6 +639,13 @@ fn prune_piece<K: Key>(
     let bytes = input.bytes(t, range.clone());
     let mut counts = Counts::default();
     match (cut, t.float_type()) {
+        (Some(cut), Some(FloatType::F32)) if K::BITS == 32 => {
+            let mut buf = vec![0u8; if output.is_some() { bytes.len() } else { 0 }];
+            counts = prune_f32(bytes, cut.thr as u32, budget, &mut buf);
+            if let Some(out) = output {
+                out.write(p.tensor, range.start, &buf)?;
+            }
+        }
         (Some(cut), Some(ty)) => {
             let size = ty.size();
             let mut buf = output.map(|_| bytes.to_vec());
@@ -675,6 +682,88 @@ fn prune_piece<K: Key>(
         }
     }
     Ok(counts)
+}
+
+/// [`prune_piece`] for F32 data with F32 keys, the common case, written so
+/// that the main loop has no branches and vectorizes: it removes the keys
+/// below `thr` (all of `thr` too when `budget` is `u64::MAX`); a second
+/// loop runs only for pieces that hold some of a partially removed tie
+/// class. `out` (empty when only counting) receives the pruned bytes.
+fn prune_f32(bytes: &[u8], thr: u32, budget: u64, out: &mut [u8]) -> Counts {
+    const LANES: usize = 8;
+    let (below, mut budget) = if budget == u64::MAX {
+        // thr <= ABS32 < u32::MAX, so this cannot overflow.
+        (thr + 1, 0)
+    } else {
+        (thr, budget)
+    };
+    let write = !out.is_empty();
+    let mut zeros = [0u64; LANES];
+    let mut removed = [0u64; LANES];
+    let mut squares = [0f64; LANES];
+    let mut lane = |w: u32, l: usize| -> u32 {
+        let k = w & ABS32;
+        let nonzero = k != 0;
+        // Zeros stay as they are (a -0.0 stays -0.0), uncounted as removed.
+        let gone = (k < below) & nonzero;
+        zeros[l] += (!nonzero) as u64;
+        removed[l] += gone as u64;
+        let m = f32::from_bits(k) as f64;
+        squares[l] += if gone { m * m } else { 0.0 };
+        if gone {
+            0
+        } else {
+            w
+        }
+    };
+    let word = |c: &[u8]| u32::from_le_bytes(c.try_into().expect("4 bytes"));
+    let blocks = bytes.len() / (4 * LANES) * (4 * LANES);
+    if write {
+        for (o, c) in out[..blocks]
+            .chunks_exact_mut(4 * LANES)
+            .zip(bytes[..blocks].chunks_exact(4 * LANES))
+        {
+            for l in 0..LANES {
+                let v = lane(word(&c[4 * l..4 * l + 4]), l);
+                o[4 * l..4 * l + 4].copy_from_slice(&v.to_le_bytes());
+            }
+        }
+    } else {
+        for c in bytes[..blocks].chunks_exact(4 * LANES) {
+            for l in 0..LANES {
+                lane(word(&c[4 * l..4 * l + 4]), l);
+            }
+        }
+    }
+    for j in blocks / 4..bytes.len() / 4 {
+        let v = lane(word(&bytes[4 * j..4 * j + 4]), 0);
+        if write {
+            out[4 * j..4 * j + 4].copy_from_slice(&v.to_le_bytes());
+        }
+    }
+    let mut counts = Counts {
+        zeros_before: zeros.iter().sum(),
+        removed: removed.iter().sum(),
+        sum_squares: squares.iter().sum(),
+    };
+    if budget > 0 && thr != 0 {
+        // The first `budget` elements equal to the threshold also go.
+        for j in 0..bytes.len() / 4 {
+            if budget == 0 {
+                break;
+            }
+            if word(&bytes[4 * j..4 * j + 4]) & ABS32 == thr {
+                budget -= 1;
+                counts.removed += 1;
+                let m = f32::from_bits(thr) as f64;
+                counts.sum_squares += m * m;
+                if write {
+                    out[4 * j..4 * j + 4].fill(0);
+                }
+            }
+        }
+    }
+    counts
 }
 
 /// Order-preserving keys of magnitudes: the bit pattern of `|w|`.

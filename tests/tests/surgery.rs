@@ -508,10 +508,7 @@ fn bad_surgery_requests_fail_cleanly() {
             vec!["diff", path(&c0), path(&transposed), "--atol", "-1"],
             "atol must be finite and non-negative",
         ),
-        (
-            vec!["diff", path(&c0), path(&missing)],
-            "missing",
-        ),
+        (vec!["diff", path(&c0), path(&missing)], "missing"),
         (vec!["hash", path(&missing)], "missing"),
         (
             vec!["unshard", path(&c0), "-o", o],
