@@ -154,6 +154,13 @@ impl Output {
         options: &OutputOptions,
     ) -> Result<Output> {
         check_target(target, inputs, options.force)?;
+        if options.shard_size.is_none() && target.is_dir() {
+            // Found now, not after all the work, when the rename would fail.
+            return Err(Error::invalid(format!(
+                "{}: is a folder; write a single file elsewhere, or shards into it with --shard-size",
+                target.display()
+            )));
+        }
         let parent = parent_of(target);
         let groups = match options.shard_size {
             None => vec![(0..tensors.len()).collect::<Vec<_>>()],

@@ -661,3 +661,18 @@ fn existing_output_is_refused_without_force() {
     assert_eq!(std::fs::read(&out).unwrap(), b"precious");
     assert_eq!(std::fs::read_dir(scratch.out_dir()).unwrap().count(), 1);
 }
+
+#[test]
+fn single_file_output_onto_an_existing_folder_is_refused_before_any_work() {
+    let scratch = Scratch::new();
+    let a = scratch.good("a.safetensors");
+    let b = write(&scratch, "b.safetensors", &model(Dtype::F32, 1.0));
+    let folder = scratch.out_dir().join("folder");
+    std::fs::create_dir(&folder).unwrap();
+    let run = soup(["merge", s(&a), s(&b), "-o", s(&folder), "--force"]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+    assert!(run.stderr.contains("is a folder"), "{}", run.stderr);
+    assert_eq!(std::fs::read_dir(scratch.out_dir()).unwrap().count(), 1);
+    assert_eq!(std::fs::read_dir(&folder).unwrap().count(), 0);
+}
