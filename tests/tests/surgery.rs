@@ -364,7 +364,7 @@ fn shard_and_unshard_round_trip() {
         "-o",
         path(&single),
     ]));
-    assert_eq!(r.outputs, [single.clone()]);
+    assert_eq!(r.outputs, std::slice::from_ref(&single));
     assert_eq!(hash(&single).sha256, hash(&c0).sha256);
     assert_eq!(diff(&c0, &single, &[]).0, 0);
     let ck = Checkpoint::open(&single).unwrap();
