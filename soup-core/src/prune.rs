@@ -142,7 +142,8 @@ pub struct TensorPrune {
     /// tensors with the global scope); `None` when nothing is removed.
     pub threshold: Option<f64>,
     /// Sum of the squares of the removed values (the squared L2 norm that
-    /// pruning takes away; the trainer's adaptive learning rate uses it).
+    /// pruning takes away, as used by an adaptive learning rate; F32 data
+    /// is summed in f32 within each piece of at most 2^18 elements).
     pub removed_sum_squares: f64,
 }
 
@@ -552,6 +553,12 @@ fn find_cut<K: Key>(
                         let t = entries[p.tensor];
                         let ty = t.float_type().expect("float");
                         let bytes = input.bytes(t, t.byte_range(&p.elems));
+                        let h: &mut [u64; 1 << 16] =
+                            h.as_mut_slice().try_into().expect("65536 bins");
+                        if K::BITS == 32 && ty == FloatType::F32 {
+                            *z += histogram_f32(bytes, above as u32, prefix as u32, shift, h);
+                            continue;
+                        }
                         let mut zc = 0u64;
                         K::each(bytes, ty, |_, k| {
                             zc += (k == 0) as u64;
@@ -612,6 +619,30 @@ fn find_cut<K: Key>(
         }
         shift -= 16;
     }
+}
+
+/// One histogram pass over F32 data with F32 keys (the common case): counts
+/// digit `shift` of the keys whose bits above it equal `prefix`, and returns
+/// the zeros. The first pass (no bits above) needs no test at all.
+fn histogram_f32(bytes: &[u8], above: u32, prefix: u32, shift: u32, h: &mut [u64; 1 << 16]) -> u64 {
+    let mut zeros = 0u64;
+    let keys = bytes
+        .chunks_exact(4)
+        .map(|c| u32::from_le_bytes(c.try_into().expect("4 bytes")) & ABS32);
+    if above == 0 {
+        for k in keys {
+            zeros += (k == 0) as u64;
+            h[((k >> shift) & 0xffff) as usize] += 1;
+        }
+    } else {
+        for k in keys {
+            zeros += (k == 0) as u64;
+            if k & above == prefix {
+                h[((k >> shift) & 0xffff) as usize] += 1;
+            }
+        }
+    }
+    zeros
 }
 
 /// Elements of the piece whose key is `thr`.
@@ -700,7 +731,8 @@ fn prune_f32(bytes: &[u8], thr: u32, budget: u64, out: &mut [u8]) -> Counts {
     let write = !out.is_empty();
     let mut zeros = [0u64; LANES];
     let mut removed = [0u64; LANES];
-    let mut squares = [0f64; LANES];
+    // Per-lane partial sums in f32 (they vectorize), widened per piece.
+    let mut squares = [0f32; LANES];
     let mut lane = |w: u32, l: usize| -> u32 {
         let k = w & ABS32;
         let nonzero = k != 0;
@@ -708,7 +740,7 @@ fn prune_f32(bytes: &[u8], thr: u32, budget: u64, out: &mut [u8]) -> Counts {
         let gone = (k < below) & nonzero;
         zeros[l] += (!nonzero) as u64;
         removed[l] += gone as u64;
-        let m = f32::from_bits(k) as f64;
+        let m = f32::from_bits(k);
         squares[l] += if gone { m * m } else { 0.0 };
         if gone {
             0
@@ -744,7 +776,7 @@ fn prune_f32(bytes: &[u8], thr: u32, budget: u64, out: &mut [u8]) -> Counts {
     let mut counts = Counts {
         zeros_before: zeros.iter().sum(),
         removed: removed.iter().sum(),
-        sum_squares: squares.iter().sum(),
+        sum_squares: squares.iter().map(|&v| v as f64).sum(),
     };
     if budget > 0 && thr != 0 {
         // The first `budget` elements equal to the threshold also go.
