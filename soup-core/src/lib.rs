@@ -6,8 +6,11 @@
 //! and streams through them in bounded windows spread over all cores, so
 //! memory stays flat however large the checkpoints are. On top of that it
 //! averages checkpoints ([`merge()`]), compares sparsity masks
-//! ([`check_masks`]), hashes and inspects them. Every file it writes appears
-//! atomically and records its provenance.
+//! ([`check_masks`]), prunes by magnitude with exact counts ([`prune()`]),
+//! builds greedy soups with any [`Scorer`] ([`greedy_soup`]), compares
+//! ([`diff()`]), edits and reshards checkpoints ([`surgery`]), hashes and
+//! inspects them. Every file it writes appears atomically and records its
+//! provenance.
 //!
 //! ```no_run
 //! use soup_core::{check_masks, merge, Checkpoint, Control, MergeOptions, Selection};

@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Global magnitude pruning of a 1 GiB F32 checkpoint, side by side with
+#   - the floor: `cat` of the input plus an fsynced copy of it, and
+#   - a numpy implementation (bench/prune_numpy.py) of the same rule.
+# Reports wall time (median of REPS runs), the ratio to the floor and peak
+# RSS (/usr/bin/time -v). The input stays in the page cache for every run
+# (the same for all three). Checks that soup and numpy write the same values.
+#
+# usage: bench/prune_bench.sh [GIB=1] [REPS=3]   (env WORK=folder on disk)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+gib=${1:-1}
+reps=${2:-3}
+sparsity=0.9
+eval "$(scripts/setup.sh)"
+py=$SOUP_PYTHON
+if [ ! -x /usr/bin/time ]; then
+    echo "installing GNU time" >&2
+    apt-get install -y -qq time >&2
+fi
+target=${CARGO_TARGET_DIR:-target}
+cargo build --release --bins -p soup-cli >&2
+soup=$target/release/soup
+work=${WORK:-$(mktemp -d /var/tmp/soup-prune-bench.XXXXXX)}
+mkdir -p "$work"
+trap 'rm -rf "$work"' EXIT
+in=$work/in.safetensors
+out=$work/out.safetensors
+echo "generating a $gib GiB F32 checkpoint in $work" >&2
+"$py" bench/prune_numpy.py make "$in" "$gib"
+cat "$in" >/dev/null
+
+# run NAME CMD...: REPS timed runs; prints "NAME median_seconds max_rss_kib".
+run() {
+    local name=$1
+    shift
+    local times=() rss=0
+    for _ in $(seq "$reps"); do
+        rm -rf "$out" "$work/copy"
+        sync
+        /usr/bin/time -v -o "$work/time.txt" "$@" >/dev/null
+        local wall r
+        wall=$(awk -F': ' '/Elapsed \(wall clock\)/ {n=split($2,p,":"); s=0; for(i=1;i<=n;i++) s=s*60+p[i]; print s}' "$work/time.txt")
+        r=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$work/time.txt")
+        times+=("$wall")
+        [ "$r" -gt "$rss" ] && rss=$r
+    done
+    local median
+    median=$(printf '%s\n' "${times[@]}" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
+    echo "$name $median $rss ${times[*]}"
+}
+
+floor=$(run floor sh -c "cat '$in' >/dev/null && dd if='$in' of='$work/copy' bs=16M conv=fsync status=none")
+soup_row=$(run soup "$soup" prune "$in" -o "$out" --sparsity $sparsity --quiet)
+"$soup" prune "$in" -o "$work/soup.safetensors" --sparsity $sparsity --quiet >/dev/null
+numpy_row=$(run numpy "$py" bench/prune_numpy.py prune "$in" "$out" $sparsity)
+"$soup" diff "$work/soup.safetensors" "$out" >/dev/null || {
+    echo "soup and numpy disagree" >&2
+    exit 1
+}
+
+floor_s=$(echo "$floor" | awk '{print $2}')
+echo "| what | wall s (median of $reps) | x floor | peak RSS MiB | runs |"
+echo "|---|---:|---:|---:|---|"
+for row in "$floor" "$soup_row" "$numpy_row"; do
+    echo "$row" | awk -v f="$floor_s" '{runs=""; for(i=4;i<=NF;i++) runs=runs (i>4?" ":"") $i; printf "| %s | %.2f | %.2f | %.0f | %s |\n", $1, $2, $2/f, $3/1024, runs}'
+done
+echo
+echo "input: $gib GiB F32 ($((gib * 16)) matrices 4096x4096 + biases), --sparsity $sparsity --scope global; soup and numpy outputs equal (soup diff)"
+echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo) RAM, $(lscpu | awk -F: '/Model name/ {gsub(/^ +/, "", $2); print $2}'), load before: $(cut -d' ' -f1-3 /proc/loadavg)"
