@@ -276,19 +276,18 @@ fn run(
             input.path().display()
         )));
     }
-    let recipe = |extra: Option<(u64, u64)>| {
-        let mut r = serde_json::json!({
+    // The provisional recipe holds the widest counts, so the final one,
+    // which adds the threshold, fits the header space reserved for it.
+    let recipe = |target: u64, removed: u64| {
+        serde_json::json!({
             "sparsity": options.sparsity,
             "scope": options.scope,
             "of_remaining": options.of_remaining,
             "include": options.include,
             "exclude": options.exclude,
-        });
-        if let Some((target, removed)) = extra {
-            r["target"] = target.into();
-            r["removed"] = removed.into();
-        }
-        r
+            "target": target,
+            "removed": removed,
+        })
     };
     let mut output = match target {
         None => None,
@@ -305,7 +304,7 @@ fn run(
             provenance::record(
                 &mut metadata,
                 "prune",
-                recipe(Some((u64::MAX, u64::MAX))),
+                recipe(u64::MAX, u64::MAX),
                 &[(input.path().display().to_string(), "0".repeat(64))],
             );
             let files: Vec<&Path> = input.files().collect();
@@ -328,7 +327,7 @@ fn run(
     if let Some(mut out) = output.take() {
         let sha = sha.expect("hashed while writing");
         let mut metadata = provenance::common_metadata(&[input]);
-        let mut r = recipe(Some((report.target, report.removed)));
+        let mut r = recipe(report.target, report.removed);
         r["threshold"] = report.threshold.into();
         provenance::record(
             &mut metadata,
