@@ -11,7 +11,7 @@ cargo build --release --locked -p trainer -p soup-cli >&2
 exec target/release/trainer sms \
     --out "${SOUP_DEMO_RUN:-runs/demo}" \
     --data fashion-mnist --model cnn \
-    --pretrain-epochs 4 --sparsity 0.9 --phases 3 --candidates 3 \
-    --epochs-per-phase 1 --batch-size 128 --lr 0.1 \
+    --pretrain-epochs 2 --sparsity 0.9 --phases 3 --candidates 3 \
+    --epochs-per-phase 0.3 --batch-size 128 --lr 0.1 \
     --baselines imp \
     "$@"

@@ -108,9 +108,9 @@ pub struct SmsArgs {
     /// Candidates per phase (m).
     #[arg(long)]
     pub candidates: Option<u32>,
-    /// Retraining epochs per phase.
+    /// Retraining epochs per phase (fractions allowed).
     #[arg(long)]
-    pub epochs_per_phase: Option<u64>,
+    pub epochs_per_phase: Option<f64>,
     /// Train the dense parent for this many epochs first.
     #[arg(long)]
     pub pretrain_epochs: Option<u64>,

@@ -77,8 +77,9 @@ pub struct SmsConfig {
     pub phases: u32,
     /// Candidates per phase (`m`).
     pub candidates: u32,
-    /// Retraining epochs per phase.
-    pub epochs_per_phase: u64,
+    /// Retraining epochs per phase (fractions allowed: 0.5 is half an
+    /// epoch of iterations).
+    pub epochs_per_phase: f64,
     /// Epochs of dense pretraining (ignored with `from`, but still ALLR's
     /// `E_pretrain`).
     pub pretrain_epochs: u64,
@@ -135,7 +136,7 @@ impl Default for SmsConfig {
             sparsity: 0.9,
             phases: 3,
             candidates: 3,
-            epochs_per_phase: 2,
+            epochs_per_phase: 2.0,
             pretrain_epochs: 5,
             from: None,
             soup: SoupKind::Uniform,
@@ -186,13 +187,19 @@ impl SmsConfig {
         if self.phases == 0 || self.candidates == 0 {
             return bad("--phases and --candidates must be at least 1".into());
         }
-        if self.epochs_per_phase == 0 {
-            return bad("--epochs-per-phase must be at least 1".into());
+        if !self.epochs_per_phase.is_finite() || self.epochs_per_phase <= 0.0 {
+            return bad(format!(
+                "--epochs-per-phase must be positive, got {}",
+                self.epochs_per_phase
+            ));
         }
         if self.from.is_none() && self.pretrain_epochs == 0 {
             return bad("give --pretrain-epochs N (N >= 1) or --from CHECKPOINT".into());
         }
-        if !(self.bn_recal_fraction > 0.0 && self.bn_recal_fraction <= 1.0) {
+        if self.bn_recal_fraction.is_nan()
+            || self.bn_recal_fraction <= 0.0
+            || self.bn_recal_fraction > 1.0
+        {
             return bad(format!(
                 "--bn-recal-fraction must be in (0, 1], got {}",
                 self.bn_recal_fraction
@@ -201,7 +208,7 @@ impl SmsConfig {
         if self.batch_size < 2 || self.eval_batch_size == 0 {
             return bad("batch sizes must be at least 2 (training) and 1 (evaluation)".into());
         }
-        if !(self.lr > 0.0) || self.weight_decay < 0.0 || self.momentum < 0.0 {
+        if self.lr.is_nan() || self.lr <= 0.0 || self.weight_decay < 0.0 || self.momentum < 0.0 {
             return bad("--lr must be positive; momentum and weight decay non-negative".into());
         }
         match self.vary {

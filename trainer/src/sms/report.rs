@@ -146,6 +146,9 @@ pub fn build(session: &Session, dense: &Evaluation, phases: &[PhaseInfo]) -> Res
     })
 }
 
+/// A plotted line: label, colour, (sparsity, accuracy) points.
+type Series = (&'static str, &'static str, Vec<(f64, f64)>);
+
 fn pct(x: f64) -> String {
     format!("{:.2}", 100.0 * x)
 }
@@ -256,7 +259,7 @@ impl Report {
 
     /// A line plot of test accuracy against sparsity, one line per method.
     pub fn svg(&self) -> String {
-        let mut series: Vec<(&str, &str, Vec<(f64, f64)>)> = vec![
+        let mut series: Vec<Series> = vec![
             (
                 "SMS soup",
                 "#d62728",

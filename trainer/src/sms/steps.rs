@@ -69,7 +69,7 @@ pub struct CandidateInfo {
     /// Weight decay used.
     pub weight_decay: f64,
     /// Retraining epochs.
-    pub epochs: u64,
+    pub epochs: f64,
     /// `eta_max` used.
     pub eta_max: f64,
     /// The schedule's peak (ALLR's `eta0`).
@@ -439,7 +439,7 @@ impl Session {
     }
 
     /// The settings of candidate `index` of a chain.
-    fn candidate_settings(&self, chain: Chain, index: u32) -> (u64, f64, u64, f64) {
+    fn candidate_settings(&self, chain: Chain, index: u32) -> (u64, f64, f64, f64) {
         let c = &self.cfg;
         let base = (c.seed, c.weight_decay, c.epochs_per_phase, c.lr);
         match chain {
@@ -448,13 +448,13 @@ impl Session {
                 match (c.vary, v) {
                     (Vary::Seed, _) => (c.seed + index as u64, base.1, base.2, base.3),
                     (Vary::WeightDecay, Some(v)) => (c.seed, v, base.2, base.3),
-                    (Vary::RetrainLength, Some(v)) => (c.seed, base.1, v as u64, base.3),
+                    (Vary::RetrainLength, Some(v)) => (c.seed, base.1, v, base.3),
                     (Vary::Lr, Some(v)) => (c.seed, base.1, base.2, v),
                     _ => base,
                 }
             }
             Chain::Imp(j) => (c.seed + j as u64, base.1, base.2, base.3),
-            Chain::ImpLong => (c.seed, base.1, base.2 * c.candidates as u64, base.3),
+            Chain::ImpLong => (c.seed, base.1, base.2 * c.candidates as f64, base.3),
             Chain::Reprune => base,
         }
     }
@@ -479,7 +479,7 @@ impl Session {
         let (seed, weight_decay, epochs, eta_max) = self.candidate_settings(chain, index);
         let start = Instant::now();
         let per_epoch = self.per_epoch();
-        let total = epochs * per_epoch;
+        let total = ((epochs * per_epoch as f64).round() as u64).max(1);
         let schedule = RetrainSchedule {
             kind: self.cfg.schedule,
             total,
@@ -487,7 +487,7 @@ impl Session {
             allr_peak: Some(allr_peak(
                 &prune.impact,
                 eta_max,
-                epochs as f64,
+                epochs,
                 self.cfg.pretrain_epochs.max(1) as f64,
             )),
         };
