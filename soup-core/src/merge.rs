@@ -261,8 +261,9 @@ impl Plan<'_> {
         let all_windows = windows(&sizes, control.options);
         let (sync_request, sync_wanted) = std::sync::mpsc::sync_channel::<()>(1);
         std::thread::scope(|scope| -> Result<()> {
-            // Writes back what is written so far while the merge goes on, as
-            // the floor's `cp` would not: the final fsync is then short.
+            // Hands what is written so far to the disk while the merge goes
+            // on, so that the disk and the CPUs work at the same time. On an
+            // early return `sync_request` is dropped and this thread ends.
             let syncer = scope.spawn(move || -> Result<()> {
                 while sync_wanted.recv().is_ok() {
                     self.output.sync_data()?;

@@ -1,8 +1,10 @@
 //! Interoperability: Python's `safetensors` package (the environment that
 //! `scripts/setup.sh` installs) reads every kind of file `soup merge`
 //! writes (one file; shards plus index; F32, F16, BF16 and F64; integer
-//! tensors carried through) and finds numpy's (weighted) mean of the inputs,
-//! the inputs' mask, and soup's provenance metadata.
+//! tensors carried through) and finds numpy's (weighted) mean of the
+//! inputs, the inputs' mask, and soup's provenance metadata. numpy has no
+//! bfloat16, so BF16 data comes from `safetensors.deserialize` and is
+//! widened bit for bit.
 
 use std::path::{Path, PathBuf};
 
@@ -16,26 +18,22 @@ use soup_tests::{python, run_python, soup};
 const CHECK: &str = r#"
 import json, math, os, sys
 import numpy as np
-from safetensors import safe_open
+from safetensors import deserialize, safe_open
 
 def load(path):
-    """name -> (dtype name, float64 or int array), metadata"""
-    tensors, meta = {}, None
+    """name -> (dtype name, array), metadata"""
+    tensors = {}
     with safe_open(path, framework="np") as f:
         meta = f.metadata()
-        names = list(f.keys())
-    dtypes = json.loads(open(path, "rb").read(8 + int.from_bytes(open(path, "rb").read(8), "little"))[8:])
-    for name in names:
-        dtype = dtypes[name]["dtype"]
-        if dtype == "BF16":
-            # numpy has no bfloat16: read it through the PyTorch framework.
-            import torch
-            with safe_open(path, framework="pt") as f:
-                values = f.get_tensor(name).to(torch.float64).numpy()
-        else:
-            with safe_open(path, framework="np") as f:
+        for name, info in deserialize(open(path, "rb").read()):
+            dtype = info["dtype"]
+            if dtype == "BF16":
+                # numpy has no bfloat16: widen the raw bits to float32.
+                bits = np.frombuffer(info["data"], dtype="<u2").astype(np.uint32) << 16
+                values = bits.view(np.float32).reshape(info["shape"])
+            else:
                 values = f.get_tensor(name)
-        tensors[name] = (dtype, values)
+            tensors[name] = (dtype, values)
     return tensors, meta
 
 def read_output(path):
@@ -47,7 +45,7 @@ def read_output(path):
         part, meta = load(os.path.join(path, shard))
         for name in part:
             assert index["weight_map"][name] == shard, (name, shard)
-            total += part[name][1].nbytes if part[name][0] != "BF16" else part[name][1].size * 2
+            total += part[name][1].size * (2 if part[name][0] == "BF16" else part[name][1].itemsize)
         tensors.update(part)
     assert sorted(tensors) == sorted(index["weight_map"]), "index lists every tensor"
     assert index["metadata"]["total_size"] == total, (index["metadata"], total)
