@@ -90,10 +90,11 @@ impl TrainConfig {
         if !(self.lr.is_finite() && self.lr >= 0.0) {
             return bad("lr must be a non-negative number");
         }
-        if !(0.0..1.0).contains(&self.momentum) || !(self.weight_decay >= 0.0) {
+        let decay_ok = self.weight_decay.is_finite() && self.weight_decay >= 0.0;
+        if !(0.0..1.0).contains(&self.momentum) || !decay_ok {
             return bad("momentum must be in [0, 1) and weight decay non-negative");
         }
-        if !(self.warmup_epochs >= 0.0) {
+        if !(self.warmup_epochs.is_finite() && self.warmup_epochs >= 0.0) {
             return bad("warmup epochs must be non-negative");
         }
         parse_device(&self.device).map(|_| ())

@@ -170,7 +170,7 @@ impl Dataset {
             ));
         }
         let mut order: Vec<usize> = (0..n).collect();
-        Rng::new(split_seed, 0x7661_6c).shuffle(&mut order);
+        Rng::new(split_seed, 0x0076_616c).shuffle(&mut order);
         let (val_idx, train_idx) = order.split_at_mut(n_val);
         val_idx.sort_unstable();
         train_idx.sort_unstable();

@@ -78,8 +78,9 @@ pub fn train_steps(
 }
 
 /// Times training steps of `arch` on random data: `warmup` untimed steps,
-/// then the mean wall time of `steps` steps (forward, backward, SGD with
-/// momentum and weight decay).
+/// then the median wall time of `steps` steps (forward, backward, SGD with
+/// momentum and weight decay). The median rather than the mean keeps spikes
+/// of background load out.
 pub fn time_train_step(
     arch: Arch,
     spec: ModelSpec,
@@ -106,9 +107,13 @@ pub fn time_train_step(
     for _ in 0..warmup {
         step();
     }
-    let start = Instant::now();
-    for _ in 0..steps {
-        step();
-    }
-    start.elapsed() / steps.max(1) as u32
+    let mut times: Vec<Duration> = (0..steps.max(1))
+        .map(|_| {
+            let start = Instant::now();
+            step();
+            start.elapsed()
+        })
+        .collect();
+    times.sort();
+    times[times.len() / 2]
 }
