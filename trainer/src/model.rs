@@ -166,14 +166,22 @@ pub fn is_prunable(name: &str, t: &Tensor) -> bool {
 
 /// The same values as `t` (`N x C x H x W`), laid out channels-last (strides
 /// of `N x H x W x C`); PyTorch's `memory_format=torch.channels_last`.
+///
+/// The strides are set explicitly: with one channel, a permuted copy would
+/// keep NCHW strides (both layouts are contiguous then) and libtorch would
+/// pick NCHW kernels for the whole first block.
 pub fn to_channels_last(t: &Tensor) -> Tensor {
     let &[_, c, h, w] = &t.size()[..] else {
         return t.shallow_clone();
     };
-    if t.stride() == [c * h * w, 1, w * c, c] {
+    let strides = [c * h * w, 1, w * c, c];
+    if t.stride() == strides {
         return t.shallow_clone();
     }
-    t.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2])
+    let mut out = Tensor::empty_strided(t.size(), strides, (t.kind(), t.device()));
+    // copy_ is differentiable, so gradients flow back to `t` when it needs them.
+    out.copy_(t);
+    out
 }
 
 fn is_float(kind: Kind) -> bool {
