@@ -124,8 +124,17 @@ fn pipeline_prunes_on_schedule_keeps_masks_and_averages_candidates() {
     std::fs::create_dir(&data).unwrap();
     tiny_dataset(&data);
     let run = dir.path().join("run");
-    let table = run_sms(&data, &run, &["--baselines", "imp"]);
-    assert!(table.contains("soup") && table.contains("imp"), "{table}");
+    let table = run_sms(&data, &run, &["--baselines", "imp,imp-long,reprune"]);
+    for column in [
+        "soup",
+        "best_cand",
+        "mean_cand",
+        "imp",
+        "imp_long",
+        "reprune",
+    ] {
+        assert!(table.contains(column), "no {column} column:\n{table}");
+    }
 
     let q = 1.0 - 0.25f64.powf(0.5);
     for phase in 1..=2u32 {
@@ -209,10 +218,30 @@ fn pipeline_prunes_on_schedule_keeps_masks_and_averages_candidates() {
         "best_candidate_test_acc",
         "mean_candidate_test_acc",
         "imp_test_acc",
+        "imp_long_test_acc",
+        "reprune_test_acc",
         "soup_checkpoint",
     ] {
         assert!(!phases[1][key].is_null(), "report lacks {key}");
     }
+    // IMP-RePrune averages chains with different masks, then prunes the
+    // average back to the phase's sparsity.
+    for (p, row) in phases.iter().enumerate() {
+        let target = 1.0 - (1.0 - q).powi(p as i32 + 1);
+        let s = row["reprune_sparsity"].as_f64().unwrap();
+        assert!(
+            (s - target).abs() < 0.01,
+            "reprune phase {}: {s} vs {target}",
+            p + 1
+        );
+    }
+    // IMP with M-times longer retraining ran M times the iterations.
+    let long = json(&run.join("baselines/imp-long/phase-2/candidate-0.json"));
+    let short = json(&run.join("baselines/imp-0/phase-2/candidate-0.json"));
+    assert_eq!(
+        long["iterations"].as_u64().unwrap(),
+        3 * short["iterations"].as_u64().unwrap()
+    );
     let csv = std::fs::read_to_string(run.join("report.csv")).unwrap();
     assert_eq!(csv.lines().count(), 3);
     let svg = std::fs::read_to_string(run.join("accuracy_vs_sparsity.svg")).unwrap();
@@ -303,10 +332,7 @@ fn killed_run_resumes_to_the_same_report() {
         std::fs::metadata(&marker).unwrap().modified().unwrap(),
         before
     );
-    assert_eq!(
-        std::fs::read_to_string(whole.join("report.json")).unwrap(),
-        std::fs::read_to_string(killed.join("report.json")).unwrap()
-    );
+    assert_same_report(&whole, &killed);
     // Every checkpoint under its final name is complete (temporary files of
     // the killed process may remain under their hidden names).
     for p in walk(&killed) {
@@ -315,6 +341,51 @@ fn killed_run_resumes_to_the_same_report() {
             Checkpoint::open(&p).unwrap_or_else(|e| panic!("{e}"));
         }
     }
+}
+
+/// The reports of two runs agree: every accuracy, count, name and path
+/// exactly, and every other number (losses, calibration errors) to 1e-12
+/// relative. libtorch's CPU kernels may round the last bit of a reduction
+/// differently in a fresh process (vectorised loops depend on how buffers
+/// happen to be aligned), which moves the 16th digit of a mean confidence.
+fn assert_same_report(a: &Path, b: &Path) {
+    fn same(x: &serde_json::Value, y: &serde_json::Value, path: &str) {
+        use serde_json::Value::*;
+        match (x, y) {
+            (Object(p), Object(q)) => {
+                assert_eq!(
+                    p.keys().collect::<Vec<_>>(),
+                    q.keys().collect::<Vec<_>>(),
+                    "{path}"
+                );
+                for (k, v) in p {
+                    same(v, &q[k], &format!("{path}.{k}"));
+                }
+            }
+            (Array(p), Array(q)) => {
+                assert_eq!(p.len(), q.len(), "{path}");
+                for (i, (v, w)) in p.iter().zip(q).enumerate() {
+                    same(v, w, &format!("{path}[{i}]"));
+                }
+            }
+            (Number(p), Number(q)) if path.ends_with("acc") || p.is_u64() => {
+                assert_eq!(p, q, "{path}")
+            }
+            (Number(p), Number(q)) => {
+                let (p, q) = (p.as_f64().unwrap(), q.as_f64().unwrap());
+                assert!(
+                    (p - q).abs() <= 1e-12 * p.abs().max(q.abs()),
+                    "{path}: {p} vs {q}"
+                );
+            }
+            _ => assert_eq!(x, y, "{path}"),
+        }
+    }
+    same(
+        &json(&a.join("report.json")),
+        &json(&b.join("report.json")),
+        "report",
+    );
 }
 
 fn walk(dir: &Path) -> Vec<PathBuf> {
@@ -328,4 +399,42 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+#[test]
+fn plan_commands_and_parallel_jobs_reproduce_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    tiny_dataset(&data);
+    let whole = dir.path().join("whole");
+    run_sms(&data, &whole, &[]);
+
+    // Candidates side by side in child processes.
+    let jobs = dir.path().join("jobs");
+    run_sms(&data, &jobs, &["--jobs", "3"]);
+    assert_same_report(&whole, &jobs);
+
+    // The per-step commands a cluster scheduler would run, one by one.
+    let planned = dir.path().join("planned");
+    let plan = run_sms(&data, &planned, &["--plan"]);
+    let lines: Vec<&str> = plan.lines().collect();
+    assert!(lines[0].contains(" prepare ") && lines.last().unwrap().contains(" report "));
+    assert_eq!(
+        lines.iter().filter(|l| l.contains(" candidate ")).count(),
+        6
+    );
+    assert!(
+        !planned.join("report.json").exists(),
+        "--plan must not run anything"
+    );
+    for line in &lines {
+        let o = Command::new("sh").arg("-c").arg(line).output().unwrap();
+        assert!(
+            o.status.success(),
+            "{line}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    assert_same_report(&whole, &planned);
 }
