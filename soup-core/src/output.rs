@@ -44,6 +44,17 @@ pub struct OutputTensor {
     pub shape: Vec<usize>,
 }
 
+impl From<&crate::checkpoint::TensorEntry> for OutputTensor {
+    /// The same name, dtype and shape as an input tensor.
+    fn from(t: &crate::checkpoint::TensorEntry) -> Self {
+        OutputTensor {
+            name: t.name.clone(),
+            dtype: t.dtype,
+            shape: t.shape.clone(),
+        }
+    }
+}
+
 impl OutputTensor {
     /// Bytes of data.
     pub fn nbytes(&self) -> usize {

@@ -292,14 +292,7 @@ fn run(
     let mut output = match target {
         None => None,
         Some(target) => {
-            let layout: Vec<OutputTensor> = tensors
-                .iter()
-                .map(|t| OutputTensor {
-                    name: t.name.clone(),
-                    dtype: t.dtype,
-                    shape: t.shape.clone(),
-                })
-                .collect();
+            let layout: Vec<OutputTensor> = tensors.iter().map(OutputTensor::from).collect();
             let mut metadata = provenance::common_metadata(&[input]);
             provenance::record(
                 &mut metadata,

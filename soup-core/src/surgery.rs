@@ -24,14 +24,6 @@ fn compile(pattern: &str) -> Result<Regex> {
     Regex::new(pattern).map_err(|e| Error::invalid(format!("invalid regex `{pattern}`: {e}")))
 }
 
-fn layout_of(t: &TensorEntry) -> OutputTensor {
-    OutputTensor {
-        name: t.name.clone(),
-        dtype: t.dtype,
-        shape: t.shape.clone(),
-    }
-}
-
 /// Parameters of [`edit`], as the user wrote them (parsed and checked
 /// before any data is read).
 ///
@@ -362,7 +354,7 @@ pub fn relayout(
     output: &OutputOptions,
     control: &Control,
 ) -> Result<RelayoutReport> {
-    let layout: Vec<OutputTensor> = input.tensors().iter().map(layout_of).collect();
+    let layout: Vec<OutputTensor> = input.tensors().iter().map(OutputTensor::from).collect();
     let operation = if output.shard_size.is_some() {
         "shard"
     } else {
@@ -489,7 +481,7 @@ pub fn apply_mask(
             input.path().display()
         )));
     }
-    let layout: Vec<OutputTensor> = tensors.iter().map(layout_of).collect();
+    let layout: Vec<OutputTensor> = tensors.iter().map(OutputTensor::from).collect();
     let recipe = serde_json::json!({
         "mask": mask.path().display().to_string(),
         "include": options.include,
