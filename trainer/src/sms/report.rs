@@ -353,7 +353,7 @@ impl Report {
             let fy = y0 + (y1 - y0) * i as f64 / 4.0;
             let _ = writeln!(
                 s,
-                r#"<line x1="{0}" y1="{by1}" x2="{0}" y2="{1}" stroke="black"/><text x="{0}" y="{2}" text-anchor="middle">{3:.1}</text>"#,
+                r#"<line x1="{0:.1}" y1="{by1}" x2="{0:.1}" y2="{1}" stroke="black"/><text x="{0:.1}" y="{2}" text-anchor="middle">{3:.1}</text>"#,
                 px(fx),
                 by1 + 5.0,
                 by1 + 20.0,
@@ -361,7 +361,7 @@ impl Report {
             );
             let _ = writeln!(
                 s,
-                r##"<line x1="{bx0}" y1="{0}" x2="{1}" y2="{0}" stroke="#ddd"/><text x="{2}" y="{3}" text-anchor="end">{4:.2}</text>"##,
+                r##"<line x1="{bx0}" y1="{0:.1}" x2="{1}" y2="{0:.1}" stroke="#ddd"/><text x="{2}" y="{3:.1}" text-anchor="end">{4:.2}</text>"##,
                 py(fy),
                 bx1,
                 bx0 - 6.0,
