@@ -30,6 +30,9 @@ fn committed_fixtures_match_their_generator() {
     let names = |v: &[(String, Vec<u8>)]| v.iter().map(|f| f.0.clone()).collect::<Vec<_>>();
     assert_eq!(names(&fresh), names(&committed));
     for ((name, a), (_, b)) in fresh.iter().zip(&committed) {
-        assert!(a == b, "{name} differs from what make-fixtures writes: rerun it");
+        assert!(
+            a == b,
+            "{name} differs from what make-fixtures writes: rerun it"
+        );
     }
 }
