@@ -84,6 +84,17 @@ pub fn soup_bin() -> PathBuf {
     binary("soup", &["soup-core/src", "soup-cli/src"])
 }
 
+/// The names of the entries of `dir`, sorted (to check that a command left
+/// nothing behind, or exactly what it should).
+pub fn files_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
 /// A finished command: exit code and both streams as text.
 #[derive(Debug)]
 pub struct Run {

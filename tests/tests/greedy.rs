@@ -8,7 +8,7 @@ use fixtures::{perturb, write_checkpoint, Rng};
 use soup_core::dtype::Accumulator;
 use soup_core::greedy::{greedy_soup, GreedyOptions, GreedyReport};
 use soup_core::{Checkpoint, Control};
-use soup_tests::{fixture, soup, workspace, Run};
+use soup_tests::{files_in, fixture, soup, workspace, Run};
 
 fn path(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
@@ -38,15 +38,6 @@ fn eval_cmd(log: &Path) -> String {
 fn greedy(run: &Run) -> GreedyReport {
     assert_eq!(run.code, 0, "soup failed: {}", run.stderr);
     serde_json::from_str(&run.stdout).expect("merge --greedy --json matches GreedyReport")
-}
-
-fn files_in(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
 }
 
 /// A candidate with the parent's mask that moved far from it (a bad

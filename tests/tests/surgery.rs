@@ -8,7 +8,7 @@ use serde::Deserialize;
 use soup_core::diff::DiffReport;
 use soup_core::surgery::{ApplyMaskReport, EditReport, RelayoutReport};
 use soup_core::{Checkpoint, Control, Dtype};
-use soup_tests::{fixture, soup, Run};
+use soup_tests::{files_in, fixture, soup, Run};
 
 fn path(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
@@ -49,15 +49,6 @@ fn diff(a: &Path, b: &Path, extra: &[&str]) -> (i32, DiffReport) {
         run.code,
         serde_json::from_str(&run.stdout).expect("DiffReport"),
     )
-}
-
-fn files_in(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
 }
 
 #[test]
