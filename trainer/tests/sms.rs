@@ -44,6 +44,15 @@ fn tiny_dataset(dir: &Path) {
     write("t10k", 120);
 }
 
+/// A temporary folder holding the tiny data set in `data/`.
+fn scratch_with_data() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    tiny_dataset(&data);
+    (dir, data)
+}
+
 fn trainer() -> Command {
     Command::new(env!("CARGO_BIN_EXE_trainer"))
 }
@@ -119,10 +128,7 @@ fn json(path: &Path) -> serde_json::Value {
 
 #[test]
 fn pipeline_prunes_on_schedule_keeps_masks_and_averages_candidates() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    std::fs::create_dir(&data).unwrap();
-    tiny_dataset(&data);
+    let (dir, data) = scratch_with_data();
     let run = dir.path().join("run");
     let table = run_sms(&data, &run, &["--baselines", "imp,imp-long,reprune"]);
     for column in [
@@ -250,10 +256,7 @@ fn pipeline_prunes_on_schedule_keeps_masks_and_averages_candidates() {
 
 #[test]
 fn greedy_soup_keeps_only_candidates_that_do_not_lower_validation_accuracy() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    std::fs::create_dir(&data).unwrap();
-    tiny_dataset(&data);
+    let (dir, data) = scratch_with_data();
     let run = dir.path().join("run");
     run_sms(&data, &run, &["--soup", "greedy", "--phases", "1"]);
     let phase = json(&run.join("phase-1/phase.json"));
@@ -296,10 +299,7 @@ fn greedy_soup_keeps_only_candidates_that_do_not_lower_validation_accuracy() {
 
 #[test]
 fn killed_run_resumes_to_the_same_report() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    std::fs::create_dir(&data).unwrap();
-    tiny_dataset(&data);
+    let (dir, data) = scratch_with_data();
     let whole = dir.path().join("whole");
     run_sms(&data, &whole, &[]);
 
@@ -403,10 +403,7 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 
 #[test]
 fn plan_commands_and_parallel_jobs_reproduce_the_run() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    std::fs::create_dir(&data).unwrap();
-    tiny_dataset(&data);
+    let (dir, data) = scratch_with_data();
     let whole = dir.path().join("whole");
     run_sms(&data, &whole, &[]);
 
