@@ -435,3 +435,45 @@ fn plan_commands_and_parallel_jobs_reproduce_the_run() {
     }
     assert_same_report(&whole, &planned);
 }
+
+#[test]
+fn config_file_and_per_candidate_settings_are_applied() {
+    let (dir, data) = scratch_with_data();
+    let config = dir.path().join("sms.toml");
+    std::fs::write(
+        &config,
+        "candidates = 2\nvary = \"lr\"\nvary_values = [0.02, 0.08]\nsoup = \"uniform\"\nphases = 3\n",
+    )
+    .unwrap();
+    let run = dir.path().join("run");
+    // Flags override the file: one phase, not three (the helper's default
+    // flags would override `candidates` too, so it is given again).
+    run_sms(
+        &data,
+        &run,
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--phases",
+            "1",
+            "--candidates",
+            "2",
+        ],
+    );
+    let saved = std::fs::read_to_string(run.join("config.toml")).unwrap();
+    assert!(
+        saved.contains("phases = 1") && saved.contains("candidates = 2"),
+        "{saved}"
+    );
+    for (i, lr) in [0.02, 0.08].into_iter().enumerate() {
+        let c = json(&run.join(format!("phase-1/candidate-{i}.json")));
+        assert_eq!(c["eta_max"].as_f64().unwrap(), lr);
+        // Same seed for both: only the learning rate differs.
+        assert_eq!(c["seed"].as_u64().unwrap(), 0);
+        // ALLR's peak never exceeds the candidate's eta_max.
+        assert!(c["lr_peak"].as_f64().unwrap() <= lr);
+    }
+    let report = json(&run.join("report.json"));
+    assert_eq!(report["phases"].as_array().unwrap().len(), 1);
+    assert!(!run.join("phase-2").exists());
+}

@@ -218,8 +218,11 @@ impl SmsConfig {
             Vary::Seed => {}
             _ if self.vary_values.len() != self.candidates as usize => {
                 return bad(format!(
-                    "--vary {:?} needs one value per candidate: {} given for {} candidates",
-                    self.vary,
+                    "--vary {} needs one value per candidate: {} given for {} candidates",
+                    serde_json::to_value(self.vary)
+                        .expect("serialisable")
+                        .as_str()
+                        .unwrap_or("?"),
                     self.vary_values.len(),
                     self.candidates
                 ))
