@@ -28,14 +28,6 @@ sizes=("$@")
 [ ${#sizes[@]} -gt 0 ] || sizes=(256 1024)
 repeat=${REPEAT:-5}
 
-if [ ! -x /usr/bin/time ]; then
-    echo "installing GNU time (for peak RSS)" >&2
-    if [ "$(id -u)" = 0 ]; then
-        (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq time) >&2
-    else
-        sudo apt-get install -y time >&2
-    fi
-fi
 if [ -z "${SOUP_PYTHON:-}" ]; then
     eval "$(scripts/setup.sh)"
 fi
@@ -44,29 +36,9 @@ if [ -z "${SOUP:-}" ]; then
     SOUP="${CARGO_TARGET_DIR:-$repo/target}/release/soup"
 fi
 
-# On a shared machine, every measured command gets the same raised CPU
-# priority (BENCH_NICE, default -10 when root), so that other users' jobs
-# disturb the comparison less: the nice value of each command and, since
-# Linux shares the CPUs fairly between sessions (autogroups) whatever their
-# nice values, of this script's session. BENCH_NICE=0 turns this off.
-prio=()
-if [ "$(id -u)" = 0 ] && [ "${BENCH_NICE:--10}" != 0 ]; then
-    prio=(nice -n "${BENCH_NICE:--10}")
-    if [ -w /proc/self/autogroup ]; then
-        old_group_nice=$(sed -n 's/.* nice //p' /proc/self/autogroup)
-        echo "${BENCH_NICE:--10}" >/proc/self/autogroup || true
-    fi
-fi
-
-scratch=${BENCH_DIR:-$(mktemp -d /var/tmp/soup-bench.XXXXXX)}
-mkdir -p "$scratch"
-cleanup() {
-    rm -rf "$scratch"
-    if [ -n "${old_group_nice:-}" ]; then
-        echo "$old_group_nice" >/proc/self/autogroup || true
-    fi
-}
-trap cleanup EXIT
+# Priority, scratch folder and GNU time: see bench/common.sh.
+. bench/common.sh
+bench_setup soup-bench
 
 # measure NAME CMD...: runs CMD under /usr/bin/time, appends
 # "NAME seconds peak_kib" to $results.

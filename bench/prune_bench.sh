@@ -14,34 +14,13 @@ reps=${2:-3}
 sparsity=0.9
 eval "$(scripts/setup.sh)"
 py=$SOUP_PYTHON
-if [ ! -x /usr/bin/time ]; then
-    echo "installing GNU time" >&2
-    apt-get install -y -qq time >&2
-fi
 target=${CARGO_TARGET_DIR:-target}
 cargo build --release --bins -p soup-cli >&2
 soup=$target/release/soup
-# On a shared machine every measured command gets the same raised CPU
-# priority (BENCH_NICE, default -10 when root; 0 turns it off), for the
-# command and for this script's session (Linux shares CPUs fairly between
-# session autogroups whatever the nice values), as bench/merge_bench.sh does.
-prio=()
-if [ "$(id -u)" = 0 ] && [ "${BENCH_NICE:--10}" != 0 ]; then
-    prio=(nice -n "${BENCH_NICE:--10}")
-    if [ -w /proc/self/autogroup ]; then
-        old_group_nice=$(sed -n 's/.* nice //p' /proc/self/autogroup)
-        echo "${BENCH_NICE:--10}" >/proc/self/autogroup || true
-    fi
-fi
-work=${WORK:-$(mktemp -d /var/tmp/soup-prune-bench.XXXXXX)}
-mkdir -p "$work"
-cleanup() {
-    rm -rf "$work"
-    if [ -n "${old_group_nice:-}" ]; then
-        echo "$old_group_nice" >/proc/self/autogroup || true
-    fi
-}
-trap cleanup EXIT
+# Priority, scratch folder and GNU time: see bench/common.sh.
+. bench/common.sh
+BENCH_DIR=${WORK:-${BENCH_DIR:-}} bench_setup soup-prune-bench
+work=$scratch
 in=$work/in.safetensors
 out=$work/out.safetensors
 echo "generating a $gib GiB F32 checkpoint in $work" >&2
