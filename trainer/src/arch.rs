@@ -20,7 +20,7 @@ use tch::nn::Path;
 use tch::Tensor;
 
 use crate::error::{Error, Result};
-use crate::layers::{batch_norm, conv2d, linear, BatchNorm, Conv2d, Linear, Mode};
+use crate::layers::{add_relu_, batch_norm, conv2d, linear, BatchNorm, Conv2d, Linear, Mode};
 
 /// An architecture, parsed from its command-line name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,7 +149,7 @@ impl Network for Mlp {
     fn forward(&self, xs: &Tensor, _mode: Mode) -> Tensor {
         let xs = xs.flatten(1, -1);
         self.fc3
-            .forward(&self.fc2.forward(&self.fc1.forward(&xs).relu()).relu())
+            .forward(&self.fc2.forward(&self.fc1.forward(&xs).relu_()).relu_())
     }
 }
 
@@ -163,7 +163,7 @@ impl Network for Cnn {
     fn forward(&self, xs: &Tensor, mode: Mode) -> Tensor {
         let mut xs = xs.shallow_clone();
         for (i, (conv, bn)) in self.convs.iter().enumerate() {
-            xs = bn.forward(&conv.forward(&xs), mode).relu();
+            xs = bn.forward_relu(&conv.forward(&xs), mode);
             if i < 2 {
                 xs = xs.max_pool2d([2], [2], [0], [1], false);
             }
@@ -221,16 +221,17 @@ impl Block {
         let last = self.convs.len() - 1;
         let mut ys = xs.shallow_clone();
         for (i, (conv, bn)) in self.convs.iter().enumerate() {
-            ys = bn.forward(&conv.forward(&ys), mode);
-            if i < last {
-                ys = ys.relu();
-            }
+            ys = if i < last {
+                bn.forward_relu(&conv.forward(&ys), mode)
+            } else {
+                bn.forward(&conv.forward(&ys), mode)
+            };
         }
         let shortcut = match &self.downsample {
             Some((conv, bn)) => bn.forward(&conv.forward(xs), mode),
             None => xs.shallow_clone(),
         };
-        (ys + shortcut).relu()
+        add_relu_(ys, &shortcut)
     }
 }
 
@@ -289,7 +290,7 @@ impl ResNet {
 
 impl Network for ResNet {
     fn forward(&self, xs: &Tensor, mode: Mode) -> Tensor {
-        let mut xs = self.bn1.forward(&self.conv1.forward(xs), mode).relu();
+        let mut xs = self.bn1.forward_relu(&self.conv1.forward(xs), mode);
         if self.stem_pool {
             xs = xs.max_pool2d([3], [2], [1], [1], false);
         }
@@ -313,14 +314,15 @@ struct WrnBlock {
 
 impl WrnBlock {
     fn forward(&self, xs: &Tensor, mode: Mode) -> Tensor {
-        let act = self.bn1.forward(xs, mode).relu();
+        let act = self.bn1.forward_relu(xs, mode);
         let ys = self.conv1.forward(&act);
-        let ys = self.conv2.forward(&self.bn2.forward(&ys, mode).relu());
-        match &self.shortcut {
+        let mut ys = self.conv2.forward(&self.bn2.forward_relu(&ys, mode));
+        let _ = match &self.shortcut {
             // When the shape changes, the shortcut taps the activated input.
-            Some(conv) => ys + conv.forward(&act),
-            None => ys + xs,
-        }
+            Some(conv) => ys.g_add_(&conv.forward(&act)),
+            None => ys.g_add_(xs),
+        };
+        ys
     }
 }
 
@@ -368,7 +370,7 @@ impl Network for Wrn {
         for block in &self.blocks {
             xs = block.forward(&xs, mode);
         }
-        let xs = self.bn1.forward(&xs, mode).relu();
+        let xs = self.bn1.forward_relu(&xs, mode);
         self.fc
             .forward(&xs.adaptive_avg_pool2d([1, 1]).flatten(1, -1))
     }

@@ -169,4 +169,20 @@ impl BatchNorm {
             true,
         )
     }
+
+    /// `relu(self.forward(xs, mode))`, with the ReLU applied in place: batch
+    /// norm's backward pass needs its input, not its output, so the output
+    /// buffer can be reused and one activation-sized tensor per layer is
+    /// neither allocated nor written.
+    pub fn forward_relu(&self, xs: &Tensor, mode: Mode) -> Tensor {
+        self.forward(xs, mode).relu_()
+    }
+}
+
+/// `relu(ys + other)`, adding and rectifying in `ys`'s buffer. `ys` must be a
+/// fresh result whose value no backward function needs (a convolution's or
+/// batch norm's output), as in the residual sum of a ResNet block.
+pub fn add_relu_(mut ys: Tensor, other: &Tensor) -> Tensor {
+    let _ = ys.g_add_(other);
+    ys.relu_()
 }

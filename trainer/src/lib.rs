@@ -37,6 +37,7 @@ pub mod model;
 pub mod optim;
 pub mod rng;
 pub mod run;
+pub mod runtime;
 pub mod schedule;
 pub mod sms;
 pub mod train;

@@ -162,6 +162,7 @@ fn parse_shape(s: &str) -> Result<[i64; 3], String> {
 }
 
 fn main() -> ExitCode {
+    trainer::runtime::keep_freed_memory();
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
