@@ -6,9 +6,10 @@
 //! the top of the heap is handed back soon after. A training step allocates
 //! and frees the same activation and gradient buffers every iteration, so
 //! each step then pays for tens of thousands of page faults (the kernel
-//! zeroes every page again): measured on `resnet20` with batch 128, about
-//! 38,000 minor faults per step, against almost none once the heap keeps
-//! its memory. The price is that the process holds on to its peak memory,
+//! zeroes every page again): measured on `resnet20` with batch 128 and 2
+//! threads, about 27,000 minor faults per step (`/usr/bin/time` over 5 and
+//! 25 steps of `trainer bench`), against none once the heap keeps its
+//! memory. The price is that the process holds on to its peak memory,
 //! as PyTorch's own GPU allocator does.
 
 /// Largest block glibc accepts as its mmap threshold on 64-bit systems
