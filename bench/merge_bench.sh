@@ -29,7 +29,7 @@ sizes=("$@")
 repeat=${REPEAT:-5}
 
 if [ -z "${SOUP_PYTHON:-}" ]; then
-    eval "$(scripts/setup.sh)"
+    eval "$(scripts/setup.sh --full)"
 fi
 if [ -z "${SOUP:-}" ]; then
     cargo build --release --locked -p soup-cli >&2

@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 gib=${1:-1}
 reps=${2:-3}
 sparsity=0.9
-eval "$(scripts/setup.sh)"
+eval "$(scripts/setup.sh --full)"
 py=$SOUP_PYTHON
 target=${CARGO_TARGET_DIR:-target}
 cargo build --release --bins -p soup-cli >&2

@@ -2,7 +2,8 @@
 # The main job: the sparse-model-soup pipeline on Fashion-MNIST with the small
 # `cnn`, three prune-retrain phases to 90% sparsity, three candidates per
 # phase, and the IMP baseline; prints the results table at the end.
-# Installs what it needs on first use (scripts/setup.sh). Rerunning resumes
+# Installs what it needs on first use (scripts/setup.sh: the CPU-only libtorch
+# unless SOUP_TORCH=full, which a GPU needs). Rerunning resumes
 # the run in runs/demo; extra arguments are passed to `trainer sms`.
 set -euo pipefail
 cd "$(dirname "$0")/.."

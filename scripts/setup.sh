@@ -1,27 +1,51 @@
 #!/usr/bin/env bash
 # Installs, once per machine, everything the project needs outside Cargo:
-#   - a Python virtual environment with numpy, safetensors and PyTorch 2.13.0
-#     (whose `torch/` folder is the libtorch that tch 0.26 links against),
+#   - libtorch for tch 0.26: PyPI's torch 2.13.0 wheel in a Python virtual
+#     environment, whose `torch/` folder is the libtorch the trainer links,
 #   - Debian's Fashion-MNIST package (the trainer's default dataset).
 # It prints shell `export` lines for the environment it set up, so callers can
 # `eval "$(scripts/setup.sh)"`. Everything else goes to standard error.
 #
+# usage: scripts/setup.sh [--full]      (or SOUP_TORCH=full scripts/setup.sh)
+#
+# PyPI serves only the CUDA build of torch 2.13.0 on Linux. Two installs:
+#   - default, CPU (about 1.2 GB): the torch wheel without its dependencies,
+#     plus the two NVIDIA libraries libtorch_cpu itself loads (the CUDA runtime
+#     and CUPTI). The trainer then links only libtorch's CPU half and runs on
+#     the CPU. Python cannot `import torch` from this install.
+#   - --full (about 5 GB): the wheel with all its NVIDIA dependencies, and
+#     torchvision. Needed for GPUs (the trainer links libtorch's CUDA half when
+#     cuDNN is present; see trainer/build.rs) and for the Python references the
+#     tests and benchmarks compare against; scripts/test.sh asks for it.
+# Both share one environment, so the libtorch path compiled into binaries
+# stays the same: --full upgrades a CPU install in place, and a CPU request
+# finds a full install good enough. SOUP_PYTHON, the interpreter with torch,
+# numpy and safetensors, is exported only when the install is full.
+#
 # The cache lives in ${SOUP_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/sparse-model-soups}
 # and is shared by every clone on the machine.
-#
-# PyPI serves only the CUDA build of torch 2.13.0 on Linux. Its full install
-# (about 5 GB with the NVIDIA libraries) is what both users of it need: tch
-# links libtorch_cpu and libtorch_cuda (the trainer then runs on the CPU when
-# there is no GPU, and on the GPU when there is one), and Python's
-# `import torch` needs cuDNN, cuBLAS and NCCL to be present even on a CPU.
 set -euo pipefail
 
 TORCH_VERSION=2.13.0
 TORCHVISION_VERSION=0.28.0
+# What libtorch_cpu.so needs besides itself (readelf -d: libcudart.so.13,
+# libcupti.so.13), at the versions torch 2.13.0 pins.
+CPU_EXTRAS=(nvidia-cuda-runtime==13.0.96 nvidia-cuda-cupti==13.0.85)
+mode=${SOUP_TORCH:-cpu}
+for arg in "$@"; do
+    case $arg in
+        --full) mode=full ;;
+        *) printf 'setup: unknown argument %s (usage: scripts/setup.sh [--full])\n' "$arg" >&2; exit 2 ;;
+    esac
+done
+case $mode in
+    cpu | full) ;;
+    *) printf 'setup: SOUP_TORCH must be cpu or full, not %s\n' "$mode" >&2; exit 2 ;;
+esac
 cache="${SOUP_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/sparse-model-soups}"
-# The "-cpu" suffix is historical (an earlier slim install); the name is kept
-# so that existing caches, and the run paths built into trainer binaries,
-# stay valid.
+# The "-cpu" suffix is historical (the first install was CPU-only); the name
+# is kept so that existing caches, and the run paths built into trainer
+# binaries, stay valid.
 venv="$cache/venv-torch-$TORCH_VERSION-cpu"
 log() { printf 'setup: %s\n' "$*" >&2; }
 
@@ -39,10 +63,14 @@ if [ ! -f "$venv/.complete" ]; then
     touch "$venv/.complete"
 fi
 
-# The full torch and torchvision wheels with their dependencies. This also
-# upgrades an environment left by the earlier slim install.
-if [ ! -f "$venv/.torch-full" ]; then
-    log "installing torch $TORCH_VERSION and torchvision $TORCHVISION_VERSION (first use only; a few GB)"
+if [ "$mode" = cpu ] && [ ! -f "$venv/.torch-full" ] && [ ! -f "$venv/.torch-cpu" ]; then
+    log "installing torch $TORCH_VERSION for the CPU (first use only; about 1.2 GB; SOUP_TORCH=full for GPUs)"
+    "$venv/bin/python" -m pip install --quiet --no-deps "torch==$TORCH_VERSION" "${CPU_EXTRAS[@]}" >&2
+    touch "$venv/.torch-cpu"
+fi
+# The full wheels with their dependencies; this also completes a CPU install.
+if [ "$mode" = full ] && [ ! -f "$venv/.torch-full" ]; then
+    log "installing torch $TORCH_VERSION and torchvision $TORCHVISION_VERSION with CUDA libraries (first use only; about 5 GB)"
     "$venv/bin/python" -m pip install --quiet "torch==$TORCH_VERSION" "torchvision==$TORCHVISION_VERSION" >&2
     "$venv/bin/python" -c 'import torch, torchvision' >&2
     touch "$venv/.torch-full"
@@ -60,4 +88,6 @@ fi
 
 site=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 printf 'export LIBTORCH=%q\n' "$site/torch"
-printf 'export SOUP_PYTHON=%q\n' "$venv/bin/python"
+if [ -f "$venv/.torch-full" ]; then
+    printf 'export SOUP_PYTHON=%q\n' "$venv/bin/python"
+fi

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: installs what the tests need on first use
-# (scripts/setup.sh), then builds and tests every crate of the workspace.
+# (scripts/setup.sh --full: the Python references the tests compare against
+# need the complete PyTorch install), then builds and tests every crate of
+# the workspace.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-eval "$(scripts/setup.sh)"
+eval "$(scripts/setup.sh --full)"
 # Tests that need Python (interoperability, parity with PyTorch) fail rather
 # than skip when this is set.
 export SOUP_REQUIRE_PYTHON=1

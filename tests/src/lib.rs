@@ -1,6 +1,6 @@
 //! Helpers for the end-to-end tests in `tests/tests/`: locating the built
 //! binaries, running them, and reaching the Python environment that
-//! `scripts/setup.sh` installs.
+//! `scripts/setup.sh --full` installs.
 //!
 //! The binaries belong to other packages, so Cargo does not hand their paths
 //! to these tests. They are looked up next to the test executable
@@ -130,7 +130,7 @@ where
 }
 
 /// The Python interpreter of the project's environment (`SOUP_PYTHON`, set
-/// by `scripts/setup.sh`). `None` means: skip this test. When
+/// by `scripts/setup.sh --full`). `None` means: skip this test. When
 /// `SOUP_REQUIRE_PYTHON=1` (as in `scripts/test.sh` and CI) a missing
 /// interpreter fails the test instead.
 pub fn python() -> Option<PathBuf> {

@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 rounds=${1:-5}
 threads=${2:-2}
-eval "$(scripts/setup.sh)"
+eval "$(scripts/setup.sh --full)"
 cargo build -q --release -p trainer
 bin="${CARGO_TARGET_DIR:-target}/release/trainer"
 py=trainer/python/bench_step.py

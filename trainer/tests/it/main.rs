@@ -70,9 +70,9 @@ pub fn python(test: &str) -> Option<PathBuf> {
         _ => {
             assert!(
                 std::env::var("SOUP_REQUIRE_PYTHON").as_deref() != Ok("1"),
-                "{test}: SOUP_PYTHON is unset but SOUP_REQUIRE_PYTHON=1; run `eval \"$(scripts/setup.sh)\"`"
+                "{test}: SOUP_PYTHON is unset but SOUP_REQUIRE_PYTHON=1; run `eval \"$(scripts/setup.sh --full)\"`"
             );
-            eprintln!("skipping {test}: SOUP_PYTHON is unset (see scripts/setup.sh)");
+            eprintln!("skipping {test}: SOUP_PYTHON is unset (scripts/setup.sh --full sets it)");
             None
         }
     }
