@@ -24,7 +24,14 @@ fn ok(args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// Two epochs of `cnn` on `data`, on the CPU with one thread unless `extra`
+/// names another `--threads`.
 fn tiny_train(data: &Path, out: &Path, extra: &[&str]) {
+    let threads = if extra.contains(&"--threads") {
+        &[][..]
+    } else {
+        &["--threads", "1"][..]
+    };
     let mut args = vec![
         "train",
         "--data",
@@ -39,11 +46,10 @@ fn tiny_train(data: &Path, out: &Path, extra: &[&str]) {
         "0.05",
         "--device",
         "cpu",
-        "--threads",
-        "1",
         "--out",
         out.to_str().unwrap(),
     ];
+    args.extend_from_slice(threads);
     args.extend_from_slice(extra);
     ok(&args);
 }
@@ -62,6 +68,16 @@ fn train_writes_a_run_folder_and_is_deterministic_on_cpu() {
         fs::read(b.join("final.safetensors")).unwrap(),
     );
     assert_eq!(ca, cb, "two runs with one seed differ");
+    // The same holds with two threads: libtorch splits work by thread count,
+    // not by timing.
+    let (d, e) = (tmp.path().join("d"), tmp.path().join("e"));
+    tiny_train(&data, &d, &["--threads", "2"]);
+    tiny_train(&data, &e, &["--threads", "2"]);
+    assert_eq!(
+        fs::read(d.join("final.safetensors")).unwrap(),
+        fs::read(e.join("final.safetensors")).unwrap(),
+        "two 2-thread runs with one seed differ"
+    );
 
     let metrics: Vec<EpochMetrics> = fs::read_to_string(a.join("metrics.jsonl"))
         .unwrap()
