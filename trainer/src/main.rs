@@ -61,6 +61,10 @@ struct TrainArgs {
     /// Run folder to create (config.toml, metrics.jsonl, final.safetensors).
     #[arg(long)]
     out: PathBuf,
+    /// Continue the run in --out after its last finished epoch (give the
+    /// same settings; only --device and --threads may change).
+    #[arg(long)]
+    resume: bool,
     /// Data set: `fashion-mnist` or a folder of IDX or CIFAR binary files.
     #[arg(long)]
     data: Option<String>,
@@ -197,7 +201,7 @@ fn run(cli: Cli) -> Result<()> {
             } else {
                 Progress::Lines
             };
-            let m = run_training(&cfg, &a.out, progress)
+            let m = run_training(&cfg, &a.out, progress, a.resume)
                 .with_context(|| format!("run {}", a.out.display()))?;
             println!("{}", serde_json::to_string(&m)?);
         }

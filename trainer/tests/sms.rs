@@ -304,25 +304,12 @@ fn killed_run_resumes_to_the_same_report() {
     run_sms(&data, &whole, &[]);
 
     let killed = dir.path().join("killed");
-    let mut child = trainer()
-        .args(sms_args(&data, &killed, &[]))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    // Kill it in the middle of the first phase, right after a candidate.
+    // Kill it during dense pretraining, once its first epoch is saved, then
+    // again in the middle of the first phase, right after a candidate.
+    kill_when(&data, &killed, &killed.join("dense/resume.safetensors"));
+    assert!(!killed.join("dense/final.safetensors").exists());
     let marker = killed.join("phase-1/candidate-1.safetensors");
-    let start = Instant::now();
-    while !marker.exists() {
-        assert!(start.elapsed() < Duration::from_secs(300), "no progress");
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "finished before it could be killed"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    kill_when(&data, &killed, &marker);
     assert!(!killed.join("report.json").exists());
     let before = std::fs::metadata(&marker).unwrap().modified().unwrap();
 
@@ -341,6 +328,28 @@ fn killed_run_resumes_to_the_same_report() {
             Checkpoint::open(&p).unwrap_or_else(|e| panic!("{e}"));
         }
     }
+}
+
+/// Starts the test's `trainer sms` run in `run` and kills it with SIGKILL as
+/// soon as `marker` exists.
+fn kill_when(data: &Path, run: &Path, marker: &Path) {
+    let mut child = trainer()
+        .args(sms_args(data, run, &[]))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !marker.exists() {
+        assert!(start.elapsed() < Duration::from_secs(300), "no progress");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "finished before it could be killed"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
 }
 
 /// The reports of two runs agree: every accuracy, count, name and path

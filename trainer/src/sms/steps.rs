@@ -287,11 +287,9 @@ impl Session {
                     "dense: pretraining {} for {} epochs",
                     self.cfg.model, self.cfg.pretrain_epochs
                 ));
-                // A dense run that did not finish is started over.
+                // A dense run that did not finish continues after its last
+                // finished epoch.
                 let dir = self.layout.dense_dir();
-                if dir.exists() {
-                    std::fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-                }
                 let tc = TrainConfig {
                     data: self.cfg.data.clone(),
                     model: self.cfg.model.clone(),
@@ -313,7 +311,7 @@ impl Session {
                     (false, true) => Progress::Lines,
                     _ => Progress::Quiet,
                 };
-                run_training(&tc, &dir, progress)?;
+                run_training(&tc, &dir, progress, true)?;
             }
         }
         let info_path = self.layout.dense_eval();

@@ -2,7 +2,8 @@
 
 use std::fs;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use trainer::run::EpochMetrics;
 use trainer::EvalReport;
@@ -143,6 +144,116 @@ fn train_writes_a_run_folder_and_is_deterministic_on_cpu() {
     ]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("already holds a run"));
+}
+
+/// Arguments of a one-thread `cnn` run of `epochs` epochs on `data` into `out`.
+fn run_args(data: &Path, out: &Path, epochs: u32) -> Vec<String> {
+    let epochs = epochs.to_string();
+    [
+        "train",
+        "--data",
+        data.to_str().unwrap(),
+        "--model",
+        "cnn",
+        "--epochs",
+        &epochs,
+        "--batch-size",
+        "16",
+        "--lr",
+        "0.05",
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
+        "--out",
+        out.to_str().unwrap(),
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+fn strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
+
+#[test]
+fn a_killed_run_resumes_to_the_same_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    fs::create_dir(&data).unwrap();
+    crate::write_idx_folder(&data, 120, 40, 12);
+    let whole = tmp.path().join("whole");
+    ok(&strs(&run_args(&data, &whole, 6)));
+
+    // Kill a second run with SIGKILL once its first epoch is saved.
+    let killed = tmp.path().join("killed");
+    let args = run_args(&data, &killed, 6);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_trainer"))
+        .args(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let state = killed.join("resume.safetensors");
+    let start = Instant::now();
+    while !state.exists() {
+        assert!(start.elapsed() < Duration::from_secs(120), "no progress");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "finished before it could be killed"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!killed.join("final.safetensors").exists());
+
+    // The folder is not reused by accident, nor resumed with other settings.
+    let out = trainer(&strs(&args));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--resume continues it"));
+    let mut other = run_args(&data, &killed, 7);
+    other.push("--resume".into());
+    let out = trainer(&strs(&other));
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("epochs = 7 (run: epochs = 6)"), "{err}");
+    assert!(
+        state.exists(),
+        "a refused resume must leave the state alone"
+    );
+
+    let mut resume = args.clone();
+    resume.push("--resume".into());
+    ok(&strs(&resume));
+    assert_eq!(
+        fs::read(killed.join("final.safetensors")).unwrap(),
+        fs::read(whole.join("final.safetensors")).unwrap(),
+        "the resumed run trained differently"
+    );
+    assert!(
+        !state.exists(),
+        "the state is removed once the run finishes"
+    );
+    let metrics = |dir: &Path| -> Vec<EpochMetrics> {
+        fs::read_to_string(dir.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| EpochMetrics {
+                time_s: 0.0,
+                ..serde_json::from_str(l).unwrap()
+            })
+            .collect()
+    };
+    assert_eq!(metrics(&killed), metrics(&whole));
+    assert_eq!(metrics(&whole).len(), 6);
+
+    // Resuming a finished run reports its last epoch and trains nothing.
+    let fin = killed.join("final.safetensors");
+    let before = fs::metadata(&fin).unwrap().modified().unwrap();
+    let last: EpochMetrics = serde_json::from_str(&ok(&strs(&resume))).unwrap();
+    assert_eq!(last.epoch, 6);
+    assert_eq!(fs::metadata(&fin).unwrap().modified().unwrap(), before);
 }
 
 #[test]
