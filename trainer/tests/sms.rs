@@ -486,3 +486,60 @@ fn config_file_and_per_candidate_settings_are_applied() {
     assert_eq!(report["phases"].as_array().unwrap().len(), 1);
     assert!(!run.join("phase-2").exists());
 }
+
+#[test]
+fn weight_decay_and_retrain_length_vary_per_candidate() {
+    let (dir, data) = scratch_with_data();
+    let one_phase = ["--phases", "1", "--candidates", "2"];
+
+    // Weight decay: 0 against a strong 0.05, same seed and length.
+    let wd = dir.path().join("wd");
+    let mut args = one_phase.to_vec();
+    args.extend(["--vary", "weight-decay", "--vary-values", "0,0.05"]);
+    run_sms(&data, &wd, &args);
+    let norm = |i: u32| -> f64 {
+        let ck = Checkpoint::open(wd.join(format!("phase-1/candidate-{i}.safetensors"))).unwrap();
+        prunable(&ck)
+            .iter()
+            .flat_map(|n| f32s(&ck, n))
+            .map(|x| f64::from(x) * f64::from(x))
+            .sum::<f64>()
+            .sqrt()
+    };
+    let (c0, c1) = (
+        json(&wd.join("phase-1/candidate-0.json")),
+        json(&wd.join("phase-1/candidate-1.json")),
+    );
+    assert_eq!(c0["weight_decay"].as_f64().unwrap(), 0.0);
+    assert_eq!(c1["weight_decay"].as_f64().unwrap(), 0.05);
+    assert_eq!(c0["seed"], c1["seed"]);
+    assert_eq!(c0["iterations"], c1["iterations"]);
+    // The decay was applied: it shrank the weights.
+    assert!(norm(1) < norm(0) * 0.99, "{} vs {}", norm(1), norm(0));
+
+    // Retraining length: one epoch against two, from the same dense
+    // parent (--from skips pretraining). The candidates' batch-norm step
+    // counters differ; a greedy soup still merges them.
+    let len = dir.path().join("len");
+    let dense = wd.join("dense/final.safetensors");
+    let mut args = one_phase.to_vec();
+    args.extend(["--vary", "retrain-length", "--vary-values", "1,2"]);
+    args.extend(["--soup", "greedy"]);
+    args.extend(["--from", dense.to_str().unwrap()]);
+    run_sms(&data, &len, &args);
+    let (c0, c1) = (
+        json(&len.join("phase-1/candidate-0.json")),
+        json(&len.join("phase-1/candidate-1.json")),
+    );
+    assert_eq!(c0["epochs"].as_f64().unwrap(), 1.0);
+    assert_eq!(c1["epochs"].as_f64().unwrap(), 2.0);
+    let (i0, i1) = (
+        c0["iterations"].as_u64().unwrap(),
+        c1["iterations"].as_u64().unwrap(),
+    );
+    assert!(i0 > 0 && i1 == 2 * i0, "{i0} and {i1} iterations");
+    assert_eq!(c0["weight_decay"], c1["weight_decay"]);
+    // The soup of the two still has the parent's sparsity.
+    let row = &json(&len.join("report.json"))["phases"][0];
+    assert_eq!(row["sparsity"], row["parent_sparsity"]);
+}

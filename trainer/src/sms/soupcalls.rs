@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 
 use soup_core::greedy::{greedy_soup, GreedyOptions};
 use soup_core::prune::{PruneOptions, Scope};
-use soup_core::{Checkpoint, Control, MaskPolicy, MergeOptions, OutputOptions, Selection};
+use soup_core::{
+    Checkpoint, Control, IntPolicy, MaskPolicy, MergeOptions, OutputOptions, Selection,
+};
 
 use crate::error::{Error, Result};
 use crate::sms::steps::Trial;
@@ -53,18 +55,30 @@ pub fn check_masks(candidates: &[PathBuf], parent: &Path, prunable: &[String]) -
     )))
 }
 
-/// The mean of `inputs` into `output` (replacing a leftover from an
-/// interrupted attempt). `mask_policy` defaults to refusing differing masks.
-pub fn merge(inputs: &[PathBuf], output: &Path, mask_policy: Option<MaskPolicy>) -> Result<()> {
-    let checkpoints = open_all(inputs)?;
-    let options = MergeOptions {
-        mask_policy: mask_policy.unwrap_or_default(),
+/// How the trainer merges checkpoints: uniformly, into one file that
+/// replaces a leftover from an interrupted attempt, with `mask_policy`.
+///
+/// The models' only integer tensors are batch norm's `num_batches_tracked`
+/// counters, which differ when candidates train for different numbers of
+/// steps (`--vary retrain-length`); a soup takes the first input's, and
+/// batch-norm recalibration then resets and recounts them.
+fn merge_options(mask_policy: MaskPolicy) -> MergeOptions {
+    MergeOptions {
+        mask_policy,
+        int_policy: IntPolicy::First,
         output: OutputOptions {
             shard_size: None,
             force: true,
         },
         ..MergeOptions::default()
-    };
+    }
+}
+
+/// The mean of `inputs` into `output`. `mask_policy` defaults to refusing
+/// differing masks.
+pub fn merge(inputs: &[PathBuf], output: &Path, mask_policy: Option<MaskPolicy>) -> Result<()> {
+    let checkpoints = open_all(inputs)?;
+    let options = merge_options(mask_policy.unwrap_or_default());
     soup_core::merge(&checkpoints, output, &options, &Control::default())?;
     Ok(())
 }
@@ -110,13 +124,7 @@ pub fn greedy(
     let options = GreedyOptions {
         strict,
         scores: Some(scores.to_vec()),
-        merge: MergeOptions {
-            output: OutputOptions {
-                shard_size: None,
-                force: true,
-            },
-            ..MergeOptions::default()
-        },
+        merge: merge_options(MaskPolicy::default()),
     };
     let mut scorer = |p: &Path| -> soup_core::Result<f64> {
         score(p).map_err(|e| soup_core::Error::Evaluator(e.to_string()))
