@@ -3,8 +3,11 @@
 #   - libtorch for tch 0.26: PyPI's torch 2.13.0 wheel in a Python virtual
 #     environment, whose `torch/` folder is the libtorch the trainer links,
 #   - Debian's Fashion-MNIST package (the trainer's default dataset).
-# It prints shell `export` lines for the environment it set up, so callers can
-# `eval "$(scripts/setup.sh)"`. Everything else goes to standard error.
+# It links this clone's .libtorch to that torch/ folder (.cargo/config.toml
+# hands the link to Cargo as LIBTORCH, so `cargo build` needs no environment
+# variables), and prints shell `export` lines for the environment it set up,
+# so callers can `eval "$(scripts/setup.sh)"`. Everything else goes to
+# standard error.
 #
 # usage: scripts/setup.sh [--full]      (or SOUP_TORCH=full scripts/setup.sh)
 #
@@ -87,7 +90,12 @@ if [ ! -d /usr/share/datasets/fashion-mnist ]; then
 fi
 
 site=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
-printf 'export LIBTORCH=%q\n' "$site/torch"
+# This clone's link to libtorch, which .cargo/config.toml hands to Cargo as
+# LIBTORCH; the export below names the same path, so builds with and without
+# it agree and nothing is rebuilt when switching between them.
+repo=$(cd "$(dirname "$0")/.." && pwd)
+ln -sfn "$site/torch" "$repo/.libtorch"
+printf 'export LIBTORCH=%q\n' "$repo/.libtorch"
 if [ -f "$venv/.torch-full" ]; then
     printf 'export SOUP_PYTHON=%q\n' "$venv/bin/python"
 fi
