@@ -151,11 +151,16 @@ pub fn run_training(
         )));
     }
     history.truncate(done as usize);
-    let mut metrics = fs::File::create(&metrics_path).map_err(|e| Error::io(&metrics_path, e))?;
-    for m in &history {
-        let line = serde_json::to_string(m).expect("metrics serialise");
-        writeln!(metrics, "{line}").map_err(|e| Error::io(&metrics_path, e))?;
-    }
+    // Replaced atomically, so a kill now cannot lose the finished epochs.
+    let kept: String = history
+        .iter()
+        .map(|m| serde_json::to_string(m).expect("metrics serialise") + "\n")
+        .collect();
+    checkpoint::write_atomic(&metrics_path, kept.as_bytes())?;
+    let mut metrics = fs::OpenOptions::new()
+        .append(true)
+        .open(&metrics_path)
+        .map_err(|e| Error::io(&metrics_path, e))?;
     if done > 0 && progress != Progress::Quiet {
         eprintln!(
             "resuming {} after epoch {done}/{}",
