@@ -136,3 +136,71 @@ impl Sgd {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::{Device, Kind};
+
+    /// Three steps with fixed gradients against `torch.optim.SGD`'s update
+    /// (dampening 0) written out in f64.
+    fn follows_torch(momentum: f64, weight_decay: f64) {
+        let vs = VarStore::new(Device::Cpu);
+        let w0 = [0.5f32, -1.25, 2.0];
+        let w = vs.root().var_copy("w", &Tensor::from_slice(&w0));
+        let config = SgdConfig::new(momentum, weight_decay);
+        let mut opt = Sgd::new(&vs, config);
+        let grads = [[0.1f32, -0.2, 0.3], [0.05, 0.4, -0.1], [-0.3, 0.0, 0.2]];
+        let lrs = [0.1, 0.05, 0.2];
+        let mut want = w0.map(f64::from);
+        let mut buf: Option<[f64; 3]> = None;
+        for (g, lr) in grads.iter().zip(lrs) {
+            // The gradient of sum(w * g) is g.
+            let loss = (&w * Tensor::from_slice(g)).sum(Kind::Float);
+            opt.set_lr(lr);
+            opt.backward_step(&loss);
+
+            let d: [f64; 3] = std::array::from_fn(|i| f64::from(g[i]) + weight_decay * want[i]);
+            let b = match buf {
+                None => d,
+                Some(b) => std::array::from_fn(|i| momentum * b[i] + d[i]),
+            };
+            buf = Some(b);
+            for i in 0..3 {
+                let step = if config.nesterov {
+                    d[i] + momentum * b[i]
+                } else if momentum != 0.0 {
+                    b[i]
+                } else {
+                    d[i]
+                };
+                want[i] -= lr * step;
+            }
+            let got = Vec::<f32>::try_from(&w.detach()).unwrap();
+            for i in 0..3 {
+                assert!(
+                    (f64::from(got[i]) - want[i]).abs() < 1e-6,
+                    "momentum {momentum}, weight decay {weight_decay}: {got:?} against {want:?}"
+                );
+            }
+        }
+        let kept = Vec::<f32>::try_from(opt.params[0].momentum_buffer.as_ref().unwrap()).unwrap();
+        let b = buf.unwrap();
+        for i in 0..3 {
+            assert!(
+                (f64::from(kept[i]) - b[i]).abs() < 1e-6,
+                "{kept:?} against {b:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn nesterov_momentum_with_weight_decay_follows_torch() {
+        follows_torch(0.9, 0.05);
+    }
+
+    #[test]
+    fn plain_momentum_follows_torch() {
+        follows_torch(0.9, 0.0);
+    }
+}

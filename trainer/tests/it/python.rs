@@ -46,12 +46,28 @@ fn checkpoints_load_strictly_into_pytorch_and_torchvision() {
 
 /// Runs `steps` SGD steps in the trainer and has parity.py repeat them in
 /// PyTorch from the same weights and batch.
+///
+/// The tests take one step, as the forward and backward passes of the first
+/// step run the same kernels on both sides and agree to the bit; the weights
+/// then differ only by the rounding of the SGD update (the trainer rounds
+/// `g + wd * w` twice where PyTorch fuses it). From the second step on, a
+/// pre-activation within that rounding of zero can open a different ReLU
+/// gate, which moves whole gradient entries: resnet20 after two steps agrees
+/// to 3e-6 for some batches and to 5e-4 for others. Later steps' momentum
+/// arithmetic is checked against the formula in src/optim.rs.
 fn parity(arch: &str, input: [i64; 3], steps: usize) {
     let Some(py) = crate::python(&format!("parity_{arch}")) else {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
+    // One thread here and in parity.py. In the channels-last layout the
+    // result depends on the thread count by more than the tolerance
+    // (PyTorch alone, resnet20 after two steps: 4e-3 between 1 and 2
+    // threads), and without a pin this test thread's count could differ from
+    // the Python process's. The setting is per thread (OpenMP's and MKL's
+    // thread-local limits), so tests running beside this one do not change it.
+    tch::set_num_threads(1);
     tch::manual_seed(42);
     let spec = ModelSpec {
         num_classes: 10,
@@ -125,10 +141,10 @@ fn parity(arch: &str, input: [i64; 3], steps: usize) {
 
 #[test]
 fn parity_with_pytorch_cnn() {
-    parity("cnn", [1, 28, 28], 2);
+    parity("cnn", [1, 28, 28], 1);
 }
 
 #[test]
 fn parity_with_pytorch_resnet20() {
-    parity("resnet20", [3, 32, 32], 2);
+    parity("resnet20", [3, 32, 32], 1);
 }
