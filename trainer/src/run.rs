@@ -235,9 +235,7 @@ pub fn run_training(
         }
         last = Some(m);
     }
-    metrics
-        .sync_all()
-        .map_err(|e| Error::io(&metrics_path, e))?;
+    // Every epoch's line is already synced.
     model.save(&out.join(files::FINAL))?;
     if resume_path.exists() {
         fs::remove_file(&resume_path).map_err(|e| Error::io(&resume_path, e))?;

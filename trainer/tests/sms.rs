@@ -3,45 +3,30 @@
 //! averages of their candidates, greedy choices, and resuming after a kill.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use soup_core::{check_masks, Checkpoint, Control, Selection};
+
+mod support;
 
 /// Writes a four-class 28x28 IDX data set: each class lights one quadrant,
 /// with noise, so a small network learns it in an epoch.
 fn tiny_dataset(dir: &Path) {
     let mut state = 12345u64;
-    let mut next = move || {
+    let mut pixel = move |class: usize, y: usize, x: usize| {
         state ^= state << 13;
         state ^= state >> 7;
         state ^= state << 17;
-        state
-    };
-    let mut write = |name: &str, n: usize| {
-        let mut images = vec![0, 0, 8, 3];
-        for d in [n, 28, 28] {
-            images.extend_from_slice(&(d as u32).to_be_bytes());
+        let noise = (state % 60) as u8;
+        let inside = y / 14 == class / 2 && x / 14 == class % 2;
+        if inside {
+            150 + noise
+        } else {
+            noise
         }
-        let mut labels = vec![0, 0, 8, 1];
-        labels.extend_from_slice(&(n as u32).to_be_bytes());
-        for i in 0..n {
-            let class = i % 4;
-            labels.push(class as u8);
-            let (qy, qx) = (class / 2, class % 2);
-            for y in 0..28 {
-                for x in 0..28 {
-                    let inside = y / 14 == qy && x / 14 == qx;
-                    let noise = (next() % 60) as u8;
-                    images.push(if inside { 150 + noise } else { noise });
-                }
-            }
-        }
-        std::fs::write(dir.join(format!("{name}-images-idx3-ubyte")), images).unwrap();
-        std::fs::write(dir.join(format!("{name}-labels-idx1-ubyte")), labels).unwrap();
     };
-    write("train", 400);
-    write("t10k", 120);
+    support::write_idx(dir, "train", 400, 28, &mut pixel);
+    support::write_idx(dir, "t10k", 120, 28, &mut pixel);
 }
 
 /// A temporary folder holding the tiny data set in `data/`.
@@ -333,23 +318,7 @@ fn killed_run_resumes_to_the_same_report() {
 /// Starts the test's `trainer sms` run in `run` and kills it with SIGKILL as
 /// soon as `marker` exists.
 fn kill_when(data: &Path, run: &Path, marker: &Path) {
-    let mut child = trainer()
-        .args(sms_args(data, run, &[]))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    while !marker.exists() {
-        assert!(start.elapsed() < Duration::from_secs(300), "no progress");
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "finished before it could be killed"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    support::kill_when(trainer().args(sms_args(data, run, &[])), marker);
 }
 
 /// The reports of two runs agree: every accuracy, count, name and path

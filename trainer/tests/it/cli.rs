@@ -2,8 +2,7 @@
 
 use std::fs;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
 
 use trainer::run::EpochMetrics;
 use trainer::EvalReport;
@@ -25,34 +24,42 @@ fn ok(args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-/// Two epochs of `cnn` on `data`, on the CPU with one thread unless `extra`
-/// names another `--threads`.
-fn tiny_train(data: &Path, out: &Path, extra: &[&str]) {
-    let threads = if extra.contains(&"--threads") {
-        &[][..]
-    } else {
-        &["--threads", "1"][..]
-    };
-    let mut args = vec![
+/// Arguments of a `cnn` run of `epochs` epochs on `data` into `out`, on the
+/// CPU with `threads` threads.
+fn run_args(data: &Path, out: &Path, epochs: u32, threads: u32) -> Vec<String> {
+    let (epochs, threads) = (epochs.to_string(), threads.to_string());
+    [
         "train",
         "--data",
         data.to_str().unwrap(),
         "--model",
         "cnn",
         "--epochs",
-        "2",
+        &epochs,
         "--batch-size",
         "16",
         "--lr",
         "0.05",
         "--device",
         "cpu",
+        "--threads",
+        &threads,
         "--out",
         out.to_str().unwrap(),
-    ];
-    args.extend_from_slice(threads);
-    args.extend_from_slice(extra);
-    ok(&args);
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+fn strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
+
+/// Two epochs of `cnn` on `data` with `threads` threads and `extra` flags.
+fn tiny_train(data: &Path, out: &Path, threads: u32, extra: &[&str]) {
+    let mut args = run_args(data, out, 2, threads);
+    args.extend(extra.iter().map(|a| a.to_string()));
+    ok(&strs(&args));
 }
 
 #[test]
@@ -62,8 +69,8 @@ fn train_writes_a_run_folder_and_is_deterministic_on_cpu() {
     fs::create_dir(&data).unwrap();
     crate::write_idx_folder(&data, 120, 40, 12);
     let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
-    tiny_train(&data, &a, &[]);
-    tiny_train(&data, &b, &[]);
+    tiny_train(&data, &a, 1, &[]);
+    tiny_train(&data, &b, 1, &[]);
     let (ca, cb) = (
         fs::read(a.join("final.safetensors")).unwrap(),
         fs::read(b.join("final.safetensors")).unwrap(),
@@ -72,8 +79,8 @@ fn train_writes_a_run_folder_and_is_deterministic_on_cpu() {
     // The same holds with two threads: libtorch splits work by thread count,
     // not by timing.
     let (d, e) = (tmp.path().join("d"), tmp.path().join("e"));
-    tiny_train(&data, &d, &["--threads", "2"]);
-    tiny_train(&data, &e, &["--threads", "2"]);
+    tiny_train(&data, &d, 2, &[]);
+    tiny_train(&data, &e, 2, &[]);
     assert_eq!(
         fs::read(d.join("final.safetensors")).unwrap(),
         fs::read(e.join("final.safetensors")).unwrap(),
@@ -96,37 +103,31 @@ fn train_writes_a_run_folder_and_is_deterministic_on_cpu() {
 
     // A different seed gives different weights.
     let c = tmp.path().join("c");
-    tiny_train(&data, &c, &["--seed", "1"]);
+    tiny_train(&data, &c, 1, &["--seed", "1"]);
     assert_ne!(ca, fs::read(c.join("final.safetensors")).unwrap());
 
     // The checkpoint evaluates; the JSON has exactly the documented fields.
     let ck = a.join("final.safetensors");
-    let json = ok(&[
-        "eval",
-        "--model",
-        "cnn",
-        "--checkpoint",
-        ck.to_str().unwrap(),
-        "--data",
-        data.to_str().unwrap(),
-        "--device",
-        "cpu",
-        "--json",
-    ]);
+    let eval = |extra: &[&str]| {
+        let mut args = vec![
+            "eval",
+            "--model",
+            "cnn",
+            "--checkpoint",
+            ck.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+            "--device",
+            "cpu",
+        ];
+        args.extend_from_slice(extra);
+        ok(&args)
+    };
+    let json = eval(&["--json"]);
     let r: EvalReport = serde_json::from_str(&json).unwrap();
     assert_eq!(r.samples, 40);
     assert!((r.top1 - metrics[1].test_acc).abs() < 1e-9);
-    let table = ok(&[
-        "eval",
-        "--model",
-        "cnn",
-        "--checkpoint",
-        ck.to_str().unwrap(),
-        "--data",
-        data.to_str().unwrap(),
-        "--device",
-        "cpu",
-    ]);
+    let table = eval(&[]);
     assert!(
         table.contains("balanced_accuracy") && table.contains("ece_15"),
         "{table}"
@@ -146,36 +147,6 @@ fn train_writes_a_run_folder_and_is_deterministic_on_cpu() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("already holds a run"));
 }
 
-/// Arguments of a one-thread `cnn` run of `epochs` epochs on `data` into `out`.
-fn run_args(data: &Path, out: &Path, epochs: u32) -> Vec<String> {
-    let epochs = epochs.to_string();
-    [
-        "train",
-        "--data",
-        data.to_str().unwrap(),
-        "--model",
-        "cnn",
-        "--epochs",
-        &epochs,
-        "--batch-size",
-        "16",
-        "--lr",
-        "0.05",
-        "--device",
-        "cpu",
-        "--threads",
-        "1",
-        "--out",
-        out.to_str().unwrap(),
-    ]
-    .map(String::from)
-    .to_vec()
-}
-
-fn strs(args: &[String]) -> Vec<&str> {
-    args.iter().map(String::as_str).collect()
-}
-
 #[test]
 fn a_killed_run_resumes_to_the_same_checkpoint() {
     let tmp = tempfile::tempdir().unwrap();
@@ -183,36 +154,23 @@ fn a_killed_run_resumes_to_the_same_checkpoint() {
     fs::create_dir(&data).unwrap();
     crate::write_idx_folder(&data, 120, 40, 12);
     let whole = tmp.path().join("whole");
-    ok(&strs(&run_args(&data, &whole, 6)));
+    ok(&strs(&run_args(&data, &whole, 6, 1)));
 
     // Kill a second run with SIGKILL once its first epoch is saved.
     let killed = tmp.path().join("killed");
-    let args = run_args(&data, &killed, 6);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_trainer"))
-        .args(&args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let args = run_args(&data, &killed, 6, 1);
     let state = killed.join("resume.safetensors");
-    let start = Instant::now();
-    while !state.exists() {
-        assert!(start.elapsed() < Duration::from_secs(120), "no progress");
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "finished before it could be killed"
-        );
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    crate::support::kill_when(
+        Command::new(env!("CARGO_BIN_EXE_trainer")).args(&args),
+        &state,
+    );
     assert!(!killed.join("final.safetensors").exists());
 
     // The folder is not reused by accident, nor resumed with other settings.
     let out = trainer(&strs(&args));
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--resume continues it"));
-    let mut other = run_args(&data, &killed, 7);
+    let mut other = run_args(&data, &killed, 7, 1);
     other.push("--resume".into());
     let out = trainer(&strs(&other));
     assert_eq!(out.status.code(), Some(2));

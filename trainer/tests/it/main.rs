@@ -4,6 +4,8 @@
 mod cli;
 mod library;
 mod python;
+#[path = "../support/mod.rs"]
+mod support;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -12,33 +14,17 @@ use std::path::{Path, PathBuf};
 /// to tell apart: class k lights up a bar at row 2k+1, plus noise.
 pub fn write_idx_folder(dir: &Path, train: usize, test: usize, side: usize) {
     let mut seed = 12345u64;
-    let mut noise = move || {
+    let mut pixel = move |class: usize, y: usize, _x: usize| {
+        if y == 2 * class + 1 {
+            return 200;
+        }
         seed = seed
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
-        (seed >> 59) as u8
+        (seed >> 59) as u8 * 8
     };
-    let mut write = |name: &str, n: usize| {
-        let (mut img, mut lab) = (vec![0, 0, 8, 3], vec![0, 0, 8, 1]);
-        for d in [n, side, side] {
-            img.extend_from_slice(&(d as u32).to_be_bytes());
-        }
-        lab.extend_from_slice(&(n as u32).to_be_bytes());
-        for i in 0..n {
-            let class = i % 4;
-            lab.push(class as u8);
-            for y in 0..side {
-                for _ in 0..side {
-                    img.push(if y == 2 * class + 1 { 200 } else { noise() * 8 });
-                }
-            }
-        }
-        let stem = name.replace("X", "images-idx3-ubyte");
-        fs::write(dir.join(stem), img).unwrap();
-        fs::write(dir.join(name.replace("X", "labels-idx1-ubyte")), lab).unwrap();
-    };
-    write("train-X", train);
-    write("t10k-X", test);
+    support::write_idx(dir, "train", train, side, &mut pixel);
+    support::write_idx(dir, "t10k", test, side, &mut pixel);
 }
 
 /// Writes a CIFAR-10 binary folder with `per_file` records per file.
