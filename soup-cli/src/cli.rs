@@ -36,6 +36,27 @@ pub struct Global {
     /// to this whatever the checkpoint size.
     #[arg(long, global = true, value_name = "SIZE", value_parser = parse_size)]
     pub budget: Option<u64>,
+    /// Algorithm of the content digests that `hash` prints and written files
+    /// record as provenance (blake3:<hex> or sha256:<hex>).
+    #[arg(long, global = true, value_enum, default_value_t = DigestArg::Blake3)]
+    pub digest: DigestArg,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum DigestArg {
+    /// BLAKE3: fast, on all cores.
+    Blake3,
+    /// SHA-256.
+    Sha256,
+}
+
+impl From<DigestArg> for soup_core::hash::DigestKind {
+    fn from(d: DigestArg) -> Self {
+        match d {
+            DigestArg::Blake3 => soup_core::hash::DigestKind::Blake3,
+            DigestArg::Sha256 => soup_core::hash::DigestKind::Sha256,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -201,16 +222,25 @@ pub struct DiffArgs {
     pub all: bool,
 }
 
-/// Content hashes of a checkpoint.
+/// Content digests of a checkpoint.
 ///
-/// sha256 of every tensor over (name, dtype, shape, data), and one over all
-/// tensors. Metadata, tensor order and file layout (sharding) do not change
-/// them; any change of a value, name, dtype or shape does.
+/// A digest of every tensor over (name, dtype, shape, data), and one over
+/// all tensors: blake3:<hex> by default, sha256:<hex> with --digest sha256.
+/// Metadata, tensor order and file layout (sharding) do not change them;
+/// any change of a value, name, dtype or shape does. These are the digests
+/// that written files record in soup.inputs.
+///
+/// With --file, prints instead the plain sha256 of each file (one per
+/// shard), as sha256sum does and the Hugging Face Hub lists them, to check
+/// a download.
 #[derive(Debug, Args)]
 pub struct HashArgs {
     /// A .safetensors file or sharded folder.
     #[arg(value_name = "CHECKPOINT")]
     pub input: PathBuf,
+    /// Print the sha256 of each whole file instead of content digests.
+    #[arg(long)]
+    pub file: bool,
 }
 
 /// Rename, drop, keep or cast tensors, and edit metadata.

@@ -17,10 +17,28 @@ use clap::Parser;
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
+/// Most worker threads per available core: more only adds overhead, and
+/// a typo such as `--threads 100000` would otherwise spend minutes
+/// creating threads.
+const THREADS_PER_CORE: usize = 16;
+
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
+    // SIGINT, SIGTERM and SIGHUP (what timeout, systemd and Slurm send)
+    // all stop the run at the next window; the outputs' temporary files are
+    // removed as the work unwinds.
     let _ = ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::Relaxed));
+    soup_core::safety::install_sigbus_handler("soup: error: ");
     if let Some(threads) = args.global.threads {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let limit = THREADS_PER_CORE * cores;
+        if threads > limit {
+            eprintln!(
+                "soup: error: --threads {threads} is more than {THREADS_PER_CORE} per available core \
+                 ({cores} cores): use at most {limit}"
+            );
+            return ExitCode::from(2);
+        }
         let _ = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .build_global();
@@ -47,7 +65,15 @@ fn main() -> ExitCode {
         }
         Err(e) => {
             let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
-            eprintln!("soup: error: {}", dedup_chain(&chain));
+            let hint = match e.downcast_ref::<soup_core::Error>() {
+                Some(soup_core::Error::OutputExists { .. }) => " (use --force to replace it)",
+                Some(soup_core::Error::NotReplaceable { .. }) => " (not even with --force)",
+                _ => "",
+            };
+            eprintln!(
+                "soup: error: {}{hint}",
+                output::escape_controls(&dedup_chain(&chain))
+            );
             ExitCode::from(2)
         }
     }

@@ -60,6 +60,7 @@ pub struct Context {
     bar: Bar,
     interrupt: &'static AtomicBool,
     options: StreamOptions,
+    digest: soup_core::hash::DigestKind,
 }
 
 impl Context {
@@ -77,6 +78,7 @@ impl Context {
             },
             interrupt,
             options,
+            digest: global.digest.into(),
         }
     }
 
@@ -86,6 +88,7 @@ impl Context {
             progress: &self.bar,
             interrupt: Some(self.interrupt),
             options: self.options,
+            digest: self.digest,
         }
     }
 }
@@ -115,10 +118,11 @@ impl Table {
         }
     }
 
-    /// Adds a row.
+    /// Adds a row. Control characters in the cells are escaped.
     pub fn row(&mut self, cells: Vec<String>) {
         debug_assert_eq!(cells.len(), self.headers.len());
-        self.rows.push(cells);
+        self.rows
+            .push(cells.into_iter().map(|c| escape(&c).into_owned()).collect());
     }
 
     /// Writes the table.
@@ -152,6 +156,45 @@ impl Table {
     }
 }
 
+/// `text` safe to print to a terminal: control characters (C0, DEL, C1)
+/// and the invisible characters that reorder or hide text (bidirectional
+/// overrides and isolates, zero-width marks) become `\u{..}` escapes, and a
+/// backslash becomes `\\`, so that an escape in the output always comes
+/// from soup. A downloaded checkpoint's tensor names and metadata can then
+/// neither send escape sequences to the terminal nor forge a line of the
+/// report. JSON output is escaped by the JSON encoder instead.
+pub fn escape(text: &str) -> std::borrow::Cow<'_, str> {
+    escape_with(text, true)
+}
+
+/// Like [`escape`], but leaves backslashes alone: for error messages, which
+/// quote regular expressions and are not parsed by anyone.
+pub fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
+    escape_with(text, false)
+}
+
+fn escape_with(text: &str, backslash: bool) -> std::borrow::Cow<'_, str> {
+    fn hostile(c: char) -> bool {
+        c.is_control()
+            || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}')
+    }
+    let special = |c: char| hostile(c) || (backslash && c == '\\');
+    if !text.chars().any(special) {
+        return text.into();
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if backslash && c == '\\' {
+            out.push_str("\\\\");
+        } else if hostile(c) {
+            out.push_str(&format!("\\u{{{:x}}}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out.into()
+}
+
 /// `[3, 64, 3, 3]` as `3x64x3x3` (`scalar` for rank 0).
 pub fn shape(shape: &[usize]) -> String {
     if shape.is_empty() {
@@ -183,4 +226,23 @@ pub fn bytes(n: u64) -> String {
 /// A fraction as a percentage with two decimals.
 pub fn percent(x: f64) -> String {
     format!("{:.2}%", 100.0 * x)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escape_neutralises_terminal_codes_and_forged_lines() {
+        assert_eq!(escape("layer.0.weight"), "layer.0.weight");
+        assert_eq!(
+            escape("x\nverdict: masks identical"),
+            "x\\u{a}verdict: masks identical"
+        );
+        assert_eq!(escape("\u{1b}[2J"), "\\u{1b}[2J");
+        assert_eq!(escape("a\u{202e}b\u{9b}"), "a\\u{202e}b\\u{9b}");
+        assert_eq!(escape("C:\\u{1b}"), "C:\\\\u{1b}");
+        assert_eq!(escape("äöü 名前"), "äöü 名前");
+        assert_eq!(escape_controls("a\\.b\u{7}"), "a\\.b\\u{7}");
+    }
 }

@@ -62,6 +62,9 @@ impl TensorEntry {
 #[derive(Debug)]
 struct Shard {
     path: PathBuf,
+    /// Declared before `map` so that the SIGBUS handler forgets the range
+    /// before it is unmapped.
+    _guard: crate::safety::MappedGuard,
     map: Mmap,
 }
 
@@ -81,17 +84,21 @@ impl Checkpoint {
     ///
     /// The files must not be modified while the checkpoint is open: they are
     /// memory-mapped, and a file truncated under the map makes later reads
-    /// fault. soup never writes to a file it has open for reading.
+    /// fault (SIGBUS). soup never writes to a file it has open for reading;
+    /// a process that installs [`crate::safety::install_sigbus_handler`]
+    /// turns such a fault into one line naming the file and a clean exit.
+    /// Only regular files are read: a FIFO, device or socket is refused
+    /// without blocking.
     pub fn open(path: impl AsRef<Path>) -> Result<Checkpoint> {
         let path = path.as_ref();
         let meta = std::fs::metadata(path).map_err(|e| Error::io(path, "cannot open", e))?;
         if meta.is_dir() {
             let index = path.join(INDEX_FILE);
-            if index.is_file() {
+            if index.exists() {
                 return Self::open_sharded(path, &index);
             }
             let single = path.join("model.safetensors");
-            if single.is_file() {
+            if single.exists() {
                 let mut ck = Self::open_file(&single)?;
                 ck.path = path.to_path_buf();
                 return Ok(ck);
@@ -129,10 +136,15 @@ impl Checkpoint {
             metadata: BTreeMap<String, serde_json::Value>,
             weight_map: BTreeMap<String, String>,
         }
-        let text =
-            std::fs::read_to_string(index).map_err(|e| Error::io(index, "cannot read", e))?;
+        let text = std::io::read_to_string(open_regular(index)?)
+            .map_err(|e| Error::io(index, "cannot read", e))?;
         let parsed: Index = serde_json::from_str(&text)
             .map_err(|e| Error::format(index, format!("invalid index JSON: {e}")))?;
+        if parsed.weight_map.is_empty() {
+            // Otherwise shards beside it would be silently ignored and the
+            // checkpoint read as empty.
+            return Err(Error::format(index, "weight_map lists no tensors"));
+        }
         let root = folder
             .canonicalize()
             .map_err(|e| Error::io(folder, "cannot resolve", e))?;
@@ -343,22 +355,53 @@ impl Checkpoint {
     }
 }
 
-fn map_file(path: &Path) -> Result<Shard> {
-    let file = File::open(path).map_err(|e| Error::io(path, "cannot open", e))?;
-    let meta = file
+/// Opens `path` for reading if it is a regular file. The open does not
+/// block on a FIFO or device (O_NONBLOCK, which changes nothing for regular
+/// files), and the type is checked on the opened file, so a swap between a
+/// check and the open cannot slip a FIFO through.
+fn open_regular(path: &Path) -> Result<File> {
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| Error::io(path, "cannot open", e))?;
+    let kind = file
         .metadata()
-        .map_err(|e| Error::io(path, "cannot stat", e))?;
-    if !meta.is_file() {
-        return Err(Error::format(path, "not a regular file"));
+        .map_err(|e| Error::io(path, "cannot stat", e))?
+        .file_type();
+    if kind.is_file() {
+        return Ok(file);
     }
+    let what = if kind.is_dir() {
+        "a folder"
+    } else if kind.is_fifo() {
+        "a FIFO"
+    } else if kind.is_socket() {
+        "a socket"
+    } else if kind.is_char_device() || kind.is_block_device() {
+        "a device"
+    } else {
+        "not a regular file"
+    };
+    Err(Error::format(
+        path,
+        format!("is {what}, not a regular file: refusing to read it"),
+    ))
+}
+
+fn map_file(path: &Path) -> Result<Shard> {
+    let file = open_regular(path)?;
     // SAFETY: soup maps files read-only and never writes to a file it has
     // mapped (outputs are always new temporary files renamed into place). If
-    // another process truncates the file meanwhile, reads may fault: that is
-    // the documented contract of `Checkpoint::open`.
+    // another process truncates the file meanwhile, reads fault with SIGBUS:
+    // that is the documented contract of `Checkpoint::open`, and the handler
+    // of `crate::safety` turns it into a clean exit naming this file.
     let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, "cannot map", e))?;
     let _ = map.advise(Advice::Sequential);
     Ok(Shard {
         path: path.to_path_buf(),
+        _guard: crate::safety::MappedGuard::new(&map, path),
         map,
     })
 }

@@ -291,6 +291,10 @@ fn compare_floats(x: &[f64], y: &[f64], options: &DiffOptions) -> Acc {
         if d.is_finite() {
             acc.max_abs = acc.max_abs.max(d);
             acc.d2 += d * d;
+        } else if !same {
+            // NaN against a number, or infinities that differ: the gap is
+            // unbounded, not zero.
+            acc.max_abs = f64::INFINITY;
         }
         acc.a2 += u * u;
         acc.b2 += v * v;
@@ -317,5 +321,18 @@ mod tests {
         };
         assert_eq!(compare_floats(&[2.0], &[2.5], &o).differing, 0);
         assert_eq!(compare_floats(&[0.0], &[1.0], &o).mask, 1);
+    }
+
+    #[test]
+    fn nan_against_a_number_is_an_unbounded_difference() {
+        let o = DiffOptions {
+            atol: 0.0,
+            rtol: 0.0,
+        };
+        let acc = compare_floats(&[f64::NAN, 2.0], &[1.0, 2.0], &o);
+        assert_eq!(acc.differing, 1);
+        assert_eq!(acc.max_abs, f64::INFINITY);
+        let same_nan = compare_floats(&[f64::NAN], &[f64::NAN], &o);
+        assert_eq!((same_nan.differing, same_nan.max_abs), (0, 0.0));
     }
 }

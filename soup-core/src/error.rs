@@ -45,6 +45,23 @@ pub enum Error {
         reason: String,
     },
 
+    /// The output path exists and replacing it was not asked for.
+    #[error("{}: output exists", path.display())]
+    OutputExists {
+        /// The existing output.
+        path: PathBuf,
+    },
+    /// The output path holds something soup never replaces, even when asked
+    /// to: a device, FIFO or socket, or a folder that is not exactly a
+    /// sharded checkpoint.
+    #[error("{}: refusing to replace {what}", path.display())]
+    NotReplaceable {
+        /// The existing path.
+        path: PathBuf,
+        /// What is there, in a few words.
+        what: String,
+    },
+
     // ----- several inputs -----
     /// Inputs that cannot be combined (different names, shapes, dtypes,
     /// integer tensors that differ, masks that differ under the refuse policy).

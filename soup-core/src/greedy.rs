@@ -205,8 +205,9 @@ pub fn greedy_soup(
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
+    crate::safety::sweep_stale_temps(parent);
     let scratch = tempfile::Builder::new()
-        .prefix(".soup-greedy-")
+        .prefix(&crate::safety::own_prefix(crate::safety::GREEDY_PREFIX))
         .tempdir_in(parent)
         .map_err(|e| Error::io(parent, "cannot create trial folder in", e))?;
     let trial_options = MergeOptions {

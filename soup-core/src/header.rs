@@ -43,6 +43,73 @@ pub struct Header {
     pub metadata: BTreeMap<String, String>,
 }
 
+/// The fields a tensor entry may have; any other is refused, since a reader
+/// that ignores it may see a different file than its writer meant.
+const TENSOR_FIELDS: [&str; 3] = ["dtype", "shape", "data_offsets"];
+
+/// A JSON value whose objects, at any depth, have no key twice. serde_json
+/// keeps the last of duplicate keys; other readers may keep the first, so
+/// two programs could disagree on what the header says.
+struct Strict(serde_json::Value);
+
+impl<'de> serde::Deserialize<'de> for Strict {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        d.deserialize_any(StrictVisitor).map(Strict)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> serde::de::Visitor<'de> for StrictVisitor {
+    type Value = serde_json::Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> std::result::Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_i64<E>(self, v: i64) -> std::result::Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_u64<E>(self, v: u64) -> std::result::Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_f64<E>(self, v: f64) -> std::result::Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_str<E>(self, v: &str) -> std::result::Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_unit<E>(self) -> std::result::Result<Self::Value, E> {
+        Ok(serde_json::Value::Null)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(
+        self,
+        mut seq: A,
+    ) -> std::result::Result<Self::Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(Strict(v)) = seq.next_element()? {
+            items.push(v);
+        }
+        Ok(serde_json::Value::Array(items))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(
+        self,
+        mut map: A,
+    ) -> std::result::Result<Self::Value, A::Error> {
+        let mut out = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if out.contains_key(&key) {
+                return Err(serde::de::Error::custom(format!("duplicate key `{key}`")));
+            }
+            let Strict(value) = map.next_value()?;
+            out.insert(key, value);
+        }
+        Ok(serde_json::Value::Object(out))
+    }
+}
+
 /// Number of elements of `shape`, or `None` on overflow.
 pub fn element_count(shape: &[usize]) -> Option<usize> {
     shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d))
@@ -80,8 +147,11 @@ pub fn parse(path: &Path, file: &[u8]) -> Result<Header> {
     }
     let json = std::str::from_utf8(&file[8..data_start])
         .map_err(|e| fail(format!("header is not valid UTF-8: {e}")))?;
-    let entries: BTreeMap<String, serde_json::Value> = serde_json::from_str(json.trim_end())
-        .map_err(|e| fail(format!("header is not a valid JSON object: {e}")))?;
+    let entries = match serde_json::from_str::<Strict>(json.trim_end()) {
+        Ok(Strict(serde_json::Value::Object(map))) => map,
+        Ok(_) => return Err(fail("header is not a valid JSON object".into())),
+        Err(e) => return Err(fail(format!("header is not a valid JSON object: {e}"))),
+    };
 
     let mut metadata = BTreeMap::new();
     let mut tensors = Vec::with_capacity(entries.len());
@@ -92,6 +162,14 @@ pub fn parse(path: &Path, file: &[u8]) -> Result<Header> {
             continue;
         }
         let tensor_fail = |reason: String| Error::tensor(path, &name, reason);
+        if let Some(field) = value
+            .as_object()
+            .and_then(|o| o.keys().find(|k| !TENSOR_FIELDS.contains(&k.as_str())))
+        {
+            return Err(tensor_fail(format!(
+                "unknown field `{field}` in the tensor entry"
+            )));
+        }
         if let Some(dtype) = value.get("dtype").and_then(|d| d.as_str()) {
             if serde_json::from_value::<Dtype>(dtype.into()).is_err() {
                 return Err(tensor_fail(format!("unknown dtype `{dtype}`")));
@@ -278,6 +356,16 @@ mod tests {
         ))
         .contains("5 bytes after the last tensor"));
         assert!(err(&file(r#"{"__metadata__":{"a":1}}"#, 0)).contains("__metadata__"));
+    }
+
+    #[test]
+    fn duplicate_keys_and_unknown_fields_are_refused() {
+        let twice = r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#;
+        assert!(err(&file(twice, 4)).contains("duplicate key `a`"));
+        let meta = r#"{"__metadata__":{"k":"1","k":"2"}}"#;
+        assert!(err(&file(meta, 0)).contains("duplicate key `k`"));
+        let extra = r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4],"scale":"2"}}"#;
+        assert!(err(&file(extra, 4)).contains("unknown field `scale`"));
     }
 
     #[test]

@@ -10,7 +10,8 @@
 //! builds greedy soups with any [`Scorer`] ([`greedy_soup`]), compares
 //! ([`diff()`]), edits and reshards checkpoints ([`surgery`]), hashes and
 //! inspects them. Every file it writes appears atomically and records its
-//! provenance.
+//! provenance. What it guarantees when an input changes underneath it, and
+//! how killed runs' temporary files are cleaned up, is in [`safety`].
 //!
 //! ```no_run
 //! use soup_core::{check_masks, merge, Checkpoint, Control, MergeOptions, Selection};
@@ -43,6 +44,7 @@ pub mod output;
 pub mod provenance;
 pub mod prune;
 mod rewrite;
+pub mod safety;
 pub mod select;
 pub mod stream;
 pub mod surgery;

@@ -74,7 +74,7 @@ pub struct MergeReport {
     /// Input paths.
     pub inputs: Vec<PathBuf>,
     /// Content hash of each input.
-    pub input_sha256: Vec<String>,
+    pub input_digest: Vec<String>,
     /// Normalised weights.
     pub weights: Vec<f64>,
     /// Tensors written.
@@ -107,11 +107,17 @@ pub fn normalise_weights(weights: Option<&[f64]>, inputs: usize) -> Result<Vec<f
             "weights must be finite and non-negative, got {bad}"
         )));
     }
-    let sum: f64 = w.iter().sum();
-    if sum <= 0.0 {
+    let largest = w.iter().copied().fold(0.0, f64::max);
+    if largest <= 0.0 {
         return Err(Error::invalid("weights sum to zero"));
     }
-    Ok(w.iter().map(|v| v / sum).collect())
+    let sum: f64 = w.iter().sum();
+    if sum.is_finite() {
+        return Ok(w.iter().map(|v| v / sum).collect());
+    }
+    // The sum overflowed (1e308 + 1e308): scale by the largest weight first.
+    let scaled: f64 = w.iter().map(|v| v / largest).sum();
+    Ok(w.iter().map(|v| v / largest / scaled).collect())
 }
 
 /// Averages `inputs` into `target`. See the module documentation.
@@ -166,7 +172,7 @@ pub fn merge(
         .as_object_mut()
         .expect("object")
         .extend(options.recipe_extra.clone());
-    let placeholder = "0".repeat(64);
+    let placeholder = control.digest.placeholder();
     let describe = |hashes: &[String]| -> Vec<(String, String)> {
         inputs
             .iter()
@@ -207,7 +213,7 @@ pub fn merge(
     Ok(MergeReport {
         outputs,
         inputs: inputs.iter().map(|c| c.path().to_path_buf()).collect(),
-        input_sha256: hashes,
+        input_digest: hashes,
         weights,
         tensors: rows.len(),
         averaged: rows.iter().filter(|r| r[0].float_type().is_some()).count(),
@@ -234,6 +240,7 @@ struct Plan<'a> {
 /// Per-input running content hash.
 #[derive(Default)]
 struct HashState {
+    kind: crate::hash::DigestKind,
     current: Option<TensorHasher>,
     done: Vec<(String, String)>,
 }
@@ -255,8 +262,14 @@ impl Plan<'_> {
             .collect();
         let total: u64 = self.inputs.iter().map(|c| c.data_bytes()).sum();
         let mut diffs: Vec<Vec<u64>> = vec![vec![0; n]; self.rows.len()];
-        let hash_states: Vec<Mutex<HashState>> =
-            (0..n).map(|_| Mutex::new(HashState::default())).collect();
+        let hash_states: Vec<Mutex<HashState>> = (0..n)
+            .map(|_| {
+                Mutex::new(HashState {
+                    kind: control.digest,
+                    ..HashState::default()
+                })
+            })
+            .collect();
         control.progress.start("merging", total);
         let all_windows = windows(&sizes, control.options);
         let (sync_request, sync_wanted) = std::sync::mpsc::sync_channel::<()>(1);
@@ -298,7 +311,10 @@ impl Plan<'_> {
             .into_iter()
             .map(|s| {
                 let s = s.into_inner().expect("not poisoned");
-                crate::hash::combine(s.done.iter().map(|(a, b)| (a.as_str(), b.as_str())))
+                crate::hash::combine_with(
+                    s.kind,
+                    s.done.iter().map(|(a, b)| (a.as_str(), b.as_str())),
+                )
             })
             .collect();
         let differences = self
@@ -355,7 +371,9 @@ impl Plan<'_> {
         for piece in window {
             let t = self.rows[piece.tensor][k];
             if piece.first {
-                state.current = Some(TensorHasher::new(&t.name, t.dtype, &t.shape));
+                state.current = Some(TensorHasher::with_kind(
+                    state.kind, &t.name, t.dtype, &t.shape,
+                ));
             }
             let bytes = self.inputs[k].bytes(t, t.byte_range(&piece.elems));
             state.current.as_mut().expect("started").update(bytes);

@@ -7,6 +7,14 @@
 //! [`Output::commit`] rewrites the header with the final metadata, fsyncs and
 //! renames. Dropping an uncommitted output deletes the temporary files, so a
 //! failed or interrupted run leaves nothing behind.
+//!
+//! Temporary names carry the writer's PID, and creating an output first
+//! sweeps the folder of temporaries left by killed writers (see
+//! [`crate::safety`]). An existing output is replaced only when asked
+//! (`force`), and only if it is a regular file (single-file output) or a
+//! folder holding exactly a sharded checkpoint, its index and the shards the
+//! index names (sharded output); a folder is swapped for the new one in one
+//! atomic rename where the kernel supports it.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -91,6 +99,8 @@ impl std::fmt::Debug for Staging {
 pub struct Output {
     target: PathBuf,
     force: bool,
+    /// The temporary paths, known to the SIGBUS handler while they exist.
+    _guards: Vec<crate::safety::TempGuard>,
     staging: Staging,
     shards: Vec<ShardOut>,
     /// (shard, absolute offset) of each tensor, in the caller's order.
@@ -115,13 +125,91 @@ pub fn check_target(target: &Path, inputs: &[&Path], force: bool) -> Result<()> 
             )));
         }
     }
-    if target.exists() && !force {
-        return Err(Error::invalid(format!(
-            "{}: output exists (use --force to replace it)",
-            target.display()
-        )));
+    if std::fs::symlink_metadata(target).is_ok() && !force {
+        return Err(Error::OutputExists {
+            path: target.to_path_buf(),
+        });
     }
     Ok(())
+}
+
+/// Checks that an existing `target` is something soup may replace: a
+/// regular file (or a link to one, which the rename replaces, not its
+/// target) for single-file output, or a folder holding exactly a sharded
+/// checkpoint for sharded output. A missing target passes.
+pub fn check_replaceable(target: &Path, sharded: bool) -> Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    let Ok(meta) = std::fs::metadata(target) else {
+        return Ok(());
+    };
+    let kind = meta.file_type();
+    let refuse = |what: &str| {
+        Err(Error::NotReplaceable {
+            path: target.to_path_buf(),
+            what: what.to_string(),
+        })
+    };
+    if kind.is_file() {
+        return if sharded {
+            refuse("a file (sharded output replaces only a folder)")
+        } else {
+            Ok(())
+        };
+    }
+    if !kind.is_dir() {
+        return refuse(if kind.is_fifo() {
+            "a FIFO"
+        } else if kind.is_char_device() || kind.is_block_device() {
+            "a device"
+        } else if kind.is_socket() {
+            "a socket"
+        } else {
+            "something that is not a regular file"
+        });
+    }
+    if !sharded {
+        // `Output::create` reports this with its own message.
+        return Ok(());
+    }
+    if std::fs::symlink_metadata(target).is_ok_and(|m| m.file_type().is_symlink()) {
+        return refuse("a link to a folder");
+    }
+    if sharded_files(target).is_none() {
+        return refuse(&format!(
+            "a folder that is not exactly a sharded checkpoint ({INDEX_FILE} and the shards it names)"
+        ));
+    }
+    Ok(())
+}
+
+/// The files of `folder` if it holds exactly a sharded checkpoint: the
+/// index and the shards its weight map names, all regular files, nothing
+/// else. `None` otherwise.
+fn sharded_files(folder: &Path) -> Option<Vec<PathBuf>> {
+    #[derive(serde::Deserialize)]
+    struct Index {
+        weight_map: BTreeMap<String, String>,
+    }
+    let index = folder.join(INDEX_FILE);
+    if !std::fs::symlink_metadata(&index).ok()?.is_file() {
+        return None;
+    }
+    let parsed: Index = serde_json::from_slice(&std::fs::read(&index).ok()?).ok()?;
+    let mut expected: std::collections::BTreeSet<std::ffi::OsString> = parsed
+        .weight_map
+        .values()
+        .map(std::ffi::OsString::from)
+        .collect();
+    expected.insert(INDEX_FILE.into());
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(folder).ok()? {
+        let entry = entry.ok()?;
+        if !expected.remove(&entry.file_name()) || !entry.file_type().ok()?.is_file() {
+            return None;
+        }
+        files.push(entry.path());
+    }
+    expected.is_empty().then_some(files)
 }
 
 /// The absolute path `target` names, following links of its folder and of
@@ -146,10 +234,19 @@ fn plain(e: std::io::Error) -> std::io::Error {
     }
 }
 
-fn parent_of(target: &Path) -> &Path {
-    match target.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
+use crate::safety::parent_of;
+
+/// Test hook for the end-to-end tests of inputs changing mid-run: with
+/// `SOUP_TEST_PAUSE_AFTER_CREATE_MS` set, a new output announces itself on
+/// standard error and waits that long before any data is written, so that
+/// a test can truncate an input at a known moment.
+fn test_pause() {
+    if let Some(ms) = std::env::var("SOUP_TEST_PAUSE_AFTER_CREATE_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        eprintln!("soup-test: output created, pausing {ms} ms");
+        std::thread::sleep(std::time::Duration::from_millis(ms));
     }
 }
 
@@ -165,6 +262,7 @@ impl Output {
         options: &OutputOptions,
     ) -> Result<Output> {
         check_target(target, inputs, options.force)?;
+        check_replaceable(target, options.shard_size.is_some())?;
         if options.shard_size.is_none() && target.is_dir() {
             // Found now, not after all the work, when the rename would fail.
             return Err(Error::invalid(format!(
@@ -173,6 +271,7 @@ impl Output {
             )));
         }
         let parent = parent_of(target);
+        crate::safety::sweep_stale_temps(parent);
         let groups = match options.shard_size {
             None => vec![(0..tensors.len()).collect::<Vec<_>>()],
             Some(size) => {
@@ -193,22 +292,27 @@ impl Output {
                 groups
             }
         };
+        let prefix = crate::safety::own_prefix(crate::safety::TEMP_PREFIX);
         let staging = if options.shard_size.is_some() {
             Staging::Folder(
                 tempfile::Builder::new()
-                    .prefix(".soup-tmp-")
+                    .prefix(&prefix)
                     .tempdir_in(parent)
                     .map_err(|e| Error::io(parent, "cannot create output in folder", plain(e)))?,
             )
         } else {
             Staging::File(
                 tempfile::Builder::new()
-                    .prefix(".soup-tmp-")
+                    .prefix(&prefix)
                     .suffix(".safetensors")
                     .tempfile_in(parent)
                     .map_err(|e| Error::io(parent, "cannot create output in folder", plain(e)))?,
             )
         };
+        let mut guards = vec![match &staging {
+            Staging::File(t) => crate::safety::TempGuard::file(t.path()),
+            Staging::Folder(d) => crate::safety::TempGuard::folder(d.path()),
+        }];
         let count = groups.len();
         let mut placement = vec![(0usize, 0u64); tensors.len()];
         let mut shards = Vec::with_capacity(count);
@@ -242,6 +346,7 @@ impl Output {
                 Staging::Folder(dir) => {
                     let name = format!("model-{:05}-of-{:05}.safetensors", s + 1, count);
                     let path = dir.path().join(&name);
+                    guards.push(crate::safety::TempGuard::file(&path));
                     let file =
                         File::create(&path).map_err(|e| Error::io(&path, "cannot create", e))?;
                     (name, file)
@@ -256,9 +361,11 @@ impl Output {
                 reserved,
             });
         }
+        test_pause();
         Ok(Output {
             target: target.to_path_buf(),
             force: options.force,
+            _guards: guards,
             staging,
             shards,
             placement,
@@ -398,32 +505,65 @@ impl Output {
 }
 
 /// Moves the staged folder to `target`. An existing target (only with
-/// `force`) is moved aside first and removed after the new one is in place.
+/// `force`, and only a sharded checkpoint: see [`check_replaceable`]) is
+/// swapped with the new folder in one atomic `renameat2(RENAME_EXCHANGE)`
+/// (or, where the file system lacks it, moved aside first); then its files
+/// are removed one by one, so that anything that appeared in it meanwhile
+/// survives.
 fn replace_folder(staged: &Path, target: &Path, force: bool) -> Result<()> {
-    let mut aside = None;
-    if target.exists() {
-        if !force {
-            return Err(Error::invalid(format!(
-                "{}: output exists (use --force to replace it)",
-                target.display()
-            )));
-        }
+    if std::fs::symlink_metadata(target).is_err() {
+        return std::fs::rename(staged, target)
+            .map_err(|e| Error::io(target, "cannot move output into place", e));
+    }
+    if !force {
+        return Err(Error::OutputExists {
+            path: target.to_path_buf(),
+        });
+    }
+    check_replaceable(target, true)?;
+    let old = if exchange(staged, target).is_ok() {
+        staged.to_path_buf()
+    } else {
         let old = staged.with_extension("old");
         std::fs::rename(target, &old)
             .map_err(|e| Error::io(target, "cannot move old output aside", e))?;
-        aside = Some(old);
+        std::fs::rename(staged, target)
+            .map_err(|e| Error::io(target, "cannot move output into place", e))?;
+        old
+    };
+    for file in sharded_files(&old).unwrap_or_default() {
+        let _ = std::fs::remove_file(file);
     }
-    std::fs::rename(staged, target)
-        .map_err(|e| Error::io(target, "cannot move output into place", e))?;
-    if let Some(old) = aside {
-        let removed = if old.is_dir() {
-            std::fs::remove_dir_all(&old)
-        } else {
-            std::fs::remove_file(&old)
-        };
-        removed.map_err(|e| Error::io(&old, "cannot remove old output", e))?;
-    }
+    // Fails, leaving the folder, if something else was put into it.
+    let _ = std::fs::remove_dir(&old);
     Ok(())
+}
+
+/// Atomically swaps the two paths (Linux `renameat2` with
+/// `RENAME_EXCHANGE`).
+fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| {
+        std::ffi::CString::new(p.as_os_str().as_bytes())
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))
+    };
+    let (a, b) = (c(a)?, c(b)?);
+    // SAFETY: both arguments are valid NUL-terminated paths that outlive the
+    // call; the syscall reads nothing else.
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            a.as_ptr(),
+            libc::AT_FDCWD,
+            b.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 #[cfg(test)]
@@ -500,7 +640,7 @@ mod tests {
             &Default::default(),
         )
         .unwrap_err();
-        assert!(err.to_string().contains("--force"));
+        assert!(matches!(err, Error::OutputExists { .. }), "{err}");
         assert_eq!(std::fs::read(&target).unwrap(), b"keep");
     }
 }

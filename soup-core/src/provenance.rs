@@ -4,8 +4,9 @@
 //! stored as JSON text under `soup.*` keys:
 //! - `soup.operation`: `merge`, `prune`, `edit`...
 //! - `soup.recipe`: the parameters, as a JSON object;
-//! - `soup.inputs`: `[{"path": ..., "sha256": ...}]`, the content hash of
-//!   each input (the checkpoint hash of [`crate::hash`]);
+//! - `soup.inputs`: `[{"path": ..., "digest": ...}]`, the content digest of
+//!   each input (the checkpoint digest of [`crate::hash`], `blake3:<hex>`
+//!   or `sha256:<hex>`);
 //! - `soup.version`: the tool that wrote it.
 
 use std::collections::BTreeMap;
@@ -31,8 +32,9 @@ pub fn common_metadata(inputs: &[&Checkpoint]) -> BTreeMap<String, String> {
 }
 
 /// Adds the provenance keys to `metadata`. `inputs` pairs each input path
-/// with its content hash (a placeholder of the same length is fine while the
-/// hashes are being computed).
+/// with its content digest (a placeholder of the same length,
+/// [`crate::hash::DigestKind::placeholder`], is fine while the digests are
+/// being computed).
 pub fn record(
     metadata: &mut BTreeMap<String, String>,
     operation: &str,
@@ -43,7 +45,7 @@ pub fn record(
     metadata.insert(format!("{PREFIX}recipe"), recipe.to_string());
     let inputs: Vec<_> = inputs
         .iter()
-        .map(|(path, sha)| serde_json::json!({"path": path, "sha256": sha}))
+        .map(|(path, digest)| serde_json::json!({"path": path, "digest": digest}))
         .collect();
     metadata.insert(
         format!("{PREFIX}inputs"),

@@ -156,7 +156,7 @@ pub struct PruneReport {
     /// Files written (none for a dry run).
     pub outputs: Vec<PathBuf>,
     /// Content hash of the input (computed only when writing).
-    pub input_sha256: Option<String>,
+    pub input_digest: Option<String>,
     /// The requested fraction.
     pub sparsity: f64,
     /// Scope.
@@ -298,7 +298,10 @@ fn run(
                 &mut metadata,
                 "prune",
                 recipe(u64::MAX, u64::MAX),
-                &[(input.path().display().to_string(), "0".repeat(64))],
+                &[(
+                    input.path().display().to_string(),
+                    control.digest.placeholder(),
+                )],
             );
             let files: Vec<&Path> = input.files().collect();
             Some(Output::create(
@@ -330,7 +333,7 @@ fn run(
         );
         *out.metadata_mut() = metadata;
         report.outputs = out.commit()?;
-        report.input_sha256 = Some(sha);
+        report.input_digest = Some(sha);
     }
     Ok(report)
 }
@@ -453,7 +456,7 @@ fn run_keys<K: Key>(
     let report = PruneReport {
         input: input.path().to_path_buf(),
         outputs: Vec::new(),
-        input_sha256: None,
+        input_digest: None,
         sparsity: options.sparsity,
         scope: options.scope,
         of_remaining: options.of_remaining,
@@ -980,7 +983,7 @@ mod tests {
         assert_eq!(
             PruneReport {
                 outputs: vec![],
-                input_sha256: None,
+                input_digest: None,
                 ..report.clone()
             },
             dry,

@@ -14,6 +14,7 @@ use crate::stream::{windows, Control, Piece};
 /// Running content hash of one checkpoint, fed in storage order.
 #[derive(Default)]
 struct HashState {
+    kind: crate::hash::DigestKind,
     current: Option<TensorHasher>,
     done: Vec<(String, String)>,
 }
@@ -23,7 +24,9 @@ impl HashState {
         for piece in window {
             let t = &input.tensors()[piece.tensor];
             if piece.first {
-                self.current = Some(TensorHasher::new(&t.name, t.dtype, &t.shape));
+                self.current = Some(TensorHasher::with_kind(
+                    self.kind, &t.name, t.dtype, &t.shape,
+                ));
             }
             let bytes = input.bytes(t, t.byte_range(&piece.elems));
             self.current.as_mut().expect("started").update(bytes);
@@ -35,7 +38,10 @@ impl HashState {
     }
 
     fn finish(self) -> String {
-        crate::hash::combine(self.done.iter().map(|(a, b)| (a.as_str(), b.as_str())))
+        crate::hash::combine_with(
+            self.kind,
+            self.done.iter().map(|(a, b)| (a.as_str(), b.as_str())),
+        )
     }
 }
 
@@ -74,7 +80,10 @@ where
         })
         .collect();
     let all = windows(&sizes, control.options);
-    let mut state = HashState::default();
+    let mut state = HashState {
+        kind: control.digest,
+        ..HashState::default()
+    };
     control.progress.start(what, input.data_bytes());
     for (w, window) in all.iter().enumerate() {
         control.check()?;

@@ -63,6 +63,9 @@ pub struct Control<'a> {
     pub interrupt: Option<&'a AtomicBool>,
     /// Work partitioning.
     pub options: StreamOptions,
+    /// The algorithm of the content digests computed along the way
+    /// (provenance of written files, `hash`).
+    pub digest: crate::hash::DigestKind,
 }
 
 impl std::fmt::Debug for Control<'_> {
@@ -79,6 +82,7 @@ impl Default for Control<'_> {
             progress: &NoProgress,
             interrupt: None,
             options: StreamOptions::default(),
+            digest: Default::default(),
         }
     }
 }

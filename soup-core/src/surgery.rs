@@ -60,7 +60,7 @@ pub struct EditReport {
     /// Files written.
     pub outputs: Vec<PathBuf>,
     /// Content hash of the input.
-    pub input_sha256: String,
+    pub input_digest: String,
     /// Tensors written.
     pub tensors: usize,
     /// `(old, new)` names of renamed tensors.
@@ -176,7 +176,7 @@ pub fn edit(
         for (re, replacement) in &renames {
             name = re.replace_all(&name, *replacement).into_owned();
         }
-        if name.is_empty() {
+        if name.is_empty() && name != t.name {
             return Err(Error::invalid(format!(
                 "renaming leaves tensor `{}` without a name",
                 t.name
@@ -263,7 +263,7 @@ pub fn edit(
     Ok(EditReport {
         input: input.path().to_path_buf(),
         outputs,
-        input_sha256: sha,
+        input_digest: sha,
         tensors: layout.len(),
         renamed,
         dropped,
@@ -297,7 +297,7 @@ fn write_streamed(
         &mut provisional,
         operation,
         recipe.clone(),
-        &[(name.clone(), "0".repeat(64))],
+        &[(name.clone(), control.digest.placeholder())],
     );
     let files: Vec<&Path> = input.files().collect();
     let mut output = Output::create(target, layout, provisional, &files, output_options)?;
@@ -337,7 +337,7 @@ pub struct RelayoutReport {
     /// Files written (shards and index, or one file).
     pub outputs: Vec<PathBuf>,
     /// Content hash of the input, which the output shares.
-    pub input_sha256: String,
+    pub input_digest: String,
     /// Tensors written.
     pub tensors: usize,
     /// Bytes of tensor data.
@@ -376,7 +376,7 @@ pub fn relayout(
     Ok(RelayoutReport {
         input: input.path().to_path_buf(),
         outputs,
-        input_sha256: sha,
+        input_digest: sha,
         tensors: layout.len(),
         bytes: input.data_bytes(),
     })
@@ -421,9 +421,9 @@ pub struct ApplyMaskReport {
     /// Files written.
     pub outputs: Vec<PathBuf>,
     /// Content hash of the input.
-    pub input_sha256: String,
+    pub input_digest: String,
     /// Content hash of the mask checkpoint.
-    pub mask_sha256: String,
+    pub mask_digest: String,
     /// The masked tensors, in the input's storage order.
     pub tensors: Vec<MaskedTensor>,
     /// Elements zeroed in all.
@@ -487,7 +487,7 @@ pub fn apply_mask(
         "include": options.include,
         "exclude": options.exclude,
     });
-    let mask_hash = crate::hash::hash_checkpoint(mask, control)?.sha256;
+    let mask_hash = crate::hash::hash_checkpoint(mask, control)?.digest;
     let name = input.path().display().to_string();
     let describe = |sha: &str| {
         vec![
@@ -500,7 +500,7 @@ pub fn apply_mask(
         &mut metadata,
         "apply-mask",
         recipe.clone(),
-        &describe(&"0".repeat(64)),
+        &describe(&control.digest.placeholder()),
     );
     let mut files: Vec<&Path> = input.files().collect();
     files.extend(mask.files());
@@ -570,8 +570,8 @@ pub fn apply_mask(
         input: input.path().to_path_buf(),
         mask: mask.path().to_path_buf(),
         outputs,
-        input_sha256: sha,
-        mask_sha256: mask_hash,
+        input_digest: sha,
+        mask_digest: mask_hash,
         zeroed: masked.iter().map(|t| t.zeroed).sum(),
         tensors: masked,
     })

@@ -81,7 +81,7 @@ for case in json.loads(sys.argv[1]):
     assert np.allclose(recipe["weights"], weights), recipe
     recorded = json.loads(meta["soup.inputs"])
     assert [r["path"] for r in recorded] == case["inputs"], recorded
-    assert all(len(r["sha256"]) == 64 for r in recorded), recorded
+    assert all(r["digest"].startswith("blake3:") and len(r["digest"]) == 71 for r in recorded), recorded
     print("ok", case["output"], len(out))
 "#;
 

@@ -278,7 +278,7 @@ proptest! {
             let a = merge(&open(&inputs), &out, &opts, &Control::default()).unwrap();
             let b = merge(&open(&inputs), &out2, &opts, &control(small)).unwrap();
             prop_assert_eq!(&a.mask_differences, &b.mask_differences);
-            prop_assert_eq!(&a.input_sha256, &b.input_sha256);
+            prop_assert_eq!(&a.input_digest, &b.input_digest);
             prop_assert_eq!(data(&out), data(&out2));
         }
         let ckpts = open(&inputs);

@@ -153,7 +153,7 @@ fn global_prune_counts_ties_and_reports() {
         dry,
         PruneReport {
             outputs: vec![],
-            input_sha256: None,
+            input_digest: None,
             ..r.clone()
         }
     );
@@ -169,8 +169,8 @@ fn global_prune_counts_ties_and_reports() {
     assert_eq!(recipe["scope"], "global");
     let hash = soup(["hash", "--json", path(&dense)]);
     let hash: serde_json::Value = serde_json::from_str(&hash.stdout).unwrap();
-    assert!(meta["soup.inputs"].contains(hash["sha256"].as_str().unwrap()));
-    assert_eq!(r.input_sha256.as_deref(), hash["sha256"].as_str());
+    assert!(meta["soup.inputs"].contains(hash["digest"].as_str().unwrap()));
+    assert_eq!(r.input_digest.as_deref(), hash["digest"].as_str());
 }
 
 #[test]

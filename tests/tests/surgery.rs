@@ -25,7 +25,7 @@ fn json<T: for<'a> Deserialize<'a>>(run: &Run) -> T {
 struct HashOutput {
     #[allow(dead_code)]
     path: PathBuf,
-    sha256: String,
+    digest: String,
     tensors: Vec<TensorHash>,
 }
 
@@ -33,7 +33,7 @@ struct HashOutput {
 #[serde(deny_unknown_fields)]
 struct TensorHash {
     name: String,
-    sha256: String,
+    digest: String,
 }
 
 fn hash(p: &Path) -> HashOutput {
@@ -112,11 +112,11 @@ fn hash_ignores_metadata_order_and_layout_but_not_names() {
     let c1 = fixture("candidate-1.safetensors");
     let single = hash(&c1);
     let sharded = hash(&fixture("candidate-1-sharded"));
-    assert_eq!(single.sha256, sharded.sha256);
+    assert_eq!(single.digest, sharded.digest);
     assert_eq!(single.tensors, sharded.tensors);
     let lib =
         soup_core::hash_checkpoint(&Checkpoint::open(&c1).unwrap(), &Control::default()).unwrap();
-    assert_eq!(lib.sha256, single.sha256);
+    assert_eq!(lib.digest, single.digest);
 
     let dir = tempfile::tempdir().unwrap();
     let meta = dir.path().join("meta.safetensors");
@@ -131,7 +131,7 @@ fn hash_ignores_metadata_order_and_layout_but_not_names() {
         "format",
     ]);
     assert_eq!(run.code, 0, "{}", run.stderr);
-    assert_eq!(hash(&meta).sha256, single.sha256);
+    assert_eq!(hash(&meta).digest, single.digest);
 
     let renamed = dir.path().join("renamed.safetensors");
     let run = soup([
@@ -144,7 +144,7 @@ fn hash_ignores_metadata_order_and_layout_but_not_names() {
     ]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     let h = hash(&renamed);
-    assert_ne!(h.sha256, single.sha256);
+    assert_ne!(h.digest, single.digest);
     let unchanged = |name: &str| {
         let a = single.tensors.iter().find(|t| t.name == name).unwrap();
         let b = h.tensors.iter().find(|t| t.name == name).unwrap();
@@ -153,7 +153,7 @@ fn hash_ignores_metadata_order_and_layout_but_not_names() {
     assert!(unchanged("conv1.weight"));
     assert!(h.tensors.iter().any(|t| t.name == "head.weight"));
     let table = soup(["hash", path(&c1)]);
-    assert!(table.stdout.contains(&single.sha256) && table.stdout.contains("conv1.weight"));
+    assert!(table.stdout.contains(&single.digest) && table.stdout.contains("conv1.weight"));
 }
 
 #[test]
@@ -192,13 +192,13 @@ fn edit_round_trips_and_records_provenance() {
         "^norm1\\.=bn1.",
     ]);
     assert_eq!(run.code, 0, "{}", run.stderr);
-    assert_eq!(hash(&back).sha256, original.sha256);
+    assert_eq!(hash(&back).digest, original.digest);
 
     // Provenance and metadata.
     let ck = Checkpoint::open(&there).unwrap();
     assert_eq!(ck.metadata()["soup.operation"], "edit");
     assert_eq!(ck.metadata()["format"], "pt");
-    assert!(ck.metadata()["soup.inputs"].contains(&original.sha256));
+    assert!(ck.metadata()["soup.inputs"].contains(&original.digest));
     let recipe: serde_json::Value = serde_json::from_str(&ck.metadata()["soup.recipe"]).unwrap();
     assert_eq!(recipe["rename"][0], "^(.*)\\.weight$=${1}.w");
 
@@ -268,7 +268,7 @@ fn edit_round_trips_and_records_provenance() {
         .code,
         0
     );
-    assert_eq!(hash(&half2).sha256, hash(&half).sha256);
+    assert_eq!(hash(&half2).digest, hash(&half).digest);
     // Masks survive the casts.
     assert_eq!(soup(["check-mask", path(&c0), path(&full)]).code, 0);
 }
@@ -314,7 +314,7 @@ fn apply_mask_transfers_a_parents_zeros() {
     );
     let ck = Checkpoint::open(&out).unwrap();
     assert_eq!(ck.metadata()["soup.operation"], "apply-mask");
-    assert!(ck.metadata()["soup.inputs"].contains(&hash(&parent).sha256));
+    assert!(ck.metadata()["soup.inputs"].contains(&hash(&parent).digest));
     // A checkpoint masked by its own mask is unchanged.
     let same = dir.path().join("same.safetensors");
     let r: ApplyMaskReport = json(&soup([
@@ -327,7 +327,7 @@ fn apply_mask_transfers_a_parents_zeros() {
         path(&same),
     ]));
     assert_eq!(r.zeroed, 0);
-    assert_eq!(hash(&same).sha256, hash(&parent).sha256);
+    assert_eq!(hash(&same).digest, hash(&parent).digest);
 }
 
 #[test]
@@ -346,7 +346,7 @@ fn shard_and_unshard_round_trip() {
     ]));
     assert!(r.outputs.len() >= 3, "{:?}", r.outputs);
     assert!(shards.join("model.safetensors.index.json").is_file());
-    assert_eq!(hash(&shards).sha256, hash(&c0).sha256);
+    assert_eq!(hash(&shards).digest, hash(&c0).digest);
     let single = dir.path().join("single.safetensors");
     let r: RelayoutReport = json(&soup([
         "unshard",
@@ -356,7 +356,7 @@ fn shard_and_unshard_round_trip() {
         path(&single),
     ]));
     assert_eq!(r.outputs, std::slice::from_ref(&single));
-    assert_eq!(hash(&single).sha256, hash(&c0).sha256);
+    assert_eq!(hash(&single).digest, hash(&c0).digest);
     assert_eq!(diff(&c0, &single, &[]).0, 0);
     let ck = Checkpoint::open(&single).unwrap();
     assert_eq!(ck.metadata()["format"], "pt");
@@ -383,7 +383,7 @@ fn shard_and_unshard_round_trip() {
         "--force",
     ]);
     assert_eq!(forced.code, 0, "{}", forced.stderr);
-    assert_eq!(hash(&shards).sha256, hash(&c0).sha256);
+    assert_eq!(hash(&shards).digest, hash(&c0).digest);
     assert_eq!(files_in(dir.path()), ["shards", "single.safetensors"]);
 }
 

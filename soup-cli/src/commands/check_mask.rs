@@ -6,7 +6,7 @@ use anyhow::{bail, Result};
 use soup_core::{check_masks, Checkpoint, Selection};
 
 use crate::cli::CheckMaskArgs;
-use crate::output::{percent, shape, write_json, Context, Outcome, Table};
+use crate::output::{escape, percent, shape, write_json, Context, Outcome, Table};
 
 pub fn run(args: CheckMaskArgs, out: &mut dyn Write, ctx: &Context) -> Result<Outcome> {
     if args.reference.is_none() && args.inputs.len() < 2 {
@@ -43,7 +43,7 @@ pub fn run(args: CheckMaskArgs, out: &mut dyn Write, ctx: &Context) -> Result<Ou
         writeln!(
             out,
             "reference: {}{}",
-            report.reference.display(),
+            escape(&report.reference.display().to_string()),
             if report.reference_is_input {
                 " (first input)"
             } else {
@@ -70,7 +70,8 @@ pub fn run(args: CheckMaskArgs, out: &mut dyn Write, ctx: &Context) -> Result<Ou
                     .map(|t| t.differing_per_input[i])
                     .sum();
                 if n > 0 {
-                    writeln!(out, "  {}: {n} positions differ", path.display())?;
+                    let path = path.display().to_string();
+                    writeln!(out, "  {}: {n} positions differ", escape(&path))?;
                 }
             }
         }

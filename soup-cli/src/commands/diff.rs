@@ -6,7 +6,7 @@ use anyhow::Result;
 use soup_core::{diff, Checkpoint, DiffOptions};
 
 use crate::cli::DiffArgs;
-use crate::output::{shape, write_json, Context, Outcome, Table};
+use crate::output::{escape, shape, write_json, Context, Outcome, Table};
 
 pub fn run(args: DiffArgs, out: &mut dyn Write, ctx: &Context) -> Result<Outcome> {
     let options = DiffOptions {
@@ -62,16 +62,16 @@ pub fn run(args: DiffArgs, out: &mut dyn Write, ctx: &Context) -> Result<Outcome
         writeln!(out)?;
     }
     for name in &report.only_in_a {
-        writeln!(out, "only in {}: {name}", report.a.display())?;
+        writeln!(out, "only in {}: {}", report.a.display(), escape(name))?;
     }
     for name in &report.only_in_b {
-        writeln!(out, "only in {}: {name}", report.b.display())?;
+        writeln!(out, "only in {}: {}", report.b.display(), escape(name))?;
     }
     if !report.metadata_differences.is_empty() {
         writeln!(
             out,
             "metadata differs (not compared): {}",
-            report.metadata_differences.join(", ")
+            escape(&report.metadata_differences.join(", "))
         )?;
     }
     writeln!(

@@ -6,7 +6,7 @@ use anyhow::Result;
 use soup_core::{edit, Checkpoint, EditOptions, OutputOptions};
 
 use crate::cli::EditArgs;
-use crate::output::{write_json, Context, Outcome};
+use crate::output::{escape, write_json, Context, Outcome};
 
 pub fn run(args: EditArgs, out: &mut dyn Write, ctx: &Context) -> Result<Outcome> {
     let options = EditOptions {
@@ -29,13 +29,13 @@ pub fn run(args: EditArgs, out: &mut dyn Write, ctx: &Context) -> Result<Outcome
         return Ok(Outcome::Clean);
     }
     for (old, new) in &report.renamed {
-        writeln!(out, "renamed  {old} -> {new}")?;
+        writeln!(out, "renamed  {} -> {}", escape(old), escape(new))?;
     }
     for name in &report.dropped {
-        writeln!(out, "dropped  {name}")?;
+        writeln!(out, "dropped  {}", escape(name))?;
     }
     for (name, from, to) in &report.cast {
-        writeln!(out, "cast     {name} {from} -> {to}")?;
+        writeln!(out, "cast     {} {from} -> {to}", escape(name))?;
     }
     writeln!(
         out,

@@ -6,7 +6,7 @@ use anyhow::Result;
 use soup_core::{inspect, Checkpoint};
 
 use crate::cli::InspectArgs;
-use crate::output::{bytes, percent, shape, write_json, Context, Outcome, Table};
+use crate::output::{bytes, escape, percent, shape, write_json, Context, Outcome, Table};
 
 pub fn run(args: InspectArgs, out: &mut dyn Write, ctx: &Context) -> Result<Outcome> {
     let checkpoint = Checkpoint::open(&args.input)?;
@@ -53,7 +53,7 @@ pub fn run(args: InspectArgs, out: &mut dyn Write, ctx: &Context) -> Result<Outc
         )?;
     }
     for (k, v) in &report.metadata {
-        writeln!(out, "metadata {k} = {v}")?;
+        writeln!(out, "metadata {} = {}", escape(k), escape(v))?;
     }
     Ok(Outcome::Clean)
 }

@@ -50,10 +50,10 @@ fn copy(
     }
     writeln!(
         out,
-        "{} tensors, {} of data, content sha256 {}",
+        "{} tensors, {} of data, content digest {}",
         report.tensors,
         bytes(report.bytes),
-        report.input_sha256
+        report.input_digest
     )?;
     Ok(Outcome::Clean)
 }
