@@ -228,8 +228,14 @@ fn resolve(target: &Path) -> Result<PathBuf> {
 /// The operating-system error without tempfile's "at path" suffix, which
 /// would name a random temporary file that no longer exists.
 fn plain(e: std::io::Error) -> std::io::Error {
-    match e.raw_os_error() {
-        Some(code) => std::io::Error::from_raw_os_error(code),
+    if let Some(code) = e.raw_os_error() {
+        return std::io::Error::from_raw_os_error(code);
+    }
+    // tempfile wraps the OS error in a private type whose message ends in
+    // ` at path "..."`; its source is not the OS error, so cut the text.
+    let text = e.to_string();
+    match text.split_once(" at path ") {
+        Some((message, _)) => std::io::Error::new(e.kind(), message.to_string()),
         None => e,
     }
 }

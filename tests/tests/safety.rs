@@ -521,6 +521,22 @@ fn raw_file(json: &str, data: usize) -> Vec<u8> {
 }
 
 #[test]
+fn unwritable_output_folder_error_names_no_temporary_file() {
+    // Nobody, not even root, creates files at the top of /sys.
+    let scratch = Scratch::new();
+    let (a, b) = (scratch.path("a.safetensors"), scratch.path("b.safetensors"));
+    for shard in [false, true] {
+        let mut args = vec!["merge", s(&a), s(&b), "-o", "/sys/merged.safetensors"];
+        if shard {
+            args.extend(["--shard-size", "16"]);
+        }
+        let run = soup(&args);
+        assert_one_error_line(&run, &["/sys", "cannot create output in folder"]);
+        assert!(!run.stderr.contains(".soup-tmp"), "{}", run.stderr);
+    }
+}
+
+#[test]
 fn index_with_an_empty_weight_map_is_refused() {
     let scratch = Scratch::new();
     let dir = scratch.path("sharded");
