@@ -113,14 +113,13 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    let name = path
-        .file_name()
-        .ok_or_else(|| Error::checkpoint(path, "not a file name"))?;
-    let tmp = dir.join(format!(
-        ".{}.{}.tmp",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
+    if path.file_name().is_none() {
+        return Err(Error::checkpoint(path, "not a file name"));
+    }
+    // The same temporary names as soup's, so that either tool sweeps what
+    // the other left when it was killed.
+    soup_core::safety::sweep_stale_temps(dir);
+    let tmp = soup_core::safety::temp_path_for(path);
     let result = (|| {
         let mut f = fs::File::create(&tmp)?;
         f.write_all(bytes)?;
@@ -214,6 +213,23 @@ mod tests {
         assert_eq!(got["a.num_batches_tracked"].int64_value(&[]), 7);
         // No temporary file is left behind.
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn atomic_write_sweeps_temps_of_dead_writers_and_leaves_live_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        // No process has PID 2147483632 (pid_max is at most 2^22).
+        let dead = dir.path().join(".soup-tmp-2147483632-0-x.safetensors");
+        let live = dir
+            .path()
+            .join(format!(".soup-tmp-{}-99-y.safetensors", std::process::id()));
+        fs::write(&dead, b"left by a killed run").unwrap();
+        fs::write(&live, b"being written").unwrap();
+        write_atomic(&dir.path().join("x.safetensors"), b"new").unwrap();
+        assert!(!dead.exists(), "a dead writer's temporary file survived");
+        assert!(live.exists(), "a live writer's temporary file was removed");
+        assert_eq!(fs::read(dir.path().join("x.safetensors")).unwrap(), b"new");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 2);
     }
 
     #[test]
