@@ -434,6 +434,31 @@ fn missing_shard_is_rejected() {
 }
 
 #[test]
+fn shard_that_is_a_folder_is_rejected() {
+    let scratch = Scratch::new();
+    let dir = sharded(&scratch, "ck");
+    let shard = dir.join("model-00001-of-00002.safetensors");
+    std::fs::remove_file(&shard).unwrap();
+    std::fs::create_dir(&shard).unwrap();
+    rejected_everywhere(&scratch, &dir, "is a folder, not a regular file");
+}
+
+#[test]
+fn device_as_input_is_rejected_without_reading_it() {
+    // /dev/zero would never end if it were read.
+    let scratch = Scratch::new();
+    let run = soup(["inspect", "/dev/zero"]);
+    assert_rejected(&run, &["/dev/zero"], "is a device", &scratch.out_dir());
+}
+
+#[test]
+fn tensor_entry_that_is_not_an_object_is_rejected() {
+    let scratch = Scratch::new();
+    let bad = scratch.raw("bad.safetensors", &file(r#"{"a":[0,4]}"#, 0));
+    rejected_everywhere(&scratch, &bad, "tensor `a`: invalid tensor entry");
+}
+
+#[test]
 fn tensor_in_two_shards_is_rejected() {
     let scratch = Scratch::new();
     let dir = sharded(&scratch, "ck");
