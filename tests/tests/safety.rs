@@ -259,7 +259,7 @@ fn input_truncated_during_merge_is_a_clean_error_naming_it() {
     let out = scratch.out().join("merged.safetensors");
     let child = spawn(
         &["merge", s(&a), s(&b), "-o", s(&out)],
-        &[("SOUP_TEST_PAUSE_AFTER_CREATE_MS", "1500")],
+        &[("SOUP_TEST_PAUSE_AFTER_CREATE_MS", "3000")],
     );
     wait_for_temp(&scratch.out());
     std::fs::OpenOptions::new()
@@ -344,7 +344,7 @@ fn signal_during_merge(signal: &str) {
             "-o",
             s(&out),
         ],
-        &[("SOUP_TEST_PAUSE_AFTER_CREATE_MS", "1500")],
+        &[("SOUP_TEST_PAUSE_AFTER_CREATE_MS", "3000")],
     );
     wait_for_temp(&scratch.out());
     let temp = files_in(&scratch.out()).remove(0);
