@@ -46,11 +46,13 @@ impl ImageSet {
         self.labels.is_empty()
     }
 
-    fn image_len(&self) -> usize {
+    /// Bytes per image: `channels * height * width`.
+    pub fn image_len(&self) -> usize {
         self.shape.iter().product()
     }
 
-    fn image(&self, i: usize) -> &[u8] {
+    /// The bytes of image `i`.
+    pub fn image(&self, i: usize) -> &[u8] {
         let n = self.image_len();
         &self.images[i * n..(i + 1) * n]
     }
@@ -260,6 +262,42 @@ impl Dataset {
         n.div_ceil(batch_size)
     }
 
+    /// Turns images given as bytes (`N x C x H x W`, the layout of
+    /// [`ImageSet::images`]) into a normalised batch with this data set's
+    /// training mean and deviation. Evaluation on images from elsewhere
+    /// (corrupted copies of the test split, CIFAR-10-C files) goes through
+    /// here so that it sees exactly the preprocessing of the test split.
+    ///
+    /// Panics when `images` is not `labels.len()` images of the data set's shape.
+    pub fn batch_from_bytes(&self, images: &[u8], labels: &[i64], device: Device) -> Batch {
+        let [c, h, w] = self.input_shape();
+        assert_eq!(
+            images.len(),
+            labels.len() * c * h * w,
+            "images do not match labels"
+        );
+        // Per channel: x_norm = (byte / 255 - mean) / std = byte * scale + shift.
+        let scale: Vec<f32> = self.std.iter().map(|s| 1.0 / (255.0 * s)).collect();
+        let shift: Vec<f32> = self
+            .mean
+            .iter()
+            .zip(&self.std)
+            .map(|(m, s)| -m / s)
+            .collect();
+        let mut pixels = Vec::with_capacity(images.len());
+        for image in images.chunks_exact(c * h * w) {
+            for (ch, plane) in image.chunks_exact(h * w).enumerate() {
+                pixels.extend(plane.iter().map(|&b| b as f32 * scale[ch] + shift[ch]));
+            }
+        }
+        let n = labels.len() as i64;
+        let images = Tensor::from_slice(&pixels).view([n, c as i64, h as i64, w as i64]);
+        Batch {
+            images: images.to_device(device),
+            labels: Tensor::from_slice(labels).to_device(device),
+        }
+    }
+
     fn batches(
         &self,
         split: Split,
@@ -304,37 +342,20 @@ impl Iterator for Batches<'_> {
         let end = (self.pos + self.batch_size).min(self.order.len());
         let idx = &self.order[self.pos..end];
         self.pos = end;
-        let [c, h, w] = self.set.shape;
-        // Per channel: x_norm = (byte / 255 - mean) / std = byte * scale + shift.
-        let scale: Vec<f32> = self.data.std.iter().map(|s| 1.0 / (255.0 * s)).collect();
-        let shift: Vec<f32> = self
-            .data
-            .mean
-            .iter()
-            .zip(&self.data.std)
-            .map(|(m, s)| -m / s)
-            .collect();
-        let mut pixels = Vec::with_capacity(idx.len() * c * h * w);
-        let mut cropped = vec![0u8; c * h * w];
+        let image_len = self.set.image_len();
+        let mut pixels = Vec::with_capacity(idx.len() * image_len);
+        let mut cropped = vec![0u8; image_len];
         for &i in idx {
-            let src = match self.augment.as_mut() {
+            match self.augment.as_mut() {
                 Some(rng) => {
                     crop_flip(self.set.image(i), &mut cropped, self.set.shape, rng);
-                    &cropped[..]
+                    pixels.extend_from_slice(&cropped);
                 }
-                None => self.set.image(i),
-            };
-            for (ch, plane) in src.chunks_exact(h * w).enumerate() {
-                pixels.extend(plane.iter().map(|&b| b as f32 * scale[ch] + shift[ch]));
+                None => pixels.extend_from_slice(self.set.image(i)),
             }
         }
         let labels: Vec<i64> = idx.iter().map(|&i| self.set.labels[i]).collect();
-        let images =
-            Tensor::from_slice(&pixels).view([idx.len() as i64, c as i64, h as i64, w as i64]);
-        Some(Batch {
-            images: images.to_device(self.device),
-            labels: Tensor::from_slice(&labels).to_device(self.device),
-        })
+        Some(self.data.batch_from_bytes(&pixels, &labels, self.device))
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
