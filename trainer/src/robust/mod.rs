@@ -168,7 +168,32 @@ pub struct OodReport {
     /// severity weighs the same); `None` when nothing was evaluated.
     pub ood_acc: Option<f64>,
     /// Top-1 accuracy per corruption and severity.
+    #[serde(deserialize_with = "severity_maps")]
     pub corruptions: BTreeMap<String, BTreeMap<u8, f64>>,
+}
+
+/// Reads `{name: {severity: accuracy}}` whose severities are JSON object
+/// keys, hence strings, also where serde buffers the object first (inside
+/// a flattened struct such as [`EvalSummary`]), which cannot parse string
+/// keys as integers by itself.
+fn severity_maps<'de, D>(d: D) -> std::result::Result<BTreeMap<String, BTreeMap<u8, f64>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let raw = BTreeMap::<String, BTreeMap<String, f64>>::deserialize(d)?;
+    raw.into_iter()
+        .map(|(name, per)| {
+            let per = per
+                .into_iter()
+                .map(|(s, acc)| {
+                    s.parse::<u8>().map(|s| (s, acc)).map_err(|_| {
+                        serde::de::Error::custom(format!("severity {s:?} of {name} is not 1 to 5"))
+                    })
+                })
+                .collect::<std::result::Result<_, _>>()?;
+            Ok((name, per))
+        })
+        .collect()
 }
 
 /// The clean test report and the robustness report in one JSON object, as
@@ -602,6 +627,26 @@ mod tests {
         let text = toml::to_string(&spec).unwrap();
         assert_eq!(toml::from_str::<OodSpec>(&text).unwrap(), spec);
         let none = toml::to_string(&OodSpec::none()).unwrap();
+        // A report survives JSON on its own and inside EvalSummary.
+        let report = OodReport {
+            test_acc: 0.5,
+            ood_acc: Some(0.25),
+            corruptions: BTreeMap::from([("fog".to_string(), BTreeMap::from([(3u8, 0.25)]))]),
+        };
+        let json = serde_json::to_string(&report).unwrap();
+        assert_eq!(serde_json::from_str::<OodReport>(&json).unwrap(), report);
+        let summary = EvalSummary {
+            test: EvalReport {
+                samples: 4,
+                loss: 1.0,
+                top1: 0.5,
+                balanced_accuracy: 0.5,
+                ece: 0.1,
+            },
+            ood: report,
+        };
+        let json = serde_json::to_string(&summary).unwrap();
+        assert_eq!(serde_json::from_str::<EvalSummary>(&json).unwrap(), summary);
         assert_eq!(toml::from_str::<OodSpec>(&none).unwrap(), OodSpec::none());
     }
 

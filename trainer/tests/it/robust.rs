@@ -40,9 +40,9 @@ fn accuracy_falls_with_severity_on_a_trained_model() {
     let Some(full) = fashion("accuracy_falls_with_severity_on_a_trained_model") else {
         return;
     };
-    // 4,000 training and 1,000 test images keep this to seconds.
-    let train: Vec<usize> = (0..4000).collect();
-    let test: Vec<usize> = (0..1000).collect();
+    // 3,000 training and 500 test images keep this to seconds.
+    let train: Vec<usize> = (0..3000).collect();
+    let test: Vec<usize> = (0..500).collect();
     let data = Dataset::from_parts(
         "fashion-mnist subset".into(),
         Format::Idx,
@@ -58,13 +58,13 @@ fn accuracy_falls_with_severity_on_a_trained_model() {
     };
     let model = Model::new(Arch::Cnn, spec, Device::Cpu);
     let mut opt = Sgd::new(&model.vs, SgdConfig::new(0.9, 5e-4));
-    let batches = (0..3).flat_map(|e| data.train_batches(64, 0, e, Device::Cpu));
+    let batches = (0..2).flat_map(|e| data.train_batches(64, 0, e, Device::Cpu));
     train_steps(
         &model,
         &mut opt,
         batches,
         0,
-        |_| 0.05,
+        |_| 0.1,
         |_| Ok(()),
         &ProgressBar::hidden(),
     )
@@ -75,7 +75,7 @@ fn accuracy_falls_with_severity_on_a_trained_model() {
         ..OodSpec::default()
     };
     let r = evaluate_ood(&model, &data, &spec, Device::Cpu, 250).unwrap();
-    assert!(r.test_acc > 0.7, "the model did not learn: {}", r.test_acc);
+    assert!(r.test_acc > 0.6, "the model did not learn: {}", r.test_acc);
     // Every grey corruption, not saturate.
     assert_eq!(r.corruptions.len(), 12, "{:?}", r.corruptions.keys());
     let mean_at = |s: u8| -> f64 {
@@ -111,9 +111,20 @@ fn accuracy_falls_with_severity_on_a_trained_model() {
         .collect();
     let mean = all.iter().sum::<f64>() / all.len() as f64;
     assert!((r.ood_acc.unwrap() - mean).abs() < 1e-12);
-    // The same evaluation twice gives the same numbers.
-    let again = evaluate_ood(&model, &data, &spec, Device::Cpu, 250).unwrap();
-    assert_eq!(again, r);
+    // The same evaluation again, in other batches, gives the same numbers.
+    let some = OodSpec {
+        corruptions: trainer::robust::CorruptionChoice::Named(vec![
+            "shot_noise".into(),
+            "fog".into(),
+        ]),
+        severities: vec![5],
+        ..OodSpec::default()
+    };
+    let again = evaluate_ood(&model, &data, &some, Device::Cpu, 100).unwrap();
+    assert_eq!(again.test_acc, r.test_acc);
+    for name in ["shot_noise", "fog"] {
+        assert_eq!(again.corruptions[name][&5], r.corruptions[name][&5]);
+    }
 }
 
 /// Writes a version-1 `.npy` file.
