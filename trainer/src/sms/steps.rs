@@ -23,7 +23,7 @@ use crate::run::{run_training, Progress};
 use crate::schedule::Schedule;
 use crate::sms::config::{Baseline, SmsConfig, SoupKind, Vary};
 use crate::sms::layout::{Chain, Layout};
-use crate::sms::lr::{allr_peak, PruneImpact, RetrainSchedule};
+use crate::sms::lr::{allr_peak, candidate_schedule, PruneImpact};
 use crate::sms::soupcalls;
 use crate::train::train_steps;
 
@@ -478,17 +478,20 @@ impl Session {
         let start = Instant::now();
         let per_epoch = self.per_epoch();
         let total = ((epochs * per_epoch as f64).round() as u64).max(1);
-        let schedule = RetrainSchedule {
-            kind: self.cfg.schedule,
+        let varied_peak =
+            (matches!(chain, Chain::Soup) && self.cfg.vary == Vary::Lr).then_some(eta_max);
+        let schedule = candidate_schedule(
+            self.cfg.schedule,
             total,
-            pretrain: self.pretrain_schedule(eta_max),
-            allr_peak: Some(allr_peak(
+            self.pretrain_schedule(eta_max),
+            allr_peak(
                 &prune.impact,
                 eta_max,
                 epochs,
                 self.cfg.pretrain_epochs.max(1) as f64,
-            )),
-        };
+            ),
+            varied_peak,
+        );
         let (model, train_loss) = if path.exists() {
             // Trained before a kill that came ahead of its evaluation.
             (self.load(&path)?, None)
