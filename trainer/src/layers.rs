@@ -128,6 +128,8 @@ pub struct BatchNorm {
     pub running_var: Tensor,
     /// Batches seen in training mode (int64 scalar buffer).
     pub num_batches_tracked: Tensor,
+    /// PyTorch's momentum of the running statistics in training mode.
+    pub momentum: f64,
 }
 
 /// PyTorch's default momentum for running statistics.
@@ -137,6 +139,12 @@ pub const BN_EPS: f64 = 1e-5;
 
 /// A batch-norm layer over `c` channels.
 pub fn batch_norm(p: Path, c: i64) -> BatchNorm {
+    batch_norm_with_momentum(p, c, BN_MOMENTUM)
+}
+
+/// A batch-norm layer whose running statistics move by `momentum` per
+/// training batch (PyTorch's meaning; some reference models set it).
+pub fn batch_norm_with_momentum(p: Path, c: i64, momentum: f64) -> BatchNorm {
     let nbt = Tensor::zeros([], (Kind::Int64, p.device()));
     BatchNorm {
         weight: p.var("weight", &[c], Init::Const(1.0)),
@@ -144,6 +152,7 @@ pub fn batch_norm(p: Path, c: i64) -> BatchNorm {
         running_mean: p.zeros_no_train("running_mean", &[c]),
         running_var: p.ones_no_train("running_var", &[c]),
         num_batches_tracked: p.add("num_batches_tracked", nbt, false),
+        momentum,
     }
 }
 
@@ -151,7 +160,7 @@ impl BatchNorm {
     /// Normalises `xs` (`N x C x ...`) as `mode` says.
     pub fn forward(&self, xs: &Tensor, mode: Mode) -> Tensor {
         let (training, momentum) = match mode {
-            Mode::Train => (true, BN_MOMENTUM),
+            Mode::Train => (true, self.momentum),
             Mode::Eval => (false, 0.0),
             Mode::Calibrate { factor } => (true, factor),
         };

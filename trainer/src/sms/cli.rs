@@ -96,7 +96,8 @@ pub struct SmsArgs {
     /// Data set: fashion-mnist, or a folder of IDX or CIFAR binary files.
     #[arg(long)]
     pub data: Option<String>,
-    /// Architecture: mlp, cnn, resnet20, resnet56, wrn-D-W, resnet18, resnet50.
+    /// Architecture: mlp, cnn, resnet20, resnet56, wrn-D-W, wrn-D-W-ref,
+    /// resnet18, resnet50.
     #[arg(long)]
     pub model: Option<String>,
     /// Final sparsity over prunable weights, in [0, 1).

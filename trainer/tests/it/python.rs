@@ -19,6 +19,7 @@ fn checkpoints_load_strictly_into_pytorch_and_torchvision() {
         ("resnet20", 10, [3, 32, 32]),
         ("resnet56", 100, [3, 32, 32]),
         ("wrn-16-4", 100, [3, 32, 32]),
+        ("wrn-16-2-ref", 100, [3, 32, 32]),
         ("cnn", 10, [1, 28, 28]),
         ("mlp", 10, [1, 28, 28]),
     ];
@@ -147,4 +148,52 @@ fn parity_with_pytorch_cnn() {
 #[test]
 fn parity_with_pytorch_resnet20() {
     parity("resnet20", [3, 32, 32], 1);
+}
+
+/// The reference WideResNet in eval mode: dropout off, the stride on the
+/// second convolution and the shortcut from the raw input, as PyTorch's
+/// twin of the reference code computes it. In training mode dropout makes
+/// two forward passes differ; in eval and calibration modes it is off.
+#[test]
+fn reference_wideresnet_matches_pytorch_in_eval_mode_and_drops_out_in_training() {
+    let Some(py) = crate::python("reference_wideresnet_matches_pytorch") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    tch::set_num_threads(1);
+    tch::manual_seed(7);
+    let spec = ModelSpec {
+        num_classes: 10,
+        input: [3, 32, 32],
+    };
+    let model = Model::new("wrn-10-2-ref".parse::<Arch>().unwrap(), spec, Device::Cpu);
+    // Non-trivial running statistics, so that eval mode is not the identity
+    // normalisation.
+    let x = Tensor::randn([8, 3, 32, 32], (Kind::Float, Device::Cpu));
+    let _ = tch::no_grad(|| model.forward(&(&x * 2.0 + 0.5), Mode::Train));
+    model.save(&dir.join("init.safetensors")).unwrap();
+    let logits = tch::no_grad(|| model.forward(&x, Mode::Eval));
+    let again = tch::no_grad(|| model.forward(&x, Mode::Eval));
+    assert_eq!(f64::try_from((&logits - &again).abs().max()).unwrap(), 0.0);
+    let io = vec![("x".to_string(), x.copy()), ("logits".to_string(), logits)];
+    trainer::checkpoint::save(&dir.join("io.safetensors"), &io, HashMap::new()).unwrap();
+    let out = crate::run_python(
+        &py,
+        "forward_eval.py",
+        &[dir.to_str().unwrap(), "wrn-10-2-ref", "10", "3x32x32"],
+    );
+    eprintln!("{out}");
+    // Dropout: two training-mode passes differ, two calibration passes
+    // (batch statistics, dropout off) do not.
+    let (a, b) = tch::no_grad(|| {
+        (
+            model.forward(&x, Mode::Train),
+            model.forward(&x, Mode::Train),
+        )
+    });
+    assert!(f64::try_from((a - b).abs().max()).unwrap() > 1e-4);
+    let calib = Mode::Calibrate { factor: 0.0 };
+    let (a, b) = tch::no_grad(|| (model.forward(&x, calib), model.forward(&x, calib)));
+    assert_eq!(f64::try_from((a - b).abs().max()).unwrap(), 0.0);
 }
