@@ -24,6 +24,10 @@ pub const VAL_FRACTION: f64 = 0.1;
 /// Zero padding, in pixels, of the random-crop augmentation.
 pub const CROP_PADDING: usize = 4;
 
+/// The largest angle, in degrees, of CIFAR-100's random rotation
+/// (torchvision's `RandomRotation(15)` in the reference code).
+pub const CIFAR100_ROTATION: f64 = 15.0;
+
 /// A set of images with their labels.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ImageSet {
@@ -116,6 +120,9 @@ pub struct Dataset {
     pub std: Vec<f32>,
     /// Whether training batches get random crops and flips (CIFAR).
     pub augment: bool,
+    /// The largest angle in degrees of a random rotation after crop and
+    /// flip (0: none): 15 for CIFAR-100, as in the reference code.
+    pub rotation: f64,
 }
 
 /// A batch ready for a model: normalised images and their labels.
@@ -192,6 +199,11 @@ impl Dataset {
         };
         let (mean, std) = channel_stats(&train);
         let augment = format != Format::Idx;
+        let rotation = if format == Format::Cifar100 {
+            CIFAR100_ROTATION
+        } else {
+            0.0
+        };
         Ok(Dataset {
             name,
             format,
@@ -202,6 +214,7 @@ impl Dataset {
             mean,
             std,
             augment,
+            rotation,
         })
     }
 
@@ -345,8 +358,17 @@ impl Iterator for Batches<'_> {
         let image_len = self.set.image_len();
         let mut pixels = Vec::with_capacity(idx.len() * image_len);
         let mut cropped = vec![0u8; image_len];
+        let mut rotated = vec![0u8; image_len];
         for &i in idx {
             match self.augment.as_mut() {
+                Some(rng) if self.data.rotation > 0.0 => {
+                    crop_flip(self.set.image(i), &mut cropped, self.set.shape, rng);
+                    let max = self.data.rotation;
+                    let angle =
+                        -max + 2.0 * max * (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+                    rotate(&cropped, &mut rotated, self.set.shape, angle);
+                    pixels.extend_from_slice(&rotated);
+                }
                 Some(rng) => {
                     crop_flip(self.set.image(i), &mut cropped, self.set.shape, rng);
                     pixels.extend_from_slice(&cropped);
@@ -381,6 +403,31 @@ fn crop_flip(src: &[u8], dst: &mut [u8], [c, h, w]: [usize; 3], rng: &mut Rng) {
                 let (sy, sx) = ((y + top).wrapping_sub(p), (xc + left).wrapping_sub(p));
                 dst[(ch * h + y) * w + x] = if sy < h && sx < w {
                     src[(ch * h + sy) * w + sx]
+                } else {
+                    0
+                };
+            }
+        }
+    }
+}
+
+/// torchvision's `rotate` with nearest-neighbour sampling: `dst` is `src`
+/// turned by `degrees` counter-clockwise about the image centre, with
+/// zeros where the turned image does not reach.
+fn rotate(src: &[u8], dst: &mut [u8], [c, h, w]: [usize; 3], degrees: f64) {
+    let (sin, cos) = degrees.to_radians().sin_cos();
+    let (cy, cx) = ((h as f64 - 1.0) / 2.0, (w as f64 - 1.0) / 2.0);
+    for y in 0..h {
+        for x in 0..w {
+            // Inverse map: turn the output pixel back by the angle (image
+            // rows grow downwards, hence the signs).
+            let (dx, dy) = (x as f64 - cx, y as f64 - cy);
+            let sx = (cos * dx - sin * dy + cx).round();
+            let sy = (sin * dx + cos * dy + cy).round();
+            let inside = sx >= 0.0 && sy >= 0.0 && sx < w as f64 && sy < h as f64;
+            for ch in 0..c {
+                dst[(ch * h + y) * w + x] = if inside {
+                    src[(ch * h + sy as usize) * w + sx as usize]
                 } else {
                     0
                 };
@@ -825,6 +872,63 @@ mod tests {
             }
         }
         assert!(found[0] || found[1]);
+    }
+
+    #[test]
+    fn rotate_turns_about_the_centre() {
+        // 1x3x3 with distinct pixels: 0 degrees is the identity, 90 turns
+        // counter-clockwise (the top row becomes the left column, reversed).
+        let src = [1u8, 2, 3, 4, 5, 6, 7, 8, 9];
+        let mut dst = [0u8; 9];
+        rotate(&src, &mut dst, [1, 3, 3], 0.0);
+        assert_eq!(dst, src);
+        rotate(&src, &mut dst, [1, 3, 3], 90.0);
+        assert_eq!(dst, [3, 6, 9, 2, 5, 8, 1, 4, 7]);
+        // A small turn of a 1x9x9 image loses its corners to the fill.
+        let big: Vec<u8> = (1..=81).collect();
+        let mut out = vec![0u8; 81];
+        rotate(&big, &mut out, [1, 9, 9], 15.0);
+        assert_eq!(out[40], 41, "the centre stays");
+        assert_ne!(out, big);
+        rotate(&big, &mut out, [1, 9, 9], 45.0);
+        assert_eq!(out[0], 0, "a corner is filled with zeros");
+    }
+
+    #[test]
+    fn only_cifar100_training_batches_are_rotated() {
+        let (d10, d100) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let d10 = d10.path().join("cifar-10-batches-bin");
+        fs::create_dir(&d10).unwrap();
+        for (k, name) in CIFAR10_FILES.iter().enumerate() {
+            fs::write(d10.join(name), cifar_file(10, false, k as u8 + 1)).unwrap();
+        }
+        fs::write(d100.path().join("train.bin"), cifar_file(50, true, 1)).unwrap();
+        fs::write(d100.path().join("test.bin"), cifar_file(10, true, 2)).unwrap();
+        let c10 = Dataset::load(d10.parent().unwrap().to_str().unwrap(), 0).unwrap();
+        let c100 = Dataset::load(d100.path().to_str().unwrap(), 0).unwrap();
+        assert_eq!((c10.rotation, c100.rotation), (0.0, 15.0));
+        // A CIFAR-100 training batch is crop, flip, then a rotation drawn
+        // from the same generator; replaying the draws by hand reproduces it.
+        let mut rng = Rng::new(5, 0);
+        let mut order: Vec<usize> = (0..c100.train.len()).collect();
+        rng.shuffle(&mut order);
+        let (mut crop, mut turned) = (vec![0u8; 3072], vec![0u8; 3072]);
+        let mut want = Vec::new();
+        for &i in &order[..4] {
+            crop_flip(c100.train.image(i), &mut crop, [3, 32, 32], &mut rng);
+            let angle = -15.0 + 30.0 * (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+            assert!(angle.abs() <= 15.0);
+            rotate(&crop, &mut turned, [3, 32, 32], angle);
+            want.extend_from_slice(&turned);
+        }
+        let labels: Vec<i64> = order[..4].iter().map(|&i| c100.train.labels[i]).collect();
+        let want = c100.batch_from_bytes(&want, &labels, Device::Cpu).images;
+        let got = c100
+            .train_batches(4, 5, 0, Device::Cpu)
+            .next()
+            .unwrap()
+            .images;
+        assert_eq!(f64::try_from((got - want).abs().max()).unwrap(), 0.0);
     }
 
     #[test]
