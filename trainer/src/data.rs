@@ -413,8 +413,9 @@ fn crop_flip(src: &[u8], dst: &mut [u8], [c, h, w]: [usize; 3], rng: &mut Rng) {
 
 /// torchvision's `rotate` with nearest-neighbour sampling: `dst` is `src`
 /// turned by `degrees` counter-clockwise about the image centre, with
-/// zeros where the turned image does not reach.
-fn rotate(src: &[u8], dst: &mut [u8], [c, h, w]: [usize; 3], degrees: f64) {
+/// zeros where the turned image does not reach (CIFAR-100's training
+/// augmentation; `src` and `dst` are one image of `[c, h, w]` bytes).
+pub fn rotate(src: &[u8], dst: &mut [u8], [c, h, w]: [usize; 3], degrees: f64) {
     let (sin, cos) = degrees.to_radians().sin_cos();
     let (cy, cx) = ((h as f64 - 1.0) / 2.0, (w as f64 - 1.0) / 2.0);
     for y in 0..h {
