@@ -4,9 +4,10 @@
 //! Images are kept as bytes (`N x C x H x W`, u8) and turned into normalised
 //! float tensors one batch at a time, so a whole data set costs one byte per
 //! pixel and augmentation is plain index arithmetic.
+//!
+//! Each on-disk format has its own file (`idx.rs`, `cifar.rs`); training
+//! augmentation is in `augment.rs`.
 
-use std::fs;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -14,6 +15,15 @@ use tch::{Device, Tensor};
 
 use crate::error::{Error, Result};
 use crate::rng::Rng;
+
+mod augment;
+mod cifar;
+mod idx;
+
+use augment::crop_flip;
+pub use augment::rotate;
+use cifar::read_cifar_folder;
+use idx::{find_idx, read_idx_folder, IDX_FILES};
 
 /// Where Debian's `dataset-fashion-mnist` package puts its files.
 pub const FASHION_MNIST_DIR: &str = "/usr/share/datasets/fashion-mnist";
@@ -388,55 +398,6 @@ impl Iterator for Batches<'_> {
 
 impl ExactSizeIterator for Batches<'_> {}
 
-/// torchvision's `RandomCrop(size, padding=4)` then `RandomHorizontalFlip()`:
-/// a window of the zero-padded image at a random offset, mirrored with
-/// probability 1/2.
-fn crop_flip(src: &[u8], dst: &mut [u8], [c, h, w]: [usize; 3], rng: &mut Rng) {
-    let p = CROP_PADDING;
-    let top = rng.below(2 * p + 1);
-    let left = rng.below(2 * p + 1);
-    let flip = rng.coin();
-    for ch in 0..c {
-        for y in 0..h {
-            for x in 0..w {
-                let xc = if flip { w - 1 - x } else { x };
-                let (sy, sx) = ((y + top).wrapping_sub(p), (xc + left).wrapping_sub(p));
-                dst[(ch * h + y) * w + x] = if sy < h && sx < w {
-                    src[(ch * h + sy) * w + sx]
-                } else {
-                    0
-                };
-            }
-        }
-    }
-}
-
-/// torchvision's `rotate` with nearest-neighbour sampling: `dst` is `src`
-/// turned by `degrees` counter-clockwise about the image centre, with
-/// zeros where the turned image does not reach (CIFAR-100's training
-/// augmentation; `src` and `dst` are one image of `[c, h, w]` bytes).
-pub fn rotate(src: &[u8], dst: &mut [u8], [c, h, w]: [usize; 3], degrees: f64) {
-    let (sin, cos) = degrees.to_radians().sin_cos();
-    let (cy, cx) = ((h as f64 - 1.0) / 2.0, (w as f64 - 1.0) / 2.0);
-    for y in 0..h {
-        for x in 0..w {
-            // Inverse map: turn the output pixel back by the angle (image
-            // rows grow downwards, hence the signs).
-            let (dx, dy) = (x as f64 - cx, y as f64 - cy);
-            let sx = (cos * dx - sin * dy + cx).round();
-            let sy = (sin * dx + cos * dy + cy).round();
-            let inside = sx >= 0.0 && sy >= 0.0 && sx < w as f64 && sy < h as f64;
-            for ch in 0..c {
-                dst[(ch * h + y) * w + x] = if inside {
-                    src[(ch * h + sy as usize) * w + sx as usize]
-                } else {
-                    0
-                };
-            }
-        }
-    }
-}
-
 fn channel_stats(set: &ImageSet) -> (Vec<f32>, Vec<f32>) {
     let [c, h, w] = set.shape;
     let mut sum = vec![0f64; c];
@@ -489,22 +450,6 @@ fn resolve(spec: &str) -> Result<(String, PathBuf)> {
     }
 }
 
-const IDX_FILES: [[&str; 2]; 4] = [
-    ["train-images-idx3-ubyte", "train-images.idx3-ubyte"],
-    ["train-labels-idx1-ubyte", "train-labels.idx1-ubyte"],
-    ["t10k-images-idx3-ubyte", "t10k-images.idx3-ubyte"],
-    ["t10k-labels-idx1-ubyte", "t10k-labels.idx1-ubyte"],
-];
-
-const CIFAR10_FILES: [&str; 6] = [
-    "data_batch_1.bin",
-    "data_batch_2.bin",
-    "data_batch_3.bin",
-    "data_batch_4.bin",
-    "data_batch_5.bin",
-    "test_batch.bin",
-];
-
 /// Finds out which format a folder holds, looking also into the subfolder
 /// names the official archives unpack to.
 fn detect(dir: &Path) -> Result<(Format, PathBuf)> {
@@ -536,156 +481,11 @@ fn detect(dir: &Path) -> Result<(Format, PathBuf)> {
     ))
 }
 
-fn find_idx(dir: &Path, stems: &[&str]) -> Option<PathBuf> {
-    stems
-        .iter()
-        .flat_map(|s| [dir.join(s), dir.join(format!("{s}.gz"))])
-        .find(|p| p.is_file())
-}
-
-/// Reads a file, gunzipping it when it starts with the gzip magic bytes.
-fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
-    let raw = fs::read(path).map_err(|e| Error::io(path, e))?;
-    if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::new();
-        flate2::read::MultiGzDecoder::new(&raw[..])
-            .read_to_end(&mut out)
-            .map_err(|e| Error::data(path, format!("corrupt gzip data: {e}")))?;
-        Ok(out)
-    } else {
-        Ok(raw)
-    }
-}
-
-fn be_u32(bytes: &[u8], at: usize) -> usize {
-    u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]) as usize
-}
-
-/// Parses an IDX file of unsigned bytes with `ndims` dimensions; returns the
-/// dimensions and the data.
-fn parse_idx(bytes: &[u8], ndims: usize, path: &Path) -> Result<(Vec<usize>, Vec<u8>)> {
-    let header = 4 + 4 * ndims;
-    if bytes.len() < header {
-        return Err(Error::data(
-            path,
-            format!("{} bytes is too short for an IDX header", bytes.len()),
-        ));
-    }
-    if bytes[0] != 0 || bytes[1] != 0 || bytes[2] != 0x08 || bytes[3] as usize != ndims {
-        return Err(Error::data(
-            path,
-            format!(
-                "not an IDX file of unsigned bytes with {ndims} dimension(s) (magic {:02x}{:02x}{:02x}{:02x})",
-                bytes[0], bytes[1], bytes[2], bytes[3]
-            ),
-        ));
-    }
-    let dims: Vec<usize> = (0..ndims).map(|i| be_u32(bytes, 4 + 4 * i)).collect();
-    let len = dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
-    match len {
-        Some(len) if header.checked_add(len) == Some(bytes.len()) => {
-            Ok((dims, bytes[header..].to_vec()))
-        }
-        _ => Err(Error::data(
-            path,
-            format!(
-                "dimensions {dims:?} do not match the file size of {} bytes",
-                bytes.len()
-            ),
-        )),
-    }
-}
-
-fn read_idx_pair(dir: &Path, images: &[&str], labels: &[&str]) -> Result<ImageSet> {
-    let missing = |stems: &[&str]| Error::data(dir, format!("missing {}[.gz]", stems[0]));
-    let ipath = find_idx(dir, images).ok_or_else(|| missing(images))?;
-    let lpath = find_idx(dir, labels).ok_or_else(|| missing(labels))?;
-    let (idims, pixels) = parse_idx(&read_maybe_gz(&ipath)?, 3, &ipath)?;
-    let (ldims, label_bytes) = parse_idx(&read_maybe_gz(&lpath)?, 1, &lpath)?;
-    if idims[0] != ldims[0] {
-        return Err(Error::data(
-            &lpath,
-            format!(
-                "{} labels for {} images in {}",
-                ldims[0],
-                idims[0],
-                ipath.display()
-            ),
-        ));
-    }
-    if idims[0] == 0 {
-        return Err(Error::data(&ipath, "holds no images"));
-    }
-    let labels = label_bytes.iter().map(|&b| b as i64).collect();
-    Ok(ImageSet {
-        images: pixels,
-        labels,
-        shape: [1, idims[1], idims[2]],
-    })
-}
-
-fn read_idx_folder(dir: &Path) -> Result<(ImageSet, ImageSet)> {
-    let train = read_idx_pair(dir, &IDX_FILES[0], &IDX_FILES[1])?;
-    let test = read_idx_pair(dir, &IDX_FILES[2], &IDX_FILES[3])?;
-    Ok((train, test))
-}
-
-/// CIFAR images are 3 x 32 x 32 bytes after a 1-byte (CIFAR-10) or 2-byte
-/// (CIFAR-100: coarse then fine) label.
-fn read_cifar_file(path: &Path, fine: bool, num_classes: i64, into: &mut ImageSet) -> Result<()> {
-    let bytes = fs::read(path).map_err(|e| Error::io(path, e))?;
-    let label_len = if fine { 2 } else { 1 };
-    let record = label_len + 3 * 32 * 32;
-    if bytes.is_empty() || bytes.len() % record != 0 {
-        return Err(Error::data(
-            path,
-            format!(
-                "{} bytes is not a whole number of {record}-byte CIFAR records",
-                bytes.len()
-            ),
-        ));
-    }
-    for (k, rec) in bytes.chunks_exact(record).enumerate() {
-        let label = rec[label_len - 1] as i64;
-        if label >= num_classes {
-            return Err(Error::data(
-                path,
-                format!("record {k} has label {label}, expected < {num_classes}"),
-            ));
-        }
-        into.labels.push(label);
-        into.images.extend_from_slice(&rec[label_len..]);
-    }
-    Ok(())
-}
-
-fn read_cifar_folder(dir: &Path, hundred: bool) -> Result<(ImageSet, ImageSet)> {
-    let empty = || ImageSet {
-        images: Vec::new(),
-        labels: Vec::new(),
-        shape: [3, 32, 32],
-    };
-    let (mut train, mut test) = (empty(), empty());
-    let (train_files, test_file, classes): (&[&str], &str, i64) = if hundred {
-        (&["train.bin"], "test.bin", 100)
-    } else {
-        (&CIFAR10_FILES[..5], CIFAR10_FILES[5], 10)
-    };
-    for name in train_files.iter().chain([&test_file]) {
-        if !dir.join(name).is_file() {
-            return Err(Error::data(dir, format!("missing {name}")));
-        }
-    }
-    for name in train_files {
-        read_cifar_file(&dir.join(name), hundred, classes, &mut train)?;
-    }
-    read_cifar_file(&dir.join(test_file), hundred, classes, &mut test)?;
-    Ok((train, test))
-}
-
 #[cfg(test)]
 mod tests {
+    use super::cifar::CIFAR10_FILES;
     use super::*;
+    use std::fs;
     use std::io::Write;
 
     fn idx_images(n: usize, h: usize, w: usize, seed: u8) -> Vec<u8> {
