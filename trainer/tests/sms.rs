@@ -583,7 +583,8 @@ fn every_reported_model_is_recalibrated_saved_and_reevaluates_to_its_numbers() {
         ] {
             assert!(m[key].is_number(), "{name} lacks {key}");
         }
-        assert!(m["ood_acc"].is_null() || m["ood_acc"].is_number());
+        // Robustness is evaluated by default (every corruption, severity 3).
+        assert!(m["ood_acc"].is_number(), "{name} lacks ood_acc");
         let Some(ck) = m["checkpoint"].as_str() else {
             assert_eq!(name, "ensemble");
             continue;
@@ -644,6 +645,7 @@ fn every_reported_model_is_recalibrated_saved_and_reevaluates_to_its_numbers() {
             m["test_acc"].as_f64().unwrap(),
             "{name}"
         );
+        assert_eq!(ev["ood_acc"], m["ood_acc"], "{name}");
     }
     // Per-layer sparsity of the soup: every prunable tensor, the parent's
     // zeros.

@@ -183,6 +183,9 @@ pub struct SmsArgs {
     /// Run this many repeats side by side, each in its own process.
     #[arg(long, default_value_t = 1)]
     pub repeat_jobs: usize,
+    /// Robustness evaluation of every reported model.
+    #[command(flatten)]
+    pub ood: crate::robust::OodArgs,
     /// Write the configuration, print the plan and stop.
     #[arg(long)]
     pub plan: bool,
@@ -239,6 +242,7 @@ impl SmsArgs {
         if !self.exclude.is_empty() {
             c.exclude = self.exclude.clone();
         }
+        c.ood = self.ood.apply(c.ood)?;
         c.validate()?;
         Ok(c)
     }

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::eval::BnRecal;
+use crate::robust::OodSpec;
 use crate::schedule::ScheduleKind;
 use crate::sms::lr::RetrainKind;
 
@@ -131,6 +132,9 @@ pub struct SmsConfig {
     pub baselines: Vec<Baseline>,
     /// Runs of the whole pipeline with base seeds `seed + 1000 r`, r < R.
     pub repeats: u32,
+    /// Robustness evaluation of every reported model (corruptions of the
+    /// test split).
+    pub ood: OodSpec,
 }
 
 impl Default for SmsConfig {
@@ -166,6 +170,7 @@ impl Default for SmsConfig {
             eval_batch_size: 500,
             baselines: Vec::new(),
             repeats: 1,
+            ood: OodSpec::default(),
         }
     }
 }
@@ -247,6 +252,7 @@ impl SmsConfig {
             }
             _ => {}
         }
+        self.ood.validate()?;
         for pattern in &self.exclude {
             regex::Regex::new(pattern)
                 .map_err(|e| Error::Config(format!("invalid --exclude regex {pattern:?}: {e}")))?;

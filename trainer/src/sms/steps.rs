@@ -27,6 +27,7 @@ use crate::error::{Error, Result};
 use crate::eval::{evaluate, evaluate_ensemble, macs, recalibrate_bn_with, EvalReport, Macs};
 use crate::model::Model;
 use crate::optim::{Sgd, SgdConfig};
+use crate::robust::{corrupted_batches, corruption_accuracies, mean_accuracy, Corruption};
 use crate::run::{run_training, Progress};
 use crate::schedule::Schedule;
 use crate::sms::config::{Baseline, SmsConfig, SoupKind, Vary};
@@ -54,6 +55,8 @@ pub struct Evaluation {
     pub macs: Macs,
     /// Mean test accuracy under corruptions, when measured.
     pub ood_acc: Option<f64>,
+    /// Test accuracy per corruption and severity (empty when not measured).
+    pub corruptions: BTreeMap<String, BTreeMap<u8, f64>>,
 }
 
 /// What pruning a phase's parent did (`prune.json`).
@@ -280,6 +283,8 @@ impl Session {
         let val = evaluate(model, self.data.eval_batches(Split::Val, ebs, self.device))?;
         let test = evaluate(model, self.data.eval_batches(Split::Test, ebs, self.device))?;
         let (sparsity, sparsity_all) = sparsity(model);
+        let corruptions =
+            corruption_accuracies(model, &self.data, &self.cfg.ood, self.device, ebs as i64)?;
         Ok(Evaluation {
             val,
             test,
@@ -287,7 +292,8 @@ impl Session {
             sparsity_all,
             layer_sparsity: layer_sparsity(model),
             macs: macs(model),
-            ood_acc: None,
+            ood_acc: mean_accuracy(&corruptions),
+            corruptions,
         })
     }
 
@@ -301,7 +307,10 @@ impl Session {
     }
 
     /// The prediction ensemble of the (finished) checkpoints `paths`.
-    pub fn evaluate_ensemble(&self, paths: &[PathBuf]) -> Result<Evaluation> {
+    /// Under corruptions it is scored on the generated ones the run
+    /// evaluates (`like` lists them: a member's evaluation); with a
+    /// CIFAR-C folder it has no robustness numbers.
+    pub fn evaluate_ensemble(&self, paths: &[PathBuf], like: &Evaluation) -> Result<Evaluation> {
         let models = paths
             .iter()
             .map(|p| self.load(p))
@@ -315,6 +324,21 @@ impl Session {
         let (sparsity, sparsity_all) = sparsity(&models[0]);
         let one = macs(&models[0]);
         let k = models.len() as u64;
+        let mut corruptions = BTreeMap::new();
+        if self.cfg.ood.dir.is_none() {
+            for (name, severities) in &like.corruptions {
+                let Some(c) = Corruption::from_name(name) else {
+                    continue;
+                };
+                let mut per = BTreeMap::new();
+                for &s in severities.keys() {
+                    let batches =
+                        corrupted_batches(&self.data, c, s, ebs, self.cfg.ood.limit, self.device);
+                    per.insert(s, evaluate_ensemble(&refs, batches)?.top1);
+                }
+                corruptions.insert(name.clone(), per);
+            }
+        }
         Ok(Evaluation {
             val,
             test,
@@ -325,7 +349,8 @@ impl Session {
                 dense: one.dense * k,
                 sparse: models.iter().map(|m| macs(m).sparse).sum(),
             },
-            ood_acc: None,
+            ood_acc: mean_accuracy(&corruptions),
+            corruptions,
         })
     }
 
@@ -597,7 +622,12 @@ impl Session {
             mkdir(path.parent().expect("phase folder"))?;
             (model, Some(stats.loss))
         };
-        let eval = self.finish(&model, &path)?;
+        let eval = if train_loss.is_some() {
+            self.finish(&model, &path)?
+        } else {
+            // The file is the finished model already: leave it untouched.
+            self.evaluate(&model)?
+        };
         let info = CandidateInfo {
             index,
             seed,
@@ -687,7 +717,7 @@ impl Session {
         };
         let soup_path = self.layout.soup(Chain::Soup, phase);
         let soup = self.finish(&self.load(&avg)?, &soup_path)?;
-        let ensemble = self.evaluate_ensemble(&paths)?;
+        let ensemble = self.evaluate_ensemble(&paths, &candidates[0].eval)?;
         let soup_path = soup_path
             .strip_prefix(&self.layout.root)
             .map_or(soup_path.clone(), Path::to_path_buf);
