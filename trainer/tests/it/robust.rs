@@ -230,10 +230,12 @@ fn eval_reads_a_cifar_c_folder() {
             "corruptions",
             "ece",
             "loss",
+            "mce",
             "ood_acc",
             "samples",
             "test_acc",
-            "top1"
+            "top1",
+            "worst_class_accuracy"
         ]
     );
     let r: EvalSummary = serde_json::from_value(json).unwrap();
