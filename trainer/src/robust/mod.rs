@@ -641,7 +641,9 @@ mod tests {
                 loss: 1.0,
                 top1: 0.5,
                 balanced_accuracy: 0.5,
+                worst_class_accuracy: 0.5,
                 ece: 0.1,
+                mce: 0.1,
             },
             ood: report,
         };
