@@ -125,6 +125,48 @@ class WideResNet(nn.Module):
         return self.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))
 
 
+class RefWrnBlock(nn.Module):
+    """The sparse-model-soups reference block: biases, dropout 0.3 between
+    the convolutions, stride on the second, shortcut from the raw input."""
+
+    def __init__(self, c_in, planes, stride):
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(c_in)
+        self.conv1 = nn.Conv2d(c_in, planes, 3, 1, 1, bias=True)
+        self.dropout = nn.Dropout(0.3)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride, 1, bias=True)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or c_in != planes:
+            self.shortcut = nn.Sequential(nn.Conv2d(c_in, planes, 1, stride, bias=True))
+
+    def forward(self, x):
+        out = self.dropout(self.conv1(F.relu(self.bn1(x))))
+        out = self.conv2(F.relu(self.bn2(out)))
+        return out + self.shortcut(x)
+
+
+class RefWideResNet(nn.Module):
+    def __init__(self, depth, width, in_channels=3, num_classes=100):
+        super().__init__()
+        n = (depth - 4) // 6
+        self.conv1 = nn.Conv2d(in_channels, 16, 3, 1, 1, bias=True)
+        c_in = 16
+        for i, planes in enumerate([16 * width, 32 * width, 64 * width]):
+            blocks = []
+            for j in range(n):
+                blocks.append(RefWrnBlock(c_in, planes, 2 if i > 0 and j == 0 else 1))
+                c_in = planes
+            setattr(self, f"layer{i + 1}", nn.Sequential(*blocks))
+        self.bn1 = nn.BatchNorm2d(c_in, momentum=0.9)
+        self.linear = nn.Linear(c_in, num_classes)
+
+    def forward(self, x):
+        x = self.layer3(self.layer2(self.layer1(self.conv1(x))))
+        x = F.relu(self.bn1(x))
+        return self.linear(F.adaptive_avg_pool2d(x, 1).flatten(1))
+
+
 def build(arch, num_classes, input_shape):
     c, h, w = input_shape
     if arch == "mlp":
@@ -135,6 +177,9 @@ def build(arch, num_classes, input_shape):
         return CifarResNet(3, c, num_classes)
     if arch == "resnet56":
         return CifarResNet(9, c, num_classes)
+    if arch.startswith("wrn-") and arch.endswith("-ref"):
+        _, d, wd, _ = arch.split("-")
+        return RefWideResNet(int(d), int(wd), c, num_classes)
     if arch.startswith("wrn-"):
         _, d, wd = arch.split("-")
         return WideResNet(int(d), int(wd), c, num_classes)

@@ -11,6 +11,13 @@
 //! - `wrn-D-W`: Zagoruyko and Komodakis' WideResNet (pre-activation blocks,
 //!   `(D-4)/6` blocks per stage), with the names of the widely used PyTorch
 //!   implementation (`block1.layer.0.bn1`, `...convShortcut`, `bn1`, `fc`).
+//! - `wrn-D-W-ref`: the WideResNet of the sparse-model-soups reference code
+//!   (itself from meliketoy's `wide-resnet.pytorch`), name for name:
+//!   convolutions with biases, dropout 0.3 between a block's two
+//!   convolutions (in training only), the stride on the second convolution,
+//!   a 1x1 shortcut with bias from the block's raw input (`layerK.i.bn1,
+//!   conv1, bn2, conv2, shortcut.0`), a last `bn1` with PyTorch momentum 0.9,
+//!   and `linear`.
 //! - `resnet18`, `resnet50`: torchvision's ImageNet ResNets, name for name.
 
 use std::fmt;
@@ -20,7 +27,10 @@ use tch::nn::Path;
 use tch::Tensor;
 
 use crate::error::{Error, Result};
-use crate::layers::{add_relu_, batch_norm, conv2d, linear, BatchNorm, Conv2d, Linear, Mode};
+use crate::layers::{
+    add_relu_, batch_norm, batch_norm_with_momentum, conv2d, linear, BatchNorm, Conv2d, Linear,
+    Mode,
+};
 
 /// An architecture, parsed from its command-line name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +45,13 @@ pub enum Arch {
     ResNet56,
     /// WideResNet of the given depth and width factor.
     Wrn {
+        /// Total depth; `(depth - 4)` must be a multiple of 6.
+        depth: i64,
+        /// Width multiplier.
+        width: i64,
+    },
+    /// The reference code's WideResNet (dropout 0.3, conv biases).
+    WrnRef {
         /// Total depth; `(depth - 4)` must be a multiple of 6.
         depth: i64,
         /// Width multiplier.
@@ -59,19 +76,23 @@ impl FromStr for Arch {
             "resnet50" => Arch::ResNet50,
             _ => {
                 let parts: Vec<&str> = s.split('-').collect();
+                let wrn = |d: &str, w: &str| match (d.parse::<i64>(), w.parse::<i64>()) {
+                    (Ok(depth), Ok(width)) if depth >= 10 && (depth - 4) % 6 == 0 && width >= 1 => {
+                        Ok((depth, width))
+                    }
+                    _ => Err(Error::UnknownModel(format!(
+                        "{s} (wrn-D-W needs D = 6n + 4 >= 10, W >= 1)"
+                    ))),
+                };
                 match parts[..] {
-                    ["wrn", d, w] => match (d.parse::<i64>(), w.parse::<i64>()) {
-                        (Ok(depth), Ok(width))
-                            if depth >= 10 && (depth - 4) % 6 == 0 && width >= 1 =>
-                        {
-                            Arch::Wrn { depth, width }
-                        }
-                        _ => {
-                            return Err(Error::UnknownModel(format!(
-                                "{s} (wrn-D-W needs D = 6n + 4 >= 10, W >= 1)"
-                            )))
-                        }
-                    },
+                    ["wrn", d, w] => {
+                        let (depth, width) = wrn(d, w)?;
+                        Arch::Wrn { depth, width }
+                    }
+                    ["wrn", d, w, "ref"] => {
+                        let (depth, width) = wrn(d, w)?;
+                        Arch::WrnRef { depth, width }
+                    }
                     _ => return Err(Error::UnknownModel(s.to_string())),
                 }
             }
@@ -88,6 +109,7 @@ impl fmt::Display for Arch {
             Arch::ResNet20 => f.write_str("resnet20"),
             Arch::ResNet56 => f.write_str("resnet56"),
             Arch::Wrn { depth, width } => write!(f, "wrn-{depth}-{width}"),
+            Arch::WrnRef { depth, width } => write!(f, "wrn-{depth}-{width}-ref"),
             Arch::ResNet18 => f.write_str("resnet18"),
             Arch::ResNet50 => f.write_str("resnet50"),
         }
@@ -135,6 +157,7 @@ pub fn build(arch: Arch, p: &Path, spec: ModelSpec) -> Box<dyn Network> {
         Arch::ResNet18 => Box::new(ResNet::imagenet(p, c, false, [2, 2, 2, 2], k)),
         Arch::ResNet50 => Box::new(ResNet::imagenet(p, c, true, [3, 4, 6, 3], k)),
         Arch::Wrn { depth, width } => Box::new(Wrn::new(p, c, depth, width, k)),
+        Arch::WrnRef { depth, width } => Box::new(WrnRef::new(p, c, depth, width, k)),
     }
 }
 
@@ -372,6 +395,87 @@ impl Network for Wrn {
         }
         let xs = self.bn1.forward_relu(&xs, mode);
         self.fc
+            .forward(&xs.adaptive_avg_pool2d([1, 1]).flatten(1, -1))
+    }
+}
+
+/// The dropout rate of the reference WideResNet's blocks.
+pub const WRN_REF_DROPOUT: f64 = 0.3;
+
+/// A block of the reference code's WideResNet: pre-activation, dropout
+/// between the convolutions, the stride on the second one, and a shortcut
+/// from the raw (not activated) input.
+#[derive(Debug)]
+struct WrnRefBlock {
+    bn1: BatchNorm,
+    conv1: Conv2d,
+    bn2: BatchNorm,
+    conv2: Conv2d,
+    shortcut: Option<Conv2d>,
+}
+
+impl WrnRefBlock {
+    fn forward(&self, xs: &Tensor, mode: Mode) -> Tensor {
+        let ys = self.conv1.forward(&self.bn1.forward_relu(xs, mode));
+        // Dropout only in training: recalibration and evaluation see the
+        // whole network (Mode::dropout).
+        let ys = ys.dropout(WRN_REF_DROPOUT, mode.dropout());
+        let mut ys = self.conv2.forward(&self.bn2.forward_relu(&ys, mode));
+        let _ = match &self.shortcut {
+            Some(conv) => ys.g_add_(&conv.forward(xs)),
+            None => ys.g_add_(xs),
+        };
+        ys
+    }
+}
+
+#[derive(Debug)]
+struct WrnRef {
+    conv1: Conv2d,
+    blocks: Vec<WrnRefBlock>,
+    bn1: BatchNorm,
+    linear: Linear,
+}
+
+impl WrnRef {
+    fn new(p: &Path, c: i64, depth: i64, width: i64, k: i64) -> WrnRef {
+        let n = (depth - 4) / 6;
+        let mut c_in = 16;
+        let mut blocks = Vec::new();
+        for (i, planes) in [16 * width, 32 * width, 64 * width].into_iter().enumerate() {
+            let stage = p / format!("layer{}", i + 1);
+            for j in 0..n {
+                let q = &stage / j;
+                let stride = if i > 0 && j == 0 { 2 } else { 1 };
+                blocks.push(WrnRefBlock {
+                    bn1: batch_norm(&q / "bn1", c_in),
+                    conv1: conv2d(&q / "conv1", c_in, planes, 3, 1, 1, true),
+                    bn2: batch_norm(&q / "bn2", planes),
+                    conv2: conv2d(&q / "conv2", planes, planes, 3, stride, 1, true),
+                    shortcut: (stride != 1 || c_in != planes)
+                        .then(|| conv2d(&q / "shortcut" / "0", c_in, planes, 1, stride, 0, true)),
+                });
+                c_in = planes;
+            }
+        }
+        WrnRef {
+            conv1: conv2d(p / "conv1", c, 16, 3, 1, 1, true),
+            blocks,
+            // The reference builds its last batch norm with momentum=0.9.
+            bn1: batch_norm_with_momentum(p / "bn1", c_in, 0.9),
+            linear: linear(p / "linear", c_in, k),
+        }
+    }
+}
+
+impl Network for WrnRef {
+    fn forward(&self, xs: &Tensor, mode: Mode) -> Tensor {
+        let mut xs = self.conv1.forward(xs);
+        for block in &self.blocks {
+            xs = block.forward(&xs, mode);
+        }
+        let xs = self.bn1.forward_relu(&xs, mode);
+        self.linear
             .forward(&xs.adaptive_avg_pool2d([1, 1]).flatten(1, -1))
     }
 }

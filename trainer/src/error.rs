@@ -21,10 +21,30 @@ pub enum Error {
     )]
     UnknownData(String),
 
+    // --- robustness ---------------------------------------------------------
+    /// A corruption name that the trainer does not generate.
+    #[error(
+        "unknown corruption {0:?}: expected all, none or names from gaussian_noise, shot_noise, \
+         impulse_noise, speckle_noise, gaussian_blur, defocus_blur, glass_blur, zoom_blur, \
+         contrast, brightness, saturate, pixelate, fog"
+    )]
+    UnknownCorruption(String),
+    /// A corruption severity outside 1 to 5.
+    #[error("bad corruption severity {0:?}: expected 1 to 5, a comma-separated list, or all")]
+    BadSeverity(String),
+    /// A colour-only corruption asked of a grey data set.
+    #[error("corruption {corruption} changes colour, but data set {data} is grey")]
+    GreyCorruption {
+        /// The corruption's name.
+        corruption: String,
+        /// The data set.
+        data: String,
+    },
+
     // --- models and checkpoints -------------------------------------------
     /// A model name that is not one of the architectures the trainer builds.
     #[error(
-        "unknown model {0:?}: expected mlp, cnn, resnet20, resnet56, wrn-D-W, resnet18 or resnet50"
+        "unknown model {0:?}: expected mlp, cnn, resnet20, resnet56, wrn-D-W, wrn-D-W-ref, resnet18 or resnet50"
     )]
     UnknownModel(String),
     /// A checkpoint that cannot be read or does not fit the model.

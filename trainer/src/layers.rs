@@ -2,8 +2,41 @@
 //! linear layers whose variables carry PyTorch's `state_dict` names, and the
 //! [`Mode`] a forward pass runs in.
 
+use std::cell::RefCell;
+
 use tch::nn::{Init, Path};
 use tch::{Kind, Tensor};
+
+thread_local! {
+    /// While [`record_positions`] runs: (weight data pointer, output
+    /// positions per image) of each convolution and linear layer applied.
+    static POSITIONS: RefCell<Option<Vec<(usize, i64)>>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` and returns, for every convolution and linear layer it applied,
+/// the data pointer of the layer's weight and the number of output
+/// positions per image (`H_out x W_out` for a convolution, 1 for a linear
+/// layer on a flat input): each non-zero weight costs that many
+/// multiply-adds per image, which is what theoretical FLOPs count.
+pub fn record_positions<R>(f: impl FnOnce() -> R) -> (R, Vec<(usize, i64)>) {
+    POSITIONS.with(|p| *p.borrow_mut() = Some(Vec::new()));
+    let r = f();
+    let seen = POSITIONS
+        .with(|p| p.borrow_mut().take())
+        .unwrap_or_default();
+    (r, seen)
+}
+
+fn note_positions(weight: &Tensor, out: &Tensor) {
+    POSITIONS.with(|p| {
+        if let Some(seen) = p.borrow_mut().as_mut() {
+            let size = out.size();
+            let per_image = size.first().map_or(1, |&n| out.numel() as i64 / n.max(1));
+            let channels = weight.size()[0].max(1);
+            seen.push((weight.data_ptr() as usize, per_image / channels));
+        }
+    });
+}
 
 /// How a forward pass treats batch normalisation and dropout.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -73,14 +106,16 @@ pub fn conv2d(
 impl Conv2d {
     /// Applies the convolution.
     pub fn forward(&self, xs: &Tensor) -> Tensor {
-        xs.conv2d(
+        let out = xs.conv2d(
             &self.weight,
             self.bias.as_ref(),
             [self.stride],
             [self.padding],
             [1],
             1,
-        )
+        );
+        note_positions(&self.weight, &out);
+        out
     }
 }
 
@@ -110,7 +145,9 @@ pub fn linear(p: Path, c_in: i64, c_out: i64) -> Linear {
 impl Linear {
     /// Applies the layer.
     pub fn forward(&self, xs: &Tensor) -> Tensor {
-        xs.linear(&self.weight, Some(&self.bias))
+        let out = xs.linear(&self.weight, Some(&self.bias));
+        note_positions(&self.weight, &out);
+        out
     }
 }
 
@@ -128,6 +165,8 @@ pub struct BatchNorm {
     pub running_var: Tensor,
     /// Batches seen in training mode (int64 scalar buffer).
     pub num_batches_tracked: Tensor,
+    /// PyTorch's momentum of the running statistics in training mode.
+    pub momentum: f64,
 }
 
 /// PyTorch's default momentum for running statistics.
@@ -137,6 +176,12 @@ pub const BN_EPS: f64 = 1e-5;
 
 /// A batch-norm layer over `c` channels.
 pub fn batch_norm(p: Path, c: i64) -> BatchNorm {
+    batch_norm_with_momentum(p, c, BN_MOMENTUM)
+}
+
+/// A batch-norm layer whose running statistics move by `momentum` per
+/// training batch (PyTorch's meaning; some reference models set it).
+pub fn batch_norm_with_momentum(p: Path, c: i64, momentum: f64) -> BatchNorm {
     let nbt = Tensor::zeros([], (Kind::Int64, p.device()));
     BatchNorm {
         weight: p.var("weight", &[c], Init::Const(1.0)),
@@ -144,6 +189,7 @@ pub fn batch_norm(p: Path, c: i64) -> BatchNorm {
         running_mean: p.zeros_no_train("running_mean", &[c]),
         running_var: p.ones_no_train("running_var", &[c]),
         num_batches_tracked: p.add("num_batches_tracked", nbt, false),
+        momentum,
     }
 }
 
@@ -151,7 +197,7 @@ impl BatchNorm {
     /// Normalises `xs` (`N x C x ...`) as `mode` says.
     pub fn forward(&self, xs: &Tensor, mode: Mode) -> Tensor {
         let (training, momentum) = match mode {
-            Mode::Train => (true, BN_MOMENTUM),
+            Mode::Train => (true, self.momentum),
             Mode::Eval => (false, 0.0),
             Mode::Calibrate { factor } => (true, factor),
         };

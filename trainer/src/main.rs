@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
+use trainer::robust::{corruption_accuracies, mean_accuracy, EvalSummary, OodReport};
 use trainer::run::{run_training, Progress};
 use trainer::{
     evaluate, parse_device, Arch, Dataset, Model, ModelSpec, ScheduleKind, Split, TrainConfig,
@@ -26,7 +27,7 @@ enum Command {
     Init(InitArgs),
     /// Train a model densely into a run folder.
     Train(TrainArgs),
-    /// Evaluate a checkpoint on the test split.
+    /// Evaluate a checkpoint on the test split, clean and under corruptions.
     Eval(EvalArgs),
     /// Time training steps on random data.
     Bench(BenchArgs),
@@ -36,7 +37,8 @@ enum Command {
 
 #[derive(Debug, Args)]
 struct InitArgs {
-    /// Architecture: mlp, cnn, resnet20, resnet56, wrn-D-W, resnet18, resnet50.
+    /// Architecture: mlp, cnn, resnet20, resnet56, wrn-D-W, wrn-D-W-ref,
+    /// resnet18, resnet50.
     #[arg(long)]
     model: String,
     /// Number of classes.
@@ -126,6 +128,8 @@ struct EvalArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    ood: trainer::OodArgs,
 }
 
 #[derive(Debug, Args)]
@@ -206,6 +210,7 @@ fn run(cli: Cli) -> Result<()> {
             println!("{}", serde_json::to_string(&m)?);
         }
         Command::Eval(a) => {
+            let ood_spec = a.ood.spec()?;
             let device = parse_device(&a.device)?;
             let data = Dataset::load(&a.data, 0)?;
             let [c, h, w] = data.input_shape().map(|d| d as i64);
@@ -216,14 +221,32 @@ fn run(cli: Cli) -> Result<()> {
             let model = Model::new(a.model.parse()?, spec, device);
             model.load(&a.checkpoint)?;
             let r = evaluate(&model, data.eval_batches(Split::Test, a.batch_size, device))?;
+            let corruptions =
+                corruption_accuracies(&model, &data, &ood_spec, device, a.batch_size as i64)?;
+            let ood = OodReport {
+                test_acc: r.top1,
+                ood_acc: mean_accuracy(&corruptions),
+                corruptions,
+            };
             if a.json {
-                println!("{}", serde_json::to_string(&r)?);
+                let summary = EvalSummary { test: r, ood };
+                println!("{}", serde_json::to_string(&summary)?);
             } else {
                 println!("{:<20} {:>10}", "samples", r.samples);
                 println!("{:<20} {:>10.4}", "loss", r.loss);
                 println!("{:<20} {:>10.4}", "top1", r.top1);
                 println!("{:<20} {:>10.4}", "balanced_accuracy", r.balanced_accuracy);
                 println!("{:<20} {:>10.4}", "ece_15", r.ece);
+                if let Some(acc) = ood.ood_acc {
+                    println!("{:<20} {:>10.4}", "ood_acc", acc);
+                    println!();
+                    println!("{:<20} {:>8} {:>10}", "corruption", "severity", "top1");
+                    for (name, per) in &ood.corruptions {
+                        for (s, acc) in per {
+                            println!("{name:<20} {s:>8} {acc:>10.4}");
+                        }
+                    }
+                }
             }
         }
         Command::Bench(a) => {

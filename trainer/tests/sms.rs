@@ -448,8 +448,9 @@ fn config_file_and_per_candidate_settings_are_applied() {
         assert_eq!(c["eta_max"].as_f64().unwrap(), lr);
         // Same seed for both: only the learning rate differs.
         assert_eq!(c["seed"].as_u64().unwrap(), 0);
-        // ALLR's peak never exceeds the candidate's eta_max.
-        assert!(c["lr_peak"].as_f64().unwrap() <= lr);
+        // --vary lr retrains with LLR peaking at the candidate's value,
+        // not with the run's ALLR (whose peak would be clipped below it).
+        assert_eq!(c["lr_peak"].as_f64().unwrap(), lr);
     }
     let report = json(&run.join("report.json"));
     assert_eq!(report["phases"].as_array().unwrap().len(), 1);
@@ -511,4 +512,278 @@ fn weight_decay_and_retrain_length_vary_per_candidate() {
     // The soup of the two still has the parent's sparsity.
     let row = &json(&len.join("report.json"))["phases"][0];
     assert_eq!(row["sparsity"], row["parent_sparsity"]);
+}
+
+/// Opens a finished run through the library, as the run itself did.
+fn session(run: &Path) -> trainer::sms::Session {
+    trainer::sms::Session::open(run).unwrap()
+}
+
+/// Every stored number of `e` equals `reported` (accuracies exactly, the
+/// rest to 1e-12 relative).
+fn assert_same_eval(e: &trainer::EvalReport, reported: &serde_json::Value, what: &str) {
+    let got = serde_json::to_value(e).unwrap();
+    for (k, v) in reported.as_object().unwrap() {
+        let (a, b) = (v.as_f64().unwrap(), got[k].as_f64().unwrap());
+        if k == "top1" || k.ends_with("accuracy") || k == "samples" {
+            assert_eq!(a, b, "{what}: {k}");
+        } else {
+            assert!(
+                (a - b).abs() <= 1e-12 * a.abs().max(b.abs()),
+                "{what}: {k} {a} vs {b}"
+            );
+        }
+    }
+}
+
+#[test]
+fn every_reported_model_is_recalibrated_saved_and_reevaluates_to_its_numbers() {
+    let (dir, data) = scratch_with_data();
+    let run = dir.path().join("run");
+    run_sms(
+        &data,
+        &run,
+        &[
+            "--phases",
+            "1",
+            "--candidates",
+            "2",
+            "--baselines",
+            "imp,imp-long,reprune",
+        ],
+    );
+    let report = json(&run.join("report.json"));
+    let row = &report["phases"][0];
+    let mut models: Vec<serde_json::Value> = row["models"].as_array().unwrap().clone();
+    models.push(report["dense"].clone());
+    let names: Vec<&str> = models.iter().map(|m| m["name"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        [
+            "soup",
+            "candidate-0",
+            "candidate-1",
+            "ensemble",
+            "imp",
+            "imp-long",
+            "reprune",
+            "dense"
+        ]
+    );
+    let s = session(&run);
+    for m in &models {
+        let name = m["name"].as_str().unwrap();
+        for key in [
+            "test_acc",
+            "val_acc",
+            "balanced_acc",
+            "worst_class_acc",
+            "ece",
+            "mce",
+        ] {
+            assert!(m[key].is_number(), "{name} lacks {key}");
+        }
+        // Robustness is evaluated by default (every corruption, severity 3).
+        assert!(m["ood_acc"].is_number(), "{name} lacks ood_acc");
+        let Some(ck) = m["checkpoint"].as_str() else {
+            assert_eq!(name, "ensemble");
+            continue;
+        };
+        let path = run.join(ck);
+        // The saved checkpoint is the recalibrated model: recalibrating it
+        // again (same procedure, same batches) changes no statistic.
+        let model = s.load(&path).unwrap();
+        let before = model.state_dict();
+        let before: Vec<(String, Vec<f32>)> = before
+            .iter()
+            .filter(|(n, _)| n.ends_with("running_mean") || n.ends_with("running_var"))
+            .map(|(n, t)| (n.clone(), Vec::<f32>::try_from(&t.flatten(0, -1)).unwrap()))
+            .collect();
+        assert!(!before.is_empty());
+        let e = s.evaluate(&model).unwrap();
+        s.recalibrate(&model);
+        let sd = model.state_dict();
+        for (n, v) in &before {
+            let after = Vec::<f32>::try_from(&sd[n].flatten(0, -1)).unwrap();
+            assert_eq!(&after, v, "{name}: {n} was not the recalibrated statistic");
+        }
+        // Evaluating the file reproduces the report's numbers exactly.
+        assert_eq!(e.test.top1, m["test_acc"].as_f64().unwrap(), "{name}");
+        assert_eq!(e.val.top1, m["val_acc"].as_f64().unwrap(), "{name}");
+        assert_eq!(
+            e.test.worst_class_accuracy,
+            m["worst_class_acc"].as_f64().unwrap()
+        );
+        assert!(
+            (e.test.mce - m["mce"].as_f64().unwrap()).abs() < 1e-12,
+            "{name}"
+        );
+        assert_eq!(e.sparsity, m["sparsity"].as_f64().unwrap(), "{name}");
+        // And so does `trainer eval` on it.
+        let o = trainer()
+            .args([
+                "eval",
+                "--model",
+                "cnn",
+                "--device",
+                "cpu",
+                "--json",
+                "--batch-size",
+                "500",
+            ])
+            .arg("--data")
+            .arg(&data)
+            .arg("--checkpoint")
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let line = String::from_utf8_lossy(&o.stdout);
+        let ev: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
+        assert_eq!(
+            ev["top1"].as_f64().unwrap(),
+            m["test_acc"].as_f64().unwrap(),
+            "{name}"
+        );
+        assert_eq!(ev["ood_acc"], m["ood_acc"], "{name}");
+    }
+    // Per-layer sparsity of the soup: every prunable tensor, the parent's
+    // zeros.
+    let soup = Checkpoint::open(run.join(models[0]["checkpoint"].as_str().unwrap())).unwrap();
+    let layers = models[0]["layer_sparsity"].as_object().unwrap();
+    assert_eq!(layers.len(), prunable(&soup).len());
+    for name in prunable(&soup) {
+        let (z, n) = zeros_over(&soup, std::slice::from_ref(&name));
+        assert_eq!(
+            layers[&name].as_f64().unwrap(),
+            z as f64 / n as f64,
+            "{name}"
+        );
+    }
+    let flops = row["flops_ratio"].as_f64().unwrap();
+    assert!(flops > 0.0 && flops < 1.0, "{flops}");
+    assert!(row["geometry"].is_null() || row["geometry"].is_object());
+
+    // The ensemble's accuracy, computed directly: mean of the candidates'
+    // softmax outputs over the test split.
+    let cands: Vec<trainer::Model> = (0..2)
+        .map(|i| {
+            s.load(&run.join(format!("phase-1/candidate-{i}.safetensors")))
+                .unwrap()
+        })
+        .collect();
+    let (mut correct, mut total) = (0usize, 0usize);
+    for b in s
+        .data
+        .eval_batches(trainer::Split::Test, 37, tch::Device::Cpu)
+    {
+        let probs = tch::no_grad(|| {
+            cands
+                .iter()
+                .map(|m| {
+                    m.forward(&b.images, trainer::Mode::Eval)
+                        .softmax(-1, tch::Kind::Float)
+                })
+                .reduce(|a, c| a + c)
+                .unwrap()
+        });
+        let pred = Vec::<i64>::try_from(&probs.argmax(-1, false)).unwrap();
+        let labels = Vec::<i64>::try_from(&b.labels).unwrap();
+        correct += pred.iter().zip(&labels).filter(|(p, l)| p == l).count();
+        total += labels.len();
+    }
+    let ensemble = models.iter().find(|m| m["name"] == "ensemble").unwrap();
+    assert_eq!(
+        ensemble["test_acc"].as_f64().unwrap(),
+        correct as f64 / total as f64
+    );
+    assert_eq!(row["ensemble_test_acc"], ensemble["test_acc"]);
+}
+
+#[test]
+fn greedy_soup_ranks_candidates_by_recalibrated_validation_scores() {
+    let (dir, data) = scratch_with_data();
+    let run = dir.path().join("run");
+    run_sms(
+        &data,
+        &run,
+        &["--soup", "greedy", "--phases", "1", "--bn-recal", "ema"],
+    );
+    let phase = json(&run.join("phase-1/phase.json"));
+    let s = session(&run);
+    let mut scores = Vec::new();
+    for (i, c) in phase["candidates"].as_array().unwrap().iter().enumerate() {
+        // What the greedy soup ranked by is the candidate's validation
+        // evaluation after recalibration (here the reference code's EMA).
+        let model = s
+            .load(&run.join(format!("phase-1/candidate-{i}.safetensors")))
+            .unwrap();
+        s.recalibrate(&model);
+        let val = trainer::evaluate(
+            &model,
+            s.data
+                .eval_batches(trainer::Split::Val, 500, tch::Device::Cpu),
+        )
+        .unwrap();
+        assert_same_eval(&val, &c["eval"]["val"], &format!("candidate {i}"));
+        scores.push(val.top1);
+    }
+    let best = (0..scores.len())
+        .max_by(|&a, &b| scores[a].total_cmp(&scores[b]).then(b.cmp(&a)))
+        .unwrap();
+    assert_eq!(phase["chosen"][0].as_u64().unwrap(), best as u64);
+}
+
+#[test]
+fn repeats_reproduce_single_runs_and_report_their_spread() {
+    let (dir, data) = scratch_with_data();
+    let flags = ["--phases", "1", "--candidates", "2", "--baselines", "imp"];
+    let rep = dir.path().join("rep");
+    let mut args = flags.to_vec();
+    args.extend(["--repeats", "2", "--repeat-jobs", "2"]);
+    let table = run_sms(&data, &rep, &args);
+    assert!(table.contains('±'), "{table}");
+    // Repeat 1 is the run with base seed 1000, whether it ran as a repeat
+    // side by side with another or alone.
+    let single = dir.path().join("single");
+    let mut args = flags.to_vec();
+    args.extend(["--seed", "1000"]);
+    run_sms(&data, &single, &args);
+    assert_same_report(&rep.join("repeat-1"), &single);
+
+    // The summary's spread is that of the per-repeat reports.
+    let summary = json(&rep.join("summary.json"));
+    assert_eq!(summary["seeds"], serde_json::json!([0, 1000]));
+    let rows: Vec<serde_json::Value> = (0..2)
+        .map(|r| json(&rep.join(format!("repeat-{r}/report.json")))["phases"][0].clone())
+        .collect();
+    let p = &summary["phases"][0];
+    let stat = |v: &[f64]| {
+        let mean = (v[0] + v[1]) / 2.0;
+        let std = (((v[0] - mean).powi(2) + (v[1] - mean).powi(2)) / 1.0).sqrt();
+        (mean, std)
+    };
+    let close = |a: f64, b: f64| (a - b).abs() < 1e-12;
+    for (name, key) in [
+        ("soup", "soup_test_acc"),
+        ("imp", "imp_test_acc"),
+        ("best_candidate", "best_candidate_test_acc"),
+        ("ensemble", "ensemble_test_acc"),
+    ] {
+        let v: Vec<f64> = rows.iter().map(|r| r[key].as_f64().unwrap()).collect();
+        let (mean, std) = stat(&v);
+        let got = &p["models"][name]["test_acc"];
+        assert!(close(got["mean"].as_f64().unwrap(), mean), "{name}");
+        assert!(close(got["std"].as_f64().unwrap(), std), "{name}");
+    }
+    let d: Vec<f64> = rows
+        .iter()
+        .map(|r| r["soup_test_acc"].as_f64().unwrap() - r["imp_test_acc"].as_f64().unwrap())
+        .collect();
+    let (mean, std) = stat(&d);
+    assert!(close(
+        p["soup_minus"]["imp"]["mean"].as_f64().unwrap(),
+        mean
+    ));
+    assert!(close(p["soup_minus"]["imp"]["std"].as_f64().unwrap(), std));
 }

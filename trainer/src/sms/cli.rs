@@ -7,10 +7,12 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 
 use crate::error::{Error, Result};
+use crate::eval::BnRecal;
 use crate::schedule::ScheduleKind;
 use crate::sms::config::{Baseline, SmsConfig, SoupKind, Vary};
 use crate::sms::layout::Chain;
 use crate::sms::lr::RetrainKind;
+use crate::sms::repeats::RepeatOptions;
 use crate::sms::steps::Session;
 
 /// The sparse-model-soup subcommands.
@@ -96,7 +98,8 @@ pub struct SmsArgs {
     /// Data set: fashion-mnist, or a folder of IDX or CIFAR binary files.
     #[arg(long)]
     pub data: Option<String>,
-    /// Architecture: mlp, cnn, resnet20, resnet56, wrn-D-W, resnet18, resnet50.
+    /// Architecture: mlp, cnn, resnet20, resnet56, wrn-D-W, wrn-D-W-ref,
+    /// resnet18, resnet50.
     #[arg(long)]
     pub model: Option<String>,
     /// Final sparsity over prunable weights, in [0, 1).
@@ -135,6 +138,10 @@ pub struct SmsArgs {
     /// Share of an epoch's batches for batch-norm recalibration.
     #[arg(long)]
     pub bn_recal_fraction: Option<f64>,
+    /// Batch-norm recalibration: cumulative (plain average over the
+    /// batches) or ema (momentum 0.1, as the reference code).
+    #[arg(long, value_enum)]
+    pub bn_recal: Option<BnRecal>,
     /// Baselines to run: imp, imp-long, reprune (comma-separated).
     #[arg(long, value_delimiter = ',')]
     pub baselines: Option<Vec<Baseline>>,
@@ -169,6 +176,16 @@ pub struct SmsArgs {
     /// where there are several).
     #[arg(long, default_value_t = 1)]
     pub jobs: usize,
+    /// Run the whole pipeline R times with base seeds seed + 1000 r (in
+    /// RUN/repeat-r/) and report mean ± std over repeats.
+    #[arg(long)]
+    pub repeats: Option<u32>,
+    /// Run this many repeats side by side, each in its own process.
+    #[arg(long, default_value_t = 1)]
+    pub repeat_jobs: usize,
+    /// Robustness evaluation of every reported model.
+    #[command(flatten)]
+    pub ood: crate::robust::OodArgs,
     /// Write the configuration, print the plan and stop.
     #[arg(long)]
     pub plan: bool,
@@ -204,6 +221,7 @@ impl SmsArgs {
             vary_values,
             schedule,
             bn_recal_fraction,
+            bn_recal,
             baselines,
             batch_size,
             lr,
@@ -212,7 +230,8 @@ impl SmsArgs {
             weight_decay,
             seed,
             device,
-            threads
+            threads,
+            repeats
         );
         if self.from.is_some() {
             c.from = self.from.clone();
@@ -223,6 +242,7 @@ impl SmsArgs {
         if !self.exclude.is_empty() {
             c.exclude = self.exclude.clone();
         }
+        c.ood = self.ood.apply(c.ood)?;
         c.validate()?;
         Ok(c)
     }
@@ -240,6 +260,9 @@ pub fn run(command: SmsCommand) -> Result<()> {
     match command {
         SmsCommand::Sms(args) => {
             let cfg = args.config()?;
+            if cfg.repeats > 1 {
+                return run_repeats(&cfg, &args, &exe);
+            }
             let mut session = Session::create(cfg, &args.out)?;
             if args.plan {
                 for line in crate::sms::plan(&session, &exe) {
@@ -311,11 +334,52 @@ pub fn run(command: SmsCommand) -> Result<()> {
             session.baseline(a.name)?;
         }
         SmsCommand::Report(a) => {
+            let cfg = SmsConfig::from_file(&crate::sms::Layout::new(&a.run).config())?;
+            if cfg.repeats > 1 {
+                let opts = RepeatOptions {
+                    jobs: 1,
+                    side_by_side: 1,
+                    verbose: false,
+                    bars: false,
+                };
+                let summary = crate::sms::repeats::run_repeats(&cfg, &a.run, opts)?;
+                print!("{}", summary.table());
+                return Ok(());
+            }
             let session = Session::open(&a.run)?;
             let report = crate::sms::rebuild_report(&session)?;
             print!("{}", report.table());
         }
     }
+    Ok(())
+}
+
+/// `trainer sms --repeats R`: the plan of every repeat, or every repeat run
+/// and the summary table.
+fn run_repeats(cfg: &SmsConfig, args: &SmsArgs, exe: &str) -> Result<()> {
+    use crate::sms::repeats::{repeat_config, repeat_dir};
+    if args.plan {
+        crate::sms::steps::write_config(cfg, &args.out)?;
+        for r in 0..cfg.repeats {
+            let session = Session::create(repeat_config(cfg, r), &repeat_dir(&args.out, r))?;
+            for line in crate::sms::plan(&session, exe) {
+                println!("{line}");
+            }
+        }
+        return Ok(());
+    }
+    let opts = RepeatOptions {
+        jobs: args.jobs.max(1),
+        side_by_side: args.repeat_jobs.max(1),
+        verbose: !args.quiet,
+        bars: !args.quiet && std::io::stderr().is_terminal(),
+    };
+    let summary = crate::sms::repeats::run_repeats(cfg, &args.out, opts)?;
+    print!("{}", summary.table());
+    println!(
+        "summary: {} (also summary.csv; each repeat's report in repeat-R/)",
+        args.out.join("summary.json").display()
+    );
     Ok(())
 }
 

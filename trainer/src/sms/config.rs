@@ -6,6 +6,8 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::eval::BnRecal;
+use crate::robust::OodSpec;
 use crate::schedule::ScheduleKind;
 use crate::sms::lr::RetrainKind;
 
@@ -98,6 +100,8 @@ pub struct SmsConfig {
     pub schedule: RetrainKind,
     /// Share of an epoch of training batches used to recalibrate batch norm.
     pub bn_recal_fraction: f64,
+    /// How recalibration averages batch statistics.
+    pub bn_recal: BnRecal,
     /// Images per batch.
     pub batch_size: usize,
     /// Peak learning rate of pretraining (`eta_max`).
@@ -126,6 +130,11 @@ pub struct SmsConfig {
     pub eval_batch_size: usize,
     /// Baselines to run.
     pub baselines: Vec<Baseline>,
+    /// Runs of the whole pipeline with base seeds `seed + 1000 r`, r < R.
+    pub repeats: u32,
+    /// Robustness evaluation of every reported model (corruptions of the
+    /// test split).
+    pub ood: OodSpec,
 }
 
 impl Default for SmsConfig {
@@ -145,6 +154,7 @@ impl Default for SmsConfig {
             vary_values: Vec::new(),
             schedule: RetrainKind::Allr,
             bn_recal_fraction: 0.2,
+            bn_recal: BnRecal::Cumulative,
             batch_size: 128,
             lr: 0.1,
             pretrain_schedule: ScheduleKind::Cosine,
@@ -159,6 +169,8 @@ impl Default for SmsConfig {
             threads: 0,
             eval_batch_size: 500,
             baselines: Vec::new(),
+            repeats: 1,
+            ood: OodSpec::default(),
         }
     }
 }
@@ -184,8 +196,8 @@ impl SmsConfig {
                 self.sparsity
             ));
         }
-        if self.phases == 0 || self.candidates == 0 {
-            return bad("--phases and --candidates must be at least 1".into());
+        if self.phases == 0 || self.candidates == 0 || self.repeats == 0 {
+            return bad("--phases, --candidates and --repeats must be at least 1".into());
         }
         if !self.epochs_per_phase.is_finite() || self.epochs_per_phase <= 0.0 {
             return bad(format!(
@@ -240,6 +252,7 @@ impl SmsConfig {
             }
             _ => {}
         }
+        self.ood.validate()?;
         for pattern in &self.exclude {
             regex::Regex::new(pattern)
                 .map_err(|e| Error::Config(format!("invalid --exclude regex {pattern:?}: {e}")))?;

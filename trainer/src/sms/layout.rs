@@ -2,11 +2,12 @@
 //!
 //! ```text
 //! RUN/config.toml                     the resolved configuration
-//! RUN/dense/final.safetensors         the dense parent (trained or copied)
-//! RUN/dense/eval.json
+//! RUN/dense/final.safetensors         the dense model (trained or copied)
+//! RUN/dense/recalibrated.safetensors  the dense parent: that model, batch norm recalibrated
+//! RUN/dense/eval.json                 its evaluation
 //! RUN/phase-P/parent.safetensors      the parent pruned for phase P
 //! RUN/phase-P/prune.json              what pruning removed (ALLR needs it)
-//! RUN/phase-P/candidate-I.safetensors candidate I retrained from the parent
+//! RUN/phase-P/candidate-I.safetensors candidate I retrained from the parent, recalibrated
 //! RUN/phase-P/candidate-I.json        its evaluation
 //! RUN/phase-P/soup-avg.safetensors    the average of the chosen candidates
 //! RUN/phase-P/soup.safetensors        that average, batch norm recalibrated
@@ -83,6 +84,11 @@ impl Layout {
     /// The dense parent.
     pub fn dense(&self) -> PathBuf {
         self.dense_dir().join("final.safetensors")
+    }
+    /// The dense parent as reported and pruned: the dense model with its
+    /// batch-norm statistics recalibrated.
+    pub fn dense_finished(&self) -> PathBuf {
+        self.dense_dir().join("recalibrated.safetensors")
     }
     /// The dense parent's evaluation.
     pub fn dense_eval(&self) -> PathBuf {

@@ -2,8 +2,11 @@
 //! rate while retraining"), evaluated per iteration of a phase of `T`
 //! iterations.
 //!
-//! Schedules with a warm-up (CLR, LLR, ALLR) spend `W = round(0.1 T)`
-//! iterations rising from 0 to their peak along a half cosine.
+//! Schedules that restart the learning rate (SLR, CLR, LLR, ALLR) spend
+//! `W = round(0.1 T)` iterations rising from 0 to their peak along a half
+//! cosine. Candidates that vary the learning rate (`--vary lr`) retrain with
+//! LLR peaking at their own value, whatever the phase's schedule, as in the
+//! reference code ([`candidate_schedule`]).
 
 use std::f64::consts::PI;
 use std::str::FromStr;
@@ -21,7 +24,9 @@ pub enum RetrainKind {
     Ft,
     /// Learning-rate rewinding: replay the last `T` rates of pretraining.
     Lrw,
-    /// Scaled learning rate: all of pretraining's schedule compressed into `T`.
+    /// Scaled learning rate: all of pretraining's schedule compressed into
+    /// the `T - W` iterations after warm-up, its own warm-up replaced by the
+    /// peak.
     Slr,
     /// Cosine from the pretraining peak to its final rate, after warm-up.
     Clr,
@@ -109,7 +114,7 @@ impl RetrainSchedule {
     /// Warm-up iterations: `round(0.1 T)` for schedules that have one.
     pub fn warmup(&self) -> u64 {
         match self.kind {
-            RetrainKind::Clr | RetrainKind::Llr | RetrainKind::Allr => {
+            RetrainKind::Slr | RetrainKind::Clr | RetrainKind::Llr | RetrainKind::Allr => {
                 (0.1 * self.total as f64).round() as u64
             }
             _ => 0,
@@ -148,9 +153,14 @@ impl RetrainSchedule {
                 self.pretrain.lr(p.saturating_sub(total) + it)
             }
             RetrainKind::Slr => {
-                let p = self.pretrain.total as f64;
-                self.pretrain
-                    .lr(((it as f64 / total as f64) * p).floor() as u64)
+                // Pretraining iteration floor(t * P); its warm-up is replaced
+                // by the peak (this phase already warmed up).
+                let p = (t * self.pretrain.total as f64).floor() as u64;
+                if p < self.pretrain.warmup {
+                    self.pretrain.peak
+                } else {
+                    self.pretrain.lr(p)
+                }
             }
             RetrainKind::Clr => {
                 let end = self.final_pretrain_lr();
@@ -158,6 +168,35 @@ impl RetrainSchedule {
             }
             RetrainKind::Llr | RetrainKind::Allr => peak * (1.0 - t),
         }
+    }
+}
+
+/// The schedule of one candidate: `kind` with `allr_peak` for ALLR, except
+/// that a candidate whose learning rate is varied (`varied_peak`, its
+/// `--vary lr` value) retrains with LLR peaking at that value: the
+/// reference code's meaning of varying the learning rate, and the only one
+/// in which the candidates' peaks are the values asked for (ALLR would clip
+/// each into its own band).
+pub fn candidate_schedule(
+    kind: RetrainKind,
+    total: u64,
+    pretrain: Schedule,
+    allr_peak: f64,
+    varied_peak: Option<f64>,
+) -> RetrainSchedule {
+    match varied_peak {
+        Some(peak) => RetrainSchedule {
+            kind: RetrainKind::Llr,
+            total,
+            pretrain: Schedule { peak, ..pretrain },
+            allr_peak: None,
+        },
+        None => RetrainSchedule {
+            kind,
+            total,
+            pretrain,
+            allr_peak: Some(allr_peak),
+        },
     }
 }
 
@@ -238,11 +277,43 @@ mod tests {
         assert!((sched(RetrainKind::Ft, None).lr(0) - 1e-4).abs() < 1e-12);
         // LRW: iteration 0 replays pretraining iteration 900: 0.1 * 0.1 = 0.01.
         assert!((sched(RetrainKind::Lrw, None).lr(0) - 0.01).abs() < 1e-12);
-        // SLR: iteration 50 of 100 is pretraining iteration 500: 0.05.
-        assert!((sched(RetrainKind::Slr, None).lr(50) - 0.05).abs() < 1e-12);
+        // SLR: the same warm-up as the others (W = 10, peak 0.1) ...
+        let slr = sched(RetrainKind::Slr, None);
+        assert_eq!(slr.warmup(), 10);
+        assert!((slr.lr(4) - 0.05).abs() < 1e-12);
+        assert!((slr.lr(9) - 0.1).abs() < 1e-12);
+        // ... then iteration 55, halfway through the 90 after warm-up, is
+        // pretraining iteration 500: 0.1 * (1 - 500/1000) = 0.05.
+        assert!((slr.lr(55) - 0.05).abs() < 1e-12);
+        assert!((slr.lr(10) - 0.1).abs() < 1e-12);
         // CLR: after warm-up, cosine from 0.1 to 1e-4; middle of the decay.
         let clr = sched(RetrainKind::Clr, None);
         assert!((clr.lr(55) - (1e-4 + (0.1 - 1e-4) * 0.5)).abs() < 1e-12);
+    }
+
+    #[test]
+    fn slr_replaces_the_pretraining_warm_up_by_the_peak() {
+        let mut s = sched(RetrainKind::Slr, None);
+        s.pretrain.warmup = 200;
+        // Iteration 19 maps to pretraining iteration 100, inside its warm-up.
+        assert!((s.lr(19) - 0.1).abs() < 1e-12);
+        // Iteration 55 maps to 500, after it: the pretraining rate there.
+        assert!((s.lr(55) - s.pretrain.lr(500)).abs() < 1e-12);
+    }
+
+    #[test]
+    fn varied_lr_is_llr_at_the_candidates_peak() {
+        // Whatever the phase's schedule, the candidate's peak is its value.
+        for kind in [RetrainKind::Allr, RetrainKind::Clr, RetrainKind::Slr] {
+            let s = candidate_schedule(kind, 100, pretrain(), 0.02, Some(0.3));
+            assert_eq!(s.kind, RetrainKind::Llr);
+            assert!((s.peak() - 0.3).abs() < 1e-15);
+            assert!((s.lr(9) - 0.3).abs() < 1e-12);
+            assert!((s.lr(55) - 0.15).abs() < 1e-12);
+        }
+        // Without a varied value the phase's schedule and ALLR peak stand.
+        let s = candidate_schedule(RetrainKind::Allr, 100, pretrain(), 0.02, None);
+        assert_eq!((s.kind, s.peak()), (RetrainKind::Allr, 0.02));
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod layout;
 pub mod lr;
+pub mod repeats;
 pub mod report;
 pub mod soupcalls;
 pub mod steps;
@@ -20,6 +21,7 @@ use std::process::Command;
 
 pub use config::{Baseline, SmsConfig, SoupKind, Vary};
 pub use layout::{Chain, Layout};
+pub use repeats::{RepeatOptions, Summary};
 pub use report::Report;
 pub use steps::{CandidateInfo, Evaluation, PhaseInfo, PruneInfo, Session};
 

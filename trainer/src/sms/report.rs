@@ -1,11 +1,17 @@
 //! The run's report: `report.json`, `report.csv`, a table for the terminal
-//! and a plot of test accuracy against sparsity (`accuracy_vs_sparsity.svg`).
+//! and a plot of test accuracy (and accuracy under corruptions, where
+//! measured) against sparsity (`accuracy_vs_sparsity.svg`).
+//!
+//! Each phase lists every model it evaluated (`models`: soup, candidates,
+//! ensemble, baselines) with the same metrics, all from the one evaluation
+//! path of [`Session::finish`], so rows can be compared with each other.
 //!
 //! The report holds only results, no timings, so a run that was killed and
 //! resumed reports exactly what an uninterrupted run reports.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -14,6 +20,54 @@ use crate::error::{Error, Result};
 use crate::sms::config::Baseline;
 use crate::sms::layout::Chain;
 use crate::sms::steps::{CandidateInfo, Evaluation, PhaseInfo, Session};
+
+/// One evaluated model of a phase (or the dense parent).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelRow {
+    /// `soup`, `candidate-I`, `ensemble`, `imp`, `imp-long`, `reprune` or
+    /// `dense`.
+    pub name: String,
+    /// Its checkpoint relative to the run folder (none for the ensemble).
+    pub checkpoint: Option<PathBuf>,
+    /// Test top-1 accuracy.
+    pub test_acc: f64,
+    /// Validation top-1 accuracy.
+    pub val_acc: f64,
+    /// Class-balanced test accuracy.
+    pub balanced_acc: f64,
+    /// Lowest per-class test accuracy.
+    pub worst_class_acc: f64,
+    /// Test expected calibration error (15 bins).
+    pub ece: f64,
+    /// Test maximum calibration error (15 bins).
+    pub mce: f64,
+    /// Mean test accuracy under corruptions, when measured.
+    pub ood_acc: Option<f64>,
+    /// Sparsity over the prunable weights.
+    pub sparsity: f64,
+    /// Sparsity of each prunable tensor.
+    pub layer_sparsity: BTreeMap<String, f64>,
+}
+
+impl ModelRow {
+    /// The row of model `name` evaluated as `e`, saved at `checkpoint`.
+    pub fn new(name: impl Into<String>, checkpoint: Option<PathBuf>, e: &Evaluation) -> ModelRow {
+        ModelRow {
+            name: name.into(),
+            checkpoint,
+            test_acc: e.test.top1,
+            val_acc: e.val.top1,
+            balanced_acc: e.test.balanced_accuracy,
+            worst_class_acc: e.test.worst_class_accuracy,
+            ece: e.test.ece,
+            mce: e.test.mce,
+            ood_acc: e.ood_acc,
+            sparsity: e.sparsity,
+            layer_sparsity: e.layer_sparsity.clone(),
+        }
+    }
+}
 
 /// One phase of the report.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -35,6 +89,14 @@ pub struct PhaseRow {
     pub soup_test_balanced_acc: f64,
     /// Soup test expected calibration error, 15 bins (extra column).
     pub soup_test_ece: f64,
+    /// Soup test maximum calibration error, 15 bins (extra column).
+    pub soup_test_mce: f64,
+    /// Soup lowest per-class test accuracy (extra column).
+    pub soup_test_worst_class_acc: f64,
+    /// Soup mean test accuracy under corruptions, when measured.
+    pub soup_ood_acc: Option<f64>,
+    /// Test accuracy of the candidates' prediction ensemble.
+    pub ensemble_test_acc: f64,
     /// Index of the candidate with the best validation accuracy.
     pub best_candidate: u32,
     /// Its test accuracy.
@@ -53,6 +115,13 @@ pub struct PhaseRow {
     pub reprune_sparsity: Option<f64>,
     /// The soup checkpoint, relative to the run folder.
     pub soup_checkpoint: PathBuf,
+    /// Theoretical FLOPs of the soup against the dense model (conv and
+    /// linear multiply-adds that touch a non-zero weight).
+    pub flops_ratio: f64,
+    /// The candidates' geometry (pairwise distances), when measured.
+    pub geometry: Option<serde_json::Value>,
+    /// Every model of the phase: soup, candidates, ensemble, baselines.
+    pub models: Vec<ModelRow>,
 }
 
 /// The whole report.
@@ -69,19 +138,32 @@ pub struct Report {
     pub soup: String,
     /// The dense parent's test accuracy.
     pub dense_test_acc: f64,
+    /// The dense parent, evaluated like every other model.
+    pub dense: ModelRow,
     /// One entry per phase.
     pub phases: Vec<PhaseRow>,
 }
 
-fn candidate_acc(session: &Session, chain: Chain, phase: u32) -> Result<Option<CandidateInfo>> {
-    let (_, info) = session.candidate_path(chain, phase, 0);
+/// A chain's phase-`phase` model: its checkpoint (relative to the run) and
+/// results, if it was run.
+fn chain_model(
+    session: &Session,
+    chain: Chain,
+    phase: u32,
+) -> Result<Option<(PathBuf, CandidateInfo)>> {
+    let (path, info) = session.candidate_path(chain, phase, 0);
     if !info.exists() {
         return Ok(None);
     }
     let text = std::fs::read_to_string(&info).map_err(|e| Error::io(&info, e))?;
-    serde_json::from_str(&text)
-        .map(Some)
-        .map_err(|e| Error::Run(format!("{}: {e}", info.display())))
+    let c =
+        serde_json::from_str(&text).map_err(|e| Error::Run(format!("{}: {e}", info.display())))?;
+    Ok(Some((relative(session, &path), c)))
+}
+
+fn relative(session: &Session, path: &Path) -> PathBuf {
+    path.strip_prefix(&session.layout.root)
+        .map_or_else(|_| path.to_path_buf(), Path::to_path_buf)
 }
 
 /// Builds the report from the run folder's results.
@@ -107,14 +189,39 @@ pub fn build(session: &Session, dense: &Evaluation, phases: &[PhaseInfo]) -> Res
             .map(|c| c.eval.test.top1)
             .sum::<f64>()
             / info.candidates.len() as f64;
-        let baseline = |b: Baseline, chain: Chain| -> Result<Option<CandidateInfo>> {
+        let baseline = |b: Baseline, chain: Chain| -> Result<Option<(PathBuf, CandidateInfo)>> {
             if baselines.contains(&b) {
-                candidate_acc(session, chain, p)
+                chain_model(session, chain, p)
             } else {
                 Ok(None)
             }
         };
-        let reprune = baseline(Baseline::Reprune, Chain::Reprune)?;
+        let imp = baseline(Baseline::Imp, Chain::Imp(0))?.map(|(_, c)| c);
+        let imp_long = baseline(Baseline::ImpLong, Chain::ImpLong)?.map(|(_, c)| c);
+        let reprune = baseline(Baseline::Reprune, Chain::Reprune)?.map(|(_, c)| c);
+        let mut models = vec![ModelRow::new(
+            "soup",
+            Some(info.soup_path.clone()),
+            &info.soup,
+        )];
+        for c in &info.candidates {
+            let (path, _) = session.candidate_path(Chain::Soup, p, c.index);
+            models.push(ModelRow::new(
+                format!("candidate-{}", c.index),
+                Some(relative(session, &path)),
+                &c.eval,
+            ));
+        }
+        models.push(ModelRow::new("ensemble", None, &info.ensemble));
+        for (b, chain, name) in [
+            (Baseline::Imp, Chain::Imp(0), "imp"),
+            (Baseline::ImpLong, Chain::ImpLong, "imp-long"),
+            (Baseline::Reprune, Chain::Reprune, "reprune"),
+        ] {
+            if let Some((path, c)) = baseline(b, chain)? {
+                models.push(ModelRow::new(name, Some(path), &c.eval));
+            }
+        }
         rows.push(PhaseRow {
             phase: p,
             sparsity: info.soup.sparsity,
@@ -124,16 +231,22 @@ pub fn build(session: &Session, dense: &Evaluation, phases: &[PhaseInfo]) -> Res
             soup_val_acc: info.soup.val.top1,
             soup_test_balanced_acc: info.soup.test.balanced_accuracy,
             soup_test_ece: info.soup.test.ece,
+            soup_test_mce: info.soup.test.mce,
+            soup_test_worst_class_acc: info.soup.test.worst_class_accuracy,
+            soup_ood_acc: info.soup.ood_acc,
+            ensemble_test_acc: info.ensemble.test.top1,
             best_candidate: best.index,
             best_candidate_test_acc: best.eval.test.top1,
             mean_candidate_test_acc: mean,
             soup_candidates: info.chosen.clone(),
-            imp_test_acc: baseline(Baseline::Imp, Chain::Imp(0))?.map(|c| c.eval.test.top1),
-            imp_long_test_acc: baseline(Baseline::ImpLong, Chain::ImpLong)?
-                .map(|c| c.eval.test.top1),
+            imp_test_acc: imp.map(|c| c.eval.test.top1),
+            imp_long_test_acc: imp_long.map(|c| c.eval.test.top1),
             reprune_test_acc: reprune.as_ref().map(|c| c.eval.test.top1),
             reprune_sparsity: reprune.as_ref().map(|c| c.eval.sparsity),
             soup_checkpoint: info.soup_path.clone(),
+            flops_ratio: info.soup.macs.ratio(),
+            geometry: None,
+            models,
         });
     }
     Ok(Report {
@@ -142,6 +255,11 @@ pub fn build(session: &Session, dense: &Evaluation, phases: &[PhaseInfo]) -> Res
         candidates: session.cfg.candidates,
         soup: format!("{:?}", session.cfg.soup).to_lowercase(),
         dense_test_acc: dense.test.top1,
+        dense: ModelRow::new(
+            "dense",
+            Some(relative(session, &session.layout.dense_finished())),
+            dense,
+        ),
         phases: rows,
     })
 }
@@ -167,6 +285,7 @@ impl Report {
             ("soup", col(&|r| pct(r.soup_test_acc))),
             ("best_cand", col(&|r| pct(r.best_candidate_test_acc))),
             ("mean_cand", col(&|r| pct(r.mean_candidate_test_acc))),
+            ("ensemble", col(&|r| pct(r.ensemble_test_acc))),
         ];
         let any = |f: &dyn Fn(&PhaseRow) -> bool| self.phases.iter().any(f);
         if any(&|r| r.imp_test_acc.is_some()) {
@@ -180,6 +299,8 @@ impl Report {
         }
         cols.push(("soup_bal_acc", col(&|r| pct(r.soup_test_balanced_acc))));
         cols.push(("soup_ece", col(&|r| format!("{:.4}", r.soup_test_ece))));
+        cols.push(("soup_ood", col(&|r| opt_pct(r.soup_ood_acc))));
+        cols.push(("flops%", col(&|r| pct(r.flops_ratio))));
         cols
     }
 
@@ -230,13 +351,15 @@ impl Report {
         let mut out = String::from(
             "phase,sparsity,sparsity_all_params,parent_sparsity,soup_test_acc,soup_val_acc,\
              best_candidate,best_candidate_test_acc,mean_candidate_test_acc,imp_test_acc,\
-             imp_long_test_acc,reprune_test_acc,soup_test_balanced_acc,soup_test_ece,soup_checkpoint\n",
+             imp_long_test_acc,reprune_test_acc,soup_test_balanced_acc,soup_test_ece,\
+             soup_test_mce,soup_test_worst_class_acc,ensemble_test_acc,soup_ood_acc,flops_ratio,\
+             soup_checkpoint\n",
         );
         let o = |x: Option<f64>| x.map_or_else(String::new, |v| v.to_string());
         for r in &self.phases {
             let _ = writeln!(
                 out,
-                "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+                "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
                 r.phase,
                 r.sparsity,
                 r.sparsity_all_params,
@@ -251,160 +374,97 @@ impl Report {
                 o(r.reprune_test_acc),
                 r.soup_test_balanced_acc,
                 r.soup_test_ece,
+                r.soup_test_mce,
+                r.soup_test_worst_class_acc,
+                r.ensemble_test_acc,
+                o(r.soup_ood_acc),
+                r.flops_ratio,
                 r.soup_checkpoint.display()
             );
         }
         out
     }
 
-    /// A line plot of test accuracy against sparsity, one line per method.
-    pub fn svg(&self) -> String {
-        let mut series: Vec<Series> = vec![
-            (
-                "SMS soup",
-                "#d62728",
-                self.phases
-                    .iter()
-                    .map(|r| (r.sparsity, r.soup_test_acc))
-                    .collect(),
-            ),
-            (
-                "best candidate",
-                "#1f77b4",
-                self.phases
-                    .iter()
-                    .map(|r| (r.sparsity, r.best_candidate_test_acc))
-                    .collect(),
-            ),
-            (
-                "mean candidate",
-                "#7f7f7f",
-                self.phases
-                    .iter()
-                    .map(|r| (r.sparsity, r.mean_candidate_test_acc))
-                    .collect(),
-            ),
-        ];
-        let opt = |f: &dyn Fn(&PhaseRow) -> Option<f64>, sp: &dyn Fn(&PhaseRow) -> f64| {
-            self.phases
-                .iter()
-                .filter_map(|r| f(r).map(|a| (sp(r), a)))
-                .collect::<Vec<_>>()
+    /// The plotted lines of one metric: (sparsity, value) per phase for
+    /// the soup, the best and mean candidate, the ensemble and each baseline
+    /// (at the model's own sparsity), leaving out models without the metric.
+    fn series(&self, metric: &dyn Fn(&ModelRow) -> Option<f64>) -> Vec<Series> {
+        let find = |r: &PhaseRow, name: &str| r.models.iter().find(|m| m.name == name).cloned();
+        let point = |m: Option<ModelRow>| m.and_then(|m| metric(&m).map(|v| (m.sparsity, v)));
+        let line = |label, color, f: &dyn Fn(&PhaseRow) -> Option<(f64, f64)>| -> Series {
+            (label, color, self.phases.iter().filter_map(f).collect())
         };
-        series.push((
-            "IMP",
-            "#2ca02c",
-            opt(&|r| r.imp_test_acc, &|r| r.parent_sparsity),
-        ));
-        series.push((
-            "IMP long",
-            "#9467bd",
-            opt(&|r| r.imp_long_test_acc, &|r| r.parent_sparsity),
-        ));
-        series.push((
-            "IMP-RePrune",
-            "#ff7f0e",
-            opt(&|r| r.reprune_test_acc, &|r| {
-                r.reprune_sparsity.unwrap_or(r.parent_sparsity)
+        let mut series = vec![
+            line("SMS soup", "#d62728", &|r| point(find(r, "soup"))),
+            line("best candidate", "#1f77b4", &|r| {
+                point(find(r, &format!("candidate-{}", r.best_candidate)))
             }),
-        ));
+            line("mean candidate", "#7f7f7f", &|r| {
+                let cands: Vec<&ModelRow> = r
+                    .models
+                    .iter()
+                    .filter(|m| m.name.starts_with("candidate-"))
+                    .collect();
+                let values: Option<Vec<f64>> = cands.iter().map(|m| metric(m)).collect();
+                let values = values.filter(|v| !v.is_empty())?;
+                Some((
+                    cands[0].sparsity,
+                    values.iter().sum::<f64>() / values.len() as f64,
+                ))
+            }),
+            line("ensemble", "#8c564b", &|r| point(find(r, "ensemble"))),
+            line("IMP", "#2ca02c", &|r| point(find(r, "imp"))),
+            line("IMP long", "#9467bd", &|r| point(find(r, "imp-long"))),
+            line("IMP-RePrune", "#ff7f0e", &|r| point(find(r, "reprune"))),
+        ];
         series.retain(|s| !s.2.is_empty());
+        series
+    }
 
-        let (w, h, left, right, top, bottom) = (640.0, 420.0, 70.0, 170.0, 40.0, 55.0);
-        let pts = series.iter().flat_map(|s| s.2.iter());
-        let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
-        for &(x, y) in pts {
-            x0 = x0.min(x);
-            x1 = x1.max(x);
-            y0 = y0.min(y);
-            y1 = y1.max(y);
-        }
-        if x1 - x0 < 1e-9 {
-            x0 -= 0.05;
-            x1 += 0.05;
-        }
-        let pad = ((y1 - y0) * 0.1).max(0.002);
-        y0 -= pad;
-        y1 += pad;
-        let px = |x: f64| left + (x - x0) / (x1 - x0) * (w - left - right);
-        let py = |y: f64| h - bottom - (y - y0) / (y1 - y0) * (h - top - bottom);
+    /// Line plots against sparsity: test accuracy, and beside it accuracy
+    /// under corruptions when the run measured it.
+    pub fn svg(&self) -> String {
+        let test = self.series(&|m| Some(m.test_acc));
+        let ood = self.series(&|m| m.ood_acc);
+        let panel_w = 470.0;
+        let legend_w = 150.0;
+        let panels = if ood.is_empty() { 1.0 } else { 2.0 };
+        let (w, h) = (panels * panel_w + legend_w, 420.0);
         let mut s = String::new();
         let _ = writeln!(
             s,
             r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">"#
         );
         let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
-        let _ = writeln!(
-            s,
-            r#"<text x="{}" y="22" font-size="14" text-anchor="middle">{} on {}: test accuracy against sparsity</text>"#,
-            (w - right + left) / 2.0,
-            self.model,
-            self.data
+        panel(
+            &mut s,
+            &test,
+            0.0,
+            panel_w,
+            h,
+            &format!("{} on {}: test accuracy", self.model, self.data),
+            "test top-1 accuracy (%)",
         );
-        let (bx0, bx1, by0, by1) = (left, w - right, top, h - bottom);
-        let _ = writeln!(
-            s,
-            r#"<rect x="{bx0}" y="{by0}" width="{}" height="{}" fill="none" stroke="black"/>"#,
-            bx1 - bx0,
-            by1 - by0
-        );
-        for i in 0..=4 {
-            let fx = x0 + (x1 - x0) * i as f64 / 4.0;
-            let fy = y0 + (y1 - y0) * i as f64 / 4.0;
-            let _ = writeln!(
-                s,
-                r#"<line x1="{0:.1}" y1="{by1}" x2="{0:.1}" y2="{1}" stroke="black"/><text x="{0:.1}" y="{2}" text-anchor="middle">{3:.1}</text>"#,
-                px(fx),
-                by1 + 5.0,
-                by1 + 20.0,
-                100.0 * fx
-            );
-            let _ = writeln!(
-                s,
-                r##"<line x1="{bx0}" y1="{0:.1}" x2="{1}" y2="{0:.1}" stroke="#ddd"/><text x="{2}" y="{3:.1}" text-anchor="end">{4:.2}</text>"##,
-                py(fy),
-                bx1,
-                bx0 - 6.0,
-                py(fy) + 4.0,
-                100.0 * fy
+        if !ood.is_empty() {
+            panel(
+                &mut s,
+                &ood,
+                panel_w,
+                panel_w,
+                h,
+                "under corruptions (OOD)",
+                "mean corrupted top-1 accuracy (%)",
             );
         }
-        let _ = writeln!(
-            s,
-            r#"<text x="{}" y="{}" text-anchor="middle">sparsity over prunable weights (%)</text>"#,
-            (bx0 + bx1) / 2.0,
-            h - 12.0
-        );
-        let _ = writeln!(
-            s,
-            r#"<text x="16" y="{0}" text-anchor="middle" transform="rotate(-90 16 {0})">test top-1 accuracy (%)</text>"#,
-            (by0 + by1) / 2.0
-        );
-        for (k, (name, color, points)) in series.iter().enumerate() {
-            let path: Vec<String> = points
-                .iter()
-                .map(|&(x, y)| format!("{:.1},{:.1}", px(x), py(y)))
-                .collect();
-            let _ = writeln!(
-                s,
-                r#"<polyline fill="none" stroke="{color}" stroke-width="2" points="{}"/>"#,
-                path.join(" ")
-            );
-            for &(x, y) in points {
-                let _ = writeln!(
-                    s,
-                    r#"<circle cx="{:.1}" cy="{:.1}" r="3.5" fill="{color}"/>"#,
-                    px(x),
-                    py(y)
-                );
-            }
-            let ly = top + 14.0 + 20.0 * k as f64;
+        for (k, (name, color, _)) in test.iter().enumerate() {
+            let ly = 54.0 + 20.0 * k as f64;
+            let x = panels * panel_w;
             let _ = writeln!(
                 s,
                 r#"<line x1="{0}" y1="{ly}" x2="{1}" y2="{ly}" stroke="{color}" stroke-width="2"/><text x="{2}" y="{3}">{name}</text>"#,
-                w - right + 12.0,
-                w - right + 36.0,
-                w - right + 42.0,
+                x + 4.0,
+                x + 28.0,
+                x + 34.0,
                 ly + 4.0
             );
         }
@@ -420,5 +480,88 @@ impl Report {
         write_atomic(&layout.report_json(), json.as_bytes())?;
         write_atomic(&layout.report_csv(), self.csv().as_bytes())?;
         write_atomic(&layout.plot(), self.svg().as_bytes())
+    }
+}
+
+/// Draws one plot of `series` into the box at `ox` of width `w`.
+fn panel(s: &mut String, series: &[Series], ox: f64, w: f64, h: f64, title: &str, ylabel: &str) {
+    let (left, right, top, bottom) = (ox + 70.0, ox + w - 10.0, 40.0, h - 55.0);
+    let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
+    for &(x, y) in series.iter().flat_map(|s| s.2.iter()) {
+        x0 = x0.min(x);
+        x1 = x1.max(x);
+        y0 = y0.min(y);
+        y1 = y1.max(y);
+    }
+    if x1 - x0 < 1e-9 {
+        x0 -= 0.05;
+        x1 += 0.05;
+    }
+    let pad = ((y1 - y0) * 0.1).max(0.002);
+    y0 -= pad;
+    y1 += pad;
+    let px = |x: f64| left + (x - x0) / (x1 - x0) * (right - left);
+    let py = |y: f64| bottom - (y - y0) / (y1 - y0) * (bottom - top);
+    let _ = writeln!(
+        s,
+        r#"<text x="{}" y="22" font-size="14" text-anchor="middle">{title}</text>"#,
+        (left + right) / 2.0
+    );
+    let _ = writeln!(
+        s,
+        r#"<rect x="{left}" y="{top}" width="{}" height="{}" fill="none" stroke="black"/>"#,
+        right - left,
+        bottom - top
+    );
+    for i in 0..=4 {
+        let fx = x0 + (x1 - x0) * i as f64 / 4.0;
+        let fy = y0 + (y1 - y0) * i as f64 / 4.0;
+        let _ = writeln!(
+            s,
+            r#"<line x1="{0:.1}" y1="{bottom}" x2="{0:.1}" y2="{1}" stroke="black"/><text x="{0:.1}" y="{2}" text-anchor="middle">{3:.1}</text>"#,
+            px(fx),
+            bottom + 5.0,
+            bottom + 20.0,
+            100.0 * fx
+        );
+        let _ = writeln!(
+            s,
+            r##"<line x1="{left}" y1="{0:.1}" x2="{right}" y2="{0:.1}" stroke="#ddd"/><text x="{1}" y="{2:.1}" text-anchor="end">{3:.2}</text>"##,
+            py(fy),
+            left - 6.0,
+            py(fy) + 4.0,
+            100.0 * fy
+        );
+    }
+    let _ = writeln!(
+        s,
+        r#"<text x="{}" y="{}" text-anchor="middle">sparsity over prunable weights (%)</text>"#,
+        (left + right) / 2.0,
+        h - 12.0
+    );
+    let _ = writeln!(
+        s,
+        r#"<text x="{0}" y="{1}" text-anchor="middle" transform="rotate(-90 {0} {1})">{ylabel}</text>"#,
+        ox + 16.0,
+        (top + bottom) / 2.0
+    );
+    for (_, color, points) in series {
+        let path: Vec<String> = points
+            .iter()
+            .map(|&(x, y)| format!("{:.1},{:.1}", px(x), py(y)))
+            .collect();
+        let _ = writeln!(
+            s,
+            r#"<polyline fill="none" stroke="{color}" stroke-width="2" points="{}"/>"#,
+            path.join(" ")
+        );
+        for &(x, y) in points {
+            let _ = writeln!(
+                s,
+                r#"<circle cx="{:.1}" cy="{:.1}" r="3.5" fill="{color}"/>"#,
+                px(x),
+                py(y)
+            );
+        }
     }
 }

@@ -3,7 +3,15 @@
 //! writes its outputs there atomically, and is skipped when its outputs
 //! exist, so steps can run in one process, in several (`--jobs`), or as
 //! separate cluster jobs, and a killed run resumes where it stopped.
+//!
+//! Every model the run reports (dense parent, candidates, soups and greedy
+//! trials, baselines) goes through one evaluation path,
+//! [`Session::finish`]: batch-norm statistics recalibrated on the same
+//! training batches, the recalibrated model saved, then evaluated. So any
+//! reported number is reproduced by evaluating the saved checkpoint, and no
+//! model is compared with stale statistics against a recalibrated one.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -16,14 +24,15 @@ use crate::checkpoint::write_atomic;
 use crate::config::{parse_device, TrainConfig};
 use crate::data::{Dataset, Split};
 use crate::error::{Error, Result};
-use crate::eval::{evaluate, recalibrate_bn, EvalReport};
+use crate::eval::{evaluate, evaluate_ensemble, macs, recalibrate_bn_with, EvalReport, Macs};
 use crate::model::Model;
 use crate::optim::{Sgd, SgdConfig};
+use crate::robust::{corrupted_batches, corruption_accuracies, mean_accuracy, Corruption};
 use crate::run::{run_training, Progress};
 use crate::schedule::Schedule;
 use crate::sms::config::{Baseline, SmsConfig, SoupKind, Vary};
 use crate::sms::layout::{Chain, Layout};
-use crate::sms::lr::{allr_peak, PruneImpact, RetrainSchedule};
+use crate::sms::lr::{allr_peak, candidate_schedule, PruneImpact};
 use crate::sms::soupcalls;
 use crate::train::train_steps;
 
@@ -39,6 +48,15 @@ pub struct Evaluation {
     pub sparsity: f64,
     /// Zeros / elements over all parameters (weights, biases, norm scales).
     pub sparsity_all: f64,
+    /// Zeros / elements of each prunable tensor, by name.
+    pub layer_sparsity: BTreeMap<String, f64>,
+    /// Theoretical multiply-adds per image (for an ensemble, of all its
+    /// members together).
+    pub macs: Macs,
+    /// Mean test accuracy under corruptions, when measured.
+    pub ood_acc: Option<f64>,
+    /// Test accuracy per corruption and severity (empty when not measured).
+    pub corruptions: BTreeMap<String, BTreeMap<u8, f64>>,
 }
 
 /// What pruning a phase's parent did (`prune.json`).
@@ -117,6 +135,9 @@ pub struct PhaseInfo {
     pub trials: Vec<Trial>,
     /// The soup, after batch-norm recalibration.
     pub soup: Evaluation,
+    /// The prediction ensemble of all candidates (mean softmax), a
+    /// reference for what averaging outputs instead of weights gives.
+    pub ensemble: Evaluation,
     /// Path of the soup checkpoint, relative to the run folder.
     pub soup_path: PathBuf,
 }
@@ -142,6 +163,28 @@ pub struct Session {
     pub verbose: bool,
 }
 
+/// Checks `cfg` and writes it to `run/config.toml`, or checks that the
+/// folder's existing configuration is the same one.
+pub fn write_config(cfg: &SmsConfig, run: &Path) -> Result<()> {
+    cfg.validate()?;
+    let layout = Layout::new(run);
+    if layout.config().exists() {
+        let existing = SmsConfig::from_file(&layout.config())?;
+        if existing != *cfg {
+            return Err(Error::Config(format!(
+                "{} holds a run with a different configuration; resume it with the same \
+                 settings (see {}) or choose another --out",
+                run.display(),
+                layout.config().display()
+            )));
+        }
+    } else {
+        mkdir(run)?;
+        write_atomic(&layout.config(), cfg.to_toml().as_bytes())?;
+    }
+    Ok(())
+}
+
 fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
     let mut text = serde_json::to_string_pretty(value).expect("serialisable");
     text.push('\n');
@@ -162,23 +205,8 @@ impl Session {
     /// Starts or resumes the run in `run` with `cfg`. A folder that already
     /// holds a run must hold the same configuration.
     pub fn create(cfg: SmsConfig, run: &Path) -> Result<Session> {
-        cfg.validate()?;
-        let layout = Layout::new(run);
-        if layout.config().exists() {
-            let existing = SmsConfig::from_file(&layout.config())?;
-            if existing != cfg {
-                return Err(Error::Config(format!(
-                    "{} holds a run with a different configuration; resume it with the same \
-                     settings (see {}) or choose another --out",
-                    run.display(),
-                    layout.config().display()
-                )));
-            }
-        } else {
-            mkdir(run)?;
-            write_atomic(&layout.config(), cfg.to_toml().as_bytes())?;
-        }
-        Self::with_config(cfg, layout)
+        write_config(&cfg, run)?;
+        Self::with_config(cfg, Layout::new(run))
     }
 
     /// Opens the existing run in `run` (for the per-step commands).
@@ -248,29 +276,95 @@ impl Session {
         }
     }
 
-    /// Evaluates `model` on validation and test, with its sparsity.
+    /// Evaluates `model` as it is on validation and test, with its
+    /// sparsity and cost. Reported models go through [`Session::finish`].
     pub fn evaluate(&self, model: &Model) -> Result<Evaluation> {
         let ebs = self.cfg.eval_batch_size;
         let val = evaluate(model, self.data.eval_batches(Split::Val, ebs, self.device))?;
         let test = evaluate(model, self.data.eval_batches(Split::Test, ebs, self.device))?;
         let (sparsity, sparsity_all) = sparsity(model);
+        let corruptions =
+            corruption_accuracies(model, &self.data, &self.cfg.ood, self.device, ebs as i64)?;
         Ok(Evaluation {
             val,
             test,
             sparsity,
             sparsity_all,
+            layer_sparsity: layer_sparsity(model),
+            macs: macs(model),
+            ood_acc: mean_accuracy(&corruptions),
+            corruptions,
+        })
+    }
+
+    /// The one evaluation path of every reported model: recalibrates its
+    /// batch-norm statistics ([`Session::recalibrate`]), saves it to `out`
+    /// (so the file is exactly the model evaluated) and evaluates it.
+    pub fn finish(&self, model: &Model, out: &Path) -> Result<Evaluation> {
+        self.recalibrate(model);
+        model.save(out)?;
+        self.evaluate(model)
+    }
+
+    /// The prediction ensemble of the (finished) checkpoints `paths`.
+    /// Under corruptions it is scored on the generated ones the run
+    /// evaluates (`like` lists them: a member's evaluation); with a
+    /// CIFAR-C folder it has no robustness numbers.
+    pub fn evaluate_ensemble(&self, paths: &[PathBuf], like: &Evaluation) -> Result<Evaluation> {
+        let models = paths
+            .iter()
+            .map(|p| self.load(p))
+            .collect::<Result<Vec<_>>>()?;
+        let refs: Vec<&Model> = models.iter().collect();
+        let ebs = self.cfg.eval_batch_size;
+        let val = evaluate_ensemble(&refs, self.data.eval_batches(Split::Val, ebs, self.device))?;
+        let test = evaluate_ensemble(&refs, self.data.eval_batches(Split::Test, ebs, self.device))?;
+        // Members share one mask (checked before), so their sparsity is
+        // the ensemble's; its cost is all of theirs.
+        let (sparsity, sparsity_all) = sparsity(&models[0]);
+        let one = macs(&models[0]);
+        let k = models.len() as u64;
+        let mut corruptions = BTreeMap::new();
+        if self.cfg.ood.dir.is_none() {
+            for (name, severities) in &like.corruptions {
+                let Some(c) = Corruption::from_name(name) else {
+                    continue;
+                };
+                let mut per = BTreeMap::new();
+                for &s in severities.keys() {
+                    let batches =
+                        corrupted_batches(&self.data, c, s, ebs, self.cfg.ood.limit, self.device);
+                    per.insert(s, evaluate_ensemble(&refs, batches)?.top1);
+                }
+                corruptions.insert(name.clone(), per);
+            }
+        }
+        Ok(Evaluation {
+            val,
+            test,
+            sparsity,
+            sparsity_all,
+            layer_sparsity: layer_sparsity(&models[0]),
+            macs: Macs {
+                dense: one.dense * k,
+                sparse: models.iter().map(|m| macs(m).sparse).sum(),
+            },
+            ood_acc: mean_accuracy(&corruptions),
+            corruptions,
         })
     }
 
     /// Recomputes the batch-norm statistics of `model` from the first
-    /// `bn_recal_fraction` of an epoch of training batches (fixed order).
+    /// `bn_recal_fraction` of an epoch of training batches: the same batches
+    /// in the same order for every model of the run (they depend only on the
+    /// run's seed), averaged as `bn_recal` says.
     pub fn recalibrate(&self, model: &Model) -> usize {
         let n = ((self.cfg.bn_recal_fraction * self.per_epoch() as f64).ceil() as usize).max(1);
         let batches = self
             .data
             .train_batches(self.cfg.batch_size, self.cfg.seed, u64::MAX, self.device)
             .take(n);
-        recalibrate_bn(model, batches)
+        recalibrate_bn_with(model, batches, self.cfg.bn_recal)
     }
 
     /// The dense parent: trained (`pretrain_epochs`) or copied (`from`).
@@ -315,10 +409,11 @@ impl Session {
             }
         }
         let info_path = self.layout.dense_eval();
-        if info_path.exists() {
+        let finished = self.layout.dense_finished();
+        if info_path.exists() && finished.exists() {
             return read_json(&info_path);
         }
-        let eval = self.evaluate(&self.load(&path)?)?;
+        let eval = self.finish(&self.load(&path)?, &finished)?;
         write_json(&info_path, &eval)?;
         Ok(eval)
     }
@@ -363,7 +458,7 @@ impl Session {
     /// The checkpoint a chain's phase starts from before pruning.
     fn phase_source(&self, chain: Chain, phase: u32) -> PathBuf {
         if phase == 1 {
-            return self.layout.dense();
+            return self.layout.dense_finished();
         }
         match chain {
             Chain::Soup => self.layout.soup(Chain::Soup, phase - 1),
@@ -478,19 +573,23 @@ impl Session {
         let start = Instant::now();
         let per_epoch = self.per_epoch();
         let total = ((epochs * per_epoch as f64).round() as u64).max(1);
-        let schedule = RetrainSchedule {
-            kind: self.cfg.schedule,
+        let varied_peak =
+            (matches!(chain, Chain::Soup) && self.cfg.vary == Vary::Lr).then_some(eta_max);
+        let schedule = candidate_schedule(
+            self.cfg.schedule,
             total,
-            pretrain: self.pretrain_schedule(eta_max),
-            allr_peak: Some(allr_peak(
+            self.pretrain_schedule(eta_max),
+            allr_peak(
                 &prune.impact,
                 eta_max,
                 epochs,
                 self.cfg.pretrain_epochs.max(1) as f64,
-            )),
-        };
+            ),
+            varied_peak,
+        );
         let (model, train_loss) = if path.exists() {
-            // Trained before a kill that came ahead of its evaluation.
+            // Trained (and recalibrated) before a kill that came ahead of
+            // its evaluation; recalibrating again gives the same model.
             (self.load(&path)?, None)
         } else {
             let model = self.load(&parent)?;
@@ -521,10 +620,14 @@ impl Session {
             )?;
             bar.finish_and_clear();
             mkdir(path.parent().expect("phase folder"))?;
-            model.save(&path)?;
             (model, Some(stats.loss))
         };
-        let eval = self.evaluate(&model)?;
+        let eval = if train_loss.is_some() {
+            self.finish(&model, &path)?
+        } else {
+            // The file is the finished model already: leave it untouched.
+            self.evaluate(&model)?
+        };
         let info = CandidateInfo {
             index,
             seed,
@@ -561,16 +664,8 @@ impl Session {
         bar
     }
 
-    /// Loads `avg`, recalibrates batch norm, saves it as `out` and evaluates.
-    fn finish_soup(&self, avg: &Path, out: &Path) -> Result<Evaluation> {
-        let model = self.load(avg)?;
-        self.recalibrate(&model);
-        model.save(out)?;
-        self.evaluate(&model)
-    }
-
-    /// Validation accuracy of a checkpoint after batch-norm recalibration:
-    /// the greedy soup's score.
+    /// Validation accuracy of a checkpoint after batch-norm recalibration
+    /// (the procedure of [`Session::finish`]): the greedy soup's score.
     pub fn score(&self, path: &Path) -> Result<f64> {
         let model = self.load(path)?;
         self.recalibrate(&model);
@@ -621,7 +716,8 @@ impl Session {
             }
         };
         let soup_path = self.layout.soup(Chain::Soup, phase);
-        let soup = self.finish_soup(&avg, &soup_path)?;
+        let soup = self.finish(&self.load(&avg)?, &soup_path)?;
+        let ensemble = self.evaluate_ensemble(&paths, &candidates[0].eval)?;
         let soup_path = soup_path
             .strip_prefix(&self.layout.root)
             .map_or(soup_path.clone(), Path::to_path_buf);
@@ -634,6 +730,7 @@ impl Session {
             chosen,
             trials,
             soup,
+            ensemble,
             soup_path,
         };
         self.say(format!(
@@ -740,6 +837,21 @@ pub fn param_norm(model: &Model) -> f64 {
             .sum::<f64>()
             .sqrt()
     })
+}
+
+/// Zeros / elements of each prunable tensor.
+pub fn layer_sparsity(model: &Model) -> BTreeMap<String, f64> {
+    let sd = model.state_dict();
+    model
+        .prunable_names()
+        .into_iter()
+        .map(|name| {
+            let t = &sd[&name];
+            let zeros = tch::no_grad(|| t.eq(0.0).sum(Kind::Int64).int64_value(&[]));
+            let share = zeros as f64 / (t.numel() as f64).max(1.0);
+            (name, share)
+        })
+        .collect()
 }
 
 /// (zeros / elements over prunable tensors, zeros / elements over all

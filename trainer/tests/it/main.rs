@@ -4,6 +4,7 @@
 mod cli;
 mod library;
 mod python;
+mod robust;
 #[path = "../support/mod.rs"]
 mod support;
 

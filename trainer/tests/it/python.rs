@@ -19,6 +19,7 @@ fn checkpoints_load_strictly_into_pytorch_and_torchvision() {
         ("resnet20", 10, [3, 32, 32]),
         ("resnet56", 100, [3, 32, 32]),
         ("wrn-16-4", 100, [3, 32, 32]),
+        ("wrn-16-2-ref", 100, [3, 32, 32]),
         ("cnn", 10, [1, 28, 28]),
         ("mlp", 10, [1, 28, 28]),
     ];
@@ -147,4 +148,141 @@ fn parity_with_pytorch_cnn() {
 #[test]
 fn parity_with_pytorch_resnet20() {
     parity("resnet20", [3, 32, 32], 1);
+}
+
+/// The reference WideResNet in eval mode: dropout off, the stride on the
+/// second convolution and the shortcut from the raw input, as PyTorch's
+/// twin of the reference code computes it. In training mode dropout makes
+/// two forward passes differ; in eval and calibration modes it is off.
+#[test]
+fn reference_wideresnet_matches_pytorch_in_eval_mode_and_drops_out_in_training() {
+    let Some(py) = crate::python("reference_wideresnet_matches_pytorch") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    tch::set_num_threads(1);
+    tch::manual_seed(7);
+    let spec = ModelSpec {
+        num_classes: 10,
+        input: [3, 32, 32],
+    };
+    let model = Model::new("wrn-10-2-ref".parse::<Arch>().unwrap(), spec, Device::Cpu);
+    // Non-trivial running statistics, so that eval mode is not the identity
+    // normalisation.
+    let x = Tensor::randn([8, 3, 32, 32], (Kind::Float, Device::Cpu));
+    let _ = tch::no_grad(|| model.forward(&(&x * 2.0 + 0.5), Mode::Train));
+    model.save(&dir.join("init.safetensors")).unwrap();
+    let logits = tch::no_grad(|| model.forward(&x, Mode::Eval));
+    let again = tch::no_grad(|| model.forward(&x, Mode::Eval));
+    assert_eq!(f64::try_from((&logits - &again).abs().max()).unwrap(), 0.0);
+    let io = vec![("x".to_string(), x.copy()), ("logits".to_string(), logits)];
+    trainer::checkpoint::save(&dir.join("io.safetensors"), &io, HashMap::new()).unwrap();
+    let out = crate::run_python(
+        &py,
+        "forward_eval.py",
+        &[dir.to_str().unwrap(), "wrn-10-2-ref", "10", "3x32x32"],
+    );
+    eprintln!("{out}");
+    // Dropout: two training-mode passes differ, two calibration passes
+    // (batch statistics, dropout off) do not.
+    let (a, b) = tch::no_grad(|| {
+        (
+            model.forward(&x, Mode::Train),
+            model.forward(&x, Mode::Train),
+        )
+    });
+    assert!(f64::try_from((a - b).abs().max()).unwrap() > 1e-4);
+    let calib = Mode::Calibrate { factor: 0.0 };
+    let (a, b) = tch::no_grad(|| (model.forward(&x, calib), model.forward(&x, calib)));
+    assert_eq!(f64::try_from((a - b).abs().max()).unwrap(), 0.0);
+}
+
+/// Generated pixelation against PIL's BOX resampling, which the CIFAR-10-C
+/// code uses, on grey 28x28 and colour 32x32 images.
+#[test]
+fn pixelate_matches_pil() {
+    use trainer::robust::Corruption;
+    let Some(py) = crate::python("pixelate_matches_pil") else {
+        return;
+    };
+    for shape in [[1usize, 28, 28], [3, 32, 32]] {
+        let tmp = tempfile::tempdir().unwrap();
+        let len: usize = shape.iter().product();
+        let n = 6;
+        let mut rng = 0x1234_5678u64;
+        let clean: Vec<u8> = (0..n * len)
+            .map(|i| {
+                rng = rng
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                // Smooth structure plus noise, so that averages are not all equal.
+                ((i % shape[2]) * 7 + (rng >> 60) as usize * 4) as u8
+            })
+            .collect();
+        let dims = |t: Vec<u8>| {
+            Tensor::from_slice(&t).view([
+                n as i64,
+                shape[0] as i64,
+                shape[1] as i64,
+                shape[2] as i64,
+            ])
+        };
+        let mut out = vec![("clean".to_string(), dims(clean.clone()))];
+        for s in 1..=5u8 {
+            let mut pix = vec![0u8; n * len];
+            for i in 0..n {
+                Corruption::Pixelate.apply(
+                    s,
+                    &clean[i * len..(i + 1) * len],
+                    shape,
+                    i as u64,
+                    &mut pix[i * len..(i + 1) * len],
+                );
+            }
+            out.push((format!("s{s}"), dims(pix)));
+        }
+        trainer::checkpoint::save(
+            &tmp.path().join("pixelate.safetensors"),
+            &out,
+            HashMap::new(),
+        )
+        .unwrap();
+        let report = crate::run_python(&py, "pixelate.py", &[tmp.path().to_str().unwrap()]);
+        eprintln!("{shape:?}: {report}");
+    }
+}
+
+/// CIFAR-100's random rotation against torchvision's `rotate` (nearest
+/// neighbour, zeros outside), the transform of the reference code.
+#[test]
+fn rotation_matches_torchvision() {
+    let Some(py) = crate::python("rotation_matches_torchvision") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let shape = [3usize, 32, 32];
+    let len = 3 * 32 * 32;
+    let angles = [-15.0, -9.5, -2.25, 0.0, 3.7, 8.0, 12.4, 15.0];
+    let n = angles.len();
+    let clean: Vec<u8> = (0..n * len).map(|i| ((i * 37) % 251) as u8).collect();
+    let mut turned = vec![0u8; n * len];
+    for (i, &a) in angles.iter().enumerate() {
+        trainer::data::rotate(
+            &clean[i * len..(i + 1) * len],
+            &mut turned[i * len..(i + 1) * len],
+            shape,
+            a,
+        );
+    }
+    let dims = |t: &[u8]| Tensor::from_slice(t).view([n as i64, 3, 32, 32]);
+    let out = vec![
+        ("clean".to_string(), dims(&clean)),
+        ("angles".to_string(), Tensor::from_slice(&angles)),
+        ("turned".to_string(), dims(&turned)),
+    ];
+    trainer::checkpoint::save(&tmp.path().join("rotate.safetensors"), &out, HashMap::new())
+        .unwrap();
+    let report = crate::run_python(&py, "rotate.py", &[tmp.path().to_str().unwrap()]);
+    eprintln!("{report}");
 }

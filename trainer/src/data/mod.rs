@@ -4,9 +4,10 @@
 //! Images are kept as bytes (`N x C x H x W`, u8) and turned into normalised
 //! float tensors one batch at a time, so a whole data set costs one byte per
 //! pixel and augmentation is plain index arithmetic.
+//!
+//! Each on-disk format has its own file (`idx.rs`, `cifar.rs`); training
+//! augmentation is in `augment.rs`.
 
-use std::fs;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -14,6 +15,15 @@ use tch::{Device, Tensor};
 
 use crate::error::{Error, Result};
 use crate::rng::Rng;
+
+mod augment;
+mod cifar;
+mod idx;
+
+use augment::crop_flip;
+pub use augment::rotate;
+use cifar::read_cifar_folder;
+use idx::{find_idx, read_idx_folder, IDX_FILES};
 
 /// Where Debian's `dataset-fashion-mnist` package puts its files.
 pub const FASHION_MNIST_DIR: &str = "/usr/share/datasets/fashion-mnist";
@@ -23,6 +33,10 @@ pub const VAL_FRACTION: f64 = 0.1;
 
 /// Zero padding, in pixels, of the random-crop augmentation.
 pub const CROP_PADDING: usize = 4;
+
+/// The largest angle, in degrees, of CIFAR-100's random rotation
+/// (torchvision's `RandomRotation(15)` in the reference code).
+pub const CIFAR100_ROTATION: f64 = 15.0;
 
 /// A set of images with their labels.
 #[derive(Debug, Clone, PartialEq)]
@@ -46,11 +60,13 @@ impl ImageSet {
         self.labels.is_empty()
     }
 
-    fn image_len(&self) -> usize {
+    /// Bytes per image: `channels * height * width`.
+    pub fn image_len(&self) -> usize {
         self.shape.iter().product()
     }
 
-    fn image(&self, i: usize) -> &[u8] {
+    /// The bytes of image `i`.
+    pub fn image(&self, i: usize) -> &[u8] {
         let n = self.image_len();
         &self.images[i * n..(i + 1) * n]
     }
@@ -114,6 +130,9 @@ pub struct Dataset {
     pub std: Vec<f32>,
     /// Whether training batches get random crops and flips (CIFAR).
     pub augment: bool,
+    /// The largest angle in degrees of a random rotation after crop and
+    /// flip (0: none): 15 for CIFAR-100, as in the reference code.
+    pub rotation: f64,
 }
 
 /// A batch ready for a model: normalised images and their labels.
@@ -190,6 +209,11 @@ impl Dataset {
         };
         let (mean, std) = channel_stats(&train);
         let augment = format != Format::Idx;
+        let rotation = if format == Format::Cifar100 {
+            CIFAR100_ROTATION
+        } else {
+            0.0
+        };
         Ok(Dataset {
             name,
             format,
@@ -200,6 +224,7 @@ impl Dataset {
             mean,
             std,
             augment,
+            rotation,
         })
     }
 
@@ -260,6 +285,42 @@ impl Dataset {
         n.div_ceil(batch_size)
     }
 
+    /// Turns images given as bytes (`N x C x H x W`, the layout of
+    /// [`ImageSet::images`]) into a normalised batch with this data set's
+    /// training mean and deviation. Evaluation on images from elsewhere
+    /// (corrupted copies of the test split, CIFAR-10-C files) goes through
+    /// here so that it sees exactly the preprocessing of the test split.
+    ///
+    /// Panics when `images` is not `labels.len()` images of the data set's shape.
+    pub fn batch_from_bytes(&self, images: &[u8], labels: &[i64], device: Device) -> Batch {
+        let [c, h, w] = self.input_shape();
+        assert_eq!(
+            images.len(),
+            labels.len() * c * h * w,
+            "images do not match labels"
+        );
+        // Per channel: x_norm = (byte / 255 - mean) / std = byte * scale + shift.
+        let scale: Vec<f32> = self.std.iter().map(|s| 1.0 / (255.0 * s)).collect();
+        let shift: Vec<f32> = self
+            .mean
+            .iter()
+            .zip(&self.std)
+            .map(|(m, s)| -m / s)
+            .collect();
+        let mut pixels = Vec::with_capacity(images.len());
+        for image in images.chunks_exact(c * h * w) {
+            for (ch, plane) in image.chunks_exact(h * w).enumerate() {
+                pixels.extend(plane.iter().map(|&b| b as f32 * scale[ch] + shift[ch]));
+            }
+        }
+        let n = labels.len() as i64;
+        let images = Tensor::from_slice(&pixels).view([n, c as i64, h as i64, w as i64]);
+        Batch {
+            images: images.to_device(device),
+            labels: Tensor::from_slice(labels).to_device(device),
+        }
+    }
+
     fn batches(
         &self,
         split: Split,
@@ -304,37 +365,29 @@ impl Iterator for Batches<'_> {
         let end = (self.pos + self.batch_size).min(self.order.len());
         let idx = &self.order[self.pos..end];
         self.pos = end;
-        let [c, h, w] = self.set.shape;
-        // Per channel: x_norm = (byte / 255 - mean) / std = byte * scale + shift.
-        let scale: Vec<f32> = self.data.std.iter().map(|s| 1.0 / (255.0 * s)).collect();
-        let shift: Vec<f32> = self
-            .data
-            .mean
-            .iter()
-            .zip(&self.data.std)
-            .map(|(m, s)| -m / s)
-            .collect();
-        let mut pixels = Vec::with_capacity(idx.len() * c * h * w);
-        let mut cropped = vec![0u8; c * h * w];
+        let image_len = self.set.image_len();
+        let mut pixels = Vec::with_capacity(idx.len() * image_len);
+        let mut cropped = vec![0u8; image_len];
+        let mut rotated = vec![0u8; image_len];
         for &i in idx {
-            let src = match self.augment.as_mut() {
+            match self.augment.as_mut() {
+                Some(rng) if self.data.rotation > 0.0 => {
+                    crop_flip(self.set.image(i), &mut cropped, self.set.shape, rng);
+                    let max = self.data.rotation;
+                    let angle =
+                        -max + 2.0 * max * (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+                    rotate(&cropped, &mut rotated, self.set.shape, angle);
+                    pixels.extend_from_slice(&rotated);
+                }
                 Some(rng) => {
                     crop_flip(self.set.image(i), &mut cropped, self.set.shape, rng);
-                    &cropped[..]
+                    pixels.extend_from_slice(&cropped);
                 }
-                None => self.set.image(i),
-            };
-            for (ch, plane) in src.chunks_exact(h * w).enumerate() {
-                pixels.extend(plane.iter().map(|&b| b as f32 * scale[ch] + shift[ch]));
+                None => pixels.extend_from_slice(self.set.image(i)),
             }
         }
         let labels: Vec<i64> = idx.iter().map(|&i| self.set.labels[i]).collect();
-        let images =
-            Tensor::from_slice(&pixels).view([idx.len() as i64, c as i64, h as i64, w as i64]);
-        Some(Batch {
-            images: images.to_device(self.device),
-            labels: Tensor::from_slice(&labels).to_device(self.device),
-        })
+        Some(self.data.batch_from_bytes(&pixels, &labels, self.device))
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
@@ -344,29 +397,6 @@ impl Iterator for Batches<'_> {
 }
 
 impl ExactSizeIterator for Batches<'_> {}
-
-/// torchvision's `RandomCrop(size, padding=4)` then `RandomHorizontalFlip()`:
-/// a window of the zero-padded image at a random offset, mirrored with
-/// probability 1/2.
-fn crop_flip(src: &[u8], dst: &mut [u8], [c, h, w]: [usize; 3], rng: &mut Rng) {
-    let p = CROP_PADDING;
-    let top = rng.below(2 * p + 1);
-    let left = rng.below(2 * p + 1);
-    let flip = rng.coin();
-    for ch in 0..c {
-        for y in 0..h {
-            for x in 0..w {
-                let xc = if flip { w - 1 - x } else { x };
-                let (sy, sx) = ((y + top).wrapping_sub(p), (xc + left).wrapping_sub(p));
-                dst[(ch * h + y) * w + x] = if sy < h && sx < w {
-                    src[(ch * h + sy) * w + sx]
-                } else {
-                    0
-                };
-            }
-        }
-    }
-}
 
 fn channel_stats(set: &ImageSet) -> (Vec<f32>, Vec<f32>) {
     let [c, h, w] = set.shape;
@@ -420,22 +450,6 @@ fn resolve(spec: &str) -> Result<(String, PathBuf)> {
     }
 }
 
-const IDX_FILES: [[&str; 2]; 4] = [
-    ["train-images-idx3-ubyte", "train-images.idx3-ubyte"],
-    ["train-labels-idx1-ubyte", "train-labels.idx1-ubyte"],
-    ["t10k-images-idx3-ubyte", "t10k-images.idx3-ubyte"],
-    ["t10k-labels-idx1-ubyte", "t10k-labels.idx1-ubyte"],
-];
-
-const CIFAR10_FILES: [&str; 6] = [
-    "data_batch_1.bin",
-    "data_batch_2.bin",
-    "data_batch_3.bin",
-    "data_batch_4.bin",
-    "data_batch_5.bin",
-    "test_batch.bin",
-];
-
 /// Finds out which format a folder holds, looking also into the subfolder
 /// names the official archives unpack to.
 fn detect(dir: &Path) -> Result<(Format, PathBuf)> {
@@ -467,156 +481,11 @@ fn detect(dir: &Path) -> Result<(Format, PathBuf)> {
     ))
 }
 
-fn find_idx(dir: &Path, stems: &[&str]) -> Option<PathBuf> {
-    stems
-        .iter()
-        .flat_map(|s| [dir.join(s), dir.join(format!("{s}.gz"))])
-        .find(|p| p.is_file())
-}
-
-/// Reads a file, gunzipping it when it starts with the gzip magic bytes.
-fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
-    let raw = fs::read(path).map_err(|e| Error::io(path, e))?;
-    if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::new();
-        flate2::read::MultiGzDecoder::new(&raw[..])
-            .read_to_end(&mut out)
-            .map_err(|e| Error::data(path, format!("corrupt gzip data: {e}")))?;
-        Ok(out)
-    } else {
-        Ok(raw)
-    }
-}
-
-fn be_u32(bytes: &[u8], at: usize) -> usize {
-    u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]) as usize
-}
-
-/// Parses an IDX file of unsigned bytes with `ndims` dimensions; returns the
-/// dimensions and the data.
-fn parse_idx(bytes: &[u8], ndims: usize, path: &Path) -> Result<(Vec<usize>, Vec<u8>)> {
-    let header = 4 + 4 * ndims;
-    if bytes.len() < header {
-        return Err(Error::data(
-            path,
-            format!("{} bytes is too short for an IDX header", bytes.len()),
-        ));
-    }
-    if bytes[0] != 0 || bytes[1] != 0 || bytes[2] != 0x08 || bytes[3] as usize != ndims {
-        return Err(Error::data(
-            path,
-            format!(
-                "not an IDX file of unsigned bytes with {ndims} dimension(s) (magic {:02x}{:02x}{:02x}{:02x})",
-                bytes[0], bytes[1], bytes[2], bytes[3]
-            ),
-        ));
-    }
-    let dims: Vec<usize> = (0..ndims).map(|i| be_u32(bytes, 4 + 4 * i)).collect();
-    let len = dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
-    match len {
-        Some(len) if header.checked_add(len) == Some(bytes.len()) => {
-            Ok((dims, bytes[header..].to_vec()))
-        }
-        _ => Err(Error::data(
-            path,
-            format!(
-                "dimensions {dims:?} do not match the file size of {} bytes",
-                bytes.len()
-            ),
-        )),
-    }
-}
-
-fn read_idx_pair(dir: &Path, images: &[&str], labels: &[&str]) -> Result<ImageSet> {
-    let missing = |stems: &[&str]| Error::data(dir, format!("missing {}[.gz]", stems[0]));
-    let ipath = find_idx(dir, images).ok_or_else(|| missing(images))?;
-    let lpath = find_idx(dir, labels).ok_or_else(|| missing(labels))?;
-    let (idims, pixels) = parse_idx(&read_maybe_gz(&ipath)?, 3, &ipath)?;
-    let (ldims, label_bytes) = parse_idx(&read_maybe_gz(&lpath)?, 1, &lpath)?;
-    if idims[0] != ldims[0] {
-        return Err(Error::data(
-            &lpath,
-            format!(
-                "{} labels for {} images in {}",
-                ldims[0],
-                idims[0],
-                ipath.display()
-            ),
-        ));
-    }
-    if idims[0] == 0 {
-        return Err(Error::data(&ipath, "holds no images"));
-    }
-    let labels = label_bytes.iter().map(|&b| b as i64).collect();
-    Ok(ImageSet {
-        images: pixels,
-        labels,
-        shape: [1, idims[1], idims[2]],
-    })
-}
-
-fn read_idx_folder(dir: &Path) -> Result<(ImageSet, ImageSet)> {
-    let train = read_idx_pair(dir, &IDX_FILES[0], &IDX_FILES[1])?;
-    let test = read_idx_pair(dir, &IDX_FILES[2], &IDX_FILES[3])?;
-    Ok((train, test))
-}
-
-/// CIFAR images are 3 x 32 x 32 bytes after a 1-byte (CIFAR-10) or 2-byte
-/// (CIFAR-100: coarse then fine) label.
-fn read_cifar_file(path: &Path, fine: bool, num_classes: i64, into: &mut ImageSet) -> Result<()> {
-    let bytes = fs::read(path).map_err(|e| Error::io(path, e))?;
-    let label_len = if fine { 2 } else { 1 };
-    let record = label_len + 3 * 32 * 32;
-    if bytes.is_empty() || bytes.len() % record != 0 {
-        return Err(Error::data(
-            path,
-            format!(
-                "{} bytes is not a whole number of {record}-byte CIFAR records",
-                bytes.len()
-            ),
-        ));
-    }
-    for (k, rec) in bytes.chunks_exact(record).enumerate() {
-        let label = rec[label_len - 1] as i64;
-        if label >= num_classes {
-            return Err(Error::data(
-                path,
-                format!("record {k} has label {label}, expected < {num_classes}"),
-            ));
-        }
-        into.labels.push(label);
-        into.images.extend_from_slice(&rec[label_len..]);
-    }
-    Ok(())
-}
-
-fn read_cifar_folder(dir: &Path, hundred: bool) -> Result<(ImageSet, ImageSet)> {
-    let empty = || ImageSet {
-        images: Vec::new(),
-        labels: Vec::new(),
-        shape: [3, 32, 32],
-    };
-    let (mut train, mut test) = (empty(), empty());
-    let (train_files, test_file, classes): (&[&str], &str, i64) = if hundred {
-        (&["train.bin"], "test.bin", 100)
-    } else {
-        (&CIFAR10_FILES[..5], CIFAR10_FILES[5], 10)
-    };
-    for name in train_files.iter().chain([&test_file]) {
-        if !dir.join(name).is_file() {
-            return Err(Error::data(dir, format!("missing {name}")));
-        }
-    }
-    for name in train_files {
-        read_cifar_file(&dir.join(name), hundred, classes, &mut train)?;
-    }
-    read_cifar_file(&dir.join(test_file), hundred, classes, &mut test)?;
-    Ok((train, test))
-}
-
 #[cfg(test)]
 mod tests {
+    use super::cifar::CIFAR10_FILES;
     use super::*;
+    use std::fs;
     use std::io::Write;
 
     fn idx_images(n: usize, h: usize, w: usize, seed: u8) -> Vec<u8> {
@@ -804,6 +673,63 @@ mod tests {
             }
         }
         assert!(found[0] || found[1]);
+    }
+
+    #[test]
+    fn rotate_turns_about_the_centre() {
+        // 1x3x3 with distinct pixels: 0 degrees is the identity, 90 turns
+        // counter-clockwise (the top row becomes the left column, reversed).
+        let src = [1u8, 2, 3, 4, 5, 6, 7, 8, 9];
+        let mut dst = [0u8; 9];
+        rotate(&src, &mut dst, [1, 3, 3], 0.0);
+        assert_eq!(dst, src);
+        rotate(&src, &mut dst, [1, 3, 3], 90.0);
+        assert_eq!(dst, [3, 6, 9, 2, 5, 8, 1, 4, 7]);
+        // A small turn of a 1x9x9 image loses its corners to the fill.
+        let big: Vec<u8> = (1..=81).collect();
+        let mut out = vec![0u8; 81];
+        rotate(&big, &mut out, [1, 9, 9], 15.0);
+        assert_eq!(out[40], 41, "the centre stays");
+        assert_ne!(out, big);
+        rotate(&big, &mut out, [1, 9, 9], 45.0);
+        assert_eq!(out[0], 0, "a corner is filled with zeros");
+    }
+
+    #[test]
+    fn only_cifar100_training_batches_are_rotated() {
+        let (d10, d100) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let d10 = d10.path().join("cifar-10-batches-bin");
+        fs::create_dir(&d10).unwrap();
+        for (k, name) in CIFAR10_FILES.iter().enumerate() {
+            fs::write(d10.join(name), cifar_file(10, false, k as u8 + 1)).unwrap();
+        }
+        fs::write(d100.path().join("train.bin"), cifar_file(50, true, 1)).unwrap();
+        fs::write(d100.path().join("test.bin"), cifar_file(10, true, 2)).unwrap();
+        let c10 = Dataset::load(d10.parent().unwrap().to_str().unwrap(), 0).unwrap();
+        let c100 = Dataset::load(d100.path().to_str().unwrap(), 0).unwrap();
+        assert_eq!((c10.rotation, c100.rotation), (0.0, 15.0));
+        // A CIFAR-100 training batch is crop, flip, then a rotation drawn
+        // from the same generator; replaying the draws by hand reproduces it.
+        let mut rng = Rng::new(5, 0);
+        let mut order: Vec<usize> = (0..c100.train.len()).collect();
+        rng.shuffle(&mut order);
+        let (mut crop, mut turned) = (vec![0u8; 3072], vec![0u8; 3072]);
+        let mut want = Vec::new();
+        for &i in &order[..4] {
+            crop_flip(c100.train.image(i), &mut crop, [3, 32, 32], &mut rng);
+            let angle = -15.0 + 30.0 * (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+            assert!(angle.abs() <= 15.0);
+            rotate(&crop, &mut turned, [3, 32, 32], angle);
+            want.extend_from_slice(&turned);
+        }
+        let labels: Vec<i64> = order[..4].iter().map(|&i| c100.train.labels[i]).collect();
+        let want = c100.batch_from_bytes(&want, &labels, Device::Cpu).images;
+        let got = c100
+            .train_batches(4, 5, 0, Device::Cpu)
+            .next()
+            .unwrap()
+            .images;
+        assert_eq!(f64::try_from((got - want).abs().max()).unwrap(), 0.0);
     }
 
     #[test]
