@@ -164,20 +164,7 @@ impl Session {
     pub fn create(cfg: SmsConfig, run: &Path) -> Result<Session> {
         cfg.validate()?;
         let layout = Layout::new(run);
-        if layout.config().exists() {
-            let existing = SmsConfig::from_file(&layout.config())?;
-            if existing != cfg {
-                return Err(Error::Config(format!(
-                    "{} holds a run with a different configuration; resume it with the same \
-                     settings (see {}) or choose another --out",
-                    run.display(),
-                    layout.config().display()
-                )));
-            }
-        } else {
-            mkdir(run)?;
-            write_atomic(&layout.config(), cfg.to_toml().as_bytes())?;
-        }
+        cfg.claim(run)?;
         Self::with_config(cfg, layout)
     }
 
