@@ -6,7 +6,8 @@
 //! as one job array (a task per candidate), and the soup, which waits on the
 //! array; the next phase's prune step waits on the soup. Each baseline chain
 //! is one job that waits on the first phase's parent and candidates (it
-//! starts from them); the report waits on every soup and baseline. Every job
+//! starts from them), IMP-RePrune also on IMP (it reuses IMP's chain); the
+//! report waits on every soup and baseline. Every job
 //! runs one of the per-step commands (`trainer dense`, `prepare`,
 //! `candidate`, `soup`, `baseline`, `report`), which skip work whose outputs
 //! exist, so the run folder is the only record of what is done: a step is
@@ -300,19 +301,25 @@ pub fn jobs(cfg: &SmsConfig, layout: &Layout) -> Vec<Job> {
         before_phase = soup.or(before_phase);
     }
     let mut baselines = Vec::new();
-    for &b in &cfg.baselines {
+    // IMP-RePrune trains the IMP chains, IMP chain 0 among them: it waits
+    // for the IMP job rather than train chain 0 at the same time.
+    let mut order = cfg.baselines.clone();
+    order.sort_by_key(|&b| b != Baseline::Imp);
+    let mut imp = None;
+    for b in order {
         let step = Step::Baseline(b);
         if !step.done(cfg, layout) {
             let mut args = base("baseline");
             args.extend(["--name".into(), baseline_name(b).into()]);
-            baselines.push(add(
-                &mut jobs,
-                step.name(),
-                vec![step],
-                args,
-                vec![],
-                vec![first_prepare, first_candidates],
-            ));
+            let mut after = vec![first_prepare, first_candidates];
+            if b == Baseline::Reprune {
+                after.push(imp);
+            }
+            let job = add(&mut jobs, step.name(), vec![step], args, vec![], after);
+            if b == Baseline::Imp {
+                imp = job;
+            }
+            baselines.push(job);
         }
     }
     if !Step::Report.done(cfg, layout) {
@@ -849,7 +856,7 @@ mod tests {
     fn a_fresh_run_is_a_chain_of_phases_with_candidate_arrays() {
         let dir = tempfile::tempdir().unwrap();
         let layout = Layout::new(dir.path());
-        let jobs = jobs(&cfg(2, 3, vec![Baseline::Imp]), &layout);
+        let jobs = jobs(&cfg(2, 3, vec![Baseline::Reprune, Baseline::Imp]), &layout);
         let names: Vec<&str> = jobs.iter().map(|j| j.name.as_str()).collect();
         assert_eq!(
             names,
@@ -862,6 +869,7 @@ mod tests {
                 "candidates-2",
                 "soup-2",
                 "baseline-imp",
+                "baseline-reprune",
                 "report"
             ]
         );
@@ -875,8 +883,18 @@ mod tests {
         assert_eq!(after("prepare-2"), ["soup-1"]);
         assert_eq!(after("baseline-imp"), ["prepare-1", "candidates-1"]);
         assert_eq!(
+            after("baseline-reprune"),
+            ["prepare-1", "candidates-1", "baseline-imp"]
+        );
+        assert_eq!(
             after("report"),
-            ["dense", "soup-1", "soup-2", "baseline-imp"]
+            [
+                "dense",
+                "soup-1",
+                "soup-2",
+                "baseline-imp",
+                "baseline-reprune"
+            ]
         );
         assert_eq!(jobs[2].array, [0, 1, 2]);
     }
