@@ -77,6 +77,42 @@ pub enum Error {
     /// mask check, a failed child job).
     #[error("run: {0}")]
     Run(String),
+    /// A Slurm command (sbatch, squeue) that could not run or failed.
+    #[error("slurm: `{command}`: {msg}")]
+    Slurm {
+        /// The command line, shortened to the program and its subcommand.
+        command: String,
+        /// What went wrong (the command's own message where it gave one).
+        msg: String,
+    },
+    /// Steps of a run submitted to a cluster failed or were cancelled; the
+    /// run folder keeps everything that finished.
+    #[error(
+        "run {}: {} did not finish: {}; fix the cause and submit the same command again to \
+         finish the run",
+        run.display(),
+        if failed.len() == 1 { "a step" } else { "steps" },
+        failed.join("; ")
+    )]
+    StepsFailed {
+        /// The run folder.
+        run: PathBuf,
+        /// Each failed step with its job and log.
+        failed: Vec<String>,
+    },
+    /// Jobs of a run are still queued or running, so submitting it again
+    /// would run its steps twice.
+    #[error(
+        "run {}: jobs {} are still queued or running; wait for them or cancel them with scancel",
+        run.display(),
+        jobs.join(", ")
+    )]
+    JobsInQueue {
+        /// The run folder.
+        run: PathBuf,
+        /// The live jobs.
+        jobs: Vec<String>,
+    },
     /// An error raised by libtorch.
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),

@@ -8,26 +8,7 @@ use std::process::Command;
 use soup_core::{check_masks, Checkpoint, Control, Selection};
 
 mod support;
-
-/// Writes a four-class 28x28 IDX data set: each class lights one quadrant,
-/// with noise, so a small network learns it in an epoch.
-fn tiny_dataset(dir: &Path) {
-    let mut state = 12345u64;
-    let mut pixel = move |class: usize, y: usize, x: usize| {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        let noise = (state % 60) as u8;
-        let inside = y / 14 == class / 2 && x / 14 == class % 2;
-        if inside {
-            150 + noise
-        } else {
-            noise
-        }
-    };
-    support::write_idx(dir, "train", 400, 28, &mut pixel);
-    support::write_idx(dir, "t10k", 120, 28, &mut pixel);
-}
+use support::{assert_same_report, tiny_dataset};
 
 /// A temporary folder holding the tiny data set in `data/`.
 fn scratch_with_data() -> (tempfile::TempDir, PathBuf) {
@@ -319,51 +300,6 @@ fn killed_run_resumes_to_the_same_report() {
 /// soon as `marker` exists.
 fn kill_when(data: &Path, run: &Path, marker: &Path) {
     support::kill_when(trainer().args(sms_args(data, run, &[])), marker);
-}
-
-/// The reports of two runs agree: every accuracy, count, name and path
-/// exactly, and every other number (losses, calibration errors) to 1e-12
-/// relative. libtorch's CPU kernels may round the last bit of a reduction
-/// differently in a fresh process (vectorised loops depend on how buffers
-/// happen to be aligned), which moves the 16th digit of a mean confidence.
-fn assert_same_report(a: &Path, b: &Path) {
-    fn same(x: &serde_json::Value, y: &serde_json::Value, path: &str) {
-        use serde_json::Value::*;
-        match (x, y) {
-            (Object(p), Object(q)) => {
-                assert_eq!(
-                    p.keys().collect::<Vec<_>>(),
-                    q.keys().collect::<Vec<_>>(),
-                    "{path}"
-                );
-                for (k, v) in p {
-                    same(v, &q[k], &format!("{path}.{k}"));
-                }
-            }
-            (Array(p), Array(q)) => {
-                assert_eq!(p.len(), q.len(), "{path}");
-                for (i, (v, w)) in p.iter().zip(q).enumerate() {
-                    same(v, w, &format!("{path}[{i}]"));
-                }
-            }
-            (Number(p), Number(q)) if path.ends_with("acc") || p.is_u64() => {
-                assert_eq!(p, q, "{path}")
-            }
-            (Number(p), Number(q)) => {
-                let (p, q) = (p.as_f64().unwrap(), q.as_f64().unwrap());
-                assert!(
-                    (p - q).abs() <= 1e-12 * p.abs().max(q.abs()),
-                    "{path}: {p} vs {q}"
-                );
-            }
-            _ => assert_eq!(x, y, "{path}"),
-        }
-    }
-    same(
-        &json(&a.join("report.json")),
-        &json(&b.join("report.json")),
-        "report",
-    );
 }
 
 fn walk(dir: &Path) -> Vec<PathBuf> {

@@ -4,15 +4,16 @@
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
-use clap::{Args, Subcommand};
+use clap::{Args, Subcommand, ValueEnum};
 
 use crate::error::{Error, Result};
 use crate::eval::BnRecal;
 use crate::schedule::ScheduleKind;
 use crate::sms::config::{Baseline, SmsConfig, SoupKind, Vary};
-use crate::sms::layout::Chain;
+use crate::sms::layout::{Chain, Layout};
 use crate::sms::lr::RetrainKind;
 use crate::sms::repeats::RepeatOptions;
+use crate::sms::slurm;
 use crate::sms::steps::Session;
 
 /// The sparse-model-soup subcommands.
@@ -22,6 +23,11 @@ pub enum SmsCommand {
     Sms(Box<SmsArgs>),
     /// Print the commands of a run in order (for a cluster scheduler).
     Plan(RunArg),
+    /// Show each step of a run: done, running, pending, failed or
+    /// cancelled (with its job and log), or not submitted.
+    Status(StatusArgs),
+    /// Train (or copy) and evaluate the dense parent.
+    Dense(RunArg),
     /// Make the pruned parent of a phase (phase 1 also trains or copies
     /// the dense model).
     Prepare(PhaseArgs),
@@ -72,6 +78,66 @@ pub struct CandidateArgs {
     /// Override the run's CPU thread count for this job.
     #[arg(long)]
     pub threads: Option<usize>,
+}
+
+/// `trainer status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The run folder.
+    #[arg(long)]
+    pub run: PathBuf,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Where the steps of `trainer sms` run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Executor {
+    /// In this process (and its children with --jobs).
+    Local,
+    /// As sbatch jobs on a Slurm cluster, chained by dependencies.
+    Slurm,
+}
+
+/// What every Slurm job asks for (`--executor slurm`).
+#[derive(Debug, Clone, Default, Args)]
+pub struct SlurmArgs {
+    /// Partition for every job.
+    #[arg(long, value_name = "NAME")]
+    pub slurm_partition: Option<String>,
+    /// Time limit of every job (e.g. 2:00:00).
+    #[arg(long, value_name = "TIME")]
+    pub slurm_time: Option<String>,
+    /// CPUs per task.
+    #[arg(long, value_name = "N")]
+    pub slurm_cpus_per_task: Option<u32>,
+    /// Memory per job (e.g. 8G).
+    #[arg(long, value_name = "SIZE")]
+    pub slurm_mem: Option<String>,
+    /// GPUs per task.
+    #[arg(long, value_name = "N")]
+    pub slurm_gpus_per_task: Option<u32>,
+    /// Account to charge.
+    #[arg(long, value_name = "NAME")]
+    pub slurm_account: Option<String>,
+    /// Any other sbatch option, as --name=value (repeatable).
+    #[arg(long, value_name = "ARG", allow_hyphen_values = true)]
+    pub sbatch_arg: Vec<String>,
+}
+
+impl From<&SlurmArgs> for slurm::Resources {
+    fn from(a: &SlurmArgs) -> Self {
+        slurm::Resources {
+            partition: a.slurm_partition.clone(),
+            time: a.slurm_time.clone(),
+            cpus_per_task: a.slurm_cpus_per_task,
+            mem: a.slurm_mem.clone(),
+            gpus_per_task: a.slurm_gpus_per_task,
+            account: a.slurm_account.clone(),
+            extra: a.sbatch_arg.clone(),
+        }
+    }
 }
 
 /// `trainer baseline`.
@@ -186,9 +252,22 @@ pub struct SmsArgs {
     /// Robustness evaluation of every reported model.
     #[command(flatten)]
     pub ood: crate::robust::OodArgs,
-    /// Write the configuration, print the plan and stop.
+    /// Write the configuration, print the plan and stop (with
+    /// `--executor slurm`: also write the sbatch scripts and print the
+    /// sbatch commands instead of submitting them).
     #[arg(long)]
     pub plan: bool,
+    /// Run the steps here (local) or submit them to Slurm as jobs (slurm);
+    /// submitting again submits only the steps that are not done.
+    #[arg(long, value_enum, default_value_t = Executor::Local)]
+    pub executor: Executor,
+    /// With --executor slurm: follow the jobs until the run ends, then
+    /// print the table (exit status 2 when a step fails).
+    #[arg(long)]
+    pub wait: bool,
+    /// Every Slurm job's resources.
+    #[command(flatten)]
+    pub slurm: SlurmArgs,
     /// No progress output.
     #[arg(long, short)]
     pub quiet: bool,
@@ -260,6 +339,19 @@ pub fn run(command: SmsCommand) -> Result<()> {
     match command {
         SmsCommand::Sms(args) => {
             let cfg = args.config()?;
+            if args.executor == Executor::Slurm {
+                if cfg.repeats > 1 {
+                    return Err(Error::Config(
+                        "--repeats runs with --executor local; submit each repeat's run to Slurm on its own".into(),
+                    ));
+                }
+                return submit_to_slurm(&args, cfg);
+            }
+            if args.wait {
+                return Err(Error::Config(
+                    "--wait follows Slurm jobs: give it with --executor slurm".into(),
+                ));
+            }
             if cfg.repeats > 1 {
                 return run_repeats(&cfg, &args, &exe);
             }
@@ -283,6 +375,20 @@ pub fn run(command: SmsCommand) -> Result<()> {
             for line in crate::sms::plan(&session, &exe) {
                 println!("{line}");
             }
+        }
+        SmsCommand::Status(a) => {
+            let (cfg, layout) = open_light(&a.run)?;
+            let st = slurm::status(&cfg, &layout)?;
+            if a.json {
+                println!("{}", serde_json::json!({ "run": layout.root, "steps": st }));
+            } else {
+                print!("{}", status_table(&st));
+            }
+        }
+        SmsCommand::Dense(a) => {
+            let mut session = Session::open(&a.run)?;
+            interactive(&mut session, false);
+            session.ensure_dense()?;
         }
         SmsCommand::Prepare(a) => {
             let mut session = Session::open(&a.run)?;
@@ -381,6 +487,156 @@ fn run_repeats(cfg: &SmsConfig, args: &SmsArgs, exe: &str) -> Result<()> {
         args.out.join("summary.json").display()
     );
     Ok(())
+}
+
+/// A run's configuration and layout, without loading its data (for
+/// submitting and for status, which never train).
+fn open_light(run: &std::path::Path) -> Result<(SmsConfig, Layout)> {
+    let layout = Layout::new(run);
+    if !layout.config().exists() {
+        return Err(Error::Config(format!(
+            "{} holds no run (no config.toml)",
+            run.display()
+        )));
+    }
+    let cfg = SmsConfig::from_file(&layout.config())?;
+    Ok((cfg, layout))
+}
+
+/// `trainer sms --executor slurm`: writes the configuration, submits the
+/// steps that are not done, and with `--wait` follows them to the end.
+fn submit_to_slurm(args: &SmsArgs, cfg: SmsConfig) -> Result<()> {
+    if args.jobs > 1 {
+        return Err(Error::Config(
+            "--jobs is for --executor local; on Slurm every candidate is its own task".into(),
+        ));
+    }
+    let res = slurm::Resources::from(&args.slurm);
+    res.validate()?;
+    cfg.claim(&args.out)?;
+    // Jobs run elsewhere: give them absolute paths.
+    let root = args
+        .out
+        .canonicalize()
+        .map_err(|e| Error::io(&args.out, e))?;
+    let layout = Layout::new(&root);
+    let exe = std::env::current_exe()
+        .map_err(|e| Error::Run(format!("cannot find the trainer binary: {e}")))?;
+    let (jobs, shell) = slurm::submit(&cfg, &layout, &exe, &res, args.plan)?;
+    if args.plan {
+        for line in shell {
+            println!("{line}");
+        }
+        return Ok(());
+    }
+    for j in &jobs {
+        if j.array.is_empty() {
+            println!("{} {}", j.id, j.name);
+        } else {
+            let tasks: Vec<String> = j.array.iter().map(u32::to_string).collect();
+            println!("{} {} (tasks {})", j.id, j.name, tasks.join(","));
+        }
+    }
+    if !args.wait {
+        if jobs.is_empty() {
+            eprintln!(
+                "nothing to submit: the run is finished ({})",
+                layout.report_json().display()
+            );
+        } else if !args.quiet {
+            eprintln!(
+                "submitted {} jobs; follow them with `trainer status --run {}`",
+                jobs.len(),
+                root.display()
+            );
+        }
+        return Ok(());
+    }
+    let bar = if !args.quiet && std::io::stderr().is_terminal() {
+        let bar = indicatif::ProgressBar::new(slurm::steps(&cfg).len() as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{elapsed_precise} [{bar:30}] {pos}/{len} steps {msg}",
+            )
+            .expect("a valid template")
+            .progress_chars("=> "),
+        );
+        Some(bar)
+    } else {
+        None
+    };
+    let result = slurm::wait(&cfg, &layout, std::time::Duration::from_secs(1), |c| {
+        let msg = format!(
+            "{} running, {} pending, {} failed",
+            c.running, c.pending, c.failed
+        );
+        match &bar {
+            Some(bar) => {
+                bar.set_position(c.done as u64);
+                bar.set_message(msg);
+            }
+            None if !args.quiet => eprintln!("slurm: {}/{} steps done, {msg}", c.done, c.total),
+            None => {}
+        }
+    });
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    result?;
+    let path = layout.report_json();
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    let report: crate::sms::Report = serde_json::from_str(&text)
+        .map_err(|e| Error::Run(format!("{}: unreadable report: {e}", path.display())))?;
+    print!("{}", report.table());
+    println!(
+        "report: {} (also report.csv, accuracy_vs_sparsity.svg)",
+        path.display()
+    );
+    Ok(())
+}
+
+/// `trainer status` as an aligned table.
+fn status_table(st: &[slurm::StepStatus]) -> String {
+    let mut rows = vec![[
+        "step".to_string(),
+        "state".into(),
+        "job".into(),
+        "slurm".into(),
+        "log".into(),
+    ]];
+    for s in st {
+        let state = serde_json::to_value(s.state).expect("serialisable");
+        // The log matters for what did not finish.
+        let log = match s.state {
+            slurm::State::Done => String::new(),
+            _ => s
+                .log
+                .as_ref()
+                .map(|l| l.display().to_string())
+                .unwrap_or_default(),
+        };
+        rows.push([
+            s.step.clone(),
+            state.as_str().unwrap_or("").to_string(),
+            s.job.clone().unwrap_or_default(),
+            s.slurm.clone().unwrap_or_default(),
+            log,
+        ]);
+    }
+    let widths: Vec<usize> = (0..5)
+        .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for r in rows {
+        let line: Vec<String> = r
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
 }
 
 fn check_phase(session: &Session, phase: u32) -> Result<()> {

@@ -182,6 +182,26 @@ impl SmsConfig {
         toml::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
     }
 
+    /// Makes `run` the folder of a run with this configuration: writes
+    /// `config.toml`, or checks that the one there is the same (a run
+    /// resumes only with the settings it started with).
+    pub fn claim(&self, run: &Path) -> Result<()> {
+        let path = run.join("config.toml");
+        if path.exists() {
+            if SmsConfig::from_file(&path)? != *self {
+                return Err(Error::Config(format!(
+                    "{} holds a run with a different configuration; resume it with the same \
+                     settings (see {}) or choose another --out",
+                    run.display(),
+                    path.display()
+                )));
+            }
+            return Ok(());
+        }
+        std::fs::create_dir_all(run).map_err(|e| Error::io(run, e))?;
+        crate::checkpoint::write_atomic(&path, self.to_toml().as_bytes())
+    }
+
     /// The config as TOML.
     pub fn to_toml(&self) -> String {
         toml::to_string(self).expect("an SmsConfig always serialises")

@@ -4,8 +4,9 @@
 //! A run lives in a folder ([`layout`]). [`run`] drives it end to end; the
 //! same steps are also separate commands (`trainer prepare`, `candidate`,
 //! `soup`, `baseline`, `report`) whose order [`plan`] prints, so a cluster
-//! scheduler can run each candidate as its own job. Pruning, mask checks and
-//! merging go through soup-core ([`soupcalls`]).
+//! scheduler can run each candidate as its own job; [`slurm`] submits them
+//! to Slurm as a dependency graph. Pruning, mask checks and merging go
+//! through soup-core ([`soupcalls`]).
 
 pub mod cli;
 pub mod config;
@@ -13,6 +14,7 @@ pub mod layout;
 pub mod lr;
 pub mod repeats;
 pub mod report;
+pub mod slurm;
 pub mod soupcalls;
 pub mod steps;
 

@@ -167,22 +167,7 @@ pub struct Session {
 /// folder's existing configuration is the same one.
 pub fn write_config(cfg: &SmsConfig, run: &Path) -> Result<()> {
     cfg.validate()?;
-    let layout = Layout::new(run);
-    if layout.config().exists() {
-        let existing = SmsConfig::from_file(&layout.config())?;
-        if existing != *cfg {
-            return Err(Error::Config(format!(
-                "{} holds a run with a different configuration; resume it with the same \
-                 settings (see {}) or choose another --out",
-                run.display(),
-                layout.config().display()
-            )));
-        }
-    } else {
-        mkdir(run)?;
-        write_atomic(&layout.config(), cfg.to_toml().as_bytes())?;
-    }
-    Ok(())
+    cfg.claim(run)
 }
 
 fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
