@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Benchmark of `soup merge` and `soup check-mask` against the floor of the
-# hardware and a plain Python streaming average (issue 2, item 10).
+# hardware, a plain Python streaming average and, where it is installed,
+# mergekit's linear merge. Targets: merge <= 1.15x floor, check-mask <=
+# 0.85x cat, peak RSS <= 256 MiB.
 #
 #   bench/merge_bench.sh [SIZE_MIB ...]        (default: 256 1024)
 #
@@ -13,9 +15,14 @@
 #   merge       soup merge IN... -o OUT (output fsynced, as soup always does)
 #   check-mask  soup check-mask IN...
 #   python      bench/stream_average.py OUT IN... (safetensors + numpy)
+#   mergekit    mergekit-pytorch CONFIG OUT_DIR, a linear merge with equal
+#               weights in float32 (only when mergekit is installed: the
+#               MERGEKIT_PYTORCH executable, or mergekit-pytorch beside
+#               SOUP_PYTHON; its output is not fsynced)
 # and prints a Markdown table: median and best wall time of REPEAT rounds,
-# the median as a ratio (merge and python to the floor, check-mask to cat)
-# and the peak RSS (/usr/bin/time -v's maximum resident set size).
+# the median as a ratio (merge, python and mergekit to the floor,
+# check-mask to cat), the peak RSS (/usr/bin/time -v's maximum resident set
+# size), and whether soup met its target.
 #
 # Environment: REPEAT (default 5), BENCH_NICE (see below), BENCH_DIR (scratch folder on the disk to
 # measure; default a new folder in /var/tmp, deleted afterwards), SOUP (a
@@ -36,6 +43,14 @@ if [ -z "${SOUP:-}" ]; then
     SOUP="${CARGO_TARGET_DIR:-$repo/target}/release/soup"
 fi
 
+mergekit=${MERGEKIT_PYTORCH:-$(dirname "$SOUP_PYTHON")/mergekit-pytorch}
+if [ -x "$mergekit" ]; then
+    echo "mergekit column: $mergekit" >&2
+else
+    echo "mergekit-pytorch not found (MERGEKIT_PYTORCH): no mergekit column" >&2
+    mergekit=
+fi
+
 # Priority, scratch folder and GNU time: see bench/common.sh.
 . bench/common.sh
 bench_setup soup-bench
@@ -52,8 +67,8 @@ measure() {
     echo "$name $(( (t1 - t0) / 1000 )) $(tail -1 "$scratch/rss")" >>"$results"
 }
 
-echo "| size | command | median s | best s | ratio (median) | peak RSS MiB |"
-echo "|---|---|---:|---:|---:|---:|"
+echo "| size | command | median s | best s | ratio (median) | peak RSS MiB | target |"
+echo "|---|---|---:|---:|---:|---:|---|"
 for size in "${sizes[@]}"; do
     data="$scratch/$size"
     echo "generating 5 x $size MiB in $data" >&2
@@ -62,6 +77,17 @@ for size in "${sizes[@]}"; do
     out="$data/out.safetensors"
     results="$scratch/results-$size"
     : >"$results"
+    if [ -n "$mergekit" ]; then
+        {
+            echo "merge_method: linear"
+            echo "dtype: float32"
+            echo "models:"
+            for f in "${inputs[@]}"; do
+                echo "  - model: $f"
+                echo "    parameters: {weight: 1.0}"
+            done
+        } >"$data/mergekit.yml"
+    fi
     for round in $(seq "$repeat"); do
         echo "size $size MiB: round $round of $repeat" >&2
         cat "${inputs[@]}" >/dev/null
@@ -73,6 +99,10 @@ for size in "${sizes[@]}"; do
         measure check-mask "$SOUP" check-mask --quiet "${inputs[@]}"
         measure python "$SOUP_PYTHON" bench/stream_average.py "$out" "${inputs[@]}"
         rm -f "$out"
+        if [ -n "$mergekit" ]; then
+            measure mergekit "$mergekit" "$data/mergekit.yml" "$data/mergekit-out"
+            rm -rf "$data/mergekit-out"
+        fi
     done
     "$SOUP_PYTHON" - "$results" "$size" <<'PY'
 import statistics, sys
@@ -81,12 +111,23 @@ for line in open(sys.argv[1]):
     name, us, kib = line.split()
     rows.setdefault(name, []).append((int(us) / 1e6, int(kib) / 1024))
 med = {n: statistics.median(t for t, _ in v) for n, v in rows.items()}
-base = {"floor": "floor", "cat": "floor", "merge": "floor", "python": "floor", "check-mask": "cat"}
-for name in ["floor", "cat", "merge", "check-mask", "python"]:
+base = {"floor": "floor", "cat": "floor", "merge": "floor", "python": "floor",
+        "mergekit": "floor", "check-mask": "cat"}
+# soup's targets: (ratio limit, peak RSS limit in MiB).
+targets = {"merge": (1.15, 256), "check-mask": (0.85, 256)}
+for name in ["floor", "cat", "merge", "check-mask", "python", "mergekit"]:
+    if name not in rows:
+        continue
     v = rows[name]
     ratio = med[name] / med[base[name]]
+    rss = max(r for _, r in v)
+    target = ""
+    if name in targets:
+        limit, rss_limit = targets[name]
+        met = ratio <= limit and rss <= rss_limit
+        target = f"<= {limit}x, <= {rss_limit} MiB: {'met' if met else 'MISSED'}"
     print(f"| 5 x {sys.argv[2]} MiB | {name} | {med[name]:.3f} | {min(t for t, _ in v):.3f} "
-          f"| {ratio:.2f}x {base[name]} | {max(r for _, r in v):.0f} |")
+          f"| {ratio:.2f}x {base[name]} | {rss:.0f} | {target} |")
 PY
     rm -rf "$data"
 done

@@ -12,3 +12,7 @@ export SOUP_REQUIRE_PYTHON=1
 # End-to-end tests drive the built binaries: build them first.
 cargo build --workspace --release --locked --bins
 cargo test --workspace --release --locked "$@"
+# Crash test, short version: SIGKILLs merge, prune, edit and shard 12 times
+# and checks outputs, inputs and temp files (scripts/crash-test.sh 100 is
+# the full run recorded in BENCHMARKS.md).
+scripts/crash-test.sh --short
