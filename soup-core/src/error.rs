@@ -69,6 +69,23 @@ pub enum Error {
     Mismatch(String),
 
     // ----- the caller's request -----
+    /// No tensor of the checkpoint (or of the tensors given, when `path` is
+    /// empty) is prunable under the rule and patterns asked for.
+    #[error(
+        "{}: no tensors selected for pruning (by default: float tensors of rank >= 2 \
+         whose names end in `weight`; change with include/exclude patterns)",
+        path.display()
+    )]
+    NothingToPrune {
+        /// The checkpoint.
+        path: PathBuf,
+    },
+    /// A pruning fraction outside [0, 1).
+    #[error("sparsity must be at least 0 and below 1, got {value}")]
+    Sparsity {
+        /// The fraction given.
+        value: f64,
+    },
     /// Arguments that make no sense (weights, sparsity, regexes, paths).
     #[error("{0}")]
     Invalid(String),
