@@ -74,7 +74,9 @@ pub struct Checkpoint {
     path: PathBuf,
     shards: Vec<Shard>,
     tensors: Vec<TensorEntry>,
-    by_name: HashMap<String, usize>,
+    /// Tensor numbers sorted by name (4 bytes per tensor, where a map from
+    /// names would copy every name).
+    by_name: Vec<u32>,
     metadata: BTreeMap<String, String>,
 }
 
@@ -122,10 +124,11 @@ impl Checkpoint {
             path: path.to_path_buf(),
             shards: vec![shard],
             tensors: Vec::new(),
-            by_name: HashMap::new(),
+            by_name: Vec::new(),
             metadata: header.metadata.clone(),
         };
         ck.add_shard_tensors(0, &header)?;
+        ck.index_names()?;
         Ok(ck)
     }
 
@@ -168,7 +171,7 @@ impl Checkpoint {
             path: folder.to_path_buf(),
             shards: Vec::new(),
             tensors: Vec::new(),
-            by_name: HashMap::new(),
+            by_name: Vec::new(),
             metadata: BTreeMap::new(),
         };
         let mut shard_of: HashMap<&str, usize> = HashMap::new();
@@ -206,11 +209,12 @@ impl Checkpoint {
             }
             shard_of.insert(file.as_str(), id);
         }
+        ck.index_names()?;
         for (name, file) in &parsed.weight_map {
             let listed = shard_of[file.as_str()];
-            match ck.by_name.get(name) {
-                Some(&i) if ck.tensors[i].shard == listed => {}
-                Some(&i) => {
+            match ck.position(name) {
+                Some(i) if ck.tensors[i].shard == listed => {}
+                Some(i) => {
                     return Err(Error::format(
                         index,
                         format!(
@@ -245,20 +249,43 @@ impl Checkpoint {
         Ok(ck)
     }
 
+    /// Sorts the name index; a name held twice (by two shards) is an error.
+    fn index_names(&mut self) -> Result<()> {
+        let count = u32::try_from(self.tensors.len())
+            .map_err(|_| Error::format(&self.path, "more than 2^32 tensors"))?;
+        let tensors = &self.tensors;
+        let mut order: Vec<u32> = (0..count).collect();
+        // Stable: of two equal names, the earlier shard comes first.
+        order.sort_by(|&a, &b| tensors[a as usize].name.cmp(&tensors[b as usize].name));
+        if let Some(w) = order
+            .windows(2)
+            .find(|w| tensors[w[0] as usize].name == tensors[w[1] as usize].name)
+        {
+            let (first, second) = (&tensors[w[0] as usize], &tensors[w[1] as usize]);
+            return Err(Error::format(
+                &self.path,
+                format!(
+                    "tensor `{}` appears in two shards: `{}` and `{}`",
+                    first.name,
+                    self.shards[first.shard].path.display(),
+                    self.shards[second.shard].path.display()
+                ),
+            ));
+        }
+        self.by_name = order;
+        Ok(())
+    }
+
+    /// The number of the tensor called `name`.
+    fn position(&self, name: &str) -> Option<usize> {
+        self.by_name
+            .binary_search_by(|&i| self.tensors[i as usize].name.as_str().cmp(name))
+            .ok()
+            .map(|k| self.by_name[k] as usize)
+    }
+
     fn add_shard_tensors(&mut self, shard: usize, header: &header::Header) -> Result<()> {
         for t in &header.tensors {
-            if let Some(&prev) = self.by_name.get(&t.name) {
-                return Err(Error::format(
-                    &self.path,
-                    format!(
-                        "tensor `{}` appears in two shards: `{}` and `{}`",
-                        t.name,
-                        self.shards[self.tensors[prev].shard].path.display(),
-                        self.shards[shard].path.display()
-                    ),
-                ));
-            }
-            self.by_name.insert(t.name.clone(), self.tensors.len());
             self.tensors.push(TensorEntry {
                 name: t.name.clone(),
                 dtype: t.dtype,
@@ -297,7 +324,7 @@ impl Checkpoint {
 
     /// The tensor called `name`.
     pub fn get(&self, name: &str) -> Option<&TensorEntry> {
-        self.by_name.get(name).map(|&i| &self.tensors[i])
+        self.position(name).map(|i| &self.tensors[i])
     }
 
     /// The header metadata (`__metadata__`; for sharded sets, the index's
