@@ -84,24 +84,44 @@ impl Checkpoint {
     /// Opens `path`: a `.safetensors` file, or a folder holding
     /// `model.safetensors.index.json` (or a single `model.safetensors`).
     ///
-    /// The files must not be modified while the checkpoint is open: they are
-    /// memory-mapped, and a file truncated under the map makes later reads
-    /// fault (SIGBUS). soup never writes to a file it has open for reading;
-    /// a process that installs [`crate::safety::install_sigbus_handler`]
-    /// turns such a fault into one line naming the file and a clean exit.
-    /// Only regular files are read: a FIFO, device or socket is refused
-    /// without blocking.
+    /// This is the safe front of [`Checkpoint::open_mmap`]: it holds the
+    /// same contract, as a contract with the user rather than the compiler.
+    /// soup never writes to a file it has open for reading (outputs are new
+    /// temporary files renamed into place), and what happens when another
+    /// program changes an input meanwhile is documented in
+    /// [`crate::safety`]: a process that installs
+    /// [`crate::safety::install_sigbus_handler`] turns a truncation into
+    /// one line naming the file and a clean exit. Only regular files are
+    /// read: a FIFO, device or socket is refused without blocking.
     pub fn open(path: impl AsRef<Path>) -> Result<Checkpoint> {
+        // SAFETY: see above: soup does not modify its inputs, and changes
+        // by other programs are the documented limit of the tool.
+        unsafe { Self::open_mmap(path) }
+    }
+
+    /// Opens `path` (see [`Checkpoint::open`]) by memory-mapping its files
+    /// after validating every header.
+    ///
+    /// # Safety
+    ///
+    /// The files must not be modified or truncated while the checkpoint
+    /// (or any slice borrowed from it) is alive: the tensor bytes it hands
+    /// out are the mapped file itself, so a change by another process
+    /// changes memory that Rust treats as immutable, and a truncation makes
+    /// reads fault (SIGBUS).
+    pub unsafe fn open_mmap(path: impl AsRef<Path>) -> Result<Checkpoint> {
         let path = path.as_ref();
         let meta = std::fs::metadata(path).map_err(|e| Error::io(path, "cannot open", e))?;
         if meta.is_dir() {
             let index = path.join(INDEX_FILE);
             if index.exists() {
-                return Self::open_sharded(path, &index);
+                // SAFETY: this function's own contract.
+                return unsafe { Self::open_sharded(path, &index) };
             }
             let single = path.join("model.safetensors");
             if single.exists() {
-                let mut ck = Self::open_file(&single)?;
+                // SAFETY: this function's own contract.
+                let mut ck = unsafe { Self::open_file(&single)? };
                 ck.path = path.to_path_buf();
                 return Ok(ck);
             }
@@ -112,13 +132,18 @@ impl Checkpoint {
         }
         if path.file_name().is_some_and(|n| n == INDEX_FILE) {
             let folder = path.parent().unwrap_or(Path::new("."));
-            return Self::open_sharded(folder, path);
+            // SAFETY: this function's own contract.
+            return unsafe { Self::open_sharded(folder, path) };
         }
-        Self::open_file(path)
+        // SAFETY: this function's own contract.
+        unsafe { Self::open_file(path) }
     }
 
-    fn open_file(path: &Path) -> Result<Checkpoint> {
-        let shard = map_file(path)?;
+    /// # Safety
+    /// The contract of [`Checkpoint::open_mmap`].
+    unsafe fn open_file(path: &Path) -> Result<Checkpoint> {
+        // SAFETY: the caller's contract.
+        let shard = unsafe { map_file(path)? };
         let header = header::parse(path, &shard.map)?;
         let mut ck = Checkpoint {
             path: path.to_path_buf(),
@@ -132,7 +157,9 @@ impl Checkpoint {
         Ok(ck)
     }
 
-    fn open_sharded(folder: &Path, index: &Path) -> Result<Checkpoint> {
+    /// # Safety
+    /// The contract of [`Checkpoint::open_mmap`].
+    unsafe fn open_sharded(folder: &Path, index: &Path) -> Result<Checkpoint> {
         #[derive(serde::Deserialize)]
         struct Index {
             #[serde(default)]
@@ -199,7 +226,8 @@ impl Checkpoint {
                     format!("shard path `{file}` escapes the checkpoint folder"),
                 ));
             }
-            let shard = map_file(&shard_path)?;
+            // SAFETY: the caller's contract.
+            let shard = unsafe { map_file(&shard_path)? };
             let header = header::parse(&shard_path, &shard.map)?;
             let id = ck.shards.len();
             ck.shards.push(shard);
@@ -417,13 +445,14 @@ fn open_regular(path: &Path) -> Result<File> {
     ))
 }
 
-fn map_file(path: &Path) -> Result<Shard> {
+/// # Safety
+/// The contract of [`Checkpoint::open_mmap`].
+unsafe fn map_file(path: &Path) -> Result<Shard> {
     let file = open_regular(path)?;
-    // SAFETY: soup maps files read-only and never writes to a file it has
-    // mapped (outputs are always new temporary files renamed into place). If
-    // another process truncates the file meanwhile, reads fault with SIGBUS:
-    // that is the documented contract of `Checkpoint::open`, and the handler
-    // of `crate::safety` turns it into a clean exit naming this file.
+    // SAFETY: the map is read-only and the caller guarantees that the file
+    // is not modified while mapped (`Checkpoint::open_mmap`); should another
+    // process truncate it anyway, the handler of `crate::safety` turns the
+    // fault into a clean exit naming this file.
     let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, "cannot map", e))?;
     let _ = map.advise(Advice::Sequential);
     Ok(Shard {

@@ -376,14 +376,12 @@ impl Plan<'_> {
         for piece in window.iter().filter(|p| p.last) {
             let d = &diffs[piece.tensor];
             if let Some(k) = d.iter().position(|&x| x > 0) {
-                return Err(Error::Mismatch(format!(
-                    "masks differ: tensor `{}` has {} positions where {} differs from {}; \
-                     see `soup check-mask`, or merge anyway with --mask-policy union|intersect",
-                    self.rows[piece.tensor][0].name,
-                    d[k],
-                    self.inputs[k].path().display(),
-                    self.inputs[0].path().display(),
-                )));
+                return Err(Error::MasksDiffer {
+                    tensor: self.rows[piece.tensor][0].name.clone(),
+                    positions: d[k],
+                    input: self.inputs[k].path().to_path_buf(),
+                    reference: self.inputs[0].path().to_path_buf(),
+                });
             }
         }
         Ok(())
@@ -399,14 +397,12 @@ impl Plan<'_> {
         let Some(in_type) = row[0].float_type() else {
             if self.options.int_policy == IntPolicy::Equal {
                 if let Some(k) = (1..n).find(|&k| bytes[k] != bytes[0]) {
-                    return Err(Error::Mismatch(format!(
-                        "tensor `{}` ({:?}) differs between {} and {}: integer and bool tensors \
-                         are never averaged (use --int-policy first to take the first input's)",
-                        row[0].name,
-                        row[0].dtype,
-                        self.inputs[0].path().display(),
-                        self.inputs[k].path().display()
-                    )));
+                    return Err(Error::IntegersDiffer {
+                        tensor: row[0].name.clone(),
+                        dtype: crate::dtype::name(row[0].dtype),
+                        first: self.inputs[0].path().to_path_buf(),
+                        other: self.inputs[k].path().to_path_buf(),
+                    });
                 }
             }
             self.output.write(piece.tensor, offset, bytes[0])?;
@@ -534,4 +530,86 @@ fn xor_count(a: &[u8], b: &[u8]) -> u64 {
         count += (x ^ y).count_ones() as u64;
     }
     count
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use safetensors::Dtype;
+    use std::collections::BTreeMap;
+
+    /// A checkpoint with an F32 tensor `w` and an I64 tensor `steps`.
+    fn write(path: &Path, w: &[f32], steps: i64) -> Checkpoint {
+        let layout = [
+            OutputTensor {
+                name: "w".into(),
+                dtype: Dtype::F32,
+                shape: vec![w.len()],
+            },
+            OutputTensor {
+                name: "steps".into(),
+                dtype: Dtype::I64,
+                shape: vec![1],
+            },
+        ];
+        let out = Output::create(
+            path,
+            &layout,
+            BTreeMap::new(),
+            &[],
+            &OutputOptions::default(),
+        )
+        .unwrap();
+        let bytes: Vec<u8> = w.iter().flat_map(|v| v.to_le_bytes()).collect();
+        out.write(0, 0, &bytes).unwrap();
+        out.write(1, 0, &steps.to_le_bytes()).unwrap();
+        out.commit().unwrap();
+        Checkpoint::open(path).unwrap()
+    }
+
+    /// Refusals are variants a caller can match, naming what differs.
+    #[test]
+    fn refusals_are_structured() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = write(&dir.path().join("a.safetensors"), &[1.0, 0.0, 2.0], 5);
+        let b = write(&dir.path().join("b.safetensors"), &[1.0, 3.0, 0.0], 5);
+        let c = write(&dir.path().join("c.safetensors"), &[2.0, 0.0, 4.0], 6);
+        let target = dir.path().join("out.safetensors");
+        let control = Control::default();
+        let e = merge(&[a, b], &target, &MergeOptions::default(), &control).unwrap_err();
+        assert!(
+            matches!(&e, Error::MasksDiffer { tensor, positions: 2, .. } if tensor == "w"),
+            "{e}"
+        );
+        let a = Checkpoint::open(dir.path().join("a.safetensors")).unwrap();
+        let e = merge(&[a, c], &target, &MergeOptions::default(), &control).unwrap_err();
+        assert!(
+            matches!(&e, Error::IntegersDiffer { tensor, .. } if tensor == "steps"),
+            "{e}"
+        );
+        assert!(
+            !e.to_string().contains("--"),
+            "no CLI flags in library errors: {e}"
+        );
+        assert!(!target.exists());
+        // A weighted method that does not fit the inputs is refused before
+        // anything is written.
+        let a = Checkpoint::open(dir.path().join("a.safetensors")).unwrap();
+        let options = MergeOptions {
+            method: MergeMethod::Weighted(vec![1.0]),
+            ..MergeOptions::default()
+        };
+        let e = merge(&[a], &target, &options, &control);
+        assert!(e.is_ok(), "one input, one weight");
+        let a = Checkpoint::open(dir.path().join("a.safetensors")).unwrap();
+        let c = Checkpoint::open(dir.path().join("c.safetensors")).unwrap();
+        let e = merge(
+            &[a, c],
+            &dir.path().join("x.safetensors"),
+            &options,
+            &control,
+        )
+        .unwrap_err();
+        assert!(matches!(e, Error::Invalid(_)), "{e}");
+    }
 }
