@@ -66,6 +66,7 @@ pub enum Command {
     Inspect(InspectArgs),
     Prune(PruneArgs),
     Diff(DiffArgs),
+    Distance(DistanceArgs),
     Hash(HashArgs),
     Edit(EditArgs),
     ApplyMask(ApplyMaskArgs),
@@ -356,6 +357,25 @@ pub struct CheckMaskArgs {
     /// Compare every input with this checkpoint's mask (the pruned parent).
     #[arg(long, value_name = "PARENT")]
     pub reference: Option<PathBuf>,
+    /// Only tensors whose names match this regex (repeatable).
+    #[arg(long, value_name = "REGEX")]
+    pub include: Vec<String>,
+    /// Skip tensors whose names match this regex (repeatable).
+    #[arg(long, value_name = "REGEX")]
+    pub exclude: Vec<String>,
+}
+
+/// Measure how far apart checkpoints are (soup geometry).
+///
+/// Over the float tensors, seen as one vector per checkpoint: pairwise L2
+/// distances and cosine similarities, and each checkpoint's L2 distance to
+/// the barycentre (the uniform mean). Streamed with f64 sums in bounded
+/// memory.
+#[derive(Debug, Args)]
+pub struct DistanceArgs {
+    /// Checkpoints to compare (two or more).
+    #[arg(required = true, num_args = 2.., value_name = "CHECKPOINT")]
+    pub inputs: Vec<PathBuf>,
     /// Only tensors whose names match this regex (repeatable).
     #[arg(long, value_name = "REGEX")]
     pub include: Vec<String>,

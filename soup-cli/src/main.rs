@@ -68,6 +68,12 @@ fn main() -> ExitCode {
             let hint = match e.downcast_ref::<soup_core::Error>() {
                 Some(soup_core::Error::OutputExists { .. }) => " (use --force to replace it)",
                 Some(soup_core::Error::NotReplaceable { .. }) => " (not even with --force)",
+                Some(soup_core::Error::MasksDiffer { .. }) => {
+                    "; see `soup check-mask`, or merge anyway with --mask-policy union|intersect"
+                }
+                Some(soup_core::Error::IntegersDiffer { .. }) => {
+                    " (use --int-policy first to take the first input's)"
+                }
                 _ => "",
             };
             eprintln!(

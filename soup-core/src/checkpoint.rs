@@ -74,7 +74,9 @@ pub struct Checkpoint {
     path: PathBuf,
     shards: Vec<Shard>,
     tensors: Vec<TensorEntry>,
-    by_name: HashMap<String, usize>,
+    /// Tensor numbers sorted by name (4 bytes per tensor, where a map from
+    /// names would copy every name).
+    by_name: Vec<u32>,
     metadata: BTreeMap<String, String>,
 }
 
@@ -82,24 +84,44 @@ impl Checkpoint {
     /// Opens `path`: a `.safetensors` file, or a folder holding
     /// `model.safetensors.index.json` (or a single `model.safetensors`).
     ///
-    /// The files must not be modified while the checkpoint is open: they are
-    /// memory-mapped, and a file truncated under the map makes later reads
-    /// fault (SIGBUS). soup never writes to a file it has open for reading;
-    /// a process that installs [`crate::safety::install_sigbus_handler`]
-    /// turns such a fault into one line naming the file and a clean exit.
-    /// Only regular files are read: a FIFO, device or socket is refused
-    /// without blocking.
+    /// This is the safe front of [`Checkpoint::open_mmap`]: it holds the
+    /// same contract, as a contract with the user rather than the compiler.
+    /// soup never writes to a file it has open for reading (outputs are new
+    /// temporary files renamed into place), and what happens when another
+    /// program changes an input meanwhile is documented in
+    /// [`crate::safety`]: a process that installs
+    /// [`crate::safety::install_sigbus_handler`] turns a truncation into
+    /// one line naming the file and a clean exit. Only regular files are
+    /// read: a FIFO, device or socket is refused without blocking.
     pub fn open(path: impl AsRef<Path>) -> Result<Checkpoint> {
+        // SAFETY: see above: soup does not modify its inputs, and changes
+        // by other programs are the documented limit of the tool.
+        unsafe { Self::open_mmap(path) }
+    }
+
+    /// Opens `path` (see [`Checkpoint::open`]) by memory-mapping its files
+    /// after validating every header.
+    ///
+    /// # Safety
+    ///
+    /// The files must not be modified or truncated while the checkpoint
+    /// (or any slice borrowed from it) is alive: the tensor bytes it hands
+    /// out are the mapped file itself, so a change by another process
+    /// changes memory that Rust treats as immutable, and a truncation makes
+    /// reads fault (SIGBUS).
+    pub unsafe fn open_mmap(path: impl AsRef<Path>) -> Result<Checkpoint> {
         let path = path.as_ref();
         let meta = std::fs::metadata(path).map_err(|e| Error::io(path, "cannot open", e))?;
         if meta.is_dir() {
             let index = path.join(INDEX_FILE);
             if index.exists() {
-                return Self::open_sharded(path, &index);
+                // SAFETY: this function's own contract.
+                return unsafe { Self::open_sharded(path, &index) };
             }
             let single = path.join("model.safetensors");
             if single.exists() {
-                let mut ck = Self::open_file(&single)?;
+                // SAFETY: this function's own contract.
+                let mut ck = unsafe { Self::open_file(&single)? };
                 ck.path = path.to_path_buf();
                 return Ok(ck);
             }
@@ -110,26 +132,34 @@ impl Checkpoint {
         }
         if path.file_name().is_some_and(|n| n == INDEX_FILE) {
             let folder = path.parent().unwrap_or(Path::new("."));
-            return Self::open_sharded(folder, path);
+            // SAFETY: this function's own contract.
+            return unsafe { Self::open_sharded(folder, path) };
         }
-        Self::open_file(path)
+        // SAFETY: this function's own contract.
+        unsafe { Self::open_file(path) }
     }
 
-    fn open_file(path: &Path) -> Result<Checkpoint> {
-        let shard = map_file(path)?;
+    /// # Safety
+    /// The contract of [`Checkpoint::open_mmap`].
+    unsafe fn open_file(path: &Path) -> Result<Checkpoint> {
+        // SAFETY: the caller's contract.
+        let shard = unsafe { map_file(path)? };
         let header = header::parse(path, &shard.map)?;
         let mut ck = Checkpoint {
             path: path.to_path_buf(),
             shards: vec![shard],
             tensors: Vec::new(),
-            by_name: HashMap::new(),
+            by_name: Vec::new(),
             metadata: header.metadata.clone(),
         };
         ck.add_shard_tensors(0, &header)?;
+        ck.index_names()?;
         Ok(ck)
     }
 
-    fn open_sharded(folder: &Path, index: &Path) -> Result<Checkpoint> {
+    /// # Safety
+    /// The contract of [`Checkpoint::open_mmap`].
+    unsafe fn open_sharded(folder: &Path, index: &Path) -> Result<Checkpoint> {
         #[derive(serde::Deserialize)]
         struct Index {
             #[serde(default)]
@@ -168,7 +198,7 @@ impl Checkpoint {
             path: folder.to_path_buf(),
             shards: Vec::new(),
             tensors: Vec::new(),
-            by_name: HashMap::new(),
+            by_name: Vec::new(),
             metadata: BTreeMap::new(),
         };
         let mut shard_of: HashMap<&str, usize> = HashMap::new();
@@ -196,7 +226,8 @@ impl Checkpoint {
                     format!("shard path `{file}` escapes the checkpoint folder"),
                 ));
             }
-            let shard = map_file(&shard_path)?;
+            // SAFETY: the caller's contract.
+            let shard = unsafe { map_file(&shard_path)? };
             let header = header::parse(&shard_path, &shard.map)?;
             let id = ck.shards.len();
             ck.shards.push(shard);
@@ -206,11 +237,12 @@ impl Checkpoint {
             }
             shard_of.insert(file.as_str(), id);
         }
+        ck.index_names()?;
         for (name, file) in &parsed.weight_map {
             let listed = shard_of[file.as_str()];
-            match ck.by_name.get(name) {
-                Some(&i) if ck.tensors[i].shard == listed => {}
-                Some(&i) => {
+            match ck.position(name) {
+                Some(i) if ck.tensors[i].shard == listed => {}
+                Some(i) => {
                     return Err(Error::format(
                         index,
                         format!(
@@ -245,20 +277,43 @@ impl Checkpoint {
         Ok(ck)
     }
 
+    /// Sorts the name index; a name held twice (by two shards) is an error.
+    fn index_names(&mut self) -> Result<()> {
+        let count = u32::try_from(self.tensors.len())
+            .map_err(|_| Error::format(&self.path, "more than 2^32 tensors"))?;
+        let tensors = &self.tensors;
+        let mut order: Vec<u32> = (0..count).collect();
+        // Stable: of two equal names, the earlier shard comes first.
+        order.sort_by(|&a, &b| tensors[a as usize].name.cmp(&tensors[b as usize].name));
+        if let Some(w) = order
+            .windows(2)
+            .find(|w| tensors[w[0] as usize].name == tensors[w[1] as usize].name)
+        {
+            let (first, second) = (&tensors[w[0] as usize], &tensors[w[1] as usize]);
+            return Err(Error::format(
+                &self.path,
+                format!(
+                    "tensor `{}` appears in two shards: `{}` and `{}`",
+                    first.name,
+                    self.shards[first.shard].path.display(),
+                    self.shards[second.shard].path.display()
+                ),
+            ));
+        }
+        self.by_name = order;
+        Ok(())
+    }
+
+    /// The number of the tensor called `name`.
+    fn position(&self, name: &str) -> Option<usize> {
+        self.by_name
+            .binary_search_by(|&i| self.tensors[i as usize].name.as_str().cmp(name))
+            .ok()
+            .map(|k| self.by_name[k] as usize)
+    }
+
     fn add_shard_tensors(&mut self, shard: usize, header: &header::Header) -> Result<()> {
         for t in &header.tensors {
-            if let Some(&prev) = self.by_name.get(&t.name) {
-                return Err(Error::format(
-                    &self.path,
-                    format!(
-                        "tensor `{}` appears in two shards: `{}` and `{}`",
-                        t.name,
-                        self.shards[self.tensors[prev].shard].path.display(),
-                        self.shards[shard].path.display()
-                    ),
-                ));
-            }
-            self.by_name.insert(t.name.clone(), self.tensors.len());
             self.tensors.push(TensorEntry {
                 name: t.name.clone(),
                 dtype: t.dtype,
@@ -297,7 +352,7 @@ impl Checkpoint {
 
     /// The tensor called `name`.
     pub fn get(&self, name: &str) -> Option<&TensorEntry> {
-        self.by_name.get(name).map(|&i| &self.tensors[i])
+        self.position(name).map(|i| &self.tensors[i])
     }
 
     /// The header metadata (`__metadata__`; for sharded sets, the index's
@@ -390,13 +445,14 @@ fn open_regular(path: &Path) -> Result<File> {
     ))
 }
 
-fn map_file(path: &Path) -> Result<Shard> {
+/// # Safety
+/// The contract of [`Checkpoint::open_mmap`].
+unsafe fn map_file(path: &Path) -> Result<Shard> {
     let file = open_regular(path)?;
-    // SAFETY: soup maps files read-only and never writes to a file it has
-    // mapped (outputs are always new temporary files renamed into place). If
-    // another process truncates the file meanwhile, reads fault with SIGBUS:
-    // that is the documented contract of `Checkpoint::open`, and the handler
-    // of `crate::safety` turns it into a clean exit naming this file.
+    // SAFETY: the map is read-only and the caller guarantees that the file
+    // is not modified while mapped (`Checkpoint::open_mmap`); should another
+    // process truncate it anyway, the handler of `crate::safety` turns the
+    // fault into a clean exit naming this file.
     let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, "cannot map", e))?;
     let _ = map.advise(Advice::Sequential);
     Ok(Shard {

@@ -12,13 +12,12 @@
 
 use std::path::PathBuf;
 
-use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{Checkpoint, TensorEntry};
 use crate::dtype::Accumulator;
 use crate::error::{Error, Result};
-use crate::stream::{windows, Control};
+use crate::stream::{drive, no_lag, CheckpointRows, Control, Units};
 
 /// Tolerances. The default is exact equality.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -157,65 +156,59 @@ pub fn diff(
             }
         })
         .collect();
-    let sizes: Vec<(usize, usize)> = pairs
-        .iter()
-        .zip(&notes)
-        .map(|((x, y), note)| match note {
-            Some(_) => (0, 0),
-            None => (
-                x.numel(),
-                x.dtype.bitsize().div_ceil(8) + y.dtype.bitsize().div_ceil(8),
-            ),
-        })
-        .collect();
+    // Only the pairs compared element by element are streamed.
+    let streamed: Vec<usize> = (0..pairs.len()).filter(|&i| notes[i].is_none()).collect();
+    let rows = CheckpointRows::new(
+        vec![a, b],
+        streamed
+            .iter()
+            .map(|&i| vec![pairs[i].0, pairs[i].1])
+            .collect(),
+        None,
+    );
     let mut accs = vec![Acc::default(); pairs.len()];
-    let total: u64 = sizes.iter().map(|(n, s)| (n * s) as u64).sum();
-    control.progress.start("comparing", total);
-    for window in windows(&sizes, control.options) {
-        control.check()?;
-        let results: Vec<Acc> = window
-            .par_iter()
-            .map(|p| {
-                let (x, y) = pairs[p.tensor];
-                if notes[p.tensor].is_some() || p.elems.is_empty() {
-                    return Acc::default();
+    drive(
+        &rows,
+        control,
+        "comparing",
+        Units::Pieces,
+        |_| Ok(()),
+        |p, _, _| {
+            if p.elems.is_empty() {
+                return Ok(Acc::default());
+            }
+            let (x, y) = (rows.entry(p.tensor, 0), rows.entry(p.tensor, 1));
+            let (bx, by) = (rows.bytes(0, p), rows.bytes(1, p));
+            Ok(match (x.float_type(), y.float_type()) {
+                (Some(tx), Some(ty)) => {
+                    let (mut vx, mut vy) = (Vec::new(), Vec::new());
+                    f64::decode(bx, tx, &mut vx);
+                    f64::decode(by, ty, &mut vy);
+                    compare_floats(&vx, &vy, options)
                 }
-                let bx = a.bytes(x, x.byte_range(&p.elems));
-                let by = b.bytes(y, y.byte_range(&p.elems));
-                match (x.float_type(), y.float_type()) {
-                    (Some(tx), Some(ty)) => {
-                        let (mut vx, mut vy) = (Vec::new(), Vec::new());
-                        f64::decode(bx, tx, &mut vx);
-                        f64::decode(by, ty, &mut vy);
-                        compare_floats(&vx, &vy, options)
-                    }
-                    _ => {
-                        let size = x.dtype.bitsize().div_ceil(8).max(1);
-                        let differing = bx
-                            .chunks(size)
-                            .zip(by.chunks(size))
-                            .filter(|(u, v)| u != v)
-                            .count() as u64;
-                        Acc {
-                            compared: p.elems.len() as u64,
-                            differing,
-                            ..Acc::default()
-                        }
+                _ => {
+                    let size = x.dtype.bitsize().div_ceil(8).max(1);
+                    let differing = bx
+                        .chunks(size)
+                        .zip(by.chunks(size))
+                        .filter(|(u, v)| u != v)
+                        .count() as u64;
+                    Acc {
+                        compared: p.elems.len() as u64,
+                        differing,
+                        ..Acc::default()
                     }
                 }
             })
-            .collect();
-        for (p, r) in window.iter().zip(results) {
-            accs[p.tensor].add(r);
-            let (x, y) = pairs[p.tensor];
-            a.release(x, x.byte_range(&p.elems));
-            b.release(y, y.byte_range(&p.elems));
-            control
-                .progress
-                .advance((p.elems.len() * sizes[p.tensor].1) as u64);
-        }
-    }
-    control.progress.finish();
+        },
+        no_lag(),
+        |window, results| {
+            for (p, r) in window.iter().zip(results) {
+                accs[streamed[p.tensor]].add(*r);
+            }
+            Ok(())
+        },
+    )?;
 
     let tensors: Vec<TensorDiff> = pairs
         .iter()

@@ -67,8 +67,59 @@ pub enum Error {
     /// integer tensors that differ, masks that differ under the refuse policy).
     #[error("{0}")]
     Mismatch(String),
+    /// A merge under the refuse policy met inputs whose masks differ.
+    #[error(
+        "masks differ: tensor `{tensor}` has {positions} positions where {} differs from {}",
+        input.display(),
+        reference.display()
+    )]
+    MasksDiffer {
+        /// The first tensor found to differ.
+        tensor: String,
+        /// Positions where `input`'s mask differs from `reference`'s.
+        positions: u64,
+        /// The input that differs.
+        input: PathBuf,
+        /// The first input, whose mask the others are held to.
+        reference: PathBuf,
+    },
+    /// An integer or bool tensor differs between inputs of a merge under
+    /// the equal policy (such tensors are never averaged).
+    #[error(
+        "tensor `{tensor}` ({dtype}) differs between {} and {}: integer and bool tensors \
+         are never averaged",
+        first.display(),
+        other.display()
+    )]
+    IntegersDiffer {
+        /// The tensor.
+        tensor: String,
+        /// Its dtype name.
+        dtype: String,
+        /// The first input.
+        first: PathBuf,
+        /// The input whose tensor differs from the first's.
+        other: PathBuf,
+    },
 
     // ----- the caller's request -----
+    /// No tensor of the checkpoint (or of the tensors given, when `path` is
+    /// empty) is prunable under the rule and patterns asked for.
+    #[error(
+        "{}: no tensors selected for pruning (by default: float tensors of rank >= 2 \
+         whose names end in `weight`; change with include/exclude patterns)",
+        path.display()
+    )]
+    NothingToPrune {
+        /// The checkpoint.
+        path: PathBuf,
+    },
+    /// A pruning fraction outside [0, 1).
+    #[error("sparsity must be at least 0 and below 1, got {value}")]
+    Sparsity {
+        /// The fraction given.
+        value: f64,
+    },
     /// Arguments that make no sense (weights, sparsity, regexes, paths).
     #[error("{0}")]
     Invalid(String),

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
-use crate::merge::{merge, MergeOptions, MergeReport};
+use crate::merge::{merge, MergeMethod, MergeOptions, MergeReport};
 use crate::stream::Control;
 
 /// Scores a checkpoint: higher is better.
@@ -109,7 +109,7 @@ pub struct GreedyOptions {
     /// scoring each candidate.
     pub scores: Option<Vec<f64>>,
     /// How trial soups and the output are merged (mask and integer policies,
-    /// dtype, output options). `weights` must be `None`: soups are uniform.
+    /// dtype, output options). `method` must be uniform.
     pub merge: MergeOptions,
 }
 
@@ -157,7 +157,7 @@ pub fn greedy_soup(
     if candidates.is_empty() {
         return Err(Error::invalid("greedy soup needs at least one candidate"));
     }
-    if options.merge.weights.is_some() {
+    if options.merge.method != MergeMethod::Uniform {
         return Err(Error::invalid(
             "greedy soups are uniform: weights are not allowed",
         ));

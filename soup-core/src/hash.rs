@@ -12,6 +12,7 @@
 //! is the plain sha256 of a whole file, which is what the Hugging Face Hub
 //! lists for a stored file.
 
+use std::collections::HashMap;
 use std::io::Read;
 use std::path::Path;
 use std::sync::Mutex;
@@ -22,7 +23,7 @@ use sha2::{Digest, Sha256};
 
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
-use crate::stream::{windows, Control, Piece};
+use crate::stream::{drive, no_lag, CheckpointRows, Control, Units};
 
 /// Lower-case hex of bytes.
 pub fn hex(bytes: &[u8]) -> String {
@@ -191,42 +192,47 @@ pub struct CheckpointHash {
 
 /// Streams through `checkpoint` once and hashes every tensor with the
 /// algorithm of `control.digest`. The tensors of a window are hashed in
-/// parallel (and a large tensor's bytes too, with BLAKE3).
+/// parallel (a tensor's own pieces in order, and a large piece's bytes in
+/// parallel too, with BLAKE3).
 pub fn hash_checkpoint(checkpoint: &Checkpoint, control: &Control) -> Result<CheckpointHash> {
-    let tensors = checkpoint.tensors();
-    let sizes: Vec<(usize, usize)> = tensors.iter().map(|t| (t.nbytes(), 1)).collect();
-    control.progress.start("hashing", checkpoint.data_bytes());
-    let hashers: Vec<Mutex<Option<TensorHasher>>> =
-        tensors.iter().map(|_| Mutex::new(None)).collect();
-    let digests: Mutex<Vec<(String, String)>> = Mutex::new(Vec::with_capacity(tensors.len()));
-    for window in windows(&sizes, control.options) {
-        control.check()?;
-        // Consecutive pieces of one tensor form one task; longest first.
-        let mut groups: Vec<&[Piece]> = window.chunk_by(|a, b| a.tensor == b.tensor).collect();
-        groups.sort_by_key(|g| std::cmp::Reverse(g.iter().map(|p| p.elems.len()).sum::<usize>()));
-        crate::stream::run_tasks(groups.len(), |g| {
-            for piece in groups[g] {
-                let t = &tensors[piece.tensor];
-                let mut slot = hashers[piece.tensor].lock().expect("not poisoned");
-                let h = slot.get_or_insert_with(|| {
-                    TensorHasher::with_kind(control.digest, &t.name, t.dtype, &t.shape)
-                });
-                h.update(checkpoint.bytes(t, piece.elems.clone()));
-                checkpoint.release(t, piece.elems.clone());
-                if piece.last {
-                    let digest = slot.take().expect("started").finish();
-                    digests
-                        .lock()
-                        .expect("not poisoned")
-                        .push((t.name.clone(), digest));
+    let rows = CheckpointRows::all(checkpoint, None);
+    // The hashers of tensors cut by a window boundary (a tensor's pieces
+    // within a window run in order on one thread), so that bookkeeping
+    // does not grow with the number of tensors.
+    let open: Mutex<HashMap<usize, TensorHasher>> = Mutex::default();
+    let mut digests: Vec<(String, String)> = Vec::with_capacity(checkpoint.tensors().len());
+    drive(
+        &rows,
+        control,
+        "hashing",
+        Units::Tensors,
+        |_| Ok(()),
+        |piece, _, _| {
+            let t = rows.entry(piece.tensor, 0);
+            let mut h = match piece.first {
+                true => TensorHasher::with_kind(control.digest, &t.name, t.dtype, &t.shape),
+                false => {
+                    let mut open = open.lock().expect("not poisoned");
+                    open.remove(&piece.tensor).expect("started")
+                }
+            };
+            h.update(rows.bytes(0, piece));
+            if piece.last {
+                return Ok(Some(h.finish()));
+            }
+            open.lock().expect("not poisoned").insert(piece.tensor, h);
+            Ok(None)
+        },
+        no_lag(),
+        |window, done| {
+            for (piece, digest) in window.iter().zip(done) {
+                if let Some(d) = digest {
+                    digests.push((rows.entry(piece.tensor, 0).name.clone(), d.clone()));
                 }
             }
-        });
-        let bytes: usize = window.iter().map(|p| p.elems.len()).sum();
-        control.progress.advance(bytes as u64);
-    }
-    control.progress.finish();
-    let mut digests = digests.into_inner().expect("not poisoned");
+            Ok(())
+        },
+    )?;
     digests.sort();
     let digest = combine_with(
         control.digest,

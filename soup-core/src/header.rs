@@ -110,6 +110,105 @@ impl<'de> serde::de::Visitor<'de> for StrictVisitor {
     }
 }
 
+/// The top-level object of a header, filled entry by entry. The first
+/// problem found is kept in `failure` (serde only carries text).
+struct Entries<'p> {
+    path: &'p Path,
+    metadata: Option<BTreeMap<String, String>>,
+    tensors: Vec<RawTensor>,
+    failure: Option<Error>,
+}
+
+impl<'de> serde::de::Visitor<'de> for &mut Entries<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(
+        self,
+        mut map: A,
+    ) -> std::result::Result<(), A::Error> {
+        let stop = |entries: &mut Entries, e: Error| {
+            entries.failure = Some(e);
+            serde::de::Error::custom("invalid entry")
+        };
+        while let Some(name) = map.next_key::<String>()? {
+            let Strict(value) = map.next_value()?;
+            if name == "__metadata__" {
+                if self.metadata.is_some() {
+                    return Err(serde::de::Error::custom("duplicate key `__metadata__`"));
+                }
+                match serde_json::from_value(value) {
+                    Ok(m) => self.metadata = Some(m),
+                    Err(e) => {
+                        let e = Error::format(
+                            self.path,
+                            format!("__metadata__ must map strings to strings: {e}"),
+                        );
+                        return Err(stop(self, e));
+                    }
+                }
+                continue;
+            }
+            match tensor_entry(self.path, name, value) {
+                Ok(t) => self.tensors.push(t),
+                Err(e) => return Err(stop(self, e)),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Validates one tensor entry of the header.
+fn tensor_entry(path: &Path, name: String, value: serde_json::Value) -> Result<RawTensor> {
+    let tensor_fail = |reason: String| Error::tensor(path, &name, reason);
+    if let Some(field) = value
+        .as_object()
+        .and_then(|o| o.keys().find(|k| !TENSOR_FIELDS.contains(&k.as_str())))
+    {
+        return Err(tensor_fail(format!(
+            "unknown field `{field}` in the tensor entry"
+        )));
+    }
+    if let Some(dtype) = value.get("dtype").and_then(|d| d.as_str()) {
+        if serde_json::from_value::<Dtype>(dtype.into()).is_err() {
+            return Err(tensor_fail(format!("unknown dtype `{dtype}`")));
+        }
+    }
+    let info: TensorInfo = serde_json::from_value(value)
+        .map_err(|e| tensor_fail(format!("invalid tensor entry: {e}")))?;
+    let (start, end) = info.data_offsets;
+    let count = element_count(&info.shape)
+        .ok_or_else(|| tensor_fail(format!("shape {:?} overflows", info.shape)))?;
+    let need = byte_len(info.dtype, count).ok_or_else(|| {
+        tensor_fail(format!(
+            "shape {:?} of {:?} does not fill whole bytes",
+            info.shape, info.dtype
+        ))
+    })?;
+    if end < start {
+        return Err(tensor_fail(format!(
+            "data_offsets [{start}, {end}] end before they start"
+        )));
+    }
+    if end - start != need {
+        return Err(tensor_fail(format!(
+            "shape {:?} of {:?} needs {need} bytes but data_offsets [{start}, {end}] span {}",
+            info.shape,
+            info.dtype,
+            end - start
+        )));
+    }
+    Ok(RawTensor {
+        name,
+        dtype: info.dtype,
+        shape: info.shape,
+        start,
+        end,
+    })
+}
+
 /// Number of elements of `shape`, or `None` on overflow.
 pub fn element_count(shape: &[usize]) -> Option<usize> {
     shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d))
@@ -147,66 +246,40 @@ pub fn parse(path: &Path, file: &[u8]) -> Result<Header> {
     }
     let json = std::str::from_utf8(&file[8..data_start])
         .map_err(|e| fail(format!("header is not valid UTF-8: {e}")))?;
-    let entries = match serde_json::from_str::<Strict>(json.trim_end()) {
-        Ok(Strict(serde_json::Value::Object(map))) => map,
-        Ok(_) => return Err(fail("header is not a valid JSON object".into())),
-        Err(e) => return Err(fail(format!("header is not a valid JSON object: {e}"))),
+    // The top-level object is converted entry by entry, so that only one
+    // entry's JSON tree exists at a time: bookkeeping stays compact (about
+    // 100 bytes per tensor plus its name) however many tensors there are.
+    let mut entries = Entries {
+        path,
+        metadata: None,
+        tensors: Vec::new(),
+        failure: None,
     };
-
-    let mut metadata = BTreeMap::new();
-    let mut tensors = Vec::with_capacity(entries.len());
-    for (name, value) in entries {
-        if name == "__metadata__" {
-            metadata = serde_json::from_value(value)
-                .map_err(|e| fail(format!("__metadata__ must map strings to strings: {e}")))?;
-            continue;
-        }
-        let tensor_fail = |reason: String| Error::tensor(path, &name, reason);
-        if let Some(field) = value
-            .as_object()
-            .and_then(|o| o.keys().find(|k| !TENSOR_FIELDS.contains(&k.as_str())))
-        {
-            return Err(tensor_fail(format!(
-                "unknown field `{field}` in the tensor entry"
-            )));
-        }
-        if let Some(dtype) = value.get("dtype").and_then(|d| d.as_str()) {
-            if serde_json::from_value::<Dtype>(dtype.into()).is_err() {
-                return Err(tensor_fail(format!("unknown dtype `{dtype}`")));
-            }
-        }
-        let info: TensorInfo = serde_json::from_value(value)
-            .map_err(|e| tensor_fail(format!("invalid tensor entry: {e}")))?;
-        let (start, end) = info.data_offsets;
-        let count = element_count(&info.shape)
-            .ok_or_else(|| tensor_fail(format!("shape {:?} overflows", info.shape)))?;
-        let need = byte_len(info.dtype, count).ok_or_else(|| {
-            tensor_fail(format!(
-                "shape {:?} of {:?} does not fill whole bytes",
-                info.shape, info.dtype
-            ))
-        })?;
-        if end < start {
-            return Err(tensor_fail(format!(
-                "data_offsets [{start}, {end}] end before they start"
-            )));
-        }
-        if end - start != need {
-            return Err(tensor_fail(format!(
-                "shape {:?} of {:?} needs {need} bytes but data_offsets [{start}, {end}] span {}",
-                info.shape,
-                info.dtype,
-                end - start
-            )));
-        }
-        tensors.push(RawTensor {
-            name,
-            dtype: info.dtype,
-            shape: info.shape,
-            start,
-            end,
-        });
+    let mut de = serde_json::Deserializer::from_str(json.trim_end());
+    let parsed =
+        serde::Deserializer::deserialize_map(&mut de, &mut entries).and_then(|()| de.end());
+    if let Some(e) = entries.failure.take() {
+        return Err(e);
     }
+    if let Err(e) = parsed {
+        return Err(fail(format!("header is not a valid JSON object: {e}")));
+    }
+    let metadata = entries.metadata.unwrap_or_default();
+    let mut tensors = entries.tensors;
+    // Two entries with one name (JSON keeps the last; other readers may
+    // keep the first).
+    let mut order: Vec<usize> = (0..tensors.len()).collect();
+    order.sort_by(|&a, &b| tensors[a].name.cmp(&tensors[b].name));
+    if let Some(w) = order
+        .windows(2)
+        .find(|w| tensors[w[0]].name == tensors[w[1]].name)
+    {
+        return Err(fail(format!(
+            "header is not a valid JSON object: duplicate key `{}`",
+            tensors[w[0]].name
+        )));
+    }
+    drop(order);
 
     tensors.sort_by_key(|t| (t.start, t.end));
     let data_len = file_len - data_start;

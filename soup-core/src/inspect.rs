@@ -4,12 +4,11 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::Checkpoint;
 use crate::error::Result;
-use crate::stream::{windows, Control};
+use crate::stream::{drive, no_lag, CheckpointRows, Control, Units};
 
 /// One tensor of an inspected checkpoint.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -65,41 +64,36 @@ pub fn inspect(
     let tensors = checkpoint.tensors();
     let mut zeros: Vec<Option<u64>> = tensors.iter().map(|t| t.float_type().map(|_| 0)).collect();
     if count_zeros {
-        let sizes: Vec<(usize, usize)> = tensors
-            .iter()
-            .map(|t| match t.float_type() {
-                Some(ty) => (t.numel(), ty.size()),
-                None => (0, 0),
-            })
+        let floats: Vec<usize> = (0..tensors.len())
+            .filter(|&i| tensors[i].float_type().is_some())
             .collect();
-        control
-            .progress
-            .start("counting zeros", checkpoint.data_bytes());
-        for window in windows(&sizes, control.options) {
-            control.check()?;
-            let counts: Vec<u64> = window
-                .par_iter()
-                .map(|p| {
-                    let t = &tensors[p.tensor];
-                    let Some(ty) = t.float_type() else { return 0 };
-                    let bytes = checkpoint.bytes(t, t.byte_range(&p.elems));
-                    let mut bits = Vec::new();
-                    let nonzero = crate::dtype::pack_mask(bytes, ty, &mut bits);
-                    p.elems.len() as u64 - nonzero
-                })
-                .collect();
-            for (p, c) in window.iter().zip(counts) {
-                let t = &tensors[p.tensor];
-                if let Some(z) = zeros[p.tensor].as_mut() {
-                    *z += c;
+        let rows = CheckpointRows::new(
+            vec![checkpoint],
+            floats.iter().map(|&i| vec![&tensors[i]]).collect(),
+            None,
+        );
+        drive(
+            &rows,
+            control,
+            "counting zeros",
+            Units::Pieces,
+            |_| Ok(()),
+            |p, _, _| {
+                let ty = rows.entry(p.tensor, 0).float_type().expect("float rows");
+                let mut bits = Vec::new();
+                let nonzero = crate::dtype::pack_mask(rows.bytes(0, p), ty, &mut bits);
+                Ok(p.elems.len() as u64 - nonzero)
+            },
+            no_lag(),
+            |window, counts| {
+                for (p, c) in window.iter().zip(counts) {
+                    if let Some(z) = zeros[floats[p.tensor]].as_mut() {
+                        *z += c;
+                    }
                 }
-                checkpoint.release(t, t.byte_range(&p.elems));
-                control
-                    .progress
-                    .advance(t.byte_range(&p.elems).len() as u64);
-            }
-        }
-        control.progress.finish();
+                Ok(())
+            },
+        )?;
     }
     let summaries: Vec<TensorSummary> = tensors
         .iter()

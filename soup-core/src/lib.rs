@@ -32,6 +32,7 @@
 
 pub mod checkpoint;
 pub mod diff;
+mod distance;
 pub mod dtype;
 pub mod error;
 pub mod greedy;
@@ -51,15 +52,19 @@ pub mod surgery;
 
 pub use checkpoint::{align, Checkpoint, TensorEntry};
 pub use diff::{diff, DiffOptions, DiffReport};
+pub use distance::{distance, DistanceReport};
 pub use dtype::{Dtype, FloatType};
 pub use error::{Error, Result};
 pub use greedy::{greedy_soup, CommandScorer, GreedyOptions, GreedyReport, Scorer};
 pub use hash::{hash_checkpoint, CheckpointHash};
 pub use inspect::{inspect, Inspection};
 pub use mask::{check_masks, MaskReport};
-pub use merge::{merge, IntPolicy, MaskPolicy, MergeOptions, MergeReport};
+pub use merge::{merge, IntPolicy, MaskPolicy, MergeMethod, MergeOptions, MergeReport};
 pub use output::{Output, OutputOptions, OutputTensor};
-pub use prune::{plan as plan_prune, prune, PruneOptions, PruneReport, Scope};
+pub use prune::{
+    is_prunable, plan as plan_prune, prune, prune_tensors, Criterion, PruneOptions, PruneReport,
+    PruneSelection, Scope, TensorView, TensorsPrune,
+};
 pub use select::Selection;
 pub use stream::{Control, NoProgress, Progress, StreamOptions};
 pub use surgery::{apply_mask, edit, relayout, EditOptions, MaskOptions};

@@ -15,7 +15,7 @@ use crate::checkpoint::{align, Checkpoint, TensorEntry};
 use crate::error::Result;
 use crate::hash::hex;
 use crate::select::Selection;
-use crate::stream::{windows, Control, Piece};
+use crate::stream::{drive, CheckpointRows, Control, Lagged, Piece, Units};
 
 /// The comparison of one tensor's masks.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -86,91 +86,68 @@ pub fn check_masks(
         .filter(|row| row[0].float_type().is_some() && selection.matches(&row[0].name))
         .collect();
     let n = all.len();
-    let sizes: Vec<(usize, usize)> = rows
-        .iter()
-        .map(|r| (r[0].numel(), r[0].dtype.bitsize().div_ceil(8) * n))
-        .collect();
-    let hashers: Vec<Vec<Sha256>> = vec![Vec::new(); n];
     let mut zeros = vec![0u64; rows.len()];
     let mut differing = vec![0u64; rows.len()];
     let mut per_input = vec![vec![0u64; n]; rows.len()];
-    let mut fingerprints: Vec<Vec<String>> = vec![Vec::with_capacity(n); rows.len()];
-    let total: u64 = sizes.iter().map(|(e, b)| (e * b) as u64).sum();
-    control.progress.start("comparing masks", total);
-
+    let rows = CheckpointRows::new(all.clone(), rows, None);
     // Fingerprints are sequential per input, so they lag one window behind:
     // while the threads pack window w (memory-bound), they also hash the
-    // masks of window w - 1 (compute-bound), one task per input.
-    let hashers: Vec<Mutex<Vec<Sha256>>> = hashers.into_iter().map(Mutex::new).collect();
-    let mut pending: Option<(Vec<Piece>, Vec<PackedPiece>)> = None;
-    let all_windows = windows(&sizes, control.options);
-    for window in all_windows.iter().map(Some).chain([None]) {
-        control.check()?;
-        let pieces = window.map_or(&[][..], |w| &w[..]);
-        let slots: Vec<Mutex<Option<PackedPiece>>> =
-            pieces.iter().map(|_| Mutex::new(None)).collect();
-        let hash_tasks = if pending.is_some() { n } else { 0 };
-        crate::stream::run_tasks(hash_tasks + pieces.len(), |task| {
-            if task < hash_tasks {
-                let (window, packed) = pending.as_ref().expect("pending window");
-                let mut hs = hashers[task].lock().expect("not poisoned");
-                for (piece, p) in window.iter().zip(packed) {
-                    if piece.first {
-                        hs.push(Sha256::new());
-                    }
-                    hs.last_mut().expect("started").update(&p.masks[task]);
+    // masks of window w - 1 (compute-bound), one lagged task per input.
+    // Per input: the hash of the tensor in progress, and the finished
+    // digests (32 bytes per tensor; hex only in the report).
+    let hashers: Vec<Mutex<Fingerprints>> = (0..n).map(|_| Mutex::default()).collect();
+    let fingerprint = |k: usize, window: &[Piece], packed: &[PackedPiece]| {
+        let mut f = hashers[k].lock().expect("not poisoned");
+        for (piece, p) in window.iter().zip(packed) {
+            if piece.first {
+                f.current = Some(Sha256::new());
+            }
+            f.current.as_mut().expect("started").update(&p.masks[k]);
+            if piece.last {
+                let digest = f.current.take().expect("started").finalize();
+                f.done.push(digest.into());
+            }
+        }
+    };
+    drive(
+        &rows,
+        control,
+        "comparing masks",
+        Units::Pieces,
+        |_| Ok(()),
+        |piece, _, _| Ok(pack_piece(&rows, n, piece)),
+        Lagged {
+            tasks: n,
+            run: fingerprint,
+        },
+        |window, packed| {
+            for (piece, p) in window.iter().zip(packed) {
+                zeros[piece.tensor] += p.zeros;
+                differing[piece.tensor] += p.differing;
+                for (t, p) in per_input[piece.tensor].iter_mut().zip(&p.per_input) {
+                    *t += p;
                 }
-            } else {
-                let piece = &pieces[task - hash_tasks];
-                let packed = pack_piece(&rows, &all, piece);
-                *slots[task - hash_tasks].lock().expect("not poisoned") = Some(packed);
             }
-        });
-        let packed: Vec<PackedPiece> = slots
-            .into_iter()
-            .map(|s| {
-                s.into_inner()
-                    .expect("not poisoned")
-                    .expect("every piece ran")
-            })
-            .collect();
-        for (piece, p) in pieces.iter().zip(&packed) {
-            zeros[piece.tensor] += p.zeros;
-            differing[piece.tensor] += p.differing;
-            for (t, p) in per_input[piece.tensor].iter_mut().zip(&p.per_input) {
-                *t += p;
-            }
-            for (k, t) in rows[piece.tensor].iter().enumerate() {
-                all[k].release(t, t.byte_range(&piece.elems));
-            }
-            control
-                .progress
-                .advance((piece.elems.len() * sizes[piece.tensor].1) as u64);
-        }
-        pending = window.map(|w| (w.clone(), packed));
-    }
-    let hashers: Vec<Vec<Sha256>> = hashers
+            Ok(())
+        },
+    )?;
+    let digests: Vec<Vec<[u8; 32]>> = hashers
         .into_iter()
-        .map(|h| h.into_inner().expect("not poisoned"))
+        .map(|f| f.into_inner().expect("not poisoned").done)
         .collect();
-    control.progress.finish();
-    for hs in hashers {
-        for (t, h) in hs.into_iter().enumerate() {
-            fingerprints[t].push(hex(&h.finalize()));
-        }
-    }
+    let rows: Vec<&TensorEntry> = (0..zeros.len()).map(|t| rows.entry(t, 0)).collect();
 
     // Position of the first input among `all` (after a separate reference).
     let first_input = 1 - skip;
     let tensors: Vec<TensorMask> = rows
         .iter()
         .enumerate()
-        .map(|(t, row)| {
-            let numel = row[0].numel() as u64;
-            let fp = &fingerprints[t];
+        .map(|(t, entry)| {
+            let numel = entry.numel() as u64;
+            let fp: Vec<String> = digests.iter().map(|d| hex(&d[t])).collect();
             TensorMask {
-                name: row[0].name.clone(),
-                shape: row[0].shape.clone(),
+                name: entry.name.clone(),
+                shape: entry.shape.clone(),
                 numel,
                 zeros: zeros[t],
                 sparsity: ratio(zeros[t], numel),
@@ -201,15 +178,16 @@ pub fn check_masks(
 
 /// Packs every checkpoint's mask of `piece` and counts the positions where
 /// each differs from the reference's (the first checkpoint's).
-fn pack_piece(rows: &[Vec<&TensorEntry>], all: &[&Checkpoint], piece: &Piece) -> PackedPiece {
-    let row = &rows[piece.tensor];
-    let n = all.len();
-    let ty = row[0].float_type().expect("float rows only");
+fn pack_piece(rows: &CheckpointRows, n: usize, piece: &Piece) -> PackedPiece {
+    let ty = rows
+        .entry(piece.tensor, 0)
+        .float_type()
+        .expect("float rows only");
     let mut masks = Vec::with_capacity(n);
     let mut nonzero_ref = 0;
-    for (k, t) in row.iter().enumerate() {
+    for k in 0..n {
         let mut bits = Vec::new();
-        let bytes = all[k].bytes(t, t.byte_range(&piece.elems));
+        let bytes = rows.bytes(k, piece);
         let nz = crate::dtype::pack_mask(bytes, ty, &mut bits);
         if k == 0 {
             nonzero_ref = nz;
@@ -248,6 +226,13 @@ fn pack_piece(rows: &[Vec<&TensorEntry>], all: &[&Checkpoint], piece: &Piece) ->
         per_input: per,
         differing: any,
     }
+}
+
+/// The mask fingerprints of one input.
+#[derive(Default)]
+struct Fingerprints {
+    current: Option<Sha256>,
+    done: Vec<[u8; 32]>,
 }
 
 /// One piece's masks (bit-packed, per checkpoint) and counts.

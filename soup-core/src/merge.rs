@@ -1,27 +1,29 @@
-//! Averaging checkpoints out of core: uniform or weighted means of every
-//! floating-point tensor, with the mask check of `soup check-mask` done in
-//! the same pass.
+//! Merging checkpoints out of core: every floating-point tensor is combined
+//! by the [`MergeMethod`] (a uniform or weighted mean today), with the mask
+//! check of `soup check-mask` done in the same pass.
 //!
-//! The mean is computed incrementally, `m += (x_k - m) * w_k / W_k` with
+//! The method is a seam: the streaming, mask checks, integer policy and
+//! output are shared, and a method only says how one block of every
+//! input's values becomes the output's block (a kernel). A method that
+//! needs a base model (task arithmetic, TIES) adds a variant and a kernel.
+//!
+//! The means are computed incrementally, `m += (x_k - m) * w_k / W_k` with
 //! `W_k` the running weight sum, in f32 (f64 for F64 tensors). Unlike
 //! `sum / n`, this returns identical inputs bit for bit and keeps zeros that
 //! all inputs share exactly, which is what a soup of candidates with one
 //! mask needs.
 
 use std::cell::RefCell;
-use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{align, Checkpoint, TensorEntry};
 use crate::dtype::{Accumulator, FloatType};
 use crate::error::{Error, Result};
-use crate::hash::TensorHasher;
 use crate::output::{Output, OutputOptions, OutputTensor};
 use crate::provenance;
-use crate::stream::{windows, Control, Piece};
+use crate::stream::{drive, no_lag, CheckpointRows, Control, Piece, Units};
 
 /// What to do when the inputs' masks differ.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -48,11 +50,100 @@ pub enum IntPolicy {
     First,
 }
 
+/// How the inputs' float tensors are combined.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MergeMethod {
+    /// The plain mean (a uniform soup).
+    #[default]
+    Uniform,
+    /// A weighted mean: one non-negative weight per input, normalised to
+    /// sum 1.
+    Weighted(Vec<f64>),
+}
+
+impl MergeMethod {
+    /// The method's name, as recorded in the recipe.
+    pub fn name(&self) -> &'static str {
+        match self {
+            MergeMethod::Uniform => "uniform",
+            MergeMethod::Weighted(_) => "weighted",
+        }
+    }
+
+    /// The normalised weight of each of `inputs` inputs; an error for
+    /// weights that do not fit.
+    pub fn weights(&self, inputs: usize) -> Result<Vec<f64>> {
+        match self {
+            MergeMethod::Uniform => normalise_weights(None, inputs),
+            MergeMethod::Weighted(w) => normalise_weights(Some(w), inputs),
+        }
+    }
+}
+
+/// How one block of every input's values becomes the output's block.
+#[derive(Debug, Clone)]
+enum Kernel {
+    /// The incremental mean `m += (x_k - m) * c_k`, seeded with input
+    /// `seed` (the first with positive weight); inputs with `c_k = 0` are
+    /// skipped.
+    Mean { coefficients: Vec<f64>, seed: usize },
+}
+
+impl Kernel {
+    fn new(method: &MergeMethod, inputs: usize) -> Result<(Kernel, Vec<f64>)> {
+        match method {
+            MergeMethod::Uniform | MergeMethod::Weighted(_) => {
+                let weights = method.weights(inputs)?;
+                let mut running = 0.0;
+                let coefficients = weights
+                    .iter()
+                    .map(|&w| {
+                        running += w;
+                        if w > 0.0 {
+                            w / running
+                        } else {
+                            0.0
+                        }
+                    })
+                    .collect();
+                let seed = weights.iter().position(|&w| w > 0.0).expect("positive sum");
+                Ok((Kernel::Mean { coefficients, seed }, weights))
+            }
+        }
+    }
+
+    /// Combines `block(k)` of every input (elements of `in_type`) into
+    /// `acc`, using `x` as scratch.
+    fn combine<'b, A: Accumulator>(
+        &self,
+        block: impl Fn(usize) -> &'b [u8],
+        in_type: FloatType,
+        acc: &mut [A],
+        x: &mut Vec<A>,
+    ) {
+        match self {
+            Kernel::Mean { coefficients, seed } => {
+                let len = acc.len();
+                A::decode_into(block(*seed), in_type, acc);
+                for (k, &c) in coefficients.iter().enumerate() {
+                    if k == *seed || c <= 0.0 {
+                        continue;
+                    }
+                    x.resize(len, A::ZERO);
+                    A::decode_into(block(k), in_type, x);
+                    A::fold(acc, x, A::from_f64(c));
+                }
+            }
+        }
+    }
+}
+
 /// Parameters of a merge.
 #[derive(Debug, Clone, Default)]
 pub struct MergeOptions {
-    /// One weight per input (normalised to sum 1); `None` for a uniform mean.
-    pub weights: Option<Vec<f64>>,
+    /// How float tensors are combined.
+    pub method: MergeMethod,
     /// Mask policy.
     pub mask_policy: MaskPolicy,
     /// Integer policy.
@@ -132,22 +223,7 @@ pub fn merge(
     }
     let refs: Vec<&Checkpoint> = inputs.iter().collect();
     let rows = align(&refs)?;
-    let weights = normalise_weights(options.weights.as_deref(), inputs.len())?;
-    // Coefficient of each input in the incremental mean; the first input
-    // with positive weight seeds the accumulator.
-    let mut running = 0.0;
-    let coefficients: Vec<f64> = weights
-        .iter()
-        .map(|&w| {
-            running += w;
-            if w > 0.0 {
-                w / running
-            } else {
-                0.0
-            }
-        })
-        .collect();
-    let seed = weights.iter().position(|&w| w > 0.0).expect("positive sum");
+    let (kernel, weights) = Kernel::new(&options.method, inputs.len())?;
 
     let out_tensors: Vec<OutputTensor> = rows
         .iter()
@@ -163,6 +239,7 @@ pub fn merge(
 
     let input_paths: Vec<&Path> = inputs.iter().flat_map(|c| c.files()).collect();
     let mut recipe = serde_json::json!({
+        "method": options.method.name(),
         "weights": weights,
         "mask_policy": options.mask_policy,
         "int_policy": options.int_policy,
@@ -199,8 +276,7 @@ pub fn merge(
         inputs,
         rows: &rows,
         out_tensors: &out_tensors,
-        coefficients: &coefficients,
-        seed,
+        kernel: &kernel,
         options,
         output: &output,
     };
@@ -231,47 +307,24 @@ struct Plan<'a> {
     inputs: &'a [Checkpoint],
     rows: &'a [Vec<&'a TensorEntry>],
     out_tensors: &'a [OutputTensor],
-    coefficients: &'a [f64],
-    seed: usize,
+    kernel: &'a Kernel,
     options: &'a MergeOptions,
     output: &'a Output,
 }
 
-/// Per-input running content hash.
-#[derive(Default)]
-struct HashState {
-    kind: crate::hash::DigestKind,
-    current: Option<TensorHasher>,
-    done: Vec<(String, String)>,
-}
-
 impl Plan<'_> {
-    /// Streams every window: merges its pieces while hashing the inputs'
-    /// bytes, then checks masks and releases pages. Written data is handed
-    /// to the disk window by window (see [`Output::sync_data`]), so the
-    /// final fsync finds little left to do.
+    /// Streams every window through the driver: merges its pieces while
+    /// the inputs' bytes are hashed on the side, then checks masks. Written
+    /// data is handed to the disk window by window (see
+    /// [`Output::sync_data`]), so the final fsync finds little left to do.
     fn run(&self, control: &Control) -> Result<(Vec<String>, MaskDifferences)> {
         let n = self.inputs.len();
-        let sizes: Vec<(usize, usize)> = self
-            .rows
-            .iter()
-            .map(|row| {
-                let per_elem = row[0].dtype.bitsize().div_ceil(8);
-                (row[0].numel(), per_elem * n)
-            })
-            .collect();
-        let total: u64 = self.inputs.iter().map(|c| c.data_bytes()).sum();
+        let rows = CheckpointRows::new(
+            self.inputs.iter().collect(),
+            self.rows.to_vec(),
+            Some(control.digest),
+        );
         let mut diffs: Vec<Vec<u64>> = vec![vec![0; n]; self.rows.len()];
-        let hash_states: Vec<Mutex<HashState>> = (0..n)
-            .map(|_| {
-                Mutex::new(HashState {
-                    kind: control.digest,
-                    ..HashState::default()
-                })
-            })
-            .collect();
-        control.progress.start("merging", total);
-        let all_windows = windows(&sizes, control.options);
         let (sync_request, sync_wanted) = std::sync::mpsc::sync_channel::<()>(1);
         std::thread::scope(|scope| -> Result<()> {
             // Hands what is written so far to the disk while the merge goes
@@ -283,40 +336,32 @@ impl Plan<'_> {
                 }
                 Ok(())
             });
-            for window in &all_windows {
-                control.check()?;
-                let merged = self.run_window(window, &hash_states);
-                for (piece, piece_diffs) in window.iter().zip(merged?) {
-                    for (total, d) in diffs[piece.tensor].iter_mut().zip(piece_diffs) {
-                        *total += d;
+            drive(
+                &rows,
+                control,
+                "merging",
+                Units::Pieces,
+                |_| Ok(()),
+                |piece, _, _| self.merge_piece(&rows, piece),
+                no_lag(),
+                |window, merged| {
+                    for (piece, piece_diffs) in window.iter().zip(merged) {
+                        for (total, d) in diffs[piece.tensor].iter_mut().zip(piece_diffs) {
+                            *total += d;
+                        }
                     }
-                }
-                if self.options.mask_policy == MaskPolicy::Refuse {
-                    self.refuse_on_difference(window, &diffs)?;
-                }
-                self.for_each_range(window, |k, t, r| self.inputs[k].release(t, r));
-                let bytes: usize = window
-                    .iter()
-                    .map(|p| p.elems.len() * sizes[p.tensor].1)
-                    .sum();
-                control.progress.advance(bytes as u64);
-                // Busy syncer: the next request covers this window too.
-                let _ = sync_request.try_send(());
-            }
+                    if self.options.mask_policy == MaskPolicy::Refuse {
+                        self.refuse_on_difference(window, &diffs)?;
+                    }
+                    // Busy syncer: the next request covers this window too.
+                    let _ = sync_request.try_send(());
+                    Ok(())
+                },
+            )?;
             drop(sync_request);
             syncer.join().expect("syncer does not panic")
         })?;
-        control.progress.finish();
-        let hashes = hash_states
-            .into_iter()
-            .map(|s| {
-                let s = s.into_inner().expect("not poisoned");
-                crate::hash::combine_with(
-                    s.kind,
-                    s.done.iter().map(|(a, b)| (a.as_str(), b.as_str())),
-                )
-            })
-            .collect();
+        let hashes = rows.digests().expect("hashed");
         let differences = self
             .rows
             .iter()
@@ -327,75 +372,16 @@ impl Plan<'_> {
         Ok((hashes, differences))
     }
 
-    /// Hashes the window's bytes of every input and merges its pieces, on
-    /// all threads. The tasks are taken longest first (one hash task per
-    /// input, then the pieces), so the threads finish together.
-    fn run_window(
-        &self,
-        window: &[Piece],
-        hash_states: &[Mutex<HashState>],
-    ) -> Result<Vec<Vec<u64>>> {
-        let n = self.inputs.len();
-        let results: Vec<Mutex<Option<Result<Vec<u64>>>>> =
-            window.iter().map(|_| Mutex::new(None)).collect();
-        crate::stream::run_tasks(n + window.len(), |task| {
-            if task < n {
-                let mut state = hash_states[task].lock().expect("not poisoned");
-                self.hash_window(task, window, &mut state);
-            } else {
-                let result = self.merge_piece(&window[task - n]);
-                *results[task - n].lock().expect("not poisoned") = Some(result);
-            }
-        });
-        results
-            .into_iter()
-            .map(|r| {
-                r.into_inner()
-                    .expect("not poisoned")
-                    .expect("every piece ran")
-            })
-            .collect()
-    }
-
-    /// Calls `f(input, tensor, byte range)` for every input's bytes of
-    /// every piece of `window`.
-    fn for_each_range(&self, window: &[Piece], f: impl Fn(usize, &TensorEntry, Range<usize>)) {
-        for piece in window {
-            for (k, entry) in self.rows[piece.tensor].iter().enumerate() {
-                f(k, entry, entry.byte_range(&piece.elems));
-            }
-        }
-    }
-
-    fn hash_window(&self, k: usize, window: &[Piece], state: &mut HashState) {
-        for piece in window {
-            let t = self.rows[piece.tensor][k];
-            if piece.first {
-                state.current = Some(TensorHasher::with_kind(
-                    state.kind, &t.name, t.dtype, &t.shape,
-                ));
-            }
-            let bytes = self.inputs[k].bytes(t, t.byte_range(&piece.elems));
-            state.current.as_mut().expect("started").update(bytes);
-            if piece.last {
-                let digest = state.current.take().expect("started").finish();
-                state.done.push((t.name.clone(), digest));
-            }
-        }
-    }
-
     fn refuse_on_difference(&self, window: &[Piece], diffs: &[Vec<u64>]) -> Result<()> {
         for piece in window.iter().filter(|p| p.last) {
             let d = &diffs[piece.tensor];
             if let Some(k) = d.iter().position(|&x| x > 0) {
-                return Err(Error::Mismatch(format!(
-                    "masks differ: tensor `{}` has {} positions where {} differs from {}; \
-                     see `soup check-mask`, or merge anyway with --mask-policy union|intersect",
-                    self.rows[piece.tensor][0].name,
-                    d[k],
-                    self.inputs[k].path().display(),
-                    self.inputs[0].path().display(),
-                )));
+                return Err(Error::MasksDiffer {
+                    tensor: self.rows[piece.tensor][0].name.clone(),
+                    positions: d[k],
+                    input: self.inputs[k].path().to_path_buf(),
+                    reference: self.inputs[0].path().to_path_buf(),
+                });
             }
         }
         Ok(())
@@ -403,26 +389,20 @@ impl Plan<'_> {
 
     /// Merges one piece and writes it; returns, per input, the positions
     /// where its mask differs from the first input's.
-    fn merge_piece(&self, piece: &Piece) -> Result<Vec<u64>> {
+    fn merge_piece(&self, rows: &CheckpointRows, piece: &Piece) -> Result<Vec<u64>> {
         let row = &self.rows[piece.tensor];
         let n = self.inputs.len();
-        let bytes: Vec<&[u8]> = row
-            .iter()
-            .enumerate()
-            .map(|(k, t)| self.inputs[k].bytes(t, t.byte_range(&piece.elems)))
-            .collect();
+        let bytes: Vec<&[u8]> = (0..n).map(|k| rows.bytes(k, piece)).collect();
         let offset = row[0].byte_range(&piece.elems).start;
         let Some(in_type) = row[0].float_type() else {
             if self.options.int_policy == IntPolicy::Equal {
                 if let Some(k) = (1..n).find(|&k| bytes[k] != bytes[0]) {
-                    return Err(Error::Mismatch(format!(
-                        "tensor `{}` ({:?}) differs between {} and {}: integer and bool tensors \
-                         are never averaged (use --int-policy first to take the first input's)",
-                        row[0].name,
-                        row[0].dtype,
-                        self.inputs[0].path().display(),
-                        self.inputs[k].path().display()
-                    )));
+                    return Err(Error::IntegersDiffer {
+                        tensor: row[0].name.clone(),
+                        dtype: crate::dtype::name(row[0].dtype),
+                        first: self.inputs[0].path().to_path_buf(),
+                        other: self.inputs[k].path().to_path_buf(),
+                    });
                 }
             }
             self.output.write(piece.tensor, offset, bytes[0])?;
@@ -474,7 +454,6 @@ impl Plan<'_> {
         let size = in_type.size();
         let elems = bytes[0].len() / size;
         let intersect = self.options.mask_policy == MaskPolicy::Intersect;
-        let coefficients: Vec<A> = self.coefficients.iter().map(|&c| A::from_f64(c)).collect();
         let mut diffs = vec![0u64; n];
         scratch.masks.resize_with(n, Vec::new);
         out.clear();
@@ -493,15 +472,8 @@ impl Plan<'_> {
                 *d += xor_count(reference, mask);
             }
             scratch.acc.resize(len, A::ZERO);
-            A::decode_into(block(self.seed), in_type, &mut scratch.acc);
-            for (k, &c) in coefficients.iter().enumerate() {
-                if k == self.seed || self.coefficients[k] <= 0.0 {
-                    continue;
-                }
-                scratch.x.resize(len, A::ZERO);
-                A::decode_into(block(k), in_type, &mut scratch.x);
-                A::fold(&mut scratch.acc, &scratch.x, c);
-            }
+            self.kernel
+                .combine(block, in_type, &mut scratch.acc, &mut scratch.x);
             if intersect {
                 for (i, m) in scratch.acc.iter_mut().enumerate() {
                     let alive = scratch
@@ -558,4 +530,86 @@ fn xor_count(a: &[u8], b: &[u8]) -> u64 {
         count += (x ^ y).count_ones() as u64;
     }
     count
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use safetensors::Dtype;
+    use std::collections::BTreeMap;
+
+    /// A checkpoint with an F32 tensor `w` and an I64 tensor `steps`.
+    fn write(path: &Path, w: &[f32], steps: i64) -> Checkpoint {
+        let layout = [
+            OutputTensor {
+                name: "w".into(),
+                dtype: Dtype::F32,
+                shape: vec![w.len()],
+            },
+            OutputTensor {
+                name: "steps".into(),
+                dtype: Dtype::I64,
+                shape: vec![1],
+            },
+        ];
+        let out = Output::create(
+            path,
+            &layout,
+            BTreeMap::new(),
+            &[],
+            &OutputOptions::default(),
+        )
+        .unwrap();
+        let bytes: Vec<u8> = w.iter().flat_map(|v| v.to_le_bytes()).collect();
+        out.write(0, 0, &bytes).unwrap();
+        out.write(1, 0, &steps.to_le_bytes()).unwrap();
+        out.commit().unwrap();
+        Checkpoint::open(path).unwrap()
+    }
+
+    /// Refusals are variants a caller can match, naming what differs.
+    #[test]
+    fn refusals_are_structured() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = write(&dir.path().join("a.safetensors"), &[1.0, 0.0, 2.0], 5);
+        let b = write(&dir.path().join("b.safetensors"), &[1.0, 3.0, 0.0], 5);
+        let c = write(&dir.path().join("c.safetensors"), &[2.0, 0.0, 4.0], 6);
+        let target = dir.path().join("out.safetensors");
+        let control = Control::default();
+        let e = merge(&[a, b], &target, &MergeOptions::default(), &control).unwrap_err();
+        assert!(
+            matches!(&e, Error::MasksDiffer { tensor, positions: 2, .. } if tensor == "w"),
+            "{e}"
+        );
+        let a = Checkpoint::open(dir.path().join("a.safetensors")).unwrap();
+        let e = merge(&[a, c], &target, &MergeOptions::default(), &control).unwrap_err();
+        assert!(
+            matches!(&e, Error::IntegersDiffer { tensor, .. } if tensor == "steps"),
+            "{e}"
+        );
+        assert!(
+            !e.to_string().contains("--"),
+            "no CLI flags in library errors: {e}"
+        );
+        assert!(!target.exists());
+        // A weighted method that does not fit the inputs is refused before
+        // anything is written.
+        let a = Checkpoint::open(dir.path().join("a.safetensors")).unwrap();
+        let options = MergeOptions {
+            method: MergeMethod::Weighted(vec![1.0]),
+            ..MergeOptions::default()
+        };
+        let e = merge(&[a], &target, &options, &control);
+        assert!(e.is_ok(), "one input, one weight");
+        let a = Checkpoint::open(dir.path().join("a.safetensors")).unwrap();
+        let c = Checkpoint::open(dir.path().join("c.safetensors")).unwrap();
+        let e = merge(
+            &[a, c],
+            &dir.path().join("x.safetensors"),
+            &options,
+            &control,
+        )
+        .unwrap_err();
+        assert!(matches!(e, Error::Invalid(_)), "{e}");
+    }
 }

@@ -1,49 +1,11 @@
 //! The streaming skeleton shared by every operation that rewrites one
-//! checkpoint (prune, edit, apply-mask, shard, unshard): walk all tensors of
-//! the input in bounded windows, prepare each window sequentially, process
-//! its pieces in parallel while the input's content hash is computed on the
-//! side, then release the window's pages.
-
-use rayon::prelude::*;
+//! checkpoint (prune, edit, apply-mask, shard, unshard): the driver of
+//! [`crate::stream`] over all tensors of the input, with the input's content
+//! hash computed on the side.
 
 use crate::checkpoint::Checkpoint;
 use crate::error::Result;
-use crate::hash::TensorHasher;
-use crate::stream::{windows, Control, Piece};
-
-/// Running content hash of one checkpoint, fed in storage order.
-#[derive(Default)]
-struct HashState {
-    kind: crate::hash::DigestKind,
-    current: Option<TensorHasher>,
-    done: Vec<(String, String)>,
-}
-
-impl HashState {
-    fn feed(&mut self, input: &Checkpoint, window: &[Piece]) {
-        for piece in window {
-            let t = &input.tensors()[piece.tensor];
-            if piece.first {
-                self.current = Some(TensorHasher::with_kind(
-                    self.kind, &t.name, t.dtype, &t.shape,
-                ));
-            }
-            let bytes = input.bytes(t, t.byte_range(&piece.elems));
-            self.current.as_mut().expect("started").update(bytes);
-            if piece.last {
-                let digest = self.current.take().expect("started").finish();
-                self.done.push((t.name.clone(), digest));
-            }
-        }
-    }
-
-    fn finish(self) -> String {
-        crate::hash::combine_with(
-            self.kind,
-            self.done.iter().map(|(a, b)| (a.as_str(), b.as_str())),
-        )
-    }
-}
+use crate::stream::{drive, no_lag, CheckpointRows, Control, Piece, Units};
 
 /// Streams every tensor of `input` (pieces index `input.tensors()`).
 ///
@@ -60,66 +22,30 @@ pub(crate) fn stream<P, R>(
     control: &Control,
     what: &str,
     hash: bool,
-    mut prepare: impl FnMut(&[Piece]) -> Result<P>,
+    prepare: impl FnMut(&[Piece]) -> Result<P>,
     work: impl Fn(&Piece, &P, usize) -> Result<R> + Sync,
     mut collect: impl FnMut(&Piece, R),
 ) -> Result<Option<String>>
 where
     P: Sync,
-    R: Send,
+    R: Send + Sync + Clone,
 {
-    let tensors = input.tensors();
-    let sizes: Vec<(usize, usize)> = tensors
-        .iter()
-        .enumerate()
-        .map(|(i, t)| {
-            (
-                t.numel(),
-                t.dtype.bitsize().div_ceil(8) + extra_elem_bytes(i),
-            )
-        })
-        .collect();
-    let all = windows(&sizes, control.options);
-    let mut state = HashState {
-        kind: control.digest,
-        ..HashState::default()
-    };
-    control.progress.start(what, input.data_bytes());
-    for (w, window) in all.iter().enumerate() {
-        control.check()?;
-        if let Some(next) = all.get(w + 1) {
-            for p in next {
-                let t = &tensors[p.tensor];
-                input.prefetch(t, t.byte_range(&p.elems));
+    let extra = (0..input.tensors().len()).map(extra_elem_bytes).collect();
+    let rows = CheckpointRows::all(input, hash.then_some(control.digest)).with_extra(extra);
+    drive(
+        &rows,
+        control,
+        what,
+        Units::Pieces,
+        prepare,
+        work,
+        no_lag(),
+        |window, results| {
+            for (p, r) in window.iter().zip(results) {
+                collect(p, r.clone());
             }
-        }
-        let prepared = prepare(window)?;
-        let (results, ()) = rayon::join(
-            || {
-                window
-                    .par_iter()
-                    .enumerate()
-                    .map(|(i, p)| work(p, &prepared, i))
-                    .collect::<Result<Vec<R>>>()
-            },
-            || {
-                if hash {
-                    state.feed(input, window);
-                }
-            },
-        );
-        for (p, r) in window.iter().zip(results?) {
-            collect(p, r);
-        }
-        let mut bytes = 0u64;
-        for p in window {
-            let t = &tensors[p.tensor];
-            let range = t.byte_range(&p.elems);
-            bytes += range.len() as u64;
-            input.release(t, range);
-        }
-        control.progress.advance(bytes);
-    }
-    control.progress.finish();
-    Ok(hash.then(|| state.finish()))
+            Ok(())
+        },
+    )?;
+    Ok(rows.digests().map(|mut d| d.remove(0)))
 }

@@ -1,17 +1,27 @@
-//! Streaming over tensors in bounded windows.
+//! Streaming over tensors in bounded windows: the one driver of every
+//! out-of-core operation (hash, inspect, diff, mask, merge, distance,
+//! prune, and the rewrites of surgery).
 //!
-//! Every out-of-core operation walks its tensors the same way: each tensor is
-//! cut into pieces of at most [`StreamOptions::piece_elems`] elements, and
-//! consecutive pieces are grouped into windows whose bytes, summed over all
-//! inputs, stay under [`StreamOptions::budget_bytes`]. A window's pieces are
-//! processed in parallel; then its mapped pages are released. Peak memory is
-//! therefore the budget plus one piece of scratch per thread, whatever the
-//! checkpoint size or number of inputs.
+//! The operation's tensors form rows (one tensor of each input, matched by
+//! name). Each row is cut into pieces of at most
+//! [`StreamOptions::piece_elems`] elements, and consecutive pieces are
+//! grouped into windows whose bytes, summed over all inputs, stay under
+//! [`StreamOptions::budget_bytes`]. For each window, the driver runs, on all
+//! threads at once: the side tasks of the inputs (each input's content
+//! hash, which reads its bytes in order), the operation's lagged tasks for
+//! the previous window (check-mask's fingerprints), and the operation's
+//! work on each piece. Then it hands the results to the operation in order,
+//! and releases the window's mapped pages. Peak memory is therefore the
+//! budget plus one piece of scratch per thread, whatever the checkpoint
+//! size or number of inputs.
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 
+use crate::checkpoint::{Checkpoint, TensorEntry};
 use crate::error::{Error, Result};
+use crate::hash::{DigestKind, TensorHasher};
 
 /// How work is cut up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,20 +147,24 @@ pub struct Piece {
 ///
 /// A piece never costs more than the budget (down to 8 elements), so the
 /// budget bounds memory even when it is smaller than one default piece.
-pub fn windows(tensors: &[(usize, usize)], options: StreamOptions) -> Vec<Vec<Piece>> {
-    let mut out = Vec::new();
-    let mut current = Vec::new();
-    let mut used = 0usize;
-    for (tensor, &(numel, elem_bytes)) in tensors.iter().enumerate() {
-        let affordable = options.budget_bytes / elem_bytes.max(1);
-        let piece_elems = (options.piece_elems.min(affordable) / 8).max(1) * 8;
-        let mut start = 0;
-        loop {
+/// Windows are made as they are asked for, so only one is held at a time,
+/// however many tensors there are.
+pub fn windows(
+    tensors: &[(usize, usize)],
+    options: StreamOptions,
+) -> impl Iterator<Item = Vec<Piece>> + '_ {
+    let mut tensor = 0;
+    let mut start = 0;
+    std::iter::from_fn(move || {
+        let mut current = Vec::new();
+        let mut used = 0usize;
+        while let Some(&(numel, elem_bytes)) = tensors.get(tensor) {
+            let affordable = options.budget_bytes / elem_bytes.max(1);
+            let piece_elems = (options.piece_elems.min(affordable) / 8).max(1) * 8;
             let end = (start + piece_elems).min(numel);
             let cost = (end - start) * elem_bytes;
             if !current.is_empty() && used + cost > options.budget_bytes {
-                out.push(std::mem::take(&mut current));
-                used = 0;
+                break;
             }
             current.push(Piece {
                 tensor,
@@ -159,16 +173,301 @@ pub fn windows(tensors: &[(usize, usize)], options: StreamOptions) -> Vec<Vec<Pi
                 last: end == numel,
             });
             used += cost;
+            if end >= numel {
+                tensor += 1;
+                start = 0;
+            } else {
+                start = end;
+            }
+        }
+        (!current.is_empty()).then_some(current)
+    })
+}
+
+/// Where the rows of a stream live: the driver asks it for sizes, and
+/// tells it when a piece will be read soon and when it was read.
+pub(crate) trait Rows: Sync {
+    /// Number of rows.
+    fn rows(&self) -> usize;
+    /// Elements of row `row`.
+    fn numel(&self, row: usize) -> usize;
+    /// Bytes one element of row `row` costs, summed over the inputs.
+    fn elem_bytes(&self, row: usize) -> usize;
+    /// The piece will be read soon.
+    fn prefetch(&self, _piece: &Piece) {}
+    /// The piece was read and is not needed again soon.
+    fn release(&self, _piece: &Piece) {}
+    /// Number of side tasks per window (tasks that must see every window
+    /// in order, such as an input's content hash).
+    fn side_tasks(&self) -> usize {
+        0
+    }
+    /// Runs side task `task` on `window`.
+    fn side_task(&self, _task: usize, _window: &[Piece]) {}
+}
+
+/// How the work of a window is handed to threads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Units {
+    /// Every piece is a task of its own.
+    Pieces,
+    /// The consecutive pieces of one row form one task, run in order on
+    /// one thread (for work that is sequential within a tensor, such as a
+    /// tensor's hash); the longest tasks go first.
+    Tensors,
+}
+
+/// Tasks that run on the previous window's results while the current
+/// window is processed (and once more after the last window).
+pub(crate) struct Lagged<F> {
+    /// How many tasks.
+    pub(crate) tasks: usize,
+    /// `run(task, window, results)`.
+    pub(crate) run: F,
+}
+
+/// No lagged tasks.
+pub(crate) fn no_lag<R>() -> Lagged<impl Fn(usize, &[Piece], &[R]) + Sync> {
+    Lagged {
+        tasks: 0,
+        run: |_: usize, _: &[Piece], _: &[R]| {},
+    }
+}
+
+/// Streams every row of `rows` in windows (see the module documentation).
+///
+/// For each window: `prepare` runs first, on this thread; then, on all
+/// threads, the rows' side tasks, the lagged tasks on the previous window
+/// and `work(piece, prepared, index in window)` for every piece; then
+/// `collect(window, results)` on this thread, in order. The interrupt flag
+/// is checked between windows.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn drive<Q: Rows, P: Sync, R: Send + Sync>(
+    rows: &Q,
+    control: &Control,
+    what: &str,
+    units: Units,
+    mut prepare: impl FnMut(&[Piece]) -> Result<P>,
+    work: impl Fn(&Piece, &P, usize) -> Result<R> + Sync,
+    lagged: Lagged<impl Fn(usize, &[Piece], &[R]) + Sync>,
+    mut collect: impl FnMut(&[Piece], &[R]) -> Result<()>,
+) -> Result<()> {
+    let sizes: Vec<(usize, usize)> = (0..rows.rows())
+        .map(|r| (rows.numel(r), rows.elem_bytes(r)))
+        .collect();
+    let total: u64 = sizes.iter().map(|&(n, b)| (n * b) as u64).sum();
+    let mut all = windows(&sizes, control.options).peekable();
+    let side = rows.side_tasks();
+    control.progress.start(what, total);
+    let mut previous: Option<(Vec<Piece>, Vec<R>)> = None;
+    let mut finished = false;
+    while !finished {
+        control.check()?;
+        let window = all.next();
+        finished = window.is_none();
+        let pieces: &[Piece] = window.as_deref().unwrap_or(&[]);
+        if let Some(next) = all.peek() {
+            next.iter().for_each(|p| rows.prefetch(p));
+        }
+        let prepared = match finished {
+            false => Some(prepare(pieces)?),
+            true => None,
+        };
+        // Task units: single pieces, or the runs of one row's pieces.
+        let mut task_units: Vec<Range<usize>> = Vec::new();
+        let mut start = 0;
+        while start < pieces.len() {
+            let end = match units {
+                Units::Pieces => start + 1,
+                Units::Tensors => {
+                    let row = pieces[start].tensor;
+                    start
+                        + pieces[start..]
+                            .iter()
+                            .take_while(|p| p.tensor == row)
+                            .count()
+                }
+            };
+            task_units.push(start..end);
             start = end;
-            if start >= numel {
-                break;
+        }
+        if units == Units::Tensors {
+            task_units.sort_by_key(|u| {
+                std::cmp::Reverse(
+                    pieces[u.clone()]
+                        .iter()
+                        .map(|p| p.elems.len())
+                        .sum::<usize>(),
+                )
+            });
+        }
+        let sides = if finished { 0 } else { side };
+        let lags = if previous.is_some() { lagged.tasks } else { 0 };
+        let slots: Vec<Mutex<Option<Result<R>>>> =
+            pieces.iter().map(|_| Mutex::new(None)).collect();
+        run_tasks(sides + lags + task_units.len(), |task| {
+            if task < sides {
+                rows.side_task(task, pieces);
+            } else if task < sides + lags {
+                let (w, r) = previous.as_ref().expect("a previous window");
+                (lagged.run)(task - sides, w, r);
+            } else {
+                let prepared = prepared.as_ref().expect("prepared");
+                for i in task_units[task - sides - lags].clone() {
+                    let result = work(&pieces[i], prepared, i);
+                    *slots[i].lock().expect("not poisoned") = Some(result);
+                }
+            }
+        });
+        let Some(window) = window else { break };
+        let results: Vec<R> = slots
+            .into_iter()
+            .map(|s| {
+                s.into_inner()
+                    .expect("not poisoned")
+                    .expect("every piece ran")
+            })
+            .collect::<Result<_>>()?;
+        collect(&window, &results)?;
+        let mut bytes = 0u64;
+        for p in &window {
+            rows.release(p);
+            bytes += (p.elems.len() * sizes[p.tensor].1) as u64;
+        }
+        control.progress.advance(bytes);
+        previous = (lagged.tasks > 0).then_some((window, results));
+    }
+    control.progress.finish();
+    Ok(())
+}
+
+/// The running content digest of one input, fed its tensors' bytes in
+/// storage order (the digest [`crate::hash::hash_checkpoint`] computes).
+struct InputHasher {
+    kind: DigestKind,
+    current: Option<TensorHasher>,
+    done: Vec<(String, String)>,
+}
+
+/// Rows of checkpoints: row `r` is `entries[r][k]` of input `k`.
+pub(crate) struct CheckpointRows<'a> {
+    inputs: Vec<&'a Checkpoint>,
+    entries: Vec<Vec<&'a TensorEntry>>,
+    extra: Vec<usize>,
+    hashers: Option<Vec<Mutex<InputHasher>>>,
+}
+
+impl<'a> CheckpointRows<'a> {
+    /// Rows `entries` of `inputs`; with a `digest` kind, each input's
+    /// content digest is computed on the side (the rows must then hold all
+    /// its tensors).
+    pub(crate) fn new(
+        inputs: Vec<&'a Checkpoint>,
+        entries: Vec<Vec<&'a TensorEntry>>,
+        digest: Option<DigestKind>,
+    ) -> CheckpointRows<'a> {
+        let n = inputs.len();
+        let hasher = |kind| InputHasher {
+            kind,
+            current: None,
+            done: Vec::new(),
+        };
+        CheckpointRows {
+            extra: vec![0; entries.len()],
+            hashers: digest.map(|kind| (0..n).map(|_| Mutex::new(hasher(kind))).collect()),
+            inputs,
+            entries,
+        }
+    }
+
+    /// Every tensor of one checkpoint, one row each.
+    pub(crate) fn all(input: &'a Checkpoint, digest: Option<DigestKind>) -> CheckpointRows<'a> {
+        let entries = input.tensors().iter().map(|t| vec![t]).collect();
+        CheckpointRows::new(vec![input], entries, digest)
+    }
+
+    /// Adds, per row, bytes per element that the operation reads elsewhere
+    /// (so that windows stay within the budget).
+    pub(crate) fn with_extra(mut self, extra: Vec<usize>) -> Self {
+        self.extra = extra;
+        self
+    }
+
+    /// The entry of row `row` in input `k`.
+    pub(crate) fn entry(&self, row: usize, k: usize) -> &'a TensorEntry {
+        self.entries[row][k]
+    }
+
+    /// The bytes of `piece` in input `k`.
+    pub(crate) fn bytes(&self, k: usize, piece: &Piece) -> &'a [u8] {
+        let t = self.entries[piece.tensor][k];
+        self.inputs[k].bytes(t, t.byte_range(&piece.elems))
+    }
+
+    /// The inputs' content hashes (when asked for), in input order.
+    pub(crate) fn digests(self) -> Option<Vec<String>> {
+        self.hashers.map(|hs| {
+            hs.into_iter()
+                .map(|h| {
+                    let h = h.into_inner().expect("not poisoned");
+                    crate::hash::combine_with(
+                        h.kind,
+                        h.done.iter().map(|(a, b)| (a.as_str(), b.as_str())),
+                    )
+                })
+                .collect()
+        })
+    }
+}
+
+impl Rows for CheckpointRows<'_> {
+    fn rows(&self) -> usize {
+        self.entries.len()
+    }
+    fn numel(&self, row: usize) -> usize {
+        self.entries[row][0].numel()
+    }
+    fn elem_bytes(&self, row: usize) -> usize {
+        self.entries[row]
+            .iter()
+            .map(|t| t.dtype.bitsize().div_ceil(8))
+            .sum::<usize>()
+            + self.extra[row]
+    }
+    fn prefetch(&self, piece: &Piece) {
+        for (k, t) in self.entries[piece.tensor].iter().enumerate() {
+            self.inputs[k].prefetch(t, t.byte_range(&piece.elems));
+        }
+    }
+    fn release(&self, piece: &Piece) {
+        for (k, t) in self.entries[piece.tensor].iter().enumerate() {
+            self.inputs[k].release(t, t.byte_range(&piece.elems));
+        }
+    }
+    fn side_tasks(&self) -> usize {
+        self.hashers.as_ref().map_or(0, Vec::len)
+    }
+    fn side_task(&self, k: usize, window: &[Piece]) {
+        let hashers = self.hashers.as_ref().expect("hashing");
+        let mut state = hashers[k].lock().expect("not poisoned");
+        for piece in window {
+            let t = self.entries[piece.tensor][k];
+            if piece.first {
+                state.current = Some(TensorHasher::with_kind(
+                    state.kind, &t.name, t.dtype, &t.shape,
+                ));
+            }
+            state
+                .current
+                .as_mut()
+                .expect("started")
+                .update(self.bytes(k, piece));
+            if piece.last {
+                let digest = state.current.take().expect("started").finish();
+                state.done.push((t.name.clone(), digest));
             }
         }
     }
-    if !current.is_empty() {
-        out.push(current);
-    }
-    out
 }
 
 #[cfg(test)]
@@ -182,7 +481,7 @@ mod tests {
             budget_bytes: 400,
             piece_elems: 20,
         };
-        let ws = windows(&tensors, opts);
+        let ws: Vec<Vec<Piece>> = windows(&tensors, opts).collect();
         let mut seen = vec![0usize; tensors.len()];
         for w in &ws {
             let cost: usize = w.iter().map(|p| p.elems.len() * 8).sum();

@@ -14,8 +14,8 @@ use fixtures::{write_checkpoint, Rng, Tensor};
 use proptest::prelude::*;
 use soup_core::dtype::Accumulator;
 use soup_core::{
-    check_masks, merge, Checkpoint, Control, Dtype, FloatType, MergeOptions, Selection,
-    StreamOptions,
+    check_masks, merge, Checkpoint, Control, Dtype, FloatType, MergeMethod, MergeOptions,
+    Selection, StreamOptions,
 };
 
 const FLOATS: [Dtype; 4] = [Dtype::F64, Dtype::F32, Dtype::F16, Dtype::BF16];
@@ -79,7 +79,7 @@ fn control(options: StreamOptions) -> Control<'static> {
 
 fn merged(inputs: &[PathBuf], out: &Path, weights: Option<Vec<f64>>, options: StreamOptions) {
     let opts = MergeOptions {
-        weights,
+        method: weights.map_or(MergeMethod::Uniform, MergeMethod::Weighted),
         ..MergeOptions::default()
     };
     merge(&open(inputs), out, &opts, &control(options)).unwrap();

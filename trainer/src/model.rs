@@ -159,9 +159,10 @@ impl Model {
     }
 }
 
-/// Whether a tensor is a prunable weight (see [`Model::prunable_names`]).
+/// Whether a tensor is a prunable weight (see [`Model::prunable_names`]):
+/// soup-core's rule, the one `soup prune` and the trainer's pruning apply.
 pub fn is_prunable(name: &str, t: &Tensor) -> bool {
-    name.ends_with(".weight") && t.dim() >= 2
+    soup_core::prune::is_prunable(name, t.dim(), is_float(t.kind()))
 }
 
 /// The same values as `t` (`N x C x H x W`), laid out channels-last (strides

@@ -4,7 +4,7 @@ use std::io::Write;
 
 use anyhow::Result;
 use soup_core::greedy::{greedy_soup, CommandScorer, GreedyOptions};
-use soup_core::{merge, FloatType, MergeOptions, OutputOptions};
+use soup_core::{merge, FloatType, MergeMethod, MergeOptions, OutputOptions};
 
 use crate::cli::MergeArgs;
 use crate::output::{bytes, write_json, Context, Outcome, Table};
@@ -20,7 +20,10 @@ pub fn run(args: MergeArgs, out: &mut dyn Write, ctx: &Context) -> Result<Outcom
         }
     };
     let options = MergeOptions {
-        weights: args.weights.clone(),
+        method: match &args.weights {
+            Some(w) => MergeMethod::Weighted(w.clone()),
+            None => MergeMethod::Uniform,
+        },
         mask_policy: args.mask_policy.into(),
         int_policy: args.int_policy.into(),
         dtype,
@@ -34,7 +37,7 @@ pub fn run(args: MergeArgs, out: &mut dyn Write, ctx: &Context) -> Result<Outcom
         return greedy(args, options, out, ctx);
     }
     // Reject bad weights before opening anything.
-    soup_core::merge::normalise_weights(options.weights.as_deref(), args.inputs.len())?;
+    options.method.weights(args.inputs.len())?;
     let inputs = super::open_all(&args.inputs)?;
     let report = merge(&inputs, &args.output, &options, &ctx.control())?;
     if ctx.json {

@@ -4,6 +4,7 @@
 mod apply_mask;
 mod check_mask;
 mod diff;
+mod distance;
 mod edit;
 mod hash;
 mod inspect;
@@ -28,6 +29,7 @@ pub fn run(command: Command, out: &mut dyn Write, ctx: &Context) -> Result<Outco
         Command::Inspect(args) => inspect::run(args, out, ctx),
         Command::Prune(args) => prune::run(args, out, ctx),
         Command::Diff(args) => diff::run(args, out, ctx),
+        Command::Distance(args) => distance::run(args, out, ctx),
         Command::Hash(args) => hash::run(args, out, ctx),
         Command::Edit(args) => edit::run(args, out, ctx),
         Command::ApplyMask(args) => apply_mask::run(args, out, ctx),

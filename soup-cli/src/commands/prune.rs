@@ -17,6 +17,7 @@ pub fn run(args: PruneArgs, out: &mut dyn Write, ctx: &Context) -> Result<Outcom
             ScopeArg::Layer => Scope::Layer,
         },
         of_remaining: args.of_remaining,
+        criterion: Default::default(),
         include: args.include,
         exclude: args.exclude,
         output: OutputOptions {

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use soup_core::greedy::{greedy_soup, GreedyOptions};
-use soup_core::prune::{PruneOptions, Scope};
+use soup_core::prune::{Criterion, PruneOptions, Scope};
 use soup_core::{
     Checkpoint, Control, IntPolicy, MaskPolicy, MergeOptions, OutputOptions, Selection,
 };
@@ -98,6 +98,7 @@ pub fn prune(
         sparsity: fraction,
         scope: Scope::Global,
         of_remaining,
+        criterion: Criterion::Magnitude,
         include: Vec::new(),
         exclude: exclude.to_vec(),
         output: OutputOptions {

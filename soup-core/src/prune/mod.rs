@@ -1,5 +1,5 @@
-//! Unstructured magnitude pruning (`soup prune`, and the trainer between
-//! phases of iterative magnitude pruning).
+//! Unstructured pruning (`soup prune`, and the trainer between phases of
+//! iterative magnitude pruning and inside its training loops).
 //!
 //! # What is removed
 //! The selected tensors (by default: floating-point tensors of rank >= 2
@@ -27,6 +27,13 @@
 //! makes the result a function of the input alone (not of threads or window
 //! sizes).
 //!
+//! # One implementation, two front ends
+//! Checkpoint files ([`prune`], [`plan`]) and tensors in memory
+//! ([`prune_tensors`]) go through the same code, in four files: `rule`
+//! decides what is prunable ([`PruneSelection`]), `score` ranks elements
+//! (the [`Criterion`]: magnitude, or a seeded random order), `select` finds
+//! the exact cut and `write` applies it. Both front ends therefore choose identical masks.
+//!
 //! # Out of core
 //! The k-th smallest magnitude is found by radix selection over the
 //! magnitudes' bit patterns: for IEEE floats with the sign cleared, the bit
@@ -40,26 +47,38 @@
 //! equal to it, as many as the count still needs, in tie-break order. Memory
 //! is one histogram per thread plus the stream's window budget.
 
-use std::path::{Path, PathBuf};
+mod rule;
+mod score;
+mod select;
+mod source;
+mod write;
 
-use half::{bf16, f16};
-use rayon::prelude::*;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
 use safetensors::Dtype;
 use serde::{Deserialize, Serialize};
 
-use crate::checkpoint::{Checkpoint, TensorEntry};
-use crate::dtype::FloatType;
+use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
 use crate::output::{Output, OutputOptions, OutputTensor};
 use crate::provenance;
-use crate::select::Selection;
-use crate::stream::{windows, Control, Piece};
+use crate::stream::Control;
+
+pub use rule::{is_prunable, PruneSelection};
+pub use score::Criterion;
+pub use source::TensorView;
+
+use score::{Key, Key32, Key64, RandomKey};
+use select::{find_cut, Cut, GroupCut};
+use source::{Memory, MemorySink, Sink, Source};
+use write::{write_pass, Counts};
 
 /// Which elements compete with each other.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Scope {
-    /// One magnitude threshold across all selected tensors.
+    /// One threshold across all selected tensors.
     #[default]
     Global,
     /// The same fraction removed in each selected tensor.
@@ -76,41 +95,15 @@ pub struct PruneOptions {
     pub scope: Scope,
     /// Remove the fraction of the weights that are still non-zero.
     pub of_remaining: bool,
+    /// How elements are ranked (magnitude by default).
+    pub criterion: Criterion,
     /// Regexes: prune tensors whose names match one (replaces the default
     /// name rule; see [`PruneSelection`]).
     pub include: Vec<String>,
     /// Regexes: never prune tensors whose names match one.
     pub exclude: Vec<String>,
-    /// Where and how to write.
+    /// Where and how to write (files only).
     pub output: OutputOptions,
-}
-
-/// Which tensors are pruned: floating-point tensors that match an include
-/// pattern (when there are none: tensors of rank >= 2 whose names end in
-/// `weight`, i.e. convolution and linear weights, not biases or
-/// normalization parameters) and no exclude pattern. Integer and bool
-/// tensors are never selected.
-#[derive(Debug, Clone)]
-pub struct PruneSelection {
-    selection: Selection,
-    default_rule: bool,
-}
-
-impl PruneSelection {
-    /// Compiles the patterns; a bad one is an error naming it.
-    pub fn new(include: &[String], exclude: &[String]) -> Result<PruneSelection> {
-        Ok(PruneSelection {
-            selection: Selection::new(include, exclude)?,
-            default_rule: include.is_empty(),
-        })
-    }
-
-    /// Whether `tensor` is pruned.
-    pub fn selects(&self, tensor: &TensorEntry) -> bool {
-        tensor.float_type().is_some()
-            && self.selection.matches(&tensor.name)
-            && (!self.default_rule || (tensor.shape.len() >= 2 && tensor.name.ends_with("weight")))
-    }
 }
 
 /// `round(fraction * n)`, rounding halves to even (Python's `round`).
@@ -163,6 +156,9 @@ pub struct PruneReport {
     pub scope: Scope,
     /// Whether the fraction applied to the non-zero weights.
     pub of_remaining: bool,
+    /// How elements were ranked.
+    #[serde(default)]
+    pub criterion: Criterion,
     /// Elements of the selected tensors.
     pub selected_elements: u64,
     /// Elements the fraction applied to: all selected, or the non-zero ones
@@ -187,7 +183,8 @@ pub struct PruneReport {
     /// parameters and buffers.
     pub float_sparsity_after: f64,
     /// The magnitude threshold with the global scope: the largest magnitude
-    /// removed (`None` with the layer scope or when nothing is removed).
+    /// removed (`None` with the layer scope, the random criterion, or when
+    /// nothing is removed).
     pub threshold: Option<f64>,
     /// Sum of the squares of all removed values.
     pub removed_sum_squares: f64,
@@ -215,46 +212,79 @@ pub fn plan(input: &Checkpoint, options: &PruneOptions, control: &Control) -> Re
 /// Checks the fraction.
 pub fn validate_sparsity(sparsity: f64) -> Result<()> {
     if !(0.0..1.0).contains(&sparsity) {
-        return Err(Error::invalid(format!(
-            "sparsity must be at least 0 and below 1, got {sparsity}"
-        )));
+        return Err(Error::Sparsity { value: sparsity });
     }
     Ok(())
 }
 
-/// Where a group is cut: every key below `thr` goes, and `ties` of the `eq`
-/// keys equal to it (in tie-break order). The default cuts nothing.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct Cut {
-    thr: u64,
-    ties: u64,
-    eq: u64,
-    /// Whether anything (zeros included) is in the removed set.
-    any: bool,
+/// The outcome of pruning tensors in memory ([`prune_tensors`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TensorsPrune {
+    /// Per input tensor, in order: its mask after pruning (`true` where the
+    /// element is non-zero), or `None` for a tensor that is not prunable.
+    pub masks: Vec<Option<Vec<bool>>>,
+    /// Counts, exactly as [`plan`] reports them for a file holding the same
+    /// tensors in the same order (`input` is empty).
+    pub report: PruneReport,
 }
 
-/// A group's cut with the counts it was derived from.
-#[derive(Debug, Clone, Copy, Default)]
-struct GroupCut {
-    cut: Cut,
-    candidates: u64,
-    target: u64,
+/// Prunes float tensors held in memory with the same selection as
+/// [`prune`] on a file holding them in this order: same prunable rule, same
+/// counts, same tie-break, hence the same masks. Returns the masks; the
+/// caller applies them to its own tensors (`w *= mask`).
+pub fn prune_tensors(
+    tensors: &[TensorView<'_>],
+    options: &PruneOptions,
+    control: &Control,
+) -> Result<TensorsPrune> {
+    let source = Memory(tensors);
+    let selected = selected_tensors(&source, options, Path::new(""))?;
+    let sink = MemorySink {
+        tensors: (0..tensors.len())
+            .map(|i| {
+                selected
+                    .contains(&i)
+                    .then(|| Mutex::new(source.bytes(i, &(0..source.numel(i))).to_vec()))
+            })
+            .collect(),
+    };
+    let (report, _) = run_source(&source, &selected, options, Some(&sink), false, control)?;
+    let masks = sink
+        .tensors
+        .into_iter()
+        .zip(tensors)
+        .map(|(slot, view)| {
+            slot.map(|m| {
+                let bytes = m.into_inner().expect("not poisoned");
+                let mut mask = Vec::with_capacity(bytes.len() / view.float_type().size());
+                crate::dtype::for_each_nonzero(&bytes, view.float_type(), |_, nz| mask.push(nz));
+                mask
+            })
+        })
+        .collect();
+    Ok(TensorsPrune { masks, report })
 }
 
-/// Totals of one tensor (or piece) after the write pass.
-#[derive(Debug, Clone, Copy, Default)]
-struct Counts {
-    zeros_before: u64,
-    removed: u64,
-    sum_squares: f64,
-}
-
-impl Counts {
-    fn add(&mut self, other: Counts) {
-        self.zeros_before += other.zeros_before;
-        self.removed += other.removed;
-        self.sum_squares += other.sum_squares;
+/// The tensors `options` prunes in `source`; none is an error naming `path`.
+fn selected_tensors<S: Source>(
+    source: &S,
+    options: &PruneOptions,
+    path: &Path,
+) -> Result<Vec<usize>> {
+    validate_sparsity(options.sparsity)?;
+    let rule = PruneSelection::new(&options.include, &options.exclude)?;
+    let selected: Vec<usize> = (0..source.count())
+        .filter(|&i| {
+            let (name, _, shape) = source.describe(i);
+            rule.selects_parts(name, shape.len(), source.float_type(i).is_some())
+        })
+        .collect();
+    if selected.is_empty() {
+        return Err(Error::NothingToPrune {
+            path: path.to_path_buf(),
+        });
     }
+    Ok(selected)
 }
 
 fn run(
@@ -263,19 +293,8 @@ fn run(
     options: &PruneOptions,
     control: &Control,
 ) -> Result<PruneReport> {
-    validate_sparsity(options.sparsity)?;
-    let filter = PruneSelection::new(&options.include, &options.exclude)?;
+    let selected = selected_tensors(input, options, input.path())?;
     let tensors = input.tensors();
-    let selected: Vec<usize> = (0..tensors.len())
-        .filter(|&i| filter.selects(&tensors[i]))
-        .collect();
-    if selected.is_empty() {
-        return Err(Error::invalid(format!(
-            "{}: no tensors selected for pruning (by default: float tensors of rank >= 2 \
-             whose names end in `weight`; change with include/exclude patterns)",
-            input.path().display()
-        )));
-    }
     // The provisional recipe holds the widest counts, so the final one,
     // which adds the threshold, fits the header space reserved for it.
     let recipe = |target: u64, removed: u64| {
@@ -283,6 +302,7 @@ fn run(
             "sparsity": options.sparsity,
             "scope": options.scope,
             "of_remaining": options.of_remaining,
+            "criterion": options.criterion,
             "include": options.include,
             "exclude": options.exclude,
             "target": target,
@@ -313,13 +333,9 @@ fn run(
             )?)
         }
     };
-    let wide = selected.iter().any(|&i| tensors[i].dtype == Dtype::F64);
-    let (report, sha) = if wide {
-        run_keys::<Key64>(input, &selected, options, output.as_ref(), control)?
-    } else {
-        run_keys::<Key32>(input, &selected, options, output.as_ref(), control)?
-    };
-    let mut report = report;
+    let sink = output.as_ref().map(|o| o as &dyn Sink);
+    let (mut report, sha) = run_source(input, &selected, options, sink, sink.is_some(), control)?;
+    report.input = input.path().to_path_buf();
     if let Some(mut out) = output.take() {
         let sha = sha.expect("hashed while writing");
         let mut metadata = provenance::common_metadata(&[input]);
@@ -338,114 +354,110 @@ fn run(
     Ok(report)
 }
 
-fn run_keys<K: Key>(
-    input: &Checkpoint,
+/// Picks the key type for the criterion and the tensors' types.
+fn run_source<S: Source>(
+    source: &S,
     selected: &[usize],
     options: &PruneOptions,
-    output: Option<&Output>,
+    sink: Option<&dyn Sink>,
+    hash: bool,
     control: &Control,
 ) -> Result<(PruneReport, Option<String>)> {
-    let tensors = input.tensors();
+    match options.criterion {
+        Criterion::Random { seed } => {
+            let key = RandomKey::new(seed, (0..source.count()).map(|i| source.describe(i).0));
+            run_keys(source, &key, selected, options, sink, hash, control)
+        }
+        Criterion::Magnitude => {
+            if selected.iter().any(|&i| source.describe(i).1 == Dtype::F64) {
+                run_keys(source, &Key64, selected, options, sink, hash, control)
+            } else {
+                run_keys(source, &Key32, selected, options, sink, hash, control)
+            }
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_keys<S: Source, K: Key>(
+    source: &S,
+    key: &K,
+    selected: &[usize],
+    options: &PruneOptions,
+    sink: Option<&dyn Sink>,
+    hash: bool,
+    control: &Control,
+) -> Result<(PruneReport, Option<String>)> {
     let groups: Vec<Vec<usize>> = match options.scope {
         Scope::Global => vec![selected.to_vec()],
         Scope::Layer => selected.iter().map(|&i| vec![i]).collect(),
     };
-    let mut group_of: Vec<Option<usize>> = vec![None; tensors.len()];
+    let mut group_of: Vec<Option<usize>> = vec![None; source.count()];
     for (g, members) in groups.iter().enumerate() {
         for &i in members {
             group_of[i] = Some(g);
         }
     }
     let threads = rayon::current_num_threads().max(1);
-    let mut hists = vec![vec![0u64; 1 << 16]; threads];
-    let mut cuts = Vec::with_capacity(groups.len());
+    let mut hists: Vec<Mutex<Vec<u64>>> = (0..threads)
+        .map(|_| Mutex::new(vec![0u64; 1 << 16]))
+        .collect();
+    let mut cuts: Vec<GroupCut> = Vec::with_capacity(groups.len());
     for members in &groups {
-        cuts.push(find_cut::<K>(input, members, options, &mut hists, control)?);
+        cuts.push(find_cut(
+            source, key, members, options, &mut hists, control,
+        )?);
     }
     drop(hists);
-
-    // The write (or counting) pass.
     let plain: Vec<Cut> = cuts.iter().map(|c| c.cut).collect();
-    let mut remaining: Vec<u64> = plain.iter().map(|c| c.ties).collect();
-    let partial = |g: usize| plain[g].ties > 0 && plain[g].ties < plain[g].eq;
-    let mut counts = vec![Counts::default(); tensors.len()];
-    let sha = crate::rewrite::stream(
-        input,
-        &|_| 0,
-        control,
-        if output.is_some() {
-            "pruning"
+    let (counts, sha) = write_pass(source, key, &group_of, &plain, sink, hash, control)?;
+    let threshold = |cut: &Cut| {
+        if cut.any {
+            key.threshold(cut.thr)
         } else {
-            "counting"
-        },
-        output.is_some(),
-        |window: &[Piece]| {
-            let needs = window
-                .iter()
-                .any(|p| group_of[p.tensor].is_some_and(partial));
-            let eq: Vec<u64> = if needs {
-                window
-                    .par_iter()
-                    .map(|p| match group_of[p.tensor] {
-                        Some(g) if partial(g) => count_equal::<K>(input, p, plain[g].thr),
-                        _ => 0,
-                    })
-                    .collect()
-            } else {
-                vec![0; window.len()]
-            };
-            // Ties are handed out in storage order: earlier pieces first.
-            Ok(window
-                .iter()
-                .zip(eq)
-                .map(|(p, eq)| match group_of[p.tensor] {
-                    None => 0,
-                    Some(g) if partial(g) => {
-                        let take = remaining[g].min(eq);
-                        remaining[g] -= take;
-                        take
-                    }
-                    Some(g) if plain[g].ties == plain[g].eq => u64::MAX,
-                    Some(_) => 0,
-                })
-                .collect::<Vec<u64>>())
-        },
-        |p: &Piece, budgets: &Vec<u64>, i| {
-            let cut = group_of[p.tensor].map(|g| plain[g]);
-            prune_piece::<K>(input, p, cut, budgets[i], output)
-        },
-        |p, c| counts[p.tensor].add(c),
-    )?;
+            None
+        }
+    };
+    Ok((
+        report(source, options, &group_of, &cuts, &counts, threshold),
+        sha,
+    ))
+}
 
-    let mut report_tensors = Vec::with_capacity(selected.len());
-    let mut candidates = 0;
-    let mut target = 0;
-    for gc in &cuts {
-        candidates += gc.candidates;
-        target += gc.target;
-    }
+/// Assembles the report from the cuts and the write pass's counts.
+fn report<S: Source>(
+    source: &S,
+    options: &PruneOptions,
+    group_of: &[Option<usize>],
+    cuts: &[GroupCut],
+    counts: &[Counts],
+    threshold: impl Fn(&Cut) -> Option<f64>,
+) -> PruneReport {
+    let mut report_tensors = Vec::new();
+    let candidates = cuts.iter().map(|c| c.candidates).sum();
+    let target = cuts.iter().map(|c| c.target).sum();
     let mut float_elements = 0u64;
     let mut float_zeros_after = 0u64;
-    for (i, t) in tensors.iter().enumerate() {
-        if t.float_type().is_none() {
+    for (i, c) in counts.iter().enumerate() {
+        if source.float_type(i).is_none() {
             continue;
         }
-        let c = counts[i];
-        float_elements += t.numel() as u64;
-        float_zeros_after += c.zeros_before + c.removed;
+        let numel = source.numel(i) as u64;
+        let zeros_after = c.zeros_before + c.removed;
+        float_elements += numel;
+        float_zeros_after += zeros_after;
         if let Some(g) = group_of[i] {
-            let numel = t.numel() as u64;
-            let zeros_after = c.zeros_before + c.removed;
+            let (name, dtype, shape) = source.describe(i);
             report_tensors.push(TensorPrune {
-                name: t.name.clone(),
-                dtype: crate::dtype::name(t.dtype),
-                shape: t.shape.clone(),
+                name: name.to_string(),
+                dtype: crate::dtype::name(dtype),
+                shape: shape.to_vec(),
                 numel,
                 zeros_before: c.zeros_before,
                 zeros_after,
                 removed: c.removed,
                 sparsity: ratio(zeros_after, numel),
-                threshold: threshold::<K>(&plain[g]),
+                threshold: threshold(&cuts[g].cut),
                 removed_sum_squares: c.sum_squares,
             });
         }
@@ -453,13 +465,14 @@ fn run_keys<K: Key>(
     let selected_elements: u64 = report_tensors.iter().map(|t| t.numel).sum();
     let zeros_before: u64 = report_tensors.iter().map(|t| t.zeros_before).sum();
     let zeros_after: u64 = report_tensors.iter().map(|t| t.zeros_after).sum();
-    let report = PruneReport {
-        input: input.path().to_path_buf(),
+    PruneReport {
+        input: PathBuf::new(),
         outputs: Vec::new(),
         input_digest: None,
         sparsity: options.sparsity,
         scope: options.scope,
         of_remaining: options.of_remaining,
+        criterion: options.criterion,
         selected_elements,
         candidates,
         target,
@@ -471,17 +484,12 @@ fn run_keys<K: Key>(
         float_zeros_after,
         float_sparsity_after: ratio(float_zeros_after, float_elements),
         threshold: match options.scope {
-            Scope::Global => threshold::<K>(&plain[0]),
+            Scope::Global => threshold(&cuts[0].cut),
             Scope::Layer => None,
         },
         removed_sum_squares: report_tensors.iter().map(|t| t.removed_sum_squares).sum(),
         tensors: report_tensors,
-    };
-    Ok((report, sha))
-}
-
-fn threshold<K: Key>(cut: &Cut) -> Option<f64> {
-    cut.any.then(|| K::magnitude(cut.thr))
+    }
 }
 
 fn ratio(a: u64, b: u64) -> f64 {
@@ -492,380 +500,12 @@ fn ratio(a: u64, b: u64) -> f64 {
     }
 }
 
-/// Radix selection of the group's cut. See the module documentation.
-fn find_cut<K: Key>(
-    input: &Checkpoint,
-    members: &[usize],
-    options: &PruneOptions,
-    hists: &mut [Vec<u64>],
-    control: &Control,
-) -> Result<GroupCut> {
-    let tensors = input.tensors();
-    let entries: Vec<&TensorEntry> = members.iter().map(|&i| &tensors[i]).collect();
-    let n: u64 = entries.iter().map(|t| t.numel() as u64).sum();
-    let mut rank = None;
-    let mut result = GroupCut {
-        candidates: n,
-        ..GroupCut::default()
-    };
-    if !options.of_remaining {
-        let k = removal_count(options.sparsity, n);
-        result.target = k;
-        if k == 0 {
-            return Ok(result);
-        }
-        rank = Some(k);
-    }
-    let sizes: Vec<(usize, usize)> = entries
-        .iter()
-        .map(|t| (t.numel(), t.float_type().expect("float").size()))
-        .collect();
-    let bytes_total: u64 = entries.iter().map(|t| t.nbytes() as u64).sum();
-    let wins = windows(&sizes, control.options);
-    let mut prefix = 0u64;
-    let mut less = 0u64;
-    let mut shift = K::BITS - 16;
-    loop {
-        let above = if shift + 16 >= 64 {
-            0
-        } else {
-            !0u64 << (shift + 16)
-        };
-        for h in hists.iter_mut() {
-            h.fill(0);
-        }
-        let mut zeros = vec![0u64; hists.len()];
-        control.progress.start("finding threshold", bytes_total);
-        for window in &wins {
-            control.check()?;
-            let per = window.len().div_ceil(hists.len());
-            hists
-                .par_iter_mut()
-                .zip(zeros.par_iter_mut())
-                .zip(window.par_chunks(per))
-                .for_each(|((h, z), pieces)| {
-                    for p in pieces {
-                        let t = entries[p.tensor];
-                        let ty = t.float_type().expect("float");
-                        let bytes = input.bytes(t, t.byte_range(&p.elems));
-                        let h: &mut [u64; 1 << 16] =
-                            h.as_mut_slice().try_into().expect("65536 bins");
-                        if K::BITS == 32 && ty == FloatType::F32 {
-                            *z += histogram_f32(bytes, above as u32, prefix as u32, shift, h);
-                            continue;
-                        }
-                        let mut zc = 0u64;
-                        K::each(bytes, ty, |_, k| {
-                            zc += (k == 0) as u64;
-                            if k & above == prefix {
-                                h[((k >> shift) & 0xffff) as usize] += 1;
-                            }
-                        });
-                        *z += zc;
-                    }
-                });
-            let mut done = 0u64;
-            for p in window {
-                let t = entries[p.tensor];
-                let range = t.byte_range(&p.elems);
-                done += range.len() as u64;
-                input.release(t, range);
-            }
-            control.progress.advance(done);
-        }
-        control.progress.finish();
-        let (first, rest) = hists.split_first_mut().expect("one thread at least");
-        for h in rest.iter() {
-            for (a, b) in first.iter_mut().zip(h) {
-                *a += b;
-            }
-        }
-        let r = match rank {
-            Some(r) => r,
-            None => {
-                let z: u64 = zeros.iter().sum();
-                let k = removal_count(options.sparsity, n - z);
-                result.candidates = n - z;
-                result.target = k;
-                if k == 0 {
-                    return Ok(result);
-                }
-                rank = Some(z + k);
-                z + k
-            }
-        };
-        let hist = &hists[0];
-        let mut cum = less;
-        let mut b = 0usize;
-        while cum + hist[b] < r {
-            cum += hist[b];
-            b += 1;
-        }
-        less = cum;
-        prefix |= (b as u64) << shift;
-        if shift == 0 {
-            result.cut = Cut {
-                thr: prefix,
-                ties: r - less,
-                eq: hist[b],
-                any: true,
-            };
-            return Ok(result);
-        }
-        shift -= 16;
-    }
-}
-
-/// One histogram pass over F32 data with F32 keys (the common case): counts
-/// digit `shift` of the keys whose bits above it equal `prefix`, and returns
-/// the zeros. The first pass (no bits above) needs no test at all.
-fn histogram_f32(bytes: &[u8], above: u32, prefix: u32, shift: u32, h: &mut [u64; 1 << 16]) -> u64 {
-    let mut zeros = 0u64;
-    let keys = bytes
-        .chunks_exact(4)
-        .map(|c| u32::from_le_bytes(c.try_into().expect("4 bytes")) & ABS32);
-    if above == 0 {
-        for k in keys {
-            zeros += (k == 0) as u64;
-            h[((k >> shift) & 0xffff) as usize] += 1;
-        }
-    } else {
-        for k in keys {
-            zeros += (k == 0) as u64;
-            if k & above == prefix {
-                h[((k >> shift) & 0xffff) as usize] += 1;
-            }
-        }
-    }
-    zeros
-}
-
-/// Elements of the piece whose key is `thr`.
-fn count_equal<K: Key>(input: &Checkpoint, p: &Piece, thr: u64) -> u64 {
-    let t = &input.tensors()[p.tensor];
-    let bytes = input.bytes(t, t.byte_range(&p.elems));
-    let mut n = 0u64;
-    K::each(bytes, t.float_type().expect("float"), |_, k| {
-        n += (k == thr) as u64
-    });
-    n
-}
-
-/// Prunes (or only counts) one piece: removes keys below the cut and up to
-/// `budget` keys equal to it; copies unselected pieces unchanged.
-fn prune_piece<K: Key>(
-    input: &Checkpoint,
-    p: &Piece,
-    cut: Option<Cut>,
-    budget: u64,
-    output: Option<&Output>,
-) -> Result<Counts> {
-    let t = &input.tensors()[p.tensor];
-    let range = t.byte_range(&p.elems);
-    let bytes = input.bytes(t, range.clone());
-    let mut counts = Counts::default();
-    match (cut, t.float_type()) {
-        (Some(cut), Some(FloatType::F32)) if K::BITS == 32 => {
-            let mut buf = vec![0u8; if output.is_some() { bytes.len() } else { 0 }];
-            counts = prune_f32(bytes, cut.thr as u32, budget, &mut buf);
-            if let Some(out) = output {
-                out.write(p.tensor, range.start, &buf)?;
-            }
-        }
-        (Some(cut), Some(ty)) => {
-            let size = ty.size();
-            let mut buf = output.map(|_| bytes.to_vec());
-            let mut budget = budget;
-            let thr = cut.thr;
-            K::each(bytes, ty, |j, k| {
-                if k == 0 {
-                    counts.zeros_before += 1;
-                } else if k < thr || (k == thr && budget > 0) {
-                    if k == thr {
-                        budget -= 1;
-                    }
-                    counts.removed += 1;
-                    let m = K::magnitude(k);
-                    counts.sum_squares += m * m;
-                    if let Some(b) = buf.as_mut() {
-                        b[j * size..(j + 1) * size].fill(0);
-                    }
-                }
-            });
-            if let (Some(out), Some(buf)) = (output, buf) {
-                out.write(p.tensor, range.start, &buf)?;
-            }
-        }
-        (_, ty) => {
-            if let Some(ty) = ty {
-                let mut nonzero = 0u64;
-                crate::dtype::for_each_nonzero(bytes, ty, |_, nz| nonzero += nz as u64);
-                counts.zeros_before = p.elems.len() as u64 - nonzero;
-            }
-            if let Some(out) = output {
-                out.write(p.tensor, range.start, bytes)?;
-            }
-        }
-    }
-    Ok(counts)
-}
-
-/// [`prune_piece`] for F32 data with F32 keys, the common case, written so
-/// that the main loop has no branches and vectorizes: it removes the keys
-/// below `thr` (all of `thr` too when `budget` is `u64::MAX`); a second
-/// loop runs only for pieces that hold some of a partially removed tie
-/// class. `out` (empty when only counting) receives the pruned bytes.
-fn prune_f32(bytes: &[u8], thr: u32, budget: u64, out: &mut [u8]) -> Counts {
-    const LANES: usize = 8;
-    let (below, mut budget) = if budget == u64::MAX {
-        // thr <= ABS32 < u32::MAX, so this cannot overflow.
-        (thr + 1, 0)
-    } else {
-        (thr, budget)
-    };
-    let write = !out.is_empty();
-    let mut zeros = [0u64; LANES];
-    let mut removed = [0u64; LANES];
-    // Per-lane partial sums in f32 (they vectorize), widened per piece.
-    let mut squares = [0f32; LANES];
-    let mut lane = |w: u32, l: usize| -> u32 {
-        let k = w & ABS32;
-        let nonzero = k != 0;
-        // Zeros stay as they are (a -0.0 stays -0.0), uncounted as removed.
-        let gone = (k < below) & nonzero;
-        zeros[l] += (!nonzero) as u64;
-        removed[l] += gone as u64;
-        let m = f32::from_bits(k);
-        squares[l] += if gone { m * m } else { 0.0 };
-        if gone {
-            0
-        } else {
-            w
-        }
-    };
-    let word = |c: &[u8]| u32::from_le_bytes(c.try_into().expect("4 bytes"));
-    let blocks = bytes.len() / (4 * LANES) * (4 * LANES);
-    if write {
-        for (o, c) in out[..blocks]
-            .chunks_exact_mut(4 * LANES)
-            .zip(bytes[..blocks].chunks_exact(4 * LANES))
-        {
-            for l in 0..LANES {
-                let v = lane(word(&c[4 * l..4 * l + 4]), l);
-                o[4 * l..4 * l + 4].copy_from_slice(&v.to_le_bytes());
-            }
-        }
-    } else {
-        for c in bytes[..blocks].chunks_exact(4 * LANES) {
-            for l in 0..LANES {
-                lane(word(&c[4 * l..4 * l + 4]), l);
-            }
-        }
-    }
-    for j in blocks / 4..bytes.len() / 4 {
-        let v = lane(word(&bytes[4 * j..4 * j + 4]), 0);
-        if write {
-            out[4 * j..4 * j + 4].copy_from_slice(&v.to_le_bytes());
-        }
-    }
-    let mut counts = Counts {
-        zeros_before: zeros.iter().sum(),
-        removed: removed.iter().sum(),
-        sum_squares: squares.iter().map(|&v| v as f64).sum(),
-    };
-    if budget > 0 && thr != 0 {
-        // The first `budget` elements equal to the threshold also go.
-        for j in 0..bytes.len() / 4 {
-            if budget == 0 {
-                break;
-            }
-            if word(&bytes[4 * j..4 * j + 4]) & ABS32 == thr {
-                budget -= 1;
-                counts.removed += 1;
-                let m = f32::from_bits(thr) as f64;
-                counts.sum_squares += m * m;
-                if write {
-                    out[4 * j..4 * j + 4].fill(0);
-                }
-            }
-        }
-    }
-    counts
-}
-
-/// Order-preserving keys of magnitudes: the bit pattern of `|w|`.
-trait Key: Send + Sync + 'static {
-    /// Width of the keys.
-    const BITS: u32;
-    /// Calls `f(index, key)` for each element of `bytes`.
-    fn each(bytes: &[u8], ty: FloatType, f: impl FnMut(usize, u64));
-    /// The magnitude a key stands for.
-    fn magnitude(key: u64) -> f64;
-}
-
-/// F32 bit patterns (for F32, F16 and BF16, which convert to F32 exactly).
-struct Key32;
-/// F64 bit patterns (for selections that hold an F64 tensor).
-struct Key64;
-
-const ABS32: u32 = 0x7fff_ffff;
-const ABS64: u64 = 0x7fff_ffff_ffff_ffff;
-
-#[inline]
-fn each_chunk<const N: usize>(bytes: &[u8], mut f: impl FnMut(usize, [u8; N])) {
-    for (i, c) in bytes.chunks_exact(N).enumerate() {
-        f(i, c.try_into().expect("chunks_exact yields N bytes"));
-    }
-}
-
-impl Key for Key32 {
-    const BITS: u32 = 32;
-    #[inline]
-    fn each(bytes: &[u8], ty: FloatType, mut f: impl FnMut(usize, u64)) {
-        match ty {
-            FloatType::F32 => {
-                each_chunk::<4>(bytes, |i, b| f(i, (u32::from_le_bytes(b) & ABS32) as u64))
-            }
-            FloatType::BF16 => each_chunk::<2>(bytes, |i, b| {
-                f(i, (((u16::from_le_bytes(b) as u32) << 16) & ABS32) as u64)
-            }),
-            FloatType::F16 => each_chunk::<2>(bytes, |i, b| {
-                f(i, (f16::from_le_bytes(b).to_f32().to_bits() & ABS32) as u64)
-            }),
-            FloatType::F64 => unreachable!("selections with F64 tensors use 64-bit keys"),
-        }
-    }
-    fn magnitude(key: u64) -> f64 {
-        f32::from_bits(key as u32) as f64
-    }
-}
-
-impl Key for Key64 {
-    const BITS: u32 = 64;
-    #[inline]
-    fn each(bytes: &[u8], ty: FloatType, mut f: impl FnMut(usize, u64)) {
-        match ty {
-            FloatType::F64 => each_chunk::<8>(bytes, |i, b| f(i, u64::from_le_bytes(b) & ABS64)),
-            FloatType::F32 => each_chunk::<4>(bytes, |i, b| {
-                f(i, (f32::from_le_bytes(b) as f64).to_bits() & ABS64)
-            }),
-            FloatType::BF16 => each_chunk::<2>(bytes, |i, b| {
-                f(i, bf16::from_le_bytes(b).to_f64().to_bits() & ABS64)
-            }),
-            FloatType::F16 => each_chunk::<2>(bytes, |i, b| {
-                f(i, f16::from_le_bytes(b).to_f64().to_bits() & ABS64)
-            }),
-        }
-    }
-    fn magnitude(key: u64) -> f64 {
-        f64::from_bits(key)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dtype::FloatType;
     use crate::stream::StreamOptions;
+    use half::{bf16, f16};
     use proptest::prelude::*;
     use std::collections::BTreeMap;
 
@@ -1120,7 +760,7 @@ mod tests {
                 &control,
             )
             .unwrap_err();
-            assert!(e.to_string().contains("sparsity"), "{e}");
+            assert!(matches!(e, Error::Sparsity { .. }), "{e}");
         }
         let e = plan(
             &ck,
@@ -1132,6 +772,156 @@ mod tests {
             &control,
         )
         .unwrap_err();
-        assert!(e.to_string().contains("no tensors selected"), "{e}");
+        assert!(
+            matches!(e, Error::NothingToPrune { ref path } if path == &input),
+            "{e}"
+        );
+        let view = TensorView::f32("w.weight", &[2], &[1.0, 2.0]).unwrap();
+        let e = prune_tensors(
+            &[view],
+            &PruneOptions {
+                sparsity: 0.5,
+                ..Default::default()
+            },
+            &control,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(e, Error::NothingToPrune { .. }),
+            "rank 1 is not prunable: {e}"
+        );
+        let e = TensorView::f32("w.weight", &[3, 1], &[1.0, 2.0]).unwrap_err();
+        assert!(matches!(e, Error::Invalid(_)), "{e}");
+    }
+
+    /// The in-memory views of the tensors that [`write`] stores, in the
+    /// same order (weights, then the bias).
+    fn views(tensors: &[(Dtype, Vec<f64>)]) -> Vec<TensorView<'static>> {
+        let mut out: Vec<TensorView<'static>> = tensors
+            .iter()
+            .enumerate()
+            .map(|(i, (dtype, v))| {
+                TensorView::from_bytes(
+                    format!("w{i}.weight"),
+                    &[1, v.len()],
+                    FloatType::of(*dtype).unwrap(),
+                    encode(v, *dtype),
+                )
+                .unwrap()
+            })
+            .collect();
+        out.push(TensorView::f32("b.bias", &[3], &[0.0, 0.5, 0.0]).unwrap());
+        out
+    }
+
+    fn criterion_strategy() -> impl Strategy<Value = Criterion> {
+        prop_oneof![
+            Just(Criterion::Magnitude),
+            any::<u64>().prop_map(|seed| Criterion::Random { seed }),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+        /// The file front end and the in-memory front end choose identical
+        /// masks and report identical counts, whatever the scope, criterion
+        /// and window sizes.
+        #[test]
+        fn memory_and_file_choose_identical_masks(
+            tensors in tensors_strategy(),
+            s in 0.0f64..0.999,
+            of_remaining in any::<bool>(),
+            layer in any::<bool>(),
+            criterion in criterion_strategy(),
+            budget in 16usize..200,
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let input = write(dir.path(), "in.safetensors", &tensors);
+            let options = PruneOptions {
+                sparsity: s,
+                of_remaining,
+                criterion,
+                scope: if layer { Scope::Layer } else { Scope::Global },
+                ..Default::default()
+            };
+            let stream = StreamOptions { budget_bytes: budget, piece_elems: 8 };
+            let (report, out) = run_prune(dir.path(), &input, "out.safetensors", &options, stream);
+            let views = views(&tensors);
+            let control = Control { options: stream, ..Control::default() };
+            let memory = prune_tensors(&views, &options, &control).unwrap();
+            for (t, mask) in memory.masks.iter().enumerate().take(tensors.len()) {
+                let got: Vec<bool> = values(&out, &format!("w{t}.weight")).iter().map(|v| *v != 0.0).collect();
+                prop_assert_eq!(mask.as_ref().unwrap(), &got, "tensor {}", t);
+            }
+            prop_assert!(memory.masks[tensors.len()].is_none(), "the bias is not prunable");
+            prop_assert_eq!(
+                PruneReport { input: PathBuf::new(), outputs: vec![], input_digest: None, ..report },
+                memory.report
+            );
+        }
+
+        /// The random criterion removes exactly the count the magnitude
+        /// criterion removes, keeps the zeros, depends on the seed only (not
+        /// on windows), and is not the magnitude order.
+        #[test]
+        fn random_criterion_counts_like_magnitude(
+            tensors in tensors_strategy(),
+            s in 0.0f64..0.999,
+            of_remaining in any::<bool>(),
+            seed in any::<u64>(),
+        ) {
+            let views = views(&tensors);
+            let run = |criterion, budget| {
+                let options = PruneOptions { sparsity: s, of_remaining, criterion, ..Default::default() };
+                let control = Control { options: StreamOptions { budget_bytes: budget, piece_elems: 8 }, ..Control::default() };
+                prune_tensors(&views, &options, &control).unwrap()
+            };
+            let random = run(Criterion::Random { seed }, 32);
+            let magnitude = run(Criterion::Magnitude, 1 << 20);
+            prop_assert_eq!(random.report.removed, magnitude.report.removed);
+            prop_assert_eq!(random.report.zeros_after, magnitude.report.zeros_after);
+            prop_assert_eq!(random.report.threshold, None);
+            prop_assert_eq!(&random.masks, &run(Criterion::Random { seed }, 1 << 20).masks);
+            for (t, (_, v)) in tensors.iter().enumerate() {
+                let mask = random.masks[t].as_ref().unwrap();
+                for (i, x) in v.iter().enumerate() {
+                    if *x == 0.0 {
+                        prop_assert!(!mask[i], "a zero stays zero");
+                    }
+                }
+            }
+        }
+    }
+
+    /// A random selection differs from the magnitude selection, and from
+    /// another seed's, on distinct values (with overwhelming probability:
+    /// fixed seeds, so the test is deterministic).
+    #[test]
+    fn random_criterion_is_not_magnitude() {
+        let v: Vec<f32> = (1..=1000).map(|i| i as f32).collect();
+        let views = [TensorView::f32("w.weight", &[10, 100], &v).unwrap()];
+        let run = |criterion| {
+            let options = PruneOptions {
+                sparsity: 0.5,
+                criterion,
+                ..Default::default()
+            };
+            prune_tensors(&views, &options, &Control::default())
+                .unwrap()
+                .masks
+                .remove(0)
+                .unwrap()
+        };
+        let magnitude = run(Criterion::Magnitude);
+        assert_eq!(magnitude, (0..1000).map(|i| i >= 500).collect::<Vec<_>>());
+        let a = run(Criterion::Random { seed: 1 });
+        let b = run(Criterion::Random { seed: 2 });
+        assert_eq!(a.iter().filter(|k| !**k).count(), 500);
+        assert_ne!(a, magnitude);
+        assert_ne!(a, b);
+        // Small values are not favoured: about half of the removed are below the median.
+        let low = a[..500].iter().filter(|k| !**k).count();
+        assert!((200..300).contains(&low), "{low}");
     }
 }

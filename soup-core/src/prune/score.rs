@@ -1,0 +1,184 @@
+//! Scoring: the criterion seam of pruning. A criterion turns every element
+//! into an order key; selection removes the elements with the smallest keys
+//! (ties in storage order). Zeros always get key 0, so they count as removed
+//! first whatever the criterion.
+//!
+//! - Magnitude: the key is the bit pattern of `|w|`, which for IEEE floats
+//!   with the sign cleared orders like the magnitude. F32, F16 and BF16
+//!   convert exactly to F32, so their keys are F32 bit patterns
+//!   ([`Key32`]); a selection holding an F64 tensor uses F64 bit patterns
+//!   ([`Key64`]).
+//! - Random: the key of a non-zero element is a hash of the seed, the
+//!   tensor's name and the element's index ([`RandomKey`]), so the choice
+//!   is a uniformly random subset that depends on the seed alone, not on
+//!   storage order, windows or threads.
+
+use half::{bf16, f16};
+use serde::{Deserialize, Serialize};
+
+use crate::dtype::{Accumulator, FloatType};
+
+/// How elements are ranked for removal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Criterion {
+    /// Smallest `|w|` first (NaN counts as larger than any number).
+    #[default]
+    Magnitude,
+    /// A seeded uniformly random order of the non-zero elements.
+    Random {
+        /// The seed.
+        seed: u64,
+    },
+}
+
+/// Order keys of the elements of a tensor piece.
+pub(crate) trait Key: Sync {
+    /// Width of the keys in bits (the radix selection's passes).
+    const BITS: u32;
+    /// Whether keys are F32 magnitude bit patterns, so that the vectorized
+    /// F32 loops apply.
+    const F32_MAGNITUDE: bool;
+    /// Calls `f(index, key)` for each element of `bytes`, which hold the
+    /// elements from `start` on of tensor number `tensor`.
+    fn each(
+        &self,
+        tensor: usize,
+        start: usize,
+        bytes: &[u8],
+        ty: FloatType,
+        f: impl FnMut(usize, u64),
+    );
+    /// The largest magnitude removed, for a cut at `key` (magnitude keys
+    /// only).
+    fn threshold(&self, key: u64) -> Option<f64>;
+}
+
+/// F32 bit patterns of magnitudes (for F32, F16 and BF16).
+pub(crate) struct Key32;
+/// F64 bit patterns of magnitudes (for selections that hold an F64 tensor).
+pub(crate) struct Key64;
+
+/// Random keys: 31-bit hashes of (seed, tensor name, index), never 0.
+pub(crate) struct RandomKey {
+    /// Per tensor (indexed like the source): the hash of seed and name.
+    tensor_seeds: Vec<u64>,
+}
+
+pub(crate) const ABS32: u32 = 0x7fff_ffff;
+const ABS64: u64 = 0x7fff_ffff_ffff_ffff;
+
+#[inline]
+fn each_chunk<const N: usize>(bytes: &[u8], mut f: impl FnMut(usize, [u8; N])) {
+    for (i, c) in bytes.chunks_exact(N).enumerate() {
+        f(i, c.try_into().expect("chunks_exact yields N bytes"));
+    }
+}
+
+impl Key for Key32 {
+    const BITS: u32 = 32;
+    const F32_MAGNITUDE: bool = true;
+    #[inline]
+    fn each(&self, _: usize, _: usize, bytes: &[u8], ty: FloatType, mut f: impl FnMut(usize, u64)) {
+        match ty {
+            FloatType::F32 => {
+                each_chunk::<4>(bytes, |i, b| f(i, (u32::from_le_bytes(b) & ABS32) as u64))
+            }
+            FloatType::BF16 => each_chunk::<2>(bytes, |i, b| {
+                f(i, (((u16::from_le_bytes(b) as u32) << 16) & ABS32) as u64)
+            }),
+            FloatType::F16 => each_chunk::<2>(bytes, |i, b| {
+                f(i, (f16::from_le_bytes(b).to_f32().to_bits() & ABS32) as u64)
+            }),
+            FloatType::F64 => unreachable!("selections with F64 tensors use 64-bit keys"),
+        }
+    }
+    fn threshold(&self, key: u64) -> Option<f64> {
+        Some(f32::from_bits(key as u32) as f64)
+    }
+}
+
+impl Key for Key64 {
+    const BITS: u32 = 64;
+    const F32_MAGNITUDE: bool = false;
+    #[inline]
+    fn each(&self, _: usize, _: usize, bytes: &[u8], ty: FloatType, mut f: impl FnMut(usize, u64)) {
+        match ty {
+            FloatType::F64 => each_chunk::<8>(bytes, |i, b| f(i, u64::from_le_bytes(b) & ABS64)),
+            FloatType::F32 => each_chunk::<4>(bytes, |i, b| {
+                f(i, (f32::from_le_bytes(b) as f64).to_bits() & ABS64)
+            }),
+            FloatType::BF16 => each_chunk::<2>(bytes, |i, b| {
+                f(i, bf16::from_le_bytes(b).to_f64().to_bits() & ABS64)
+            }),
+            FloatType::F16 => each_chunk::<2>(bytes, |i, b| {
+                f(i, f16::from_le_bytes(b).to_f64().to_bits() & ABS64)
+            }),
+        }
+    }
+    fn threshold(&self, key: u64) -> Option<f64> {
+        Some(f64::from_bits(key))
+    }
+}
+
+/// SplitMix64's finaliser: a bijective 64-bit mix.
+#[inline]
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+impl RandomKey {
+    /// Keys for tensors called `names` (in the source's order) under `seed`.
+    pub(crate) fn new<'a>(seed: u64, names: impl IntoIterator<Item = &'a str>) -> RandomKey {
+        let tensor_seeds = names
+            .into_iter()
+            .map(|name| {
+                // FNV-1a of the name, then mixed with the seed.
+                let mut h = 0xcbf2_9ce4_8422_2325u64;
+                for b in name.bytes() {
+                    h = (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3);
+                }
+                mix(h ^ mix(seed))
+            })
+            .collect();
+        RandomKey { tensor_seeds }
+    }
+}
+
+impl Key for RandomKey {
+    const BITS: u32 = 32;
+    const F32_MAGNITUDE: bool = false;
+    #[inline]
+    fn each(
+        &self,
+        tensor: usize,
+        start: usize,
+        bytes: &[u8],
+        ty: FloatType,
+        mut f: impl FnMut(usize, u64),
+    ) {
+        let base = self.tensor_seeds[tensor];
+        crate::dtype::for_each_nonzero(bytes, ty, |i, nonzero| {
+            let key = if nonzero {
+                // The top 31 bits, or 1 where they are all zero: never 0.
+                (mix(base.wrapping_add((start + i) as u64)) >> 33).max(1)
+            } else {
+                0
+            };
+            f(i, key)
+        });
+    }
+    fn threshold(&self, _: u64) -> Option<f64> {
+        None
+    }
+}
+
+/// `|w|` of element `j` of `bytes`, in f64.
+pub(crate) fn magnitude_at(bytes: &[u8], ty: FloatType, j: usize) -> f64 {
+    let size = ty.size();
+    let mut v = [0f64];
+    f64::decode_into(&bytes[j * size..(j + 1) * size], ty, &mut v);
+    v[0].abs()
+}

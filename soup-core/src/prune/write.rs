@@ -1,0 +1,250 @@
+//! Writing: the pass that applies the cuts. It streams every tensor of the
+//! source once, removes in each prunable piece the keys below its group's
+//! cut and, of the keys equal to it, as many as the count still needs (in
+//! storage order), and hands the result to a [`Sink`] (the output file, or
+//! buffers in memory). Pieces of other tensors are copied unchanged.
+
+use rayon::prelude::*;
+
+use super::score::{magnitude_at, Key, ABS32};
+use super::select::Cut;
+use super::source::{Sink, Source};
+use crate::dtype::FloatType;
+use crate::error::Result;
+use crate::stream::{Control, Piece};
+
+/// Totals of one tensor (or piece) after the write pass.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Counts {
+    pub(crate) zeros_before: u64,
+    pub(crate) removed: u64,
+    pub(crate) sum_squares: f64,
+}
+
+impl Counts {
+    fn add(&mut self, other: Counts) {
+        self.zeros_before += other.zeros_before;
+        self.removed += other.removed;
+        self.sum_squares += other.sum_squares;
+    }
+}
+
+/// Applies `cuts` (one per group; `group_of` maps tensors to groups) to
+/// every tensor of `source`, writing to `sink` when there is one. Returns
+/// the per-tensor counts and, with `hash`, the source's content hash.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn write_pass<S: Source, K: Key>(
+    source: &S,
+    key: &K,
+    group_of: &[Option<usize>],
+    cuts: &[Cut],
+    sink: Option<&dyn Sink>,
+    hash: bool,
+    control: &Control,
+) -> Result<(Vec<Counts>, Option<String>)> {
+    let mut remaining: Vec<u64> = cuts.iter().map(|c| c.ties).collect();
+    let partial = |g: usize| cuts[g].partial();
+    let mut counts = vec![Counts::default(); source.count()];
+    let what = if sink.is_some() {
+        "pruning"
+    } else {
+        "counting"
+    };
+    let all: Vec<usize> = (0..source.count()).collect();
+    let sha = source.stream(
+        control,
+        what,
+        &all,
+        hash,
+        |window: &[Piece]| {
+            let needs = window
+                .iter()
+                .any(|p| group_of[p.tensor].is_some_and(partial));
+            let eq: Vec<u64> = if needs {
+                window
+                    .par_iter()
+                    .map(|p| match group_of[p.tensor] {
+                        Some(g) if partial(g) => {
+                            super::select::count_equal(source, key, p, cuts[g].thr)
+                        }
+                        _ => 0,
+                    })
+                    .collect()
+            } else {
+                vec![0; window.len()]
+            };
+            // Ties are handed out in storage order: earlier pieces first.
+            Ok(window
+                .iter()
+                .zip(eq)
+                .map(|(p, eq)| match group_of[p.tensor] {
+                    None => 0,
+                    Some(g) if partial(g) => {
+                        let take = remaining[g].min(eq);
+                        remaining[g] -= take;
+                        take
+                    }
+                    Some(g) if cuts[g].ties == cuts[g].eq => u64::MAX,
+                    Some(_) => 0,
+                })
+                .collect::<Vec<u64>>())
+        },
+        |p: &Piece, budgets: &Vec<u64>, i| {
+            let cut = group_of[p.tensor].map(|g| cuts[g]);
+            prune_piece(source, key, p, cut, budgets[i], sink)
+        },
+        |window, results| {
+            for (p, c) in window.iter().zip(results) {
+                counts[p.tensor].add(*c);
+            }
+            Ok(())
+        },
+    )?;
+    Ok((counts, sha))
+}
+
+/// Prunes (or only counts) one piece: removes keys below the cut and up to
+/// `budget` keys equal to it; copies unselected pieces unchanged.
+fn prune_piece<S: Source, K: Key>(
+    source: &S,
+    key: &K,
+    p: &Piece,
+    cut: Option<Cut>,
+    budget: u64,
+    sink: Option<&dyn Sink>,
+) -> Result<Counts> {
+    let bytes = source.bytes(p.tensor, &p.elems);
+    let ty = source.float_type(p.tensor);
+    let offset = ty.map_or(0, |t| t.size()) * p.elems.start;
+    let mut counts = Counts::default();
+    match (cut, ty) {
+        (Some(cut), Some(FloatType::F32)) if K::F32_MAGNITUDE => {
+            let mut buf = vec![0u8; if sink.is_some() { bytes.len() } else { 0 }];
+            counts = prune_f32(bytes, cut.thr as u32, budget, &mut buf);
+            if let Some(out) = sink {
+                out.write(p.tensor, offset, &buf)?;
+            }
+        }
+        (Some(cut), Some(ty)) => {
+            let size = ty.size();
+            let mut buf = sink.map(|_| bytes.to_vec());
+            let mut budget = budget;
+            let thr = cut.thr;
+            key.each(p.tensor, p.elems.start, bytes, ty, |j, k| {
+                if k == 0 {
+                    counts.zeros_before += 1;
+                } else if k < thr || (k == thr && budget > 0) {
+                    if k == thr {
+                        budget -= 1;
+                    }
+                    counts.removed += 1;
+                    let m = magnitude_at(bytes, ty, j);
+                    counts.sum_squares += m * m;
+                    if let Some(b) = buf.as_mut() {
+                        b[j * size..(j + 1) * size].fill(0);
+                    }
+                }
+            });
+            if let (Some(out), Some(buf)) = (sink, buf) {
+                out.write(p.tensor, offset, &buf)?;
+            }
+        }
+        (_, ty) => {
+            if let Some(ty) = ty {
+                let mut nonzero = 0u64;
+                crate::dtype::for_each_nonzero(bytes, ty, |_, nz| nonzero += nz as u64);
+                counts.zeros_before = p.elems.len() as u64 - nonzero;
+            }
+            if let Some(out) = sink {
+                // Whole-tensor byte offsets for any dtype (sub-byte too).
+                let (_, dtype, _) = source.describe(p.tensor);
+                let start = p.elems.start * dtype.bitsize() / 8;
+                out.write(p.tensor, start, bytes)?;
+            }
+        }
+    }
+    Ok(counts)
+}
+
+/// [`prune_piece`] for F32 data with F32 keys, the common case, written so
+/// that the main loop has no branches and vectorizes: it removes the keys
+/// below `thr` (all of `thr` too when `budget` is `u64::MAX`); a second
+/// loop runs only for pieces that hold some of a partially removed tie
+/// class. `out` (empty when only counting) receives the pruned bytes.
+fn prune_f32(bytes: &[u8], thr: u32, budget: u64, out: &mut [u8]) -> Counts {
+    const LANES: usize = 8;
+    let (below, mut budget) = if budget == u64::MAX {
+        // thr <= ABS32 < u32::MAX, so this cannot overflow.
+        (thr + 1, 0)
+    } else {
+        (thr, budget)
+    };
+    let write = !out.is_empty();
+    let mut zeros = [0u64; LANES];
+    let mut removed = [0u64; LANES];
+    // Per-lane partial sums in f32 (they vectorize), widened per piece.
+    let mut squares = [0f32; LANES];
+    let mut lane = |w: u32, l: usize| -> u32 {
+        let k = w & ABS32;
+        let nonzero = k != 0;
+        // Zeros stay as they are (a -0.0 stays -0.0), uncounted as removed.
+        let gone = (k < below) & nonzero;
+        zeros[l] += (!nonzero) as u64;
+        removed[l] += gone as u64;
+        let m = f32::from_bits(k);
+        squares[l] += if gone { m * m } else { 0.0 };
+        if gone {
+            0
+        } else {
+            w
+        }
+    };
+    let word = |c: &[u8]| u32::from_le_bytes(c.try_into().expect("4 bytes"));
+    let blocks = bytes.len() / (4 * LANES) * (4 * LANES);
+    if write {
+        for (o, c) in out[..blocks]
+            .chunks_exact_mut(4 * LANES)
+            .zip(bytes[..blocks].chunks_exact(4 * LANES))
+        {
+            for l in 0..LANES {
+                let v = lane(word(&c[4 * l..4 * l + 4]), l);
+                o[4 * l..4 * l + 4].copy_from_slice(&v.to_le_bytes());
+            }
+        }
+    } else {
+        for c in bytes[..blocks].chunks_exact(4 * LANES) {
+            for l in 0..LANES {
+                lane(word(&c[4 * l..4 * l + 4]), l);
+            }
+        }
+    }
+    for j in blocks / 4..bytes.len() / 4 {
+        let v = lane(word(&bytes[4 * j..4 * j + 4]), 0);
+        if write {
+            out[4 * j..4 * j + 4].copy_from_slice(&v.to_le_bytes());
+        }
+    }
+    let mut counts = Counts {
+        zeros_before: zeros.iter().sum(),
+        removed: removed.iter().sum(),
+        sum_squares: squares.iter().map(|&v| v as f64).sum(),
+    };
+    if budget > 0 && thr != 0 {
+        // The first `budget` elements equal to the threshold also go.
+        for j in 0..bytes.len() / 4 {
+            if budget == 0 {
+                break;
+            }
+            if word(&bytes[4 * j..4 * j + 4]) & ABS32 == thr {
+                budget -= 1;
+                counts.removed += 1;
+                let m = f32::from_bits(thr) as f64;
+                counts.sum_squares += m * m;
+                if write {
+                    out[4 * j..4 * j + 4].fill(0);
+                }
+            }
+        }
+    }
+    counts
+}
