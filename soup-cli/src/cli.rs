@@ -37,7 +37,7 @@ pub struct Global {
     #[arg(long, global = true, value_name = "SIZE", value_parser = parse_size)]
     pub budget: Option<u64>,
     /// Algorithm of the content digests that `hash` prints and written files
-    /// record as provenance (blake3:<hex> or sha256:<hex>).
+    /// record as provenance (`blake3:<hex>` or `sha256:<hex>`).
     #[arg(long, global = true, value_enum, default_value_t = DigestArg::Blake3)]
     pub digest: DigestArg,
 }
@@ -226,7 +226,7 @@ pub struct DiffArgs {
 /// Content digests of a checkpoint.
 ///
 /// A digest of every tensor over (name, dtype, shape, data), and one over
-/// all tensors: blake3:<hex> by default, sha256:<hex> with --digest sha256.
+/// all tensors: `blake3:<hex>` by default, `sha256:<hex>` with `--digest sha256`.
 /// Metadata, tensor order and file layout (sharding) do not change them;
 /// any change of a value, name, dtype or shape does. These are the digests
 /// that written files record in soup.inputs.
