@@ -78,7 +78,9 @@ def _as_array(name: str, value: Any) -> tuple[str, np.ndarray]:
     array = np.asarray(value)
     if array.dtype.byteorder == ">":
         array = array.astype(array.dtype.newbyteorder("<"))
-    array = np.ascontiguousarray(array)
+    if not array.flags.c_contiguous:
+        # (np.ascontiguousarray would also turn a 0-d array into 1-d.)
+        array = array.copy(order="C")
     tag = _NUMPY_TO_TAG.get(array.dtype.newbyteorder("="))
     if tag is None:
         raise TypeError(f"tensor `{name}`: dtype {array.dtype} has no safetensors equivalent")
