@@ -12,3 +12,8 @@ export SOUP_REQUIRE_PYTHON=1
 # End-to-end tests drive the built binaries: build them first.
 cargo build --workspace --release --locked --bins
 cargo test --workspace --release --locked "$@"
+# The Python package (python/): build and install it into the same
+# environment, then run its tests, which compare it with the soup binary
+# built above.
+"$SOUP_PYTHON" -m pip install --quiet ./python pytest
+"$SOUP_PYTHON" -m pytest -q python/tests

@@ -10,7 +10,7 @@
 //! sets soup-core's interrupt flag, the operation stops at its next window
 //! (writing nothing), and the `KeyboardInterrupt` is raised in Python.
 //! Errors become the exception classes of `sparse_soups.errors`, chosen in
-//! [`to_py_err`].
+//! `to_py_err`.
 #![forbid(unsafe_code)]
 
 use std::path::{Path, PathBuf};
@@ -22,8 +22,8 @@ use pyo3::prelude::*;
 use serde::Serialize;
 use soup_core::prune::{PruneOptions, PruneSelection, Scope};
 use soup_core::{
-    Checkpoint, Control, FloatType, IntPolicy, MaskPolicy, MergeOptions, NoProgress,
-    OutputOptions, Selection, StreamOptions,
+    Checkpoint, Control, FloatType, IntPolicy, MaskPolicy, MergeOptions, NoProgress, OutputOptions,
+    Selection, StreamOptions,
 };
 
 /// How often the calling thread looks for a pending Ctrl-C.
@@ -188,9 +188,7 @@ fn merge(
     soup_core::merge::normalise_weights(options.weights.as_deref(), paths.len())
         .map_err(|e| to_py_err(py, e))?;
     let inputs = open_all(py, &paths)?;
-    let report = run(py, budget, |c| {
-        soup_core::merge(&inputs, &out, &options, c)
-    })?;
+    let report = run(py, budget, |c| soup_core::merge(&inputs, &out, &options, c))?;
     json(&report)
 }
 
