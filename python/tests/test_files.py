@@ -4,6 +4,8 @@ reports, byte-identical outputs, the same error messages."""
 from __future__ import annotations
 
 import signal
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -173,13 +175,34 @@ def test_invalid_arguments(family, tmp_path: Path, call) -> None:
     assert not (tmp_path / "out.safetensors").exists()
 
 
-def test_ctrl_c_stops_a_merge_and_writes_nothing(tmp_path: Path) -> None:
+@pytest.fixture
+def big_inputs(tmp_path: Path) -> list[Path]:
+    """Three 16 MiB checkpoints: with a 64 KiB budget, a merge of them
+    takes hundreds of windows."""
     rng = np.random.default_rng(1)
     inputs = []
     for i in range(3):
         path = tmp_path / f"big{i}.safetensors"
         save_file({"w": rng.standard_normal((2048, 2048)).astype(np.float32)}, str(path))
         inputs.append(path)
+    return inputs
+
+
+def test_long_work_releases_the_gil(big_inputs: list[Path], tmp_path: Path) -> None:
+    worker = threading.Thread(
+        target=ss.merge, args=(big_inputs, tmp_path / "soup.safetensors"), kwargs={"budget": 1 << 16}
+    )
+    ticks = 0
+    worker.start()
+    while worker.is_alive():  # runs only while the merge has let go of the GIL
+        ticks += 1
+        time.sleep(0.001)
+    worker.join()
+    assert ticks > 5 and (tmp_path / "soup.safetensors").exists()
+
+
+def test_ctrl_c_stops_a_merge_and_writes_nothing(big_inputs: list[Path], tmp_path: Path) -> None:
+    inputs = big_inputs
     out = tmp_path / "soup.safetensors"
     # SIGINT shortly after the merge starts; Python's default handler turns
     # it into KeyboardInterrupt once the core polls for signals.
