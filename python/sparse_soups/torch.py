@@ -144,7 +144,8 @@ def recalibrate_bn(
     statistics) needs this. The statistics are reset, then forward passes
     run in training mode with gradients off and dropout disabled over the
     first ``ceil(fraction * len(loader))`` batches (at least one; or
-    exactly ``batches``). ``mode="cumulative"`` makes the statistics the
+    exactly ``batches``, which a loader without a length needs).
+    ``mode="cumulative"`` makes the statistics the
     plain average over those batches of the batch means and (unbiased)
     variances; ``mode="ema"`` uses each layer's own momentum (0.1 by
     default) as the reference SMS code does. A batch is a tensor or a
@@ -157,6 +158,8 @@ def recalibrate_bn(
     if batches is None:
         if not 0.0 < fraction <= 1.0:
             raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+        if not hasattr(loader, "__len__"):
+            raise TypeError("the loader has no length: pass batches=N instead of a fraction")
         batches = max(1, math.ceil(fraction * len(loader)))  # type: ignore[arg-type]
     if not norms:
         return 0

@@ -122,6 +122,9 @@ def test_recalibrate_bn_batches_and_errors() -> None:
         recalibrate_bn(model, recal_data(), mode="median")  # type: ignore[arg-type]
     with pytest.raises(ValueError):
         recalibrate_bn(model, recal_data(), fraction=0.0)
+    with pytest.raises(TypeError, match="batches=N"):
+        recalibrate_bn(model, iter(recal_data()))
+    assert recalibrate_bn(model, iter(recal_data()), batches=2) == 2
 
 
 def test_uniform_soup_is_soup_merge(tmp_path: Path) -> None:
