@@ -3,7 +3,7 @@
 Three layers, one engine (soup-core, the Rust library behind the ``soup``
 command line):
 
-- the file API, :func:`merge`, :func:`check_mask`, :func:`prune`,
+- the file API, :func:`merge`, :func:`greedy_merge`, :func:`check_mask`, :func:`prune`,
   :func:`inspect`, :func:`diff` and :func:`hash`, working on safetensors
   files and sharded folders and returning what ``soup ... --json`` prints;
 - the in-memory API, :func:`merge_state_dicts`, :func:`prune_state_dict`
@@ -22,10 +22,11 @@ from __future__ import annotations
 
 from . import errors
 from ._core import core_version as _core_version
-from ._files import check_mask, diff, hash, inspect, merge, prune
+from ._files import check_mask, diff, greedy_merge, hash, inspect, merge, prune
 from ._memory import mask_fingerprints, merge_state_dicts, prune_state_dict
 from ._types import (
     DiffReport,
+    GreedyReport,
     HashReport,
     Inspection,
     MaskReport,
@@ -47,6 +48,7 @@ __version__ = _core_version()
 
 __all__ = [
     "merge",
+    "greedy_merge",
     "check_mask",
     "prune",
     "inspect",
@@ -56,6 +58,7 @@ __all__ = [
     "prune_state_dict",
     "mask_fingerprints",
     "MergeReport",
+    "GreedyReport",
     "MaskReport",
     "PruneReport",
     "Inspection",

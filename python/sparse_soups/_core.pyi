@@ -2,6 +2,8 @@
 the matching ``soup <command> --json`` prints; use the wrappers in
 :mod:`sparse_soups`, which parse it into typed dictionaries."""
 
+from collections.abc import Callable
+
 def merge(
     paths: list[str],
     out: str,
@@ -14,6 +16,21 @@ def merge(
     budget: int | None,
 ) -> str:
     """Average checkpoints; returns the merge report as JSON."""
+
+def greedy_merge(
+    paths: list[str],
+    out: str,
+    evaluate: Callable[[str], float],
+    strict: bool,
+    scores: list[float] | None,
+    mask_policy: str,
+    int_policy: str,
+    dtype: str | None,
+    shard_size: int | None,
+    force: bool,
+    budget: int | None,
+) -> str:
+    """Greedy soup scored by ``evaluate(path)``; returns the greedy report as JSON."""
 
 def check_mask(
     paths: list[str],

@@ -12,13 +12,21 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Literal, cast
 
 from . import _core
-from ._types import DiffReport, HashReport, Inspection, MaskReport, MergeReport, PruneReport
+from ._types import (
+    DiffReport,
+    GreedyReport,
+    HashReport,
+    Inspection,
+    MaskReport,
+    MergeReport,
+    PruneReport,
+)
 
-__all__ = ["merge", "check_mask", "prune", "inspect", "diff", "hash"]
+__all__ = ["merge", "greedy_merge", "check_mask", "prune", "inspect", "diff", "hash"]
 
 PathLike = str | os.PathLike[str]
 
@@ -65,6 +73,47 @@ def merge(
         budget,
     )
     return cast(MergeReport, json.loads(report))
+
+
+def greedy_merge(
+    paths: Sequence[PathLike],
+    out: PathLike,
+    evaluate: Callable[[str], float],
+    *,
+    strict: bool = False,
+    scores: Sequence[float] | None = None,
+    mask_policy: Literal["refuse", "union", "intersect"] = "refuse",
+    int_policy: Literal["equal", "first"] = "equal",
+    dtype: str | None = None,
+    shard_size: int | None = None,
+    force: bool = False,
+    budget: int | None = None,
+) -> GreedyReport:
+    """Build a greedy soup into ``out`` (``soup merge --greedy``), scoring
+    checkpoints with ``evaluate(path) -> float`` (higher is better) instead
+    of an evaluation command.
+
+    Candidates are ranked by their own score (or ``scores``); starting from
+    the best, each next one is kept if the uniform soup of the chosen ones
+    plus it scores at least as well (strictly better with ``strict=True``).
+    Trial soups are written to a temporary folder beside ``out`` and
+    removed. An exception raised by ``evaluate`` stops the soup and
+    propagates unchanged; nothing is written.
+    """
+    report = _core.greedy_merge(
+        _paths(paths),
+        os.fspath(out),
+        evaluate,
+        strict,
+        None if scores is None else [float(s) for s in scores],
+        mask_policy,
+        int_policy,
+        dtype,
+        shard_size,
+        force,
+        budget,
+    )
+    return cast(GreedyReport, json.loads(report))
 
 
 def check_mask(

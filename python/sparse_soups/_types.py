@@ -10,6 +10,8 @@ from typing import Any, TypedDict
 
 __all__ = [
     "MergeReport",
+    "GreedyTrial",
+    "GreedyReport",
     "TensorMask",
     "MaskReport",
     "TensorPrune",
@@ -39,6 +41,30 @@ class MergeReport(TypedDict):
     mask_policy: str
     mask_differences: list[list[Any]]
     """Per tensor whose masks differ: ``[name, [positions per input]]``."""
+
+
+class GreedyTrial(TypedDict):
+    """One step of a greedy soup."""
+
+    candidate: str
+    candidate_score: float
+    """The candidate's own score."""
+    score: float
+    """Score of the soup of the chosen candidates plus this one."""
+    kept: bool
+
+
+class GreedyReport(TypedDict):
+    """What :func:`sparse_soups.greedy_merge` did."""
+
+    trials: list[GreedyTrial]
+    chosen: list[str]
+    """The candidates in the soup, in the order they were added."""
+    score: float
+    strict: bool
+    scores_given: bool
+    merge: MergeReport
+    """The final merge of the chosen candidates."""
 
 
 class TensorMask(TypedDict):

@@ -15,11 +15,13 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use pyo3::exceptions::{PyKeyboardInterrupt, PyRuntimeError};
 use pyo3::prelude::*;
 use serde::Serialize;
+use soup_core::greedy::GreedyOptions;
 use soup_core::prune::{PruneOptions, PruneSelection, Scope};
 use soup_core::{
     Checkpoint, Control, FloatType, IntPolicy, MaskPolicy, MergeOptions, NoProgress, OutputOptions,
@@ -192,6 +194,61 @@ fn merge(
     json(&report)
 }
 
+/// Builds a greedy soup scored by the Python callable `evaluate(path) ->
+/// float`; returns the greedy report as JSON. An exception raised by
+/// `evaluate` stops the soup and is re-raised as it is.
+#[pyfunction]
+#[pyo3(signature = (paths, out, evaluate, strict, scores, mask_policy, int_policy, dtype, shard_size, force, budget))]
+#[allow(clippy::too_many_arguments)]
+fn greedy_merge(
+    py: Python<'_>,
+    paths: Vec<PathBuf>,
+    out: PathBuf,
+    evaluate: Py<PyAny>,
+    strict: bool,
+    scores: Option<Vec<f64>>,
+    mask_policy: &str,
+    int_policy: &str,
+    dtype: Option<&str>,
+    shard_size: Option<u64>,
+    force: bool,
+    budget: Option<usize>,
+) -> PyResult<String> {
+    let options = GreedyOptions {
+        strict,
+        scores,
+        merge: MergeOptions {
+            weights: None,
+            mask_policy: self::mask_policy(py, mask_policy)?,
+            int_policy: self::int_policy(py, int_policy)?,
+            dtype: float_type(py, dtype)?,
+            output: OutputOptions { shard_size, force },
+            recipe_extra: Default::default(),
+        },
+    };
+    let inputs = open_all(py, &paths)?;
+    let failure: Mutex<Option<PyErr>> = Mutex::new(None);
+    let result = run(py, budget, |c| {
+        let mut scorer = |path: &Path| -> soup_core::Result<f64> {
+            Python::attach(|py| {
+                let score = evaluate
+                    .call1(py, (path.to_path_buf(),))
+                    .and_then(|v| v.extract::<f64>(py));
+                score.map_err(|e| {
+                    let message = format!("evaluate({}) raised {e}", path.display());
+                    *failure.lock().expect("not poisoned") = Some(e);
+                    soup_core::Error::Evaluator(message)
+                })
+            })
+        };
+        soup_core::greedy_soup(&inputs, &out, &mut scorer, &options, c)
+    });
+    if let Some(e) = failure.lock().expect("not poisoned").take() {
+        return Err(e);
+    }
+    json(&result?)
+}
+
 /// Compares masks; returns the mask report as JSON.
 #[pyfunction]
 #[pyo3(signature = (paths, reference, include, exclude, budget))]
@@ -343,6 +400,7 @@ fn core_version() -> &'static str {
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(merge, m)?)?;
+    m.add_function(wrap_pyfunction!(greedy_merge, m)?)?;
     m.add_function(wrap_pyfunction!(check_mask, m)?)?;
     m.add_function(wrap_pyfunction!(prune, m)?)?;
     m.add_function(wrap_pyfunction!(inspect, m)?)?;

@@ -86,3 +86,52 @@ def family(tmp_path: Path) -> dict[str, Path]:
     paths["odd"] = tmp_path / "odd.safetensors"
     save_file(odd, str(paths["odd"]))
     return paths
+
+
+# ----- greedy soups on a scripted evaluator -----
+
+LEVELS = [1.0, 2.0, 4.0, 8.0]  # every subset has its own mean
+
+
+def scripted_scores() -> dict[str, float]:
+    """Score of the soup of each subset, keyed by the soup's mean."""
+    from itertools import combinations
+
+    table = {}
+    for k in range(1, 5):
+        for subset in combinations(range(4), k):
+            table[frozenset(subset)] = 0.1
+    table.update(
+        {
+            frozenset({0}): 0.5,
+            frozenset({1}): 0.9,
+            frozenset({2}): 0.7,
+            frozenset({3}): 0.9,  # ties with 1: input order decides
+            frozenset({1, 3}): 0.9,  # a tie: kept unless strict
+            frozenset({1, 3, 2}): 0.85,  # worse: rejected
+            frozenset({1, 3, 0}): 0.95,
+            frozenset({1, 2}): 0.92,
+            frozenset({1, 2, 0}): 0.92,
+        }
+    )
+    means = {}
+    for subset, score in table.items():
+        key = f"{sum(LEVELS[i] for i in subset) / len(subset):.6f}"
+        assert key not in means
+        means[key] = score
+    return means
+
+
+def write_evaluator(folder: Path, table: dict[str, float]) -> Path:
+    """A script for `soup merge --greedy --eval-cmd` that prints the
+    scripted score of the checkpoint it is given."""
+    (folder / "table.json").write_text(json.dumps(table))
+    script = folder / "evaluate.py"
+    script.write_text(
+        "import json, sys\n"
+        "from safetensors.numpy import load_file\n"
+        f"table = json.load(open({str(folder / 'table.json')!r}))\n"
+        "w = load_file(sys.argv[1])['w']\n"
+        "print(table[f'{w.astype(float).mean():.6f}'])\n"
+    )
+    return script

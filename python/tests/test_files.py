@@ -4,14 +4,15 @@ reports, byte-identical outputs, the same error messages."""
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import cli_error
-from safetensors.numpy import save_file
+from conftest import LEVELS, cli_error, scripted_scores, write_evaluator
+from safetensors.numpy import load_file, save_file
 
 import sparse_soups as ss
 
@@ -104,6 +105,50 @@ def test_hash_matches_cli(family, soup) -> None:
 def test_merge_report_hashes_are_the_inputs_hashes(family, tmp_path: Path) -> None:
     report = ss.merge([family["c0"], family["c1"]], tmp_path / "m.safetensors")
     assert report["input_sha256"] == [ss.hash(family[c])["sha256"] for c in ("c0", "c1")]
+
+
+@pytest.mark.parametrize("strict", [False, True])
+def test_greedy_merge_matches_cli(tmp_path: Path, soup, strict: bool) -> None:
+    table = scripted_scores()
+    script = write_evaluator(tmp_path, table)
+    paths = []
+    for i, level in enumerate(LEVELS):
+        paths.append(tmp_path / f"c{i}.safetensors")
+        save_file({"w": np.full((2, 3), level, np.float32)}, str(paths[-1]))
+    seen = []
+
+    def evaluate(path: str) -> float:
+        seen.append(path)
+        w = load_file(path)["w"]
+        return table[f"{w.astype(float).mean():.6f}"]
+
+    py_out, cli_out = tmp_path / "py.safetensors", tmp_path / "cli.safetensors"
+    report = ss.greedy_merge(paths, py_out, evaluate, strict=strict)
+    flags = ["--strict"] if strict else []
+    code, cli, err = soup(
+        "merge", *paths, "-o", cli_out, "--greedy", "--eval-cmd", f"{sys.executable} {script} {{}}", *flags
+    )
+    assert code == 0, err
+    assert without(report, "merge") == without(cli, "merge")
+    assert without(report["merge"], "outputs") == without(cli["merge"], "outputs")
+    assert load_file(str(py_out))["w"].tobytes() == load_file(str(cli_out))["w"].tobytes()
+    assert len(seen) == 4 + 3  # every candidate, then one trial per other candidate
+    assert report["chosen"] == [str(paths[i]) for i in ([1, 2] if strict else [1, 3, 0])]
+
+
+def test_greedy_merge_passes_evaluator_exceptions_through(family, tmp_path: Path) -> None:
+    class Broken(Exception):
+        pass
+
+    def evaluate(path: str) -> float:
+        raise Broken(path)
+
+    out = tmp_path / "g.safetensors"
+    with pytest.raises(Broken):
+        ss.greedy_merge([family["c0"], family["c1"]], out, evaluate)
+    with pytest.raises(TypeError):
+        ss.greedy_merge([family["c0"], family["c1"]], out, lambda p: "high")
+    assert not out.exists() and not list(tmp_path.glob(".soup-greedy-*"))
 
 
 # ----- errors: the class by kind, the message the CLI prints -----

@@ -3,7 +3,6 @@ and pruning of live models."""
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -11,6 +10,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
+
+from conftest import LEVELS, scripted_scores, write_evaluator
 
 import sparse_soups as ss
 from sparse_soups.torch import MaskEnforcer, greedy_soup, prune_model, recalibrate_bn, uniform_soup
@@ -157,54 +158,14 @@ def test_uniform_soup_is_soup_merge(tmp_path: Path) -> None:
 
 # ----- greedy soups: the rule of `soup merge --greedy`, on a scripted evaluator -----
 
-LEVELS = [1.0, 2.0, 4.0, 8.0]  # every subset has its own mean
-
-
-def scripted_scores(strict_case: bool) -> dict[str, float]:
-    """Score of the soup of each subset, keyed by the soup's mean."""
-    from itertools import combinations
-
-    table = {}
-    for k in range(1, 5):
-        for subset in combinations(range(4), k):
-            table[frozenset(subset)] = 0.1
-    table.update(
-        {
-            frozenset({0}): 0.5,
-            frozenset({1}): 0.9,
-            frozenset({2}): 0.7,
-            frozenset({3}): 0.9,  # ties with 1: input order decides
-            frozenset({1, 3}): 0.9,  # a tie: kept unless strict
-            frozenset({1, 3, 2}): 0.85,  # worse: rejected
-            frozenset({1, 3, 0}): 0.95,
-            frozenset({1, 2}): 0.92,
-            frozenset({1, 2, 0}): 0.92,
-        }
-    )
-    means = {}
-    for subset, score in table.items():
-        key = f"{sum(LEVELS[i] for i in subset) / len(subset):.6f}"
-        assert key not in means
-        means[key] = score
-    return means
-
-
 def candidate_dicts() -> list[dict[str, torch.Tensor]]:
     return [{"w": torch.full((2, 3), level), "w0": torch.tensor([0.0, level])} for level in LEVELS]
 
 
 @pytest.mark.parametrize("strict", [False, True])
 def test_greedy_soup_follows_soup_merge_greedy(tmp_path: Path, soup, strict: bool) -> None:
-    table = scripted_scores(strict)
-    (tmp_path / "table.json").write_text(json.dumps(table))
-    evaluator = tmp_path / "evaluate.py"
-    evaluator.write_text(
-        "import json, sys\n"
-        "from safetensors.numpy import load_file\n"
-        f"table = json.load(open({str(tmp_path / 'table.json')!r}))\n"
-        "w = load_file(sys.argv[1])['w']\n"
-        "print(table[f'{w.astype(float).mean():.6f}'])\n"
-    )
+    table = scripted_scores()
+    evaluator = write_evaluator(tmp_path, table)
     cands = candidate_dicts()
 
     def evaluate(sd: dict[str, torch.Tensor]) -> float:
