@@ -4,7 +4,7 @@ Three layers, one engine (soup-core, the Rust library behind the ``soup``
 command line):
 
 - the file API, :func:`merge`, :func:`greedy_merge`, :func:`check_mask`, :func:`prune`,
-  :func:`inspect`, :func:`diff` and :func:`hash`, working on safetensors
+  :func:`inspect`, :func:`diff`, :func:`hash` and :func:`distance`, working on safetensors
   files and sharded folders and returning what ``soup ... --json`` prints;
 - the in-memory API, :func:`merge_state_dicts`, :func:`prune_state_dict`
   and :func:`mask_fingerprints`, over state dicts of CPU tensors or numpy
@@ -22,10 +22,11 @@ from __future__ import annotations
 
 from . import errors
 from ._core import core_version as _core_version
-from ._files import check_mask, diff, greedy_merge, hash, inspect, merge, prune
+from ._files import check_mask, diff, distance, greedy_merge, hash, inspect, merge, prune
 from ._memory import mask_fingerprints, merge_state_dicts, prune_state_dict
 from ._types import (
     DiffReport,
+    DistanceReport,
     GreedyReport,
     HashReport,
     Inspection,
@@ -54,6 +55,7 @@ __all__ = [
     "inspect",
     "diff",
     "hash",
+    "distance",
     "merge_state_dicts",
     "prune_state_dict",
     "mask_fingerprints",
@@ -64,6 +66,7 @@ __all__ = [
     "Inspection",
     "DiffReport",
     "HashReport",
+    "DistanceReport",
     "errors",
     "SoupError",
     "BadCheckpoint",

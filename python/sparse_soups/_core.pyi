@@ -13,6 +13,7 @@ def merge(
     dtype: str | None,
     shard_size: int | None,
     force: bool,
+    digest: str,
     budget: int | None,
 ) -> str:
     """Average checkpoints; returns the merge report as JSON."""
@@ -28,6 +29,7 @@ def greedy_merge(
     dtype: str | None,
     shard_size: int | None,
     force: bool,
+    digest: str,
     budget: int | None,
 ) -> str:
     """Greedy soup scored by ``evaluate(path)``; returns the greedy report as JSON."""
@@ -51,6 +53,7 @@ def prune(
     exclude: list[str],
     shard_size: int | None,
     force: bool,
+    digest: str,
     budget: int | None,
 ) -> str:
     """Prune (or plan with ``out=None``); returns the prune report as JSON."""
@@ -61,8 +64,11 @@ def inspect(path: str, count_zeros: bool, budget: int | None) -> str:
 def diff(a: str, b: str, atol: float, rtol: float, budget: int | None) -> str:
     """Compare two checkpoints; returns the diff report as JSON."""
 
-def hash(path: str, budget: int | None) -> str:
-    """Content hash of a checkpoint as JSON."""
+def hash(path: str, digest: str, budget: int | None) -> str:
+    """Content digests of a checkpoint as JSON."""
+
+def distance(paths: list[str], include: list[str], exclude: list[str], budget: int | None) -> str:
+    """Pairwise distances of checkpoints as JSON."""
 
 def core_version() -> str:
     """The version of the soup-core this module was built from."""

@@ -18,6 +18,7 @@ from typing import Literal, cast
 from . import _core
 from ._types import (
     DiffReport,
+    DistanceReport,
     GreedyReport,
     HashReport,
     Inspection,
@@ -26,9 +27,10 @@ from ._types import (
     PruneReport,
 )
 
-__all__ = ["merge", "greedy_merge", "check_mask", "prune", "inspect", "diff", "hash"]
+__all__ = ["merge", "greedy_merge", "check_mask", "prune", "inspect", "diff", "hash", "distance"]
 
 PathLike = str | os.PathLike[str]
+Digest = Literal["blake3", "sha256"]
 
 
 def _paths(paths: Iterable[PathLike]) -> list[str]:
@@ -47,6 +49,7 @@ def merge(
     int_policy: Literal["equal", "first"] = "equal",
     shard_size: int | None = None,
     force: bool = False,
+    digest: Digest = "blake3",
     budget: int | None = None,
 ) -> MergeReport:
     """Average checkpoints into ``out`` (``soup merge``).
@@ -59,7 +62,8 @@ def merge(
     mean, ``"intersect"`` keeps a zero wherever any input has one. Integer
     and bool tensors must be equal unless ``int_policy="first"``.
     ``shard_size`` (bytes) writes a sharded folder; an existing ``out`` is
-    replaced only with ``force=True``.
+    replaced only with ``force=True``. ``digest`` is the algorithm of the
+    input digests recorded as provenance.
     """
     report = _core.merge(
         _paths(paths),
@@ -70,6 +74,7 @@ def merge(
         dtype,
         shard_size,
         force,
+        digest,
         budget,
     )
     return cast(MergeReport, json.loads(report))
@@ -87,6 +92,7 @@ def greedy_merge(
     dtype: str | None = None,
     shard_size: int | None = None,
     force: bool = False,
+    digest: Digest = "blake3",
     budget: int | None = None,
 ) -> GreedyReport:
     """Build a greedy soup into ``out`` (``soup merge --greedy``), scoring
@@ -111,6 +117,7 @@ def greedy_merge(
         dtype,
         shard_size,
         force,
+        digest,
         budget,
     )
     return cast(GreedyReport, json.loads(report))
@@ -151,6 +158,7 @@ def prune(
     exclude: Sequence[str] | None = None,
     shard_size: int | None = None,
     force: bool = False,
+    digest: Digest = "blake3",
     budget: int | None = None,
 ) -> PruneReport:
     """Prune by magnitude into ``out`` (``soup prune``); with ``out=None``
@@ -174,6 +182,7 @@ def prune(
         list(exclude or []),
         shard_size,
         force,
+        digest,
         budget,
     )
     return cast(PruneReport, json.loads(report))
@@ -200,8 +209,27 @@ def diff(
     return cast(DiffReport, json.loads(report))
 
 
-def hash(path: PathLike, *, budget: int | None = None) -> HashReport:  # noqa: A001 (mirrors `soup hash`)
-    """The content hash of a checkpoint and of each tensor (``soup hash``):
-    a digest of names, dtypes, shapes and data, unchanged by metadata,
-    tensor order or sharding. It is what outputs record as provenance."""
-    return cast(HashReport, json.loads(_core.hash(os.fspath(path), budget)))
+def hash(  # noqa: A001 (mirrors `soup hash`)
+    path: PathLike, *, digest: Digest = "blake3", budget: int | None = None
+) -> HashReport:
+    """The content digest of a checkpoint and of each tensor (``soup
+    hash``), ``blake3:<hex>`` or ``sha256:<hex>``: a digest of names,
+    dtypes, shapes and data, unchanged by metadata, tensor order or
+    sharding. It is what outputs record as provenance (``digest`` there is
+    the algorithm of the recorded input digests)."""
+    return cast(HashReport, json.loads(_core.hash(os.fspath(path), digest, budget)))
+
+
+def distance(
+    paths: Sequence[PathLike],
+    include: Sequence[str] | None = None,
+    exclude: Sequence[str] | None = None,
+    *,
+    budget: int | None = None,
+) -> DistanceReport:
+    """Soup geometry (``soup distance``): pairwise L2 distances and cosines
+    of the checkpoints' float tensors (selected by the ``include`` /
+    ``exclude`` regular expressions), and each one's distance to their
+    mean. At least two checkpoints."""
+    report = _core.distance(_paths(paths), list(include or []), list(exclude or []), budget)
+    return cast(DistanceReport, json.loads(report))

@@ -22,6 +22,7 @@ __all__ = [
     "DiffReport",
     "TensorHash",
     "HashReport",
+    "DistanceReport",
 ]
 
 
@@ -31,8 +32,8 @@ class MergeReport(TypedDict):
     outputs: list[str]
     """Files written."""
     inputs: list[str]
-    input_sha256: list[str]
-    """Content hash of each input, as :func:`sparse_soups.hash` gives it."""
+    input_digest: list[str]
+    """Content digest of each input, as :func:`sparse_soups.hash` gives it."""
     weights: list[float]
     """Normalised weights, summing to 1."""
     tensors: int
@@ -115,10 +116,12 @@ class PruneReport(TypedDict):
 
     input: str
     outputs: list[str]
-    input_sha256: str | None
+    input_digest: str | None
     sparsity: float
     scope: str
     of_remaining: bool
+    criterion: Any
+    """Either "magnitude" or the random criterion with its seed."""
     selected_elements: int
     candidates: int
     target: int
@@ -194,15 +197,30 @@ class DiffReport(TypedDict):
 
 
 class TensorHash(TypedDict):
-    """One tensor's content hash."""
+    """One tensor's content digest."""
 
     name: str
-    sha256: str
+    digest: str
+    """``blake3:<hex>`` or ``sha256:<hex>``."""
 
 
 class HashReport(TypedDict):
-    """A checkpoint's content hash and its tensors' hashes."""
+    """A checkpoint's content digest and its tensors' digests."""
 
     path: str
-    sha256: str
+    digest: str
     tensors: list[TensorHash]
+
+
+class DistanceReport(TypedDict):
+    """The geometry of a set of checkpoints (:func:`sparse_soups.distance`)."""
+
+    inputs: list[str]
+    l2: list[list[float]]
+    """``l2[i][j]``: the L2 norm of input i minus input j."""
+    cosine: list[list[float | None]]
+    """``cosine[i][j]``; None where either input is all zeros."""
+    to_barycentre: list[float]
+    """L2 distance of each input to the mean of all inputs."""
+    tensors: int
+    elements: int

@@ -22,10 +22,11 @@ use pyo3::exceptions::{PyKeyboardInterrupt, PyRuntimeError};
 use pyo3::prelude::*;
 use serde::Serialize;
 use soup_core::greedy::GreedyOptions;
+use soup_core::hash::DigestKind;
 use soup_core::prune::{PruneOptions, PruneSelection, Scope};
 use soup_core::{
-    Checkpoint, Control, FloatType, IntPolicy, MaskPolicy, MergeOptions, NoProgress, OutputOptions,
-    Selection, StreamOptions,
+    Checkpoint, Control, FloatType, IntPolicy, MaskPolicy, MergeMethod, MergeOptions, NoProgress,
+    OutputOptions, Selection, StreamOptions,
 };
 
 /// How often the calling thread looks for a pending Ctrl-C.
@@ -40,12 +41,22 @@ fn to_py_err(py: Python<'_>, error: soup_core::Error) -> PyErr {
         E::Interrupted => return PyKeyboardInterrupt::new_err(message),
         E::Io { .. } => "SoupIOError",
         E::Format { .. } | E::Tensor { .. } => "BadCheckpoint",
+        // As the CLI adds "use --force", say which argument replaces it.
+        E::OutputExists { .. } => {
+            return raise(
+                py,
+                "OutputExists",
+                format!("{message} (use force=True to replace it)"),
+            )
+        }
         // soup-core has one variant for every kind of incompatibility; the
         // mask refusal is told apart by its wording until it has its own.
         E::Mismatch(m) if m.starts_with("masks differ") => "MaskMismatch",
         E::Mismatch(_) => "IncompatibleCheckpoints",
-        E::Invalid(m) if m.ends_with("output exists (use --force to replace it)") => "OutputExists",
-        E::Invalid(_) => "InvalidArgument",
+        E::NotReplaceable { .. }
+        | E::NothingToPrune { .. }
+        | E::Sparsity { .. }
+        | E::Invalid(_) => "InvalidArgument",
         E::Evaluator(_) => "EvaluatorError",
         _ => "SoupError",
     };
@@ -70,6 +81,7 @@ fn raise(py: Python<'_>, class: &str, message: String) -> PyErr {
 fn run<T: Send>(
     py: Python<'_>,
     budget: Option<usize>,
+    digest: DigestKind,
     work: impl FnOnce(&Control) -> soup_core::Result<T> + Send,
 ) -> PyResult<T> {
     let flag = AtomicBool::new(false);
@@ -85,6 +97,7 @@ fn run<T: Send>(
                     progress: &NoProgress,
                     interrupt: Some(&flag),
                     options,
+                    digest,
                 };
                 work(&control)
             });
@@ -152,6 +165,17 @@ fn int_policy(py: Python<'_>, name: &str) -> PyResult<IntPolicy> {
     }
 }
 
+fn digest_kind(py: Python<'_>, name: &str) -> PyResult<DigestKind> {
+    match name {
+        "blake3" => Ok(DigestKind::Blake3),
+        "sha256" => Ok(DigestKind::Sha256),
+        _ => Err(invalid(
+            py,
+            format!("digest must be blake3 or sha256, got {name:?}"),
+        )),
+    }
+}
+
 fn float_type(py: Python<'_>, name: Option<&str>) -> PyResult<Option<FloatType>> {
     let Some(name) = name else { return Ok(None) };
     let dtype = soup_core::dtype::parse(name).map_err(|e| to_py_err(py, e))?;
@@ -165,7 +189,7 @@ fn float_type(py: Python<'_>, name: Option<&str>) -> PyResult<Option<FloatType>>
 
 /// Averages checkpoints; returns the merge report as JSON.
 #[pyfunction]
-#[pyo3(signature = (paths, out, weights, mask_policy, int_policy, dtype, shard_size, force, budget))]
+#[pyo3(signature = (paths, out, weights, mask_policy, int_policy, dtype, shard_size, force, digest, budget))]
 #[allow(clippy::too_many_arguments)]
 fn merge(
     py: Python<'_>,
@@ -177,20 +201,28 @@ fn merge(
     dtype: Option<&str>,
     shard_size: Option<u64>,
     force: bool,
+    digest: &str,
     budget: Option<usize>,
 ) -> PyResult<String> {
+    let digest = digest_kind(py, digest)?;
+    let weights_given = weights.clone();
     let options = MergeOptions {
-        weights,
+        method: match weights {
+            None => MergeMethod::Uniform,
+            Some(w) => MergeMethod::Weighted(w),
+        },
         mask_policy: self::mask_policy(py, mask_policy)?,
         int_policy: self::int_policy(py, int_policy)?,
         dtype: float_type(py, dtype)?,
         output: OutputOptions { shard_size, force },
         recipe_extra: Default::default(),
     };
-    soup_core::merge::normalise_weights(options.weights.as_deref(), paths.len())
+    soup_core::merge::normalise_weights(weights_given.as_deref(), paths.len())
         .map_err(|e| to_py_err(py, e))?;
     let inputs = open_all(py, &paths)?;
-    let report = run(py, budget, |c| soup_core::merge(&inputs, &out, &options, c))?;
+    let report = run(py, budget, digest, |c| {
+        soup_core::merge(&inputs, &out, &options, c)
+    })?;
     json(&report)
 }
 
@@ -198,7 +230,7 @@ fn merge(
 /// float`; returns the greedy report as JSON. An exception raised by
 /// `evaluate` stops the soup and is re-raised as it is.
 #[pyfunction]
-#[pyo3(signature = (paths, out, evaluate, strict, scores, mask_policy, int_policy, dtype, shard_size, force, budget))]
+#[pyo3(signature = (paths, out, evaluate, strict, scores, mask_policy, int_policy, dtype, shard_size, force, digest, budget))]
 #[allow(clippy::too_many_arguments)]
 fn greedy_merge(
     py: Python<'_>,
@@ -212,13 +244,14 @@ fn greedy_merge(
     dtype: Option<&str>,
     shard_size: Option<u64>,
     force: bool,
+    digest: &str,
     budget: Option<usize>,
 ) -> PyResult<String> {
     let options = GreedyOptions {
         strict,
         scores,
         merge: MergeOptions {
-            weights: None,
+            method: MergeMethod::Uniform,
             mask_policy: self::mask_policy(py, mask_policy)?,
             int_policy: self::int_policy(py, int_policy)?,
             dtype: float_type(py, dtype)?,
@@ -226,9 +259,10 @@ fn greedy_merge(
             recipe_extra: Default::default(),
         },
     };
+    let digest = digest_kind(py, digest)?;
     let inputs = open_all(py, &paths)?;
     let failure: Mutex<Option<PyErr>> = Mutex::new(None);
-    let result = run(py, budget, |c| {
+    let result = run(py, budget, digest, |c| {
         let mut scorer = |path: &Path| -> soup_core::Result<f64> {
             Python::attach(|py| {
                 let score = evaluate
@@ -269,7 +303,7 @@ fn check_mask(
     let selection = Selection::new(&include, &exclude).map_err(|e| to_py_err(py, e))?;
     let reference = reference.map(|p| open(py, &p)).transpose()?;
     let inputs = open_all(py, &paths)?;
-    let report = run(py, budget, |c| {
+    let report = run(py, budget, DigestKind::default(), |c| {
         soup_core::check_masks(&inputs, reference.as_ref(), &selection, c)
     })?;
     if report.compared == 0 {
@@ -284,7 +318,7 @@ fn check_mask(
 /// Prunes a checkpoint into `out` (or only plans it when `out` is None);
 /// returns the prune report as JSON.
 #[pyfunction]
-#[pyo3(signature = (path, out, sparsity, scope, of_remaining, include, exclude, shard_size, force, budget))]
+#[pyo3(signature = (path, out, sparsity, scope, of_remaining, include, exclude, shard_size, force, digest, budget))]
 #[allow(clippy::too_many_arguments)]
 fn prune(
     py: Python<'_>,
@@ -297,6 +331,7 @@ fn prune(
     exclude: Vec<String>,
     shard_size: Option<u64>,
     force: bool,
+    digest: &str,
     budget: Option<usize>,
 ) -> PyResult<String> {
     let scope = match scope {
@@ -313,14 +348,16 @@ fn prune(
         sparsity,
         scope,
         of_remaining,
+        criterion: Default::default(),
         include,
         exclude,
         output: OutputOptions { shard_size, force },
     };
+    let digest = digest_kind(py, digest)?;
     soup_core::prune::validate_sparsity(sparsity).map_err(|e| to_py_err(py, e))?;
     PruneSelection::new(&options.include, &options.exclude).map_err(|e| to_py_err(py, e))?;
     let input = open(py, &path)?;
-    let report = run(py, budget, |c| match &out {
+    let report = run(py, budget, digest, |c| match &out {
         Some(target) => soup_core::prune(&input, target, &options, c),
         None => soup_core::plan_prune(&input, &options, c),
     })?;
@@ -337,7 +374,9 @@ fn inspect(
     budget: Option<usize>,
 ) -> PyResult<String> {
     let input = open(py, &path)?;
-    let report = run(py, budget, |c| soup_core::inspect(&input, count_zeros, c))?;
+    let report = run(py, budget, DigestKind::default(), |c| {
+        soup_core::inspect(&input, count_zeros, c)
+    })?;
     json(&report)
 }
 
@@ -355,7 +394,31 @@ fn diff(
     let a = open(py, &a)?;
     let b = open(py, &b)?;
     let options = soup_core::DiffOptions { atol, rtol };
-    let report = run(py, budget, |c| soup_core::diff(&a, &b, &options, c))?;
+    let report = run(py, budget, DigestKind::default(), |c| {
+        soup_core::diff(&a, &b, &options, c)
+    })?;
+    json(&report)
+}
+
+/// Pairwise distances and cosines of checkpoints; returns the distance
+/// report as JSON.
+#[pyfunction]
+#[pyo3(signature = (paths, include, exclude, budget))]
+fn distance(
+    py: Python<'_>,
+    paths: Vec<PathBuf>,
+    include: Vec<String>,
+    exclude: Vec<String>,
+    budget: Option<usize>,
+) -> PyResult<String> {
+    let selection = Selection::new(&include, &exclude).map_err(|e| to_py_err(py, e))?;
+    let inputs = open_all(py, &paths)?;
+    let report = run(py, budget, DigestKind::default(), |c| {
+        soup_core::distance(&inputs, &selection, c)
+    })?;
+    if report.tensors == 0 {
+        return Err(invalid(py, "no float tensors selected".into()));
+    }
     json(&report)
 }
 
@@ -363,29 +426,32 @@ fn diff(
 #[derive(Serialize)]
 struct HashOutput {
     path: PathBuf,
-    sha256: String,
+    digest: String,
     tensors: Vec<TensorHash>,
 }
 
 #[derive(Serialize)]
 struct TensorHash {
     name: String,
-    sha256: String,
+    digest: String,
 }
 
 /// Content hash of a checkpoint; returns it as JSON.
 #[pyfunction]
-#[pyo3(signature = (path, budget))]
-fn hash(py: Python<'_>, path: PathBuf, budget: Option<usize>) -> PyResult<String> {
+#[pyo3(signature = (path, digest, budget))]
+fn hash(py: Python<'_>, path: PathBuf, digest: &str, budget: Option<usize>) -> PyResult<String> {
+    let digest = digest_kind(py, digest)?;
     let input = open(py, &path)?;
-    let digest = run(py, budget, |c| soup_core::hash_checkpoint(&input, c))?;
+    let hashed = run(py, budget, digest, |c| {
+        soup_core::hash_checkpoint(&input, c)
+    })?;
     json(&HashOutput {
         path,
-        sha256: digest.sha256,
-        tensors: digest
+        digest: hashed.digest,
+        tensors: hashed
             .tensors
             .into_iter()
-            .map(|(name, sha256)| TensorHash { name, sha256 })
+            .map(|(name, digest)| TensorHash { name, digest })
             .collect(),
     })
 }
@@ -406,6 +472,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(inspect, m)?)?;
     m.add_function(wrap_pyfunction!(diff, m)?)?;
     m.add_function(wrap_pyfunction!(hash, m)?)?;
+    m.add_function(wrap_pyfunction!(distance, m)?)?;
     m.add_function(wrap_pyfunction!(core_version, m)?)?;
     Ok(())
 }

@@ -99,12 +99,23 @@ def test_diff_matches_cli(family, soup) -> None:
 def test_hash_matches_cli(family, soup) -> None:
     report = ss.hash(family["parent"])
     code, cli, _ = soup("hash", family["parent"])
+    assert code == 0 and report == cli and report["digest"].startswith("blake3:")
+    report = ss.hash(family["parent"], digest="sha256")
+    code, cli, _ = soup("--digest", "sha256", "hash", family["parent"])
+    assert code == 0 and report == cli and report["digest"].startswith("sha256:")
+
+
+def test_distance_matches_cli(family, soup) -> None:
+    inputs = [family["c0"], family["c1"], family["c2"]]
+    report = ss.distance(inputs, exclude=["^bn"])
+    code, cli, _ = soup("distance", *inputs, "--exclude", "^bn")
     assert code == 0 and report == cli
+    assert report["l2"][0][0] == 0 and report["l2"][0][1] > 0
 
 
 def test_merge_report_hashes_are_the_inputs_hashes(family, tmp_path: Path) -> None:
     report = ss.merge([family["c0"], family["c1"]], tmp_path / "m.safetensors")
-    assert report["input_sha256"] == [ss.hash(family[c])["sha256"] for c in ("c0", "c1")]
+    assert report["input_digest"] == [ss.hash(family[c])["digest"] for c in ("c0", "c1")]
 
 
 @pytest.mark.parametrize("strict", [False, True])
@@ -177,7 +188,8 @@ def test_output_exists_is_refused_and_kept(family, soup) -> None:
     before = target.read_bytes()
     with pytest.raises(ss.OutputExists) as e:
         ss.merge([family["c0"], family["c1"]], target)
-    assert str(e.value) == cli_error(soup("merge", family["c0"], family["c1"], "-o", target)[2])
+    cli = cli_error(soup("merge", family["c0"], family["c1"], "-o", target)[2])
+    assert str(e.value) == cli.replace("--force", "force=True")
     assert target.read_bytes() == before
     ss.merge([family["c0"], family["c1"]], target, force=True)
     assert target.read_bytes() != before
