@@ -14,6 +14,8 @@ cargo build --workspace --release --locked --bins
 cargo test --workspace --release --locked "$@"
 # The Python package (python/): build and install it into the same
 # environment, then run its tests, which compare it with the soup binary
-# built above.
-"$SOUP_PYTHON" -m pip install --quiet ./python pytest
+# built above. (--force-reinstall: a checkout with the same version number
+# installed earlier is rebuilt from the current sources.)
+"$SOUP_PYTHON" -m pip install --quiet pytest
+"$SOUP_PYTHON" -m pip install --quiet --force-reinstall ./python
 "$SOUP_PYTHON" -m pytest -q python/tests
