@@ -15,7 +15,8 @@ cargo test --workspace --release --locked "$@"
 # The Python package (python/): build and install it into the same
 # environment, then run its tests, which compare it with the soup binary
 # built above. (--force-reinstall: a checkout with the same version number
-# installed earlier is rebuilt from the current sources.)
+# installed earlier is rebuilt from the current sources; numpy, its only
+# dependency, is already there.)
 "$SOUP_PYTHON" -m pip install --quiet pytest
-"$SOUP_PYTHON" -m pip install --quiet --force-reinstall ./python
+"$SOUP_PYTHON" -m pip install --quiet --force-reinstall --no-deps ./python
 "$SOUP_PYTHON" -m pytest -q python/tests
