@@ -16,3 +16,11 @@ cargo test --workspace --release --locked "$@"
 # and checks outputs, inputs and temp files (scripts/crash-test.sh 100 is
 # the full run recorded in BENCHMARKS.md).
 scripts/crash-test.sh --short
+# The Python package (python/): build and install it into the same
+# environment, then run its tests, which compare it with the soup binary
+# built above. (--force-reinstall: a checkout with the same version number
+# installed earlier is rebuilt from the current sources; numpy, its only
+# dependency, is already there.)
+"$SOUP_PYTHON" -m pip install --quiet pytest
+"$SOUP_PYTHON" -m pip install --quiet --force-reinstall --no-deps ./python
+"$SOUP_PYTHON" -m pytest -q python/tests

@@ -1,0 +1,79 @@
+"""sparse_soups: sparse model soups for PyTorch users.
+
+Three layers, one engine (soup-core, the Rust library behind the ``soup``
+command line):
+
+- the file API, :func:`merge`, :func:`greedy_merge`, :func:`check_mask`, :func:`prune`,
+  :func:`inspect`, :func:`diff`, :func:`hash` and :func:`distance`, working on safetensors
+  files and sharded folders and returning what ``soup ... --json`` prints;
+- the in-memory API, :func:`merge_state_dicts`, :func:`prune_state_dict`
+  and :func:`mask_fingerprints`, over state dicts of CPU tensors or numpy
+  arrays, bit for bit the file API's results;
+- :mod:`sparse_soups.torch` (needs PyTorch): mask enforcement during
+  training, batch-norm recalibration, uniform and greedy soups and pruning
+  of live models, for writing the sparse-model-soups loop in any training
+  code.
+
+Errors are :class:`SoupError` and its subclasses (see
+:mod:`sparse_soups.errors`).
+"""
+
+from __future__ import annotations
+
+from . import errors
+from ._core import core_version as _core_version
+from ._files import check_mask, diff, distance, greedy_merge, hash, inspect, merge, prune
+from ._memory import mask_fingerprints, merge_state_dicts, prune_state_dict
+from ._types import (
+    DiffReport,
+    DistanceReport,
+    GreedyReport,
+    HashReport,
+    Inspection,
+    MaskReport,
+    MergeReport,
+    PruneReport,
+)
+from .errors import (
+    BadCheckpoint,
+    EvaluatorError,
+    IncompatibleCheckpoints,
+    InvalidArgument,
+    MaskMismatch,
+    OutputExists,
+    SoupError,
+    SoupIOError,
+)
+
+__version__ = _core_version()
+
+__all__ = [
+    "merge",
+    "greedy_merge",
+    "check_mask",
+    "prune",
+    "inspect",
+    "diff",
+    "hash",
+    "distance",
+    "merge_state_dicts",
+    "prune_state_dict",
+    "mask_fingerprints",
+    "MergeReport",
+    "GreedyReport",
+    "MaskReport",
+    "PruneReport",
+    "Inspection",
+    "DiffReport",
+    "HashReport",
+    "DistanceReport",
+    "errors",
+    "SoupError",
+    "BadCheckpoint",
+    "IncompatibleCheckpoints",
+    "MaskMismatch",
+    "OutputExists",
+    "InvalidArgument",
+    "SoupIOError",
+    "EvaluatorError",
+]

@@ -1,0 +1,74 @@
+"""Type stubs of the compiled module. Each function returns the JSON that
+the matching ``soup <command> --json`` prints; use the wrappers in
+:mod:`sparse_soups`, which parse it into typed dictionaries."""
+
+from collections.abc import Callable
+
+def merge(
+    paths: list[str],
+    out: str,
+    weights: list[float] | None,
+    mask_policy: str,
+    int_policy: str,
+    dtype: str | None,
+    shard_size: int | None,
+    force: bool,
+    digest: str,
+    budget: int | None,
+) -> str:
+    """Average checkpoints; returns the merge report as JSON."""
+
+def greedy_merge(
+    paths: list[str],
+    out: str,
+    evaluate: Callable[[str], float],
+    strict: bool,
+    scores: list[float] | None,
+    mask_policy: str,
+    int_policy: str,
+    dtype: str | None,
+    shard_size: int | None,
+    force: bool,
+    digest: str,
+    budget: int | None,
+) -> str:
+    """Greedy soup scored by ``evaluate(path)``; returns the greedy report as JSON."""
+
+def check_mask(
+    paths: list[str],
+    reference: str | None,
+    include: list[str],
+    exclude: list[str],
+    budget: int | None,
+) -> str:
+    """Compare masks; returns the mask report as JSON."""
+
+def prune(
+    path: str,
+    out: str | None,
+    sparsity: float,
+    scope: str,
+    of_remaining: bool,
+    include: list[str],
+    exclude: list[str],
+    shard_size: int | None,
+    force: bool,
+    digest: str,
+    budget: int | None,
+) -> str:
+    """Prune (or plan with ``out=None``); returns the prune report as JSON."""
+
+def inspect(path: str, count_zeros: bool, budget: int | None) -> str:
+    """Tensors, totals and metadata as JSON."""
+
+def diff(a: str, b: str, atol: float, rtol: float, budget: int | None) -> str:
+    """Compare two checkpoints; returns the diff report as JSON."""
+
+def hash(path: str, digest: str, budget: int | None) -> str:
+    """Content digests of a checkpoint as JSON."""
+
+def distance(paths: list[str], include: list[str], exclude: list[str], budget: int | None) -> str:
+    """Pairwise distances of checkpoints as JSON."""
+
+def core_version() -> str:
+    """The version of the soup-core this module was built from."""

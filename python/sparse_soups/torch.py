@@ -1,0 +1,321 @@
+"""The sparse-model-soups recipe for any PyTorch training loop.
+
+Pure Python over PyTorch (an optional dependency of the package) and the
+in-memory API:
+
+- :class:`MaskEnforcer` keeps pruned weights, and the optimizer state that
+  would revive them, at exactly zero while a candidate retrains;
+- :func:`recalibrate_bn` recomputes batch-norm statistics, which averaging
+  weights invalidates;
+- :func:`uniform_soup` and :func:`greedy_soup` average candidates with
+  soup-core (the same arithmetic as ``soup merge``), the greedy one with
+  the acceptance rule of ``soup merge --greedy``;
+- :func:`prune_model` prunes a live ``nn.Module`` by magnitude with
+  soup-core.
+
+One phase of the method, for a model ``parent``::
+
+    prune_model(parent, q, of_remaining=True)
+    candidates = []
+    for seed in range(m):
+        model = copy.deepcopy(parent)
+        opt = torch.optim.SGD(model.parameters(), lr, momentum=0.9)
+        enforcer = MaskEnforcer(model, opt)   # zeros stay zeros
+        train(model, opt, seed)
+        candidates.append(model)
+    parent.load_state_dict(uniform_soup(candidates))
+    recalibrate_bn(parent, train_loader)
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from ._memory import merge_state_dicts, prune_with_report
+from ._types import PruneReport
+
+__all__ = [
+    "MaskEnforcer",
+    "recalibrate_bn",
+    "uniform_soup",
+    "greedy_soup",
+    "GreedyTrial",
+    "GreedyResult",
+    "prune_model",
+]
+
+
+def _prunable(name: str, p: torch.Tensor) -> bool:
+    """soup-core's default selection: float tensors of rank >= 2 whose
+    names end in ``weight`` (convolution and linear weights)."""
+    return p.is_floating_point() and p.dim() >= 2 and name.endswith("weight")
+
+
+class MaskEnforcer:
+    """Keeps the zeros of a pruned model at exactly zero during training.
+
+    At construction the mask ``w != 0`` of every selected parameter is
+    recorded (by default the weights of convolution and linear layers, as
+    soup-core prunes them; ``include`` regular expressions replace that
+    rule, ``exclude`` ones remove names). After every ``optimizer.step()``
+    (through the optimizer's step post-hook) :meth:`apply` sets the pruned
+    entries of each such parameter to ``+0.0``, and the same entries of
+    every optimizer state tensor of the parameter's shape (SGD's momentum
+    buffer, Adam's moments). With momentum, Nesterov momentum or weight
+    decay, a pruned weight's gradient is non-zero, so without this the
+    step would revive it; with it, each step ends with the zeros exact.
+
+    Call :meth:`remove` to detach the hook; without an optimizer, call
+    :meth:`apply` yourself.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer | None = None,
+        *,
+        include: Sequence[str] | None = None,
+        exclude: Sequence[str] | None = None,
+    ) -> None:
+        inc = [re.compile(p) for p in include or []]
+        exc = [re.compile(p) for p in exclude or []]
+        self.optimizer = optimizer
+        self.masks: dict[str, tuple[nn.Parameter, torch.Tensor]] = {}
+        for name, p in model.named_parameters():
+            if inc:
+                chosen = p.is_floating_point() and any(r.search(name) for r in inc)
+            else:
+                chosen = _prunable(name, p)
+            if chosen and not any(r.search(name) for r in exc):
+                self.masks[name] = (p, p.detach() == 0)
+        self._handle = None
+        if optimizer is not None:
+            self._handle = optimizer.register_step_post_hook(lambda *_: self.apply())
+        self.apply()
+
+    @torch.no_grad()
+    def apply(self) -> None:
+        """Zero the pruned weights and their optimizer state now."""
+        state = self.optimizer.state if self.optimizer is not None else {}
+        for p, pruned in self.masks.values():
+            p.masked_fill_(pruned, 0.0)
+            for value in state.get(p, {}).values():
+                if isinstance(value, torch.Tensor) and value.shape == p.shape:
+                    value.masked_fill_(pruned, 0.0)
+
+    def remove(self) -> None:
+        """Stop enforcing after optimizer steps."""
+        if self._handle is not None:
+            self._handle.remove()
+            self._handle = None
+
+    @property
+    def sparsity(self) -> float:
+        """Fraction of the masked parameters' entries that are pruned."""
+        total = sum(m.numel() for _, m in self.masks.values())
+        zeros = sum(int(m.sum()) for _, m in self.masks.values())
+        return zeros / total if total else 0.0
+
+
+def _inputs(batch: Any) -> Any:
+    return batch[0] if isinstance(batch, (tuple, list)) else batch
+
+
+@torch.no_grad()
+def recalibrate_bn(
+    model: nn.Module,
+    loader: Iterable[Any],
+    fraction: float = 0.2,
+    mode: Literal["cumulative", "ema"] = "cumulative",
+    *,
+    batches: int | None = None,
+) -> int:
+    """Recompute the running statistics of every batch-norm layer.
+
+    Averaged running statistics are not the statistics of averaged
+    weights, so a soup (or any model whose weights changed without its
+    statistics) needs this. The statistics are reset, then forward passes
+    run in training mode with gradients off and dropout disabled over the
+    first ``ceil(fraction * len(loader))`` batches (at least one; or
+    exactly ``batches``, which a loader without a length needs).
+    ``mode="cumulative"`` makes the statistics the
+    plain average over those batches of the batch means and (unbiased)
+    variances; ``mode="ema"`` uses each layer's own momentum (0.1 by
+    default) as the reference SMS code does. A batch is a tensor or a
+    tuple/list whose first item is the input. Returns the number of
+    batches used. The model's training mode and momenta are restored.
+    """
+    if mode not in ("cumulative", "ema"):
+        raise ValueError(f"mode must be cumulative or ema, got {mode!r}")
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if batches is None:
+        if not 0.0 < fraction <= 1.0:
+            raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+        if not hasattr(loader, "__len__"):
+            raise TypeError("the loader has no length: pass batches=N instead of a fraction")
+        batches = max(1, math.ceil(fraction * len(loader)))  # type: ignore[arg-type]
+    if not norms:
+        return 0
+    was_training = {m: m.training for m in model.modules()}
+    momenta = {m: m.momentum for m in norms}
+    try:
+        model.train()
+        for m in model.modules():
+            if isinstance(m, nn.modules.dropout._DropoutNd):
+                m.eval()
+        for m in norms:
+            m.reset_running_stats()
+            if mode == "cumulative":
+                m.momentum = None
+        device = next((p.device for p in model.parameters()), torch.device("cpu"))
+        used = 0
+        for batch in loader:
+            if used == batches:
+                break
+            model(_inputs(batch).to(device))
+            used += 1
+        return used
+    finally:
+        for m, momentum in momenta.items():
+            m.momentum = momentum
+        for m, training in was_training.items():
+            m.train(training)
+
+
+def _state_dict(item: nn.Module | Mapping[str, torch.Tensor]) -> Mapping[str, torch.Tensor]:
+    return item.state_dict() if isinstance(item, nn.Module) else item
+
+
+def uniform_soup(
+    models_or_state_dicts: Sequence[nn.Module | Mapping[str, torch.Tensor]],
+    *,
+    mask_policy: Literal["refuse", "union", "intersect"] = "refuse",
+    int_policy: Literal["equal", "first"] = "equal",
+) -> dict[str, torch.Tensor]:
+    """The uniform soup (mean of every float tensor) of models or state
+    dicts, computed by soup-core exactly as ``soup merge`` computes it: the
+    candidates' shared zeros stay exact zeros, and candidates whose masks
+    differ raise :class:`~sparse_soups.errors.MaskMismatch` unless
+    ``mask_policy`` says how to combine them. Integer buffers (batch
+    norm's ``num_batches_tracked``) must be equal unless
+    ``int_policy="first"``. Recalibrate batch norm after loading it."""
+    return merge_state_dicts(
+        [_state_dict(c) for c in models_or_state_dicts],
+        mask_policy=mask_policy,
+        int_policy=int_policy,
+    )
+
+
+@dataclass
+class GreedyTrial:
+    """One step of a greedy soup."""
+
+    candidate: int
+    """Index of the candidate tried, in the input order."""
+    candidate_score: float
+    """Its own score."""
+    score: float
+    """Score of the soup of the chosen candidates plus this one."""
+    kept: bool
+
+
+@dataclass
+class GreedyResult:
+    """The outcome of :func:`greedy_soup`."""
+
+    state_dict: dict[str, torch.Tensor]
+    """The uniform soup of the chosen candidates."""
+    chosen: list[int]
+    """Indices of the chosen candidates, in the order they were added."""
+    score: float
+    """The soup's score (that of the last kept trial)."""
+    trials: list[GreedyTrial] = field(default_factory=list)
+
+
+def greedy_soup(
+    candidates: Sequence[nn.Module | Mapping[str, torch.Tensor]],
+    evaluate: Callable[[dict[str, torch.Tensor]], float],
+    *,
+    strict: bool = False,
+    scores: Sequence[float] | None = None,
+    mask_policy: Literal["refuse", "union", "intersect"] = "refuse",
+    int_policy: Literal["equal", "first"] = "equal",
+) -> GreedyResult:
+    """The greedy soup, with the acceptance rule of ``soup merge --greedy``.
+
+    Candidates are ranked by their own score (``scores``, or
+    ``evaluate(state_dict)`` of each; higher is better; equal scores keep
+    the input order). The soup starts from the best; each next candidate
+    is kept if the uniform soup of the chosen ones plus it scores at least
+    the current score (SMS accepts ties), or more with ``strict=True``
+    (the original model soups rule). ``evaluate`` receives a state dict;
+    for SMS it should load it, recalibrate batch norm and return the
+    validation accuracy. The result is always the averaged soup of the
+    chosen candidates, even when only the best one is chosen.
+    """
+    if not candidates:
+        raise ValueError("greedy soup needs at least one candidate")
+    dicts = [_state_dict(c) for c in candidates]
+    if scores is None:
+        first = [float(evaluate(dict(sd))) for sd in dicts]
+    else:
+        first = [float(s) for s in scores]
+        if len(first) != len(dicts):
+            raise ValueError(f"{len(first)} scores given for {len(dicts)} candidates")
+    if any(not math.isfinite(s) for s in first):
+        raise ValueError(f"scores must be finite, got {first}")
+    order = sorted(range(len(dicts)), key=lambda i: -first[i])
+
+    def soup(indices: list[int]) -> dict[str, torch.Tensor]:
+        return merge_state_dicts(
+            [dicts[i] for i in indices], mask_policy=mask_policy, int_policy=int_policy
+        )
+
+    best = order[0]
+    chosen = [best]
+    current = first[best]
+    trials = [GreedyTrial(best, first[best], first[best], True)]
+    for c in order[1:]:
+        s = float(evaluate(soup(chosen + [c])))
+        if not math.isfinite(s):
+            raise ValueError(f"evaluate returned {s} for the soup with candidate {c}")
+        kept = s > current if strict else s >= current
+        if kept:
+            chosen.append(c)
+            current = s
+        trials.append(GreedyTrial(c, first[c], s, kept))
+    return GreedyResult(soup(chosen), chosen, current, trials)
+
+
+@torch.no_grad()
+def prune_model(
+    model: nn.Module,
+    sparsity: float,
+    scope: Literal["global", "layer"] = "global",
+    of_remaining: bool = False,
+    *,
+    include: Sequence[str] | None = None,
+    exclude: Sequence[str] | None = None,
+) -> PruneReport:
+    """Prune a live model in place by magnitude with soup-core, by the
+    rules of :func:`sparse_soups.prune` (by default the weights of
+    convolution and linear layers compete globally; ``of_remaining=True``
+    removes the fraction of the still non-zero weights, one IMP phase).
+    Returns soup-core's report. The tensors are copied out and back (see
+    :mod:`sparse_soups._memory`); parameters keep their identity, so an
+    existing optimizer still holds them."""
+    live = model.state_dict(keep_vars=False)
+    pruned, report = prune_with_report(
+        live, sparsity, scope, of_remaining, include=include, exclude=exclude
+    )
+    changed = {t["name"] for t in report["tensors"]}
+    for name in changed:
+        live[name].copy_(pruned[name])
+    return report

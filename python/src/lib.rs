@@ -1,0 +1,478 @@
+//! `sparse_soups._core`: the thin PyO3 layer between Python and soup-core.
+//!
+//! Every function here opens checkpoints, calls one soup-core operation and
+//! returns its report serialised as JSON, the very JSON `soup ... --json`
+//! prints; the Python package turns it into typed dictionaries. Keeping the
+//! glue this small means an API change in soup-core touches one file.
+//!
+//! Long operations run on a worker thread while the calling thread, without
+//! the GIL, polls Python's signal handlers every few milliseconds: a Ctrl-C
+//! sets soup-core's interrupt flag, the operation stops at its next window
+//! (writing nothing), and the `KeyboardInterrupt` is raised in Python.
+//! Errors become the exception classes of `sparse_soups.errors`, chosen in
+//! `to_py_err`.
+#![forbid(unsafe_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use pyo3::exceptions::{PyKeyboardInterrupt, PyRuntimeError};
+use pyo3::prelude::*;
+use serde::Serialize;
+use soup_core::greedy::GreedyOptions;
+use soup_core::hash::DigestKind;
+use soup_core::prune::{PruneOptions, PruneSelection, Scope};
+use soup_core::{
+    Checkpoint, Control, FloatType, IntPolicy, MaskPolicy, MergeMethod, MergeOptions, NoProgress,
+    OutputOptions, Selection, StreamOptions,
+};
+
+/// How often the calling thread looks for a pending Ctrl-C.
+const SIGNAL_POLL: Duration = Duration::from_millis(20);
+
+/// The Python exception for a soup-core error: its class by kind, its
+/// message the one line the `soup` binary prints after `soup: error:`.
+fn to_py_err(py: Python<'_>, error: soup_core::Error) -> PyErr {
+    use soup_core::Error as E;
+    let message = error.to_string().replace('\n', " ");
+    let class = match &error {
+        E::Interrupted => return PyKeyboardInterrupt::new_err(message),
+        E::Io { .. } => "SoupIOError",
+        E::Format { .. } | E::Tensor { .. } => "BadCheckpoint",
+        // As the CLI adds "use --force", say which argument replaces it.
+        E::OutputExists { .. } => {
+            return raise(
+                py,
+                "OutputExists",
+                format!("{message} (use force=True to replace it)"),
+            )
+        }
+        // soup-core has one variant for every kind of incompatibility; the
+        // mask refusal is told apart by its wording until it has its own.
+        E::Mismatch(m) if m.starts_with("masks differ") => "MaskMismatch",
+        E::Mismatch(_) => "IncompatibleCheckpoints",
+        E::NotReplaceable { .. }
+        | E::NothingToPrune { .. }
+        | E::Sparsity { .. }
+        | E::Invalid(_) => "InvalidArgument",
+        E::Evaluator(_) => "EvaluatorError",
+        _ => "SoupError",
+    };
+    raise(py, class, message)
+}
+
+/// An instance of `sparse_soups.errors.<class>` carrying `message`.
+fn raise(py: Python<'_>, class: &str, message: String) -> PyErr {
+    let made = py
+        .import("sparse_soups.errors")
+        .and_then(|m| m.getattr(class))
+        .and_then(|c| c.call1((message.clone(),)));
+    match made {
+        Ok(exception) => PyErr::from_value(exception),
+        Err(e) => e,
+    }
+}
+
+/// Runs `work` on a worker thread with a soup-core [`Control`] whose
+/// interrupt flag is raised by a pending Python signal (Ctrl-C). The GIL is
+/// released throughout, so other Python threads keep running.
+fn run<T: Send>(
+    py: Python<'_>,
+    budget: Option<usize>,
+    digest: DigestKind,
+    work: impl FnOnce(&Control) -> soup_core::Result<T> + Send,
+) -> PyResult<T> {
+    let flag = AtomicBool::new(false);
+    let mut options = StreamOptions::default();
+    if let Some(b) = budget {
+        options.budget_bytes = b.max(1 << 16);
+    }
+    let mut signal: Option<PyErr> = None;
+    let outcome = py.detach(|| {
+        std::thread::scope(|scope| {
+            let worker = scope.spawn(|| {
+                let control = Control {
+                    progress: &NoProgress,
+                    interrupt: Some(&flag),
+                    options,
+                    digest,
+                };
+                work(&control)
+            });
+            while !worker.is_finished() {
+                std::thread::sleep(SIGNAL_POLL);
+                if signal.is_none() {
+                    if let Err(e) = Python::attach(|py| py.check_signals()) {
+                        flag.store(true, Ordering::Relaxed);
+                        signal = Some(e);
+                    }
+                }
+            }
+            worker.join()
+        })
+    });
+    match outcome {
+        // The handler's own exception (KeyboardInterrupt, or whatever a
+        // custom handler raised) wins over soup-core's "interrupted".
+        _ if signal.is_some() => Err(signal.expect("checked")),
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => Err(to_py_err(py, e)),
+        Err(_) => Err(PyRuntimeError::new_err(
+            "sparse_soups: internal error (a soup-core thread panicked)",
+        )),
+    }
+}
+
+/// JSON of a report, as the CLI prints it.
+fn json(value: &impl Serialize) -> PyResult<String> {
+    serde_json::to_string(value).map_err(|e| PyRuntimeError::new_err(e.to_string()))
+}
+
+fn open(py: Python<'_>, path: &Path) -> PyResult<Checkpoint> {
+    Checkpoint::open(path).map_err(|e| to_py_err(py, e))
+}
+
+fn open_all(py: Python<'_>, paths: &[PathBuf]) -> PyResult<Vec<Checkpoint>> {
+    paths.iter().map(|p| open(py, p)).collect()
+}
+
+fn invalid(py: Python<'_>, message: String) -> PyErr {
+    raise(py, "InvalidArgument", message)
+}
+
+fn mask_policy(py: Python<'_>, name: &str) -> PyResult<MaskPolicy> {
+    match name {
+        "refuse" => Ok(MaskPolicy::Refuse),
+        "union" => Ok(MaskPolicy::Union),
+        "intersect" => Ok(MaskPolicy::Intersect),
+        _ => Err(invalid(
+            py,
+            format!("mask_policy must be refuse, union or intersect, got {name:?}"),
+        )),
+    }
+}
+
+fn int_policy(py: Python<'_>, name: &str) -> PyResult<IntPolicy> {
+    match name {
+        "equal" => Ok(IntPolicy::Equal),
+        "first" => Ok(IntPolicy::First),
+        _ => Err(invalid(
+            py,
+            format!("int_policy must be equal or first, got {name:?}"),
+        )),
+    }
+}
+
+fn digest_kind(py: Python<'_>, name: &str) -> PyResult<DigestKind> {
+    match name {
+        "blake3" => Ok(DigestKind::Blake3),
+        "sha256" => Ok(DigestKind::Sha256),
+        _ => Err(invalid(
+            py,
+            format!("digest must be blake3 or sha256, got {name:?}"),
+        )),
+    }
+}
+
+fn float_type(py: Python<'_>, name: Option<&str>) -> PyResult<Option<FloatType>> {
+    let Some(name) = name else { return Ok(None) };
+    let dtype = soup_core::dtype::parse(name).map_err(|e| to_py_err(py, e))?;
+    FloatType::of(dtype).map(Some).ok_or_else(|| {
+        invalid(
+            py,
+            format!("dtype must be a float type (F64, F32, F16, BF16), got {name}"),
+        )
+    })
+}
+
+/// Averages checkpoints; returns the merge report as JSON.
+#[pyfunction]
+#[pyo3(signature = (paths, out, weights, mask_policy, int_policy, dtype, shard_size, force, digest, budget))]
+#[allow(clippy::too_many_arguments)]
+fn merge(
+    py: Python<'_>,
+    paths: Vec<PathBuf>,
+    out: PathBuf,
+    weights: Option<Vec<f64>>,
+    mask_policy: &str,
+    int_policy: &str,
+    dtype: Option<&str>,
+    shard_size: Option<u64>,
+    force: bool,
+    digest: &str,
+    budget: Option<usize>,
+) -> PyResult<String> {
+    let digest = digest_kind(py, digest)?;
+    let weights_given = weights.clone();
+    let options = MergeOptions {
+        method: match weights {
+            None => MergeMethod::Uniform,
+            Some(w) => MergeMethod::Weighted(w),
+        },
+        mask_policy: self::mask_policy(py, mask_policy)?,
+        int_policy: self::int_policy(py, int_policy)?,
+        dtype: float_type(py, dtype)?,
+        output: OutputOptions { shard_size, force },
+        recipe_extra: Default::default(),
+    };
+    soup_core::merge::normalise_weights(weights_given.as_deref(), paths.len())
+        .map_err(|e| to_py_err(py, e))?;
+    let inputs = open_all(py, &paths)?;
+    let report = run(py, budget, digest, |c| {
+        soup_core::merge(&inputs, &out, &options, c)
+    })?;
+    json(&report)
+}
+
+/// Builds a greedy soup scored by the Python callable `evaluate(path) ->
+/// float`; returns the greedy report as JSON. An exception raised by
+/// `evaluate` stops the soup and is re-raised as it is.
+#[pyfunction]
+#[pyo3(signature = (paths, out, evaluate, strict, scores, mask_policy, int_policy, dtype, shard_size, force, digest, budget))]
+#[allow(clippy::too_many_arguments)]
+fn greedy_merge(
+    py: Python<'_>,
+    paths: Vec<PathBuf>,
+    out: PathBuf,
+    evaluate: Py<PyAny>,
+    strict: bool,
+    scores: Option<Vec<f64>>,
+    mask_policy: &str,
+    int_policy: &str,
+    dtype: Option<&str>,
+    shard_size: Option<u64>,
+    force: bool,
+    digest: &str,
+    budget: Option<usize>,
+) -> PyResult<String> {
+    let options = GreedyOptions {
+        strict,
+        scores,
+        merge: MergeOptions {
+            method: MergeMethod::Uniform,
+            mask_policy: self::mask_policy(py, mask_policy)?,
+            int_policy: self::int_policy(py, int_policy)?,
+            dtype: float_type(py, dtype)?,
+            output: OutputOptions { shard_size, force },
+            recipe_extra: Default::default(),
+        },
+    };
+    let digest = digest_kind(py, digest)?;
+    let inputs = open_all(py, &paths)?;
+    let failure: Mutex<Option<PyErr>> = Mutex::new(None);
+    let result = run(py, budget, digest, |c| {
+        let mut scorer = |path: &Path| -> soup_core::Result<f64> {
+            Python::attach(|py| {
+                let score = evaluate
+                    .call1(py, (path.to_path_buf(),))
+                    .and_then(|v| v.extract::<f64>(py));
+                score.map_err(|e| {
+                    let message = format!("evaluate({}) raised {e}", path.display());
+                    *failure.lock().expect("not poisoned") = Some(e);
+                    soup_core::Error::Evaluator(message)
+                })
+            })
+        };
+        soup_core::greedy_soup(&inputs, &out, &mut scorer, &options, c)
+    });
+    if let Some(e) = failure.lock().expect("not poisoned").take() {
+        return Err(e);
+    }
+    json(&result?)
+}
+
+/// Compares masks; returns the mask report as JSON.
+#[pyfunction]
+#[pyo3(signature = (paths, reference, include, exclude, budget))]
+fn check_mask(
+    py: Python<'_>,
+    paths: Vec<PathBuf>,
+    reference: Option<PathBuf>,
+    include: Vec<String>,
+    exclude: Vec<String>,
+    budget: Option<usize>,
+) -> PyResult<String> {
+    if reference.is_none() && paths.len() < 2 {
+        return Err(invalid(
+            py,
+            "check-mask needs two checkpoints, or one with a reference".into(),
+        ));
+    }
+    let selection = Selection::new(&include, &exclude).map_err(|e| to_py_err(py, e))?;
+    let reference = reference.map(|p| open(py, &p)).transpose()?;
+    let inputs = open_all(py, &paths)?;
+    let report = run(py, budget, DigestKind::default(), |c| {
+        soup_core::check_masks(&inputs, reference.as_ref(), &selection, c)
+    })?;
+    if report.compared == 0 {
+        return Err(invalid(
+            py,
+            "no float tensors selected for comparison".into(),
+        ));
+    }
+    json(&report)
+}
+
+/// Prunes a checkpoint into `out` (or only plans it when `out` is None);
+/// returns the prune report as JSON.
+#[pyfunction]
+#[pyo3(signature = (path, out, sparsity, scope, of_remaining, include, exclude, shard_size, force, digest, budget))]
+#[allow(clippy::too_many_arguments)]
+fn prune(
+    py: Python<'_>,
+    path: PathBuf,
+    out: Option<PathBuf>,
+    sparsity: f64,
+    scope: &str,
+    of_remaining: bool,
+    include: Vec<String>,
+    exclude: Vec<String>,
+    shard_size: Option<u64>,
+    force: bool,
+    digest: &str,
+    budget: Option<usize>,
+) -> PyResult<String> {
+    let scope = match scope {
+        "global" => Scope::Global,
+        "layer" => Scope::Layer,
+        other => {
+            return Err(invalid(
+                py,
+                format!("scope must be global or layer, got {other:?}"),
+            ))
+        }
+    };
+    let options = PruneOptions {
+        sparsity,
+        scope,
+        of_remaining,
+        criterion: Default::default(),
+        include,
+        exclude,
+        output: OutputOptions { shard_size, force },
+    };
+    let digest = digest_kind(py, digest)?;
+    soup_core::prune::validate_sparsity(sparsity).map_err(|e| to_py_err(py, e))?;
+    PruneSelection::new(&options.include, &options.exclude).map_err(|e| to_py_err(py, e))?;
+    let input = open(py, &path)?;
+    let report = run(py, budget, digest, |c| match &out {
+        Some(target) => soup_core::prune(&input, target, &options, c),
+        None => soup_core::plan_prune(&input, &options, c),
+    })?;
+    json(&report)
+}
+
+/// Tensors, totals and metadata; returns the inspection as JSON.
+#[pyfunction]
+#[pyo3(signature = (path, count_zeros, budget))]
+fn inspect(
+    py: Python<'_>,
+    path: PathBuf,
+    count_zeros: bool,
+    budget: Option<usize>,
+) -> PyResult<String> {
+    let input = open(py, &path)?;
+    let report = run(py, budget, DigestKind::default(), |c| {
+        soup_core::inspect(&input, count_zeros, c)
+    })?;
+    json(&report)
+}
+
+/// Compares two checkpoints; returns the diff report as JSON.
+#[pyfunction]
+#[pyo3(signature = (a, b, atol, rtol, budget))]
+fn diff(
+    py: Python<'_>,
+    a: PathBuf,
+    b: PathBuf,
+    atol: f64,
+    rtol: f64,
+    budget: Option<usize>,
+) -> PyResult<String> {
+    let a = open(py, &a)?;
+    let b = open(py, &b)?;
+    let options = soup_core::DiffOptions { atol, rtol };
+    let report = run(py, budget, DigestKind::default(), |c| {
+        soup_core::diff(&a, &b, &options, c)
+    })?;
+    json(&report)
+}
+
+/// Pairwise distances and cosines of checkpoints; returns the distance
+/// report as JSON.
+#[pyfunction]
+#[pyo3(signature = (paths, include, exclude, budget))]
+fn distance(
+    py: Python<'_>,
+    paths: Vec<PathBuf>,
+    include: Vec<String>,
+    exclude: Vec<String>,
+    budget: Option<usize>,
+) -> PyResult<String> {
+    let selection = Selection::new(&include, &exclude).map_err(|e| to_py_err(py, e))?;
+    let inputs = open_all(py, &paths)?;
+    let report = run(py, budget, DigestKind::default(), |c| {
+        soup_core::distance(&inputs, &selection, c)
+    })?;
+    if report.tensors == 0 {
+        return Err(invalid(py, "no float tensors selected".into()));
+    }
+    json(&report)
+}
+
+/// The JSON `soup hash --json` prints.
+#[derive(Serialize)]
+struct HashOutput {
+    path: PathBuf,
+    digest: String,
+    tensors: Vec<TensorHash>,
+}
+
+#[derive(Serialize)]
+struct TensorHash {
+    name: String,
+    digest: String,
+}
+
+/// Content hash of a checkpoint; returns it as JSON.
+#[pyfunction]
+#[pyo3(signature = (path, digest, budget))]
+fn hash(py: Python<'_>, path: PathBuf, digest: &str, budget: Option<usize>) -> PyResult<String> {
+    let digest = digest_kind(py, digest)?;
+    let input = open(py, &path)?;
+    let hashed = run(py, budget, digest, |c| {
+        soup_core::hash_checkpoint(&input, c)
+    })?;
+    json(&HashOutput {
+        path,
+        digest: hashed.digest,
+        tensors: hashed
+            .tensors
+            .into_iter()
+            .map(|(name, digest)| TensorHash { name, digest })
+            .collect(),
+    })
+}
+
+/// The version of the soup-core this module was built from.
+#[pyfunction]
+fn core_version() -> &'static str {
+    env!("CARGO_PKG_VERSION")
+}
+
+/// The compiled half of `sparse_soups`; use the `sparse_soups` package.
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(merge, m)?)?;
+    m.add_function(wrap_pyfunction!(greedy_merge, m)?)?;
+    m.add_function(wrap_pyfunction!(check_mask, m)?)?;
+    m.add_function(wrap_pyfunction!(prune, m)?)?;
+    m.add_function(wrap_pyfunction!(inspect, m)?)?;
+    m.add_function(wrap_pyfunction!(diff, m)?)?;
+    m.add_function(wrap_pyfunction!(hash, m)?)?;
+    m.add_function(wrap_pyfunction!(distance, m)?)?;
+    m.add_function(wrap_pyfunction!(core_version, m)?)?;
+    Ok(())
+}
