@@ -598,7 +598,38 @@ fn every_reported_model_is_recalibrated_saved_and_reevaluates_to_its_numbers() {
     }
     let flops = row["flops_ratio"].as_f64().unwrap();
     assert!(flops > 0.0 && flops < 1.0, "{flops}");
-    assert!(row["geometry"].is_null() || row["geometry"].is_object());
+    // The candidates' geometry: their paths, and the L2 distance between
+    // them computed directly over every float tensor in f64.
+    let geometry = &row["geometry"];
+    assert_eq!(
+        geometry["inputs"],
+        serde_json::json!([
+            "phase-1/candidate-0.safetensors",
+            "phase-1/candidate-1.safetensors"
+        ])
+    );
+    let (a, b) = (
+        Checkpoint::open(run.join("phase-1/candidate-0.safetensors")).unwrap(),
+        Checkpoint::open(run.join("phase-1/candidate-1.safetensors")).unwrap(),
+    );
+    let mut sq = 0.0f64;
+    for t in a
+        .tensors()
+        .iter()
+        .filter(|t| t.dtype == soup_core::Dtype::F32)
+    {
+        for (x, y) in f32s(&a, &t.name).iter().zip(f32s(&b, &t.name)) {
+            sq += (f64::from(*x) - f64::from(y)).powi(2);
+        }
+    }
+    let l2 = geometry["l2"][0][1].as_f64().unwrap();
+    assert!(
+        sq > 0.0 && (l2 - sq.sqrt()).abs() <= 1e-9 * sq.sqrt(),
+        "{l2} vs {}",
+        sq.sqrt()
+    );
+    assert_eq!(geometry["l2"][1][0], geometry["l2"][0][1]);
+    assert_eq!(geometry["l2"][0][0].as_f64(), Some(0.0));
 
     // The ensemble's accuracy, computed directly: mean of the candidates'
     // softmax outputs over the test split.

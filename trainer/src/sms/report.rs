@@ -245,7 +245,10 @@ pub fn build(session: &Session, dense: &Evaluation, phases: &[PhaseInfo]) -> Res
             reprune_sparsity: reprune.as_ref().map(|c| c.eval.sparsity),
             soup_checkpoint: info.soup_path.clone(),
             flops_ratio: info.soup.macs.ratio(),
-            geometry: None,
+            geometry: info
+                .geometry
+                .as_ref()
+                .map(|g| serde_json::to_value(g).expect("serialisable")),
             models,
         });
     }

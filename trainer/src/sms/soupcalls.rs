@@ -21,6 +21,18 @@ fn open_all(paths: &[PathBuf]) -> Result<Vec<Checkpoint>> {
         .collect()
 }
 
+/// The candidates' geometry, as `soup distance` measures it: pairwise L2
+/// distances and cosine similarities of all float tensors, and each
+/// candidate's distance to their barycentre. `None` for fewer than two.
+pub fn geometry(candidates: &[PathBuf]) -> Result<Option<soup_core::DistanceReport>> {
+    if candidates.len() < 2 {
+        return Ok(None);
+    }
+    let inputs = open_all(candidates)?;
+    let report = soup_core::distance(&inputs, &Selection::default(), &Control::default())?;
+    Ok(Some(report))
+}
+
 /// Verifies that every candidate has exactly the parent's mask over the
 /// prunable tensors; a difference stops the run.
 pub fn check_masks(candidates: &[PathBuf], parent: &Path, prunable: &[String]) -> Result<()> {

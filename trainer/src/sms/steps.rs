@@ -140,6 +140,10 @@ pub struct PhaseInfo {
     pub ensemble: Evaluation,
     /// Path of the soup checkpoint, relative to the run folder.
     pub soup_path: PathBuf,
+    /// The candidates' geometry (`soup distance` over their float tensors,
+    /// paths relative to the run folder); `None` with a single candidate.
+    #[serde(default)]
+    pub geometry: Option<soup_core::DistanceReport>,
 }
 
 /// One open run: its configuration, data and model description.
@@ -703,6 +707,14 @@ impl Session {
         let soup_path = self.layout.soup(Chain::Soup, phase);
         let soup = self.finish(&self.load(&avg)?, &soup_path)?;
         let ensemble = self.evaluate_ensemble(&paths, &candidates[0].eval)?;
+        let geometry = soupcalls::geometry(&paths)?.map(|mut g| {
+            for p in &mut g.inputs {
+                if let Ok(rel) = p.strip_prefix(&self.layout.root) {
+                    *p = rel.to_path_buf();
+                }
+            }
+            g
+        });
         let soup_path = soup_path
             .strip_prefix(&self.layout.root)
             .map_or(soup_path.clone(), Path::to_path_buf);
@@ -717,6 +729,7 @@ impl Session {
             soup,
             ensemble,
             soup_path,
+            geometry,
         };
         self.say(format!(
             "sms phase {phase} soup of {:?}: val {:.4}, test {:.4}, sparsity {:.2}%",
