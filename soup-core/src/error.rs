@@ -120,6 +120,46 @@ pub enum Error {
         /// The fraction given.
         value: f64,
     },
+    /// A rename or metadata entry that is not of the form `A=B`.
+    #[error("{kind} `{value}` is not of the form {}", kind.form())]
+    NotAPair {
+        /// What the text was meant to be.
+        kind: PairKind,
+        /// The text given.
+        value: String,
+    },
+    /// A cast limited to some tensors, with no type to cast them to.
+    #[error("a cast is limited to some tensors, but no type to cast to is given")]
+    CastTypeMissing,
+    /// A cast to a type that is not a float type.
+    #[error("cannot cast to {dtype}: only to a float type (F64, F32, F16, BF16)")]
+    CastNotFloat {
+        /// The type asked for.
+        dtype: String,
+    },
+    /// A single-file output whose path is a folder.
+    #[error("{}: is a folder, and a single-file output cannot replace it", path.display())]
+    OutputIsFolder {
+        /// The folder.
+        path: PathBuf,
+    },
+    /// A shard size of zero bytes.
+    #[error("the shard size must be positive")]
+    ShardSizeZero,
+    /// A tensor selected for masking that the mask checkpoint lacks.
+    #[error(
+        "tensor `{tensor}` is in {} but not in the mask {}",
+        input.display(),
+        mask.display()
+    )]
+    NotInMask {
+        /// The tensor.
+        tensor: String,
+        /// The checkpoint being masked.
+        input: PathBuf,
+        /// The mask checkpoint.
+        mask: PathBuf,
+    },
     /// Arguments that make no sense (weights, sparsity, regexes, paths).
     #[error("{0}")]
     Invalid(String),
@@ -129,6 +169,34 @@ pub enum Error {
     /// The operation was interrupted (Ctrl-C); nothing was written.
     #[error("interrupted")]
     Interrupted,
+}
+
+/// What a `A=B` text given to an edit was meant to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PairKind {
+    /// A rename, `REGEX=REPLACEMENT`.
+    Rename,
+    /// A metadata entry, `KEY=VALUE`.
+    Metadata,
+}
+
+impl PairKind {
+    /// The form expected, in words.
+    pub fn form(self) -> &'static str {
+        match self {
+            PairKind::Rename => "REGEX=REPLACEMENT",
+            PairKind::Metadata => "KEY=VALUE",
+        }
+    }
+}
+
+impl std::fmt::Display for PairKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str(match self {
+            PairKind::Rename => "rename",
+            PairKind::Metadata => "metadata entry",
+        })
+    }
 }
 
 impl Error {
