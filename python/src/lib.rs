@@ -40,7 +40,7 @@ fn to_py_err(py: Python<'_>, error: soup_core::Error) -> PyErr {
     let class = match &error {
         E::Interrupted => return PyKeyboardInterrupt::new_err(message),
         E::Io { .. } => "SoupIOError",
-        E::Format { .. } | E::Tensor { .. } => "BadCheckpoint",
+        E::Format { .. } | E::Header { .. } | E::Tensor { .. } => "BadCheckpoint",
         // As the CLI adds "use --force", say which argument replaces it.
         E::OutputExists { .. } => {
             return raise(

@@ -59,7 +59,7 @@ pub use checkpoint::{align, Checkpoint, TensorEntry, INDEX_FILE};
 pub use diff::{diff, DiffOptions, DiffReport, TensorDiff};
 pub use distance::{distance, DistanceReport};
 pub use dtype::{parse as parse_dtype, Accumulator, Dtype, FloatType};
-pub use error::{Error, PairKind, Result};
+pub use error::{Error, HeaderProblem, PairKind, Result};
 pub use greedy::{greedy_soup, CommandScorer, GreedyOptions, GreedyReport, Scorer, Trial};
 pub use hash::{
     file_sha256, file_sha256s, hash_checkpoint, hash_checkpoints, CheckpointHash, DigestKind,
