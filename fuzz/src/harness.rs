@@ -22,7 +22,6 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use soup_core::header;
 use soup_core::{
     check_masks, hash_checkpoint, inspect, merge, Checkpoint, Control, IntPolicy, MaskPolicy,
     MergeOptions, Selection, StreamOptions,
@@ -113,10 +112,10 @@ fn write(path: &Path, bytes: &[u8]) {
 
 /// Parses `data` as a whole safetensors file. An accepted header must
 /// describe a data section tiled exactly by its tensors, and must come back
-/// unchanged after [`header::serialize`] and a second parse.
+/// unchanged after [`soup_core::serialize_header`] and a second parse.
 pub fn header_parser(data: &[u8]) -> Outcome {
     let path = Path::new("fuzz.safetensors");
-    let Ok(parsed) = header::parse(path, data) else {
+    let Ok(parsed) = soup_core::parse_header(path, data) else {
         return Outcome::Refused;
     };
     let data_len = data.len() - parsed.data_start;
@@ -129,8 +128,8 @@ pub fn header_parser(data: &[u8]) -> Outcome {
             "tensor `{}` does not follow its predecessor",
             t.name
         );
-        let count = header::element_count(&t.shape).expect("accepted shape overflows");
-        let len = header::byte_len(t.dtype, count).expect("accepted shape has no byte size");
+        let count = soup_core::element_count(&t.shape).expect("accepted shape overflows");
+        let len = soup_core::byte_len(t.dtype, count).expect("accepted shape has no byte size");
         assert_eq!(
             t.end - t.start,
             len,
@@ -141,9 +140,9 @@ pub fn header_parser(data: &[u8]) -> Outcome {
     }
     assert_eq!(next, data_len, "tensors do not tile the data section");
 
-    let mut again = header::serialize(&parsed.tensors, &parsed.metadata);
+    let mut again = soup_core::serialize_header(&parsed.tensors, &parsed.metadata);
     again.extend_from_slice(&data[parsed.data_start..]);
-    let reparsed = header::parse(path, &again)
+    let reparsed = soup_core::parse_header(path, &again)
         .unwrap_or_else(|e| panic!("serialized header of an accepted file is refused: {e}"));
     assert_eq!(
         reparsed.tensors, parsed.tensors,
@@ -194,8 +193,8 @@ pub fn open_checkpoint(data: &[u8]) -> Outcome {
 fn exercise(checkpoint: &Checkpoint) {
     let mut total = 0u64;
     for t in checkpoint.tensors() {
-        let count = header::element_count(&t.shape).expect("accepted shape overflows");
-        let len = header::byte_len(t.dtype, count).expect("accepted shape has no byte size");
+        let count = soup_core::element_count(&t.shape).expect("accepted shape overflows");
+        let len = soup_core::byte_len(t.dtype, count).expect("accepted shape has no byte size");
         assert_eq!(
             checkpoint.data(t).len(),
             len,

@@ -21,9 +21,9 @@ use std::time::Duration;
 use pyo3::exceptions::{PyKeyboardInterrupt, PyRuntimeError};
 use pyo3::prelude::*;
 use serde::Serialize;
-use soup_core::greedy::GreedyOptions;
-use soup_core::hash::DigestKind;
-use soup_core::prune::{PruneOptions, PruneSelection, Scope};
+use soup_core::GreedyOptions;
+use soup_core::DigestKind;
+use soup_core::{PruneOptions, PruneSelection, Scope};
 use soup_core::{
     Checkpoint, Control, FloatType, IntPolicy, MaskPolicy, MergeMethod, MergeOptions, NoProgress,
     OutputOptions, Selection, StreamOptions,
@@ -40,7 +40,7 @@ fn to_py_err(py: Python<'_>, error: soup_core::Error) -> PyErr {
     let class = match &error {
         E::Interrupted => return PyKeyboardInterrupt::new_err(message),
         E::Io { .. } => "SoupIOError",
-        E::Format { .. } | E::Tensor { .. } => "BadCheckpoint",
+        E::Format { .. } | E::Header { .. } | E::Tensor { .. } => "BadCheckpoint",
         // As the CLI adds "use --force", say which argument replaces it.
         E::OutputExists { .. } => {
             return raise(
@@ -178,7 +178,7 @@ fn digest_kind(py: Python<'_>, name: &str) -> PyResult<DigestKind> {
 
 fn float_type(py: Python<'_>, name: Option<&str>) -> PyResult<Option<FloatType>> {
     let Some(name) = name else { return Ok(None) };
-    let dtype = soup_core::dtype::parse(name).map_err(|e| to_py_err(py, e))?;
+    let dtype = soup_core::parse_dtype(name).map_err(|e| to_py_err(py, e))?;
     FloatType::of(dtype).map(Some).ok_or_else(|| {
         invalid(
             py,
@@ -217,7 +217,7 @@ fn merge(
         output: OutputOptions { shard_size, force },
         recipe_extra: Default::default(),
     };
-    soup_core::merge::normalise_weights(weights_given.as_deref(), paths.len())
+    soup_core::normalise_weights(weights_given.as_deref(), paths.len())
         .map_err(|e| to_py_err(py, e))?;
     let inputs = open_all(py, &paths)?;
     let report = run(py, budget, digest, |c| {
@@ -354,7 +354,7 @@ fn prune(
         output: OutputOptions { shard_size, force },
     };
     let digest = digest_kind(py, digest)?;
-    soup_core::prune::validate_sparsity(sparsity).map_err(|e| to_py_err(py, e))?;
+    soup_core::validate_sparsity(sparsity).map_err(|e| to_py_err(py, e))?;
     PruneSelection::new(&options.include, &options.exclude).map_err(|e| to_py_err(py, e))?;
     let input = open(py, &path)?;
     let report = run(py, budget, digest, |c| match &out {

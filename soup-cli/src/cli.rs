@@ -50,11 +50,11 @@ pub enum DigestArg {
     Sha256,
 }
 
-impl From<DigestArg> for soup_core::hash::DigestKind {
+impl From<DigestArg> for soup_core::DigestKind {
     fn from(d: DigestArg) -> Self {
         match d {
-            DigestArg::Blake3 => soup_core::hash::DigestKind::Blake3,
-            DigestArg::Sha256 => soup_core::hash::DigestKind::Sha256,
+            DigestArg::Blake3 => soup_core::DigestKind::Blake3,
+            DigestArg::Sha256 => soup_core::DigestKind::Sha256,
         }
     }
 }

@@ -28,7 +28,7 @@ fn main() -> ExitCode {
     // all stop the run at the next window; the outputs' temporary files are
     // removed as the work unwinds.
     let _ = ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::Relaxed));
-    soup_core::safety::install_sigbus_handler("soup: error: ");
+    soup_core::install_sigbus_handler("soup: error: ");
     if let Some(threads) = args.global.threads {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let limit = THREADS_PER_CORE * cores;
@@ -74,6 +74,23 @@ fn main() -> ExitCode {
                 Some(soup_core::Error::IntegersDiffer { .. }) => {
                     " (use --int-policy first to take the first input's)"
                 }
+                Some(soup_core::Error::NotAPair {
+                    kind: soup_core::PairKind::Rename,
+                    ..
+                }) => " (in --rename)",
+                Some(soup_core::Error::NotAPair {
+                    kind: soup_core::PairKind::Metadata,
+                    ..
+                }) => " (in --set-meta)",
+                Some(soup_core::Error::CastTypeMissing) => {
+                    " (--only limits --cast, which is missing)"
+                }
+                Some(soup_core::Error::CastNotFloat { .. }) => " (in --cast)",
+                Some(soup_core::Error::OutputIsFolder { .. }) => {
+                    "; write a single file elsewhere, or shards into it with --shard-size"
+                }
+                Some(soup_core::Error::ShardSizeZero) => " (in --shard-size)",
+                Some(soup_core::Error::NotInMask { .. }) => " (leave it out with --exclude)",
                 _ => "",
             };
             eprintln!(

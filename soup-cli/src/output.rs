@@ -60,7 +60,7 @@ pub struct Context {
     bar: Bar,
     interrupt: &'static AtomicBool,
     options: StreamOptions,
-    digest: soup_core::hash::DigestKind,
+    digest: soup_core::DigestKind,
 }
 
 impl Context {

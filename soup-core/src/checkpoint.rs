@@ -88,9 +88,9 @@ impl Checkpoint {
     /// same contract, as a contract with the user rather than the compiler.
     /// soup never writes to a file it has open for reading (outputs are new
     /// temporary files renamed into place), and what happens when another
-    /// program changes an input meanwhile is documented in
-    /// [`crate::safety`]: a process that installs
-    /// [`crate::safety::install_sigbus_handler`] turns a truncation into
+    /// program changes an input meanwhile is documented on
+    /// [`crate::install_sigbus_handler`]: a process that installs it
+    /// turns a truncation into
     /// one line naming the file and a clean exit. Only regular files are
     /// read: a FIFO, device or socket is refused without blocking.
     pub fn open(path: impl AsRef<Path>) -> Result<Checkpoint> {

@@ -56,11 +56,6 @@ impl FloatType {
     }
 }
 
-/// Bits per element of `dtype`.
-pub fn bits(dtype: Dtype) -> usize {
-    dtype.bitsize()
-}
-
 /// The name safetensors uses for `dtype` (`F32`, `BF16`, `I64`...).
 pub fn name(dtype: Dtype) -> String {
     format!("{dtype:?}")

@@ -34,6 +34,21 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// The header of a safetensors file is invalid: found before any tensor
+    /// data is read.
+    #[error(
+        "{}: {}{problem}",
+        path.display(),
+        tensor.as_ref().map(|t| format!("tensor `{t}`: ")).unwrap_or_default()
+    )]
+    Header {
+        /// The file.
+        path: PathBuf,
+        /// The tensor entry at fault, where there is one.
+        tensor: Option<String>,
+        /// What is wrong.
+        problem: HeaderProblem,
+    },
     /// A tensor of the file is invalid or unusable for the operation.
     #[error("{}: tensor `{tensor}`: {reason}", path.display())]
     Tensor {
@@ -120,6 +135,46 @@ pub enum Error {
         /// The fraction given.
         value: f64,
     },
+    /// A rename or metadata entry that is not of the form `A=B`.
+    #[error("{kind} `{value}` is not of the form {}", kind.form())]
+    NotAPair {
+        /// What the text was meant to be.
+        kind: PairKind,
+        /// The text given.
+        value: String,
+    },
+    /// A cast limited to some tensors, with no type to cast them to.
+    #[error("a cast is limited to some tensors, but no type to cast to is given")]
+    CastTypeMissing,
+    /// A cast to a type that is not a float type.
+    #[error("cannot cast to {dtype}: only to a float type (F64, F32, F16, BF16)")]
+    CastNotFloat {
+        /// The type asked for.
+        dtype: String,
+    },
+    /// A single-file output whose path is a folder.
+    #[error("{}: is a folder, and a single-file output cannot replace it", path.display())]
+    OutputIsFolder {
+        /// The folder.
+        path: PathBuf,
+    },
+    /// A shard size of zero bytes.
+    #[error("the shard size must be positive")]
+    ShardSizeZero,
+    /// A tensor selected for masking that the mask checkpoint lacks.
+    #[error(
+        "tensor `{tensor}` is in {} but not in the mask {}",
+        input.display(),
+        mask.display()
+    )]
+    NotInMask {
+        /// The tensor.
+        tensor: String,
+        /// The checkpoint being masked.
+        input: PathBuf,
+        /// The mask checkpoint.
+        mask: PathBuf,
+    },
     /// Arguments that make no sense (weights, sparsity, regexes, paths).
     #[error("{0}")]
     Invalid(String),
@@ -129,6 +184,154 @@ pub enum Error {
     /// The operation was interrupted (Ctrl-C); nothing was written.
     #[error("interrupted")]
     Interrupted,
+}
+
+/// What is wrong with a safetensors header ([`Error::Header`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum HeaderProblem {
+    /// The file ends before the 8-byte header length.
+    #[error("file is {len} bytes, too short to be a safetensors file (truncated?)")]
+    TooShort {
+        /// The file's length.
+        len: usize,
+    },
+    /// The header length is over the cap.
+    #[error(
+        "header length {len} exceeds the {limit}-byte limit (not a safetensors file, or hostile)"
+    )]
+    TooLarge {
+        /// The declared length.
+        len: u64,
+        /// The cap ([`crate::MAX_HEADER_LEN`]).
+        limit: u64,
+    },
+    /// The header length runs past the end of the file.
+    #[error("header length {len} runs past the end of the file ({file_len} bytes; truncated?)")]
+    PastEnd {
+        /// The declared length.
+        len: usize,
+        /// The file's length.
+        file_len: usize,
+    },
+    /// The header is not UTF-8.
+    #[error("header is not valid UTF-8: {0}")]
+    NotUtf8(String),
+    /// The header is not one JSON object, or has a key twice.
+    #[error("header is not a valid JSON object: {0}")]
+    NotJson(String),
+    /// `__metadata__` is not a map of strings to strings.
+    #[error("__metadata__ must map strings to strings: {0}")]
+    Metadata(String),
+    /// A tensor entry names a dtype safetensors does not know.
+    #[error("unknown dtype `{0}`")]
+    UnknownDtype(String),
+    /// A tensor entry has a field besides dtype, shape and data_offsets.
+    #[error("unknown field `{0}` in the tensor entry")]
+    UnknownField(String),
+    /// A tensor entry that does not have the three fields of their types.
+    #[error("invalid tensor entry: {0}")]
+    Entry(String),
+    /// The element count of the shape overflows.
+    #[error("shape {shape:?} overflows")]
+    ShapeOverflow {
+        /// The shape.
+        shape: Vec<usize>,
+    },
+    /// Sub-byte elements that do not fill whole bytes.
+    #[error("shape {shape:?} of {dtype} does not fill whole bytes")]
+    PartialBytes {
+        /// The shape.
+        shape: Vec<usize>,
+        /// The dtype's name.
+        dtype: String,
+    },
+    /// `data_offsets` whose end comes before their start.
+    #[error("data_offsets [{start}, {end}] end before they start")]
+    OffsetsReversed {
+        /// Start offset.
+        start: usize,
+        /// End offset.
+        end: usize,
+    },
+    /// `data_offsets` spanning another length than the shape needs.
+    #[error(
+        "shape {shape:?} of {dtype} needs {need} bytes but data_offsets [{start}, {end}] span {}",
+        end - start
+    )]
+    WrongLength {
+        /// The shape.
+        shape: Vec<usize>,
+        /// The dtype's name.
+        dtype: String,
+        /// Bytes the shape needs.
+        need: usize,
+        /// Start offset.
+        start: usize,
+        /// End offset.
+        end: usize,
+    },
+    /// Tensor data past the end of the data section.
+    #[error(
+        "data [{start}, {end}) runs past the end of the data section ({data_len} bytes; truncated?)"
+    )]
+    DataPastEnd {
+        /// Start offset.
+        start: usize,
+        /// End offset.
+        end: usize,
+        /// Length of the data section.
+        data_len: usize,
+    },
+    /// Tensor data overlapping another tensor's.
+    #[error("data [{start}, {end}) overlaps tensor `{other}`")]
+    Overlap {
+        /// Start offset.
+        start: usize,
+        /// End offset.
+        end: usize,
+        /// The tensor overlapped.
+        other: String,
+    },
+    /// Bytes between two tensors' data that no tensor owns.
+    #[error("data starts at {start} but the previous tensor ends at {previous_end}: a hole of {} bytes", start - previous_end)]
+    Hole {
+        /// Start offset.
+        start: usize,
+        /// Where the previous tensor ends.
+        previous_end: usize,
+    },
+    /// Bytes after the last tensor's data.
+    #[error("{0} bytes after the last tensor's data: trailing garbage or a broken header")]
+    TrailingBytes(usize),
+}
+
+/// What a `A=B` text given to an edit was meant to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PairKind {
+    /// A rename, `REGEX=REPLACEMENT`.
+    Rename,
+    /// A metadata entry, `KEY=VALUE`.
+    Metadata,
+}
+
+impl PairKind {
+    /// The form expected, in words.
+    pub fn form(self) -> &'static str {
+        match self {
+            PairKind::Rename => "REGEX=REPLACEMENT",
+            PairKind::Metadata => "KEY=VALUE",
+        }
+    }
+}
+
+impl std::fmt::Display for PairKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str(match self {
+            PairKind::Rename => "rename",
+            PairKind::Metadata => "metadata entry",
+        })
+    }
 }
 
 impl Error {

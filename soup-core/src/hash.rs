@@ -98,10 +98,6 @@ impl Engine {
 pub struct TensorHasher(Engine);
 
 impl TensorHasher {
-    /// Starts the default ([`DigestKind::Blake3`]) digest of tensor `name`.
-    pub fn new(name: &str, dtype: Dtype, shape: &[usize]) -> Self {
-        Self::with_kind(DigestKind::default(), name, dtype, shape)
-    }
     /// Starts the `kind` digest of tensor `name`.
     pub fn with_kind(kind: DigestKind, name: &str, dtype: Dtype, shape: &[usize]) -> Self {
         let mut h = Engine::new(kind);
@@ -126,20 +122,8 @@ impl TensorHasher {
     }
 }
 
-/// Combines per-tensor digests (name, digest) into the checkpoint digest,
-/// with the algorithm the tensor digests name (the default for a checkpoint
-/// without tensors).
-pub fn combine<'a>(tensors: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
-    let mut sorted: Vec<_> = tensors.into_iter().collect();
-    sorted.sort();
-    let kind = match sorted.first() {
-        Some((_, d)) if d.starts_with("sha256:") => DigestKind::Sha256,
-        _ => DigestKind::default(),
-    };
-    combine_with(kind, sorted)
-}
-
-/// [`combine`] with an explicit algorithm.
+/// Combines per-tensor digests (name, digest) into the checkpoint digest
+/// with algorithm `kind`, independent of tensor order.
 pub fn combine_with<'a>(
     kind: DigestKind,
     tensors: impl IntoIterator<Item = (&'a str, &'a str)>,
@@ -269,19 +253,18 @@ mod tests {
         assert!(b.starts_with("blake3:") && b.len() == 71, "{b}");
         assert!(s.starts_with("sha256:") && s.len() == 71, "{s}");
         assert_eq!(DigestKind::Blake3.placeholder().len(), b.len());
-        assert_eq!(
-            combine([("w", s.as_str())]),
-            combine_with(DigestKind::Sha256, [("w", s.as_str())])
-        );
-        assert!(combine([("w", b.as_str())]).starts_with("blake3:"));
+        assert!(combine_with(DigestKind::Sha256, [("w", s.as_str())]).starts_with("sha256:"));
+        assert!(combine_with(DigestKind::Blake3, [("w", b.as_str())]).starts_with("blake3:"));
     }
 
     #[test]
     fn parallel_blake3_equals_sequential() {
         let data: Vec<u8> = (0..(1u32 << 20)).map(|i| (i * 7 % 251) as u8).collect();
-        let mut whole = TensorHasher::new("w", Dtype::U8, &[data.len()]);
+        let mut whole =
+            TensorHasher::with_kind(DigestKind::default(), "w", Dtype::U8, &[data.len()]);
         whole.update(&data);
-        let mut pieces = TensorHasher::new("w", Dtype::U8, &[data.len()]);
+        let mut pieces =
+            TensorHasher::with_kind(DigestKind::default(), "w", Dtype::U8, &[data.len()]);
         for chunk in data.chunks(1000) {
             pieces.update(chunk);
         }

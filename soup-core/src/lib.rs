@@ -8,10 +8,15 @@
 //! averages checkpoints ([`merge()`]), compares sparsity masks
 //! ([`check_masks`]), prunes by magnitude with exact counts ([`prune()`]),
 //! builds greedy soups with any [`Scorer`] ([`greedy_soup`]), compares
-//! ([`diff()`]), edits and reshards checkpoints ([`surgery`]), hashes and
-//! inspects them. Every file it writes appears atomically and records its
-//! provenance. What it guarantees when an input changes underneath it, and
-//! how killed runs' temporary files are cleaned up, is in [`safety`].
+//! ([`diff()`]), edits and reshards checkpoints ([`edit()`], [`relayout`],
+//! [`apply_mask`]), hashes and inspects them. Every file it writes appears
+//! atomically and records its provenance. An input that shrinks while it is
+//! mapped is an error naming the file once [`install_sigbus_handler`] has
+//! run, not a crash; temporary files of killed runs are swept by the next
+//! write into their folder ([`sweep_stale_temps`]).
+//!
+//! The modules are private: everything public is re-exported below, under
+//! one path each.
 //!
 //! ```no_run
 //! use soup_core::{check_masks, merge, Checkpoint, Control, MergeOptions, Selection};
@@ -30,41 +35,57 @@
 //! ```
 #![deny(missing_docs)]
 
-pub mod checkpoint;
-pub mod diff;
+mod checkpoint;
+mod diff;
 mod distance;
-pub mod dtype;
-pub mod error;
-pub mod greedy;
-pub mod hash;
-pub mod header;
-pub mod inspect;
-pub mod mask;
-pub mod merge;
-pub mod output;
-pub mod provenance;
-pub mod prune;
+mod dtype;
+mod error;
+mod greedy;
+mod hash;
+mod header;
+mod inspect;
+mod mask;
+mod merge;
+mod output;
+mod provenance;
+mod prune;
 mod rewrite;
-pub mod safety;
-pub mod select;
-pub mod stream;
-pub mod surgery;
+mod safety;
+mod select;
+mod stream;
+mod surgery;
 
-pub use checkpoint::{align, Checkpoint, TensorEntry};
-pub use diff::{diff, DiffOptions, DiffReport};
+pub use checkpoint::{align, Checkpoint, TensorEntry, INDEX_FILE};
+pub use diff::{diff, DiffOptions, DiffReport, TensorDiff};
 pub use distance::{distance, DistanceReport};
-pub use dtype::{Dtype, FloatType};
-pub use error::{Error, Result};
-pub use greedy::{greedy_soup, CommandScorer, GreedyOptions, GreedyReport, Scorer};
-pub use hash::{hash_checkpoint, CheckpointHash};
-pub use inspect::{inspect, Inspection};
-pub use mask::{check_masks, MaskReport};
-pub use merge::{merge, IntPolicy, MaskPolicy, MergeMethod, MergeOptions, MergeReport};
+pub use dtype::{parse as parse_dtype, Accumulator, Dtype, FloatType};
+pub use error::{Error, HeaderProblem, PairKind, Result};
+pub use greedy::{greedy_soup, CommandScorer, GreedyOptions, GreedyReport, Scorer, Trial};
+pub use hash::{
+    file_sha256, file_sha256s, hash_checkpoint, hash_checkpoints, CheckpointHash, DigestKind,
+};
+pub use header::{
+    byte_len, element_count, parse as parse_header, serialize as serialize_header, Header,
+    RawTensor, MAX_HEADER_LEN,
+};
+pub use inspect::{inspect, Inspection, TensorSummary};
+pub use mask::{check_masks, MaskReport, TensorMask};
+pub use merge::{
+    merge, normalise_weights, IntPolicy, MaskPolicy, MergeMethod, MergeOptions, MergeReport,
+};
 pub use output::{Output, OutputOptions, OutputTensor};
 pub use prune::{
-    is_prunable, plan as plan_prune, prune, prune_tensors, Criterion, PruneOptions, PruneReport,
-    PruneSelection, Scope, TensorView, TensorsPrune,
+    is_prunable, plan as plan_prune, prune, prune_tensors, removal_count, validate_sparsity,
+    Criterion, PruneOptions, PruneReport, PruneSelection, Scope, TensorPrune, TensorView,
+    TensorsPrune,
+};
+pub use safety::{
+    install_sigbus_handler, sweep_stale_temps, temp_path_for, GREEDY_PREFIX, SIGBUS_EXIT,
+    TEMP_PREFIX,
 };
 pub use select::Selection;
 pub use stream::{Control, NoProgress, Progress, StreamOptions};
-pub use surgery::{apply_mask, edit, relayout, EditOptions, MaskOptions};
+pub use surgery::{
+    apply_mask, edit, relayout, ApplyMaskReport, EditOptions, EditReport, MaskOptions,
+    MaskedTensor, RelayoutReport,
+};

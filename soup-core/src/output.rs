@@ -271,10 +271,9 @@ impl Output {
         check_replaceable(target, options.shard_size.is_some())?;
         if options.shard_size.is_none() && target.is_dir() {
             // Found now, not after all the work, when the rename would fail.
-            return Err(Error::invalid(format!(
-                "{}: is a folder; write a single file elsewhere, or shards into it with --shard-size",
-                target.display()
-            )));
+            return Err(Error::OutputIsFolder {
+                path: target.to_path_buf(),
+            });
         }
         let parent = parent_of(target);
         crate::safety::sweep_stale_temps(parent);
@@ -282,7 +281,7 @@ impl Output {
             None => vec![(0..tensors.len()).collect::<Vec<_>>()],
             Some(size) => {
                 if size == 0 {
-                    return Err(Error::invalid("--shard-size must be positive"));
+                    return Err(Error::ShardSizeZero);
                 }
                 let mut groups: Vec<Vec<usize>> = vec![Vec::new()];
                 let mut used = 0u64;

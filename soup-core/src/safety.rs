@@ -1,33 +1,6 @@
 //! The process-wide safety net for files that change or processes that die
-//! under soup.
-//!
-//! - **Inputs that shrink under the memory map.** Reading a mapped page that
-//!   lies past the end of a file truncated by another process raises SIGBUS,
-//!   which would kill the process without a word and leave its temporary
-//!   files behind. Every mapped file is registered here (address range and a
-//!   message naming it, formatted in advance), and so is every temporary
-//!   output. The handler installed by [`install_sigbus_handler`] uses only
-//!   async-signal-safe calls: it writes the message of the file the faulting
-//!   address belongs to, unlinks the registered temporary files and folders,
-//!   and ends the process with [`SIGBUS_EXIT`] through `_exit(2)`.
-//! - **Processes killed outright.** SIGKILL cannot be caught, so temporary
-//!   names carry the writer's PID ([`TEMP_PREFIX`]`<pid>-...`), and a writer
-//!   first removes the temporary files of processes that no longer exist
-//!   from its output folder ([`sweep_stale_temps`]). A file of a live process
-//!   is never touched.
-//!
-//! What soup guarantees when an input changes while it runs: a file
-//! truncated or replaced in place (`truncate`, `cp new old`) either reads
-//! consistently to the end, or the run stops with one line naming the file
-//! and exit status 2, leaving no temporary file. A file replaced by rename
-//! (`mv`, atomic writers) is not seen at all: soup keeps reading the old
-//! inode. Bytes rewritten in place without a change of size cannot be
-//! detected; the content digests in the provenance then describe what was
-//! read.
-//!
-//! Registered messages and paths are small and are never freed (a handler
-//! might be reading them); a process that opens many thousands of files
-//! keeps a few hundred bytes per file.
+//! under soup. What it guarantees is documented on
+//! [`install_sigbus_handler`], the public entry point.
 
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
@@ -163,8 +136,36 @@ impl Drop for TempGuard {
     }
 }
 
-/// Installs the SIGBUS handler described in the module documentation, once
-/// per process. `prefix` starts every message it writes (`"soup: error: "`).
+/// Installs the SIGBUS handler, once per process. `prefix` starts every
+/// message it writes (`"soup: error: "`).
+///
+/// - **Inputs that shrink under the memory map.** Reading a mapped page that
+///   lies past the end of a file truncated by another process raises SIGBUS,
+///   which would kill the process without a word and leave its temporary
+///   files behind. Every mapped file is registered here (address range and a
+///   message naming it, formatted in advance), and so is every temporary
+///   output. The handler uses only
+///   async-signal-safe calls: it writes the message of the file the faulting
+///   address belongs to, unlinks the registered temporary files and folders,
+///   and ends the process with [`SIGBUS_EXIT`] through `_exit(2)`.
+/// - **Processes killed outright.** SIGKILL cannot be caught, so temporary
+///   names carry the writer's PID ([`TEMP_PREFIX`]`<pid>-...`), and a writer
+///   first removes the temporary files of processes that no longer exist
+///   from its output folder ([`sweep_stale_temps`]). A file of a live process
+///   is never touched.
+///
+/// What soup guarantees when an input changes while it runs: a file
+/// truncated or replaced in place (`truncate`, `cp new old`) either reads
+/// consistently to the end, or the run stops with one line naming the file
+/// and exit status 2, leaving no temporary file. A file replaced by rename
+/// (`mv`, atomic writers) is not seen at all: soup keeps reading the old
+/// inode. Bytes rewritten in place without a change of size cannot be
+/// detected; the content digests in the provenance then describe what was
+/// read.
+///
+/// Registered messages and paths are small and are never freed (a handler
+/// might be reading them); a process that opens many thousands of files
+/// keeps a few hundred bytes per file.
 pub fn install_sigbus_handler(prefix: &'static str) {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{Checkpoint, TensorEntry};
 use crate::dtype::{Accumulator, FloatType};
-use crate::error::{Error, Result};
+use crate::error::{Error, PairKind, Result};
 use crate::output::{Output, OutputOptions, OutputTensor};
 use crate::provenance;
 use crate::select::Selection;
@@ -27,8 +27,8 @@ fn compile(pattern: &str) -> Result<Regex> {
 /// Parameters of [`edit`], as the user wrote them (parsed and checked
 /// before any data is read).
 ///
-/// Tensors are chosen by their original names: `--keep` (if any) keeps only
-/// matches, `--drop` removes matches, `--only` limits `--cast`. Renames then
+/// Tensors are chosen by their original names: `keep` (if any) keeps only
+/// matches, `drop` removes matches, `cast_only` limits `cast`. Renames then
 /// apply in order, each replacing every match (`$1`, `${name}` refer to
 /// groups). Metadata: deletions, then settings; `soup.*` keys are soup's own.
 #[derive(Debug, Clone, Default)]
@@ -79,17 +79,11 @@ struct Fate {
     cast: Option<(FloatType, FloatType)>,
 }
 
-fn split_pair<'a>(what: &str, s: &'a str) -> Result<(&'a str, &'a str)> {
-    s.split_once('=')
-        .ok_or_else(|| Error::invalid(format!("{what} expects {}, got `{s}`", pair_form(what))))
-}
-
-fn pair_form(what: &str) -> &'static str {
-    if what == "--rename" {
-        "REGEX=REPLACEMENT"
-    } else {
-        "KEY=VALUE"
-    }
+fn split_pair(kind: PairKind, s: &str) -> Result<(&str, &str)> {
+    s.split_once('=').ok_or_else(|| Error::NotAPair {
+        kind,
+        value: s.to_string(),
+    })
 }
 
 /// Renames, drops, casts and edits metadata. See [`EditOptions`].
@@ -103,7 +97,7 @@ pub fn edit(
         .rename
         .iter()
         .map(|r| {
-            let (pattern, replacement) = split_pair("--rename", r)?;
+            let (pattern, replacement) = split_pair(PairKind::Rename, r)?;
             Ok((compile(pattern)?, replacement))
         })
         .collect::<Result<_>>()?;
@@ -123,16 +117,14 @@ pub fn edit(
         .map(|p| compile(p))
         .collect::<Result<_>>()?;
     if !only.is_empty() && options.cast.is_none() {
-        return Err(Error::invalid("--only limits --cast, which is missing"));
+        return Err(Error::CastTypeMissing);
     }
     let cast = match &options.cast {
         None => None,
         Some(name) => {
             let dtype = crate::dtype::parse(name)?;
-            Some(FloatType::of(dtype).ok_or_else(|| {
-                Error::invalid(format!(
-                    "--cast must be a float type (F64, F32, F16, BF16), got {name}"
-                ))
+            Some(FloatType::of(dtype).ok_or_else(|| Error::CastNotFloat {
+                dtype: name.clone(),
             })?)
         }
     };
@@ -146,7 +138,7 @@ pub fn edit(
         metadata.remove(key);
     }
     for pair in &options.set_meta {
-        let (key, value) = split_pair("--set-meta", pair)?;
+        let (key, value) = split_pair(PairKind::Metadata, pair)?;
         if key.is_empty() || key.starts_with(provenance::PREFIX) || key == "__metadata__" {
             return Err(Error::invalid(format!(
                 "cannot set metadata key `{key}` (empty, reserved, or soup's own)"
@@ -447,13 +439,10 @@ pub fn apply_mask(
         if t.float_type().is_none() || !selection.matches(&t.name) {
             continue;
         }
-        let m = mask.get(&t.name).ok_or_else(|| {
-            Error::Mismatch(format!(
-                "tensor `{}` is in {} but not in the mask {} (leave it out with --exclude)",
-                t.name,
-                input.path().display(),
-                mask.path().display()
-            ))
+        let m = mask.get(&t.name).ok_or_else(|| Error::NotInMask {
+            tensor: t.name.clone(),
+            input: input.path().to_path_buf(),
+            mask: mask.path().to_path_buf(),
         })?;
         if m.shape != t.shape {
             return Err(Error::Mismatch(format!(
@@ -575,4 +564,91 @@ pub fn apply_mask(
         zeroed: masked.iter().map(|t| t.zeroed).sum(),
         tensors: masked,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use safetensors::Dtype;
+
+    /// Every refusal of a malformed edit or mask request is a variant the
+    /// caller can match, and none of their texts names a command-line flag.
+    #[test]
+    fn bad_requests_are_structured_errors_without_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.safetensors");
+        let layout = [OutputTensor {
+            name: "w".into(),
+            dtype: Dtype::F32,
+            shape: vec![2],
+        }];
+        let out = Output::create(
+            &path,
+            &layout,
+            BTreeMap::new(),
+            &[],
+            &OutputOptions::default(),
+        )
+        .unwrap();
+        out.write(0, 0, &[0u8; 8]).unwrap();
+        out.commit().unwrap();
+        let a = Checkpoint::open(&path).unwrap();
+        let target = dir.path().join("out.safetensors");
+        let control = Control::default();
+        let folder = dir.path().join("folder");
+        std::fs::create_dir(&folder).unwrap();
+        let forced = EditOptions {
+            output: OutputOptions {
+                force: true,
+                ..OutputOptions::default()
+            },
+            ..EditOptions::default()
+        };
+        let edit_with = |o: EditOptions| edit(&a, &target, &o, &control).unwrap_err();
+
+        let errors = [
+            edit_with(EditOptions {
+                rename: vec!["conv".into()],
+                ..EditOptions::default()
+            }),
+            edit_with(EditOptions {
+                set_meta: vec!["novalue".into()],
+                ..EditOptions::default()
+            }),
+            edit_with(EditOptions {
+                cast_only: vec!["w".into()],
+                ..EditOptions::default()
+            }),
+            edit_with(EditOptions {
+                cast: Some("I64".into()),
+                ..EditOptions::default()
+            }),
+            edit_with(EditOptions {
+                output: OutputOptions {
+                    shard_size: Some(0),
+                    ..OutputOptions::default()
+                },
+                ..EditOptions::default()
+            }),
+            edit(&a, &folder, &forced, &control).unwrap_err(),
+        ];
+        assert!(
+            matches!(&errors[0], Error::NotAPair { kind: PairKind::Rename, value } if value == "conv")
+        );
+        assert!(
+            matches!(&errors[1], Error::NotAPair { kind: PairKind::Metadata, value } if value == "novalue")
+        );
+        assert!(matches!(&errors[2], Error::CastTypeMissing));
+        assert!(matches!(&errors[3], Error::CastNotFloat { dtype } if dtype == "I64"));
+        assert!(matches!(&errors[4], Error::ShardSizeZero), "{}", errors[4]);
+        assert!(
+            matches!(&errors[5], Error::OutputIsFolder { path } if *path == folder),
+            "{}",
+            errors[5]
+        );
+        for e in &errors {
+            assert!(!e.to_string().contains("--"), "a flag in `{e}`");
+        }
+        assert!(!target.exists());
+    }
 }

@@ -698,6 +698,11 @@ fn single_file_output_onto_an_existing_folder_is_refused_before_any_work() {
     assert_eq!(run.code, 2, "{}", run.stderr);
     assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
     assert!(run.stderr.contains("is a folder"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("shards into it with --shard-size"),
+        "{}",
+        run.stderr
+    );
     assert_eq!(std::fs::read_dir(scratch.out_dir()).unwrap().count(), 1);
     assert_eq!(std::fs::read_dir(&folder).unwrap().count(), 0);
 }

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use fixtures::{perturb, prune, small_model, write_checkpoint, Rng, Tensor};
-use soup_core::dtype::Accumulator;
+use soup_core::Accumulator;
 use soup_core::{Checkpoint, Dtype, FloatType, Inspection, MaskReport, MergeReport};
 use soup_tests::{fixture, soup, Run};
 

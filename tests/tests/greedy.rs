@@ -5,8 +5,8 @@
 use std::path::{Path, PathBuf};
 
 use fixtures::{perturb, write_checkpoint, Rng};
-use soup_core::dtype::Accumulator;
-use soup_core::greedy::{greedy_soup, GreedyOptions, GreedyReport};
+use soup_core::Accumulator;
+use soup_core::{greedy_soup, GreedyOptions, GreedyReport};
 use soup_core::{Checkpoint, Control};
 use soup_tests::{files_in, fixture, soup, workspace, Run};
 

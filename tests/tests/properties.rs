@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use fixtures::{write_checkpoint, Rng, Tensor};
 use proptest::prelude::*;
-use soup_core::dtype::Accumulator;
+use soup_core::Accumulator;
 use soup_core::{
     check_masks, merge, Checkpoint, Control, Dtype, FloatType, MergeMethod, MergeOptions,
     Selection, StreamOptions,

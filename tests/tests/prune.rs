@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use fixtures::{small_model, write_checkpoint, Rng};
 use proptest::prelude::*;
-use soup_core::dtype::Accumulator;
-use soup_core::prune::{removal_count, PruneReport};
+use soup_core::Accumulator;
+use soup_core::{removal_count, PruneReport};
 use soup_core::{Checkpoint, Dtype};
 use soup_tests::{fixture, python, soup, soup_bin, Run};
 

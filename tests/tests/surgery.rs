@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 
 use fixtures::{small_model, write_checkpoint, Rng, Tensor};
 use serde::Deserialize;
-use soup_core::diff::DiffReport;
-use soup_core::surgery::{ApplyMaskReport, EditReport, RelayoutReport};
+use soup_core::DiffReport;
+use soup_core::{ApplyMaskReport, EditReport, RelayoutReport};
 use soup_core::{Checkpoint, Control, Dtype};
 use soup_tests::{files_in, fixture, soup, Run};
 
@@ -415,7 +415,7 @@ fn bad_surgery_requests_fail_cleanly() {
         ),
         (
             vec!["edit", path(&c0), "-o", o, "--rename", "conv"],
-            "--rename expects REGEX=REPLACEMENT",
+            "rename `conv` is not of the form REGEX=REPLACEMENT (in --rename)",
         ),
         (
             vec!["edit", path(&c0), "-o", o, "--rename", "^conv[12]=conv"],
@@ -439,7 +439,7 @@ fn bad_surgery_requests_fail_cleanly() {
         ),
         (
             vec!["edit", path(&c0), "-o", o, "--cast", "I64"],
-            "--cast must be a float type",
+            "cannot cast to I64: only to a float type (F64, F32, F16, BF16) (in --cast)",
         ),
         (
             vec!["edit", path(&c0), "-o", o, "--cast", "F17"],
@@ -448,7 +448,7 @@ fn bad_surgery_requests_fail_cleanly() {
         (vec!["edit", path(&c0), "-o", o, "--only", "conv"], "--cast"),
         (
             vec!["edit", path(&c0), "-o", o, "--set-meta", "novalue"],
-            "--set-meta expects KEY=VALUE",
+            "metadata entry `novalue` is not of the form KEY=VALUE (in --set-meta)",
         ),
         (
             vec!["edit", path(&c0), "-o", o, "--set-meta", "soup.operation=x"],

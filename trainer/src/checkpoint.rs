@@ -118,8 +118,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     }
     // The same temporary names as soup's, so that either tool sweeps what
     // the other left when it was killed.
-    soup_core::safety::sweep_stale_temps(dir);
-    let tmp = soup_core::safety::temp_path_for(path);
+    soup_core::sweep_stale_temps(dir);
+    let tmp = soup_core::temp_path_for(path);
     let result = (|| {
         let mut f = fs::File::create(&tmp)?;
         f.write_all(bytes)?;

@@ -162,7 +162,7 @@ impl Model {
 /// Whether a tensor is a prunable weight (see [`Model::prunable_names`]):
 /// soup-core's rule, the one `soup prune` and the trainer's pruning apply.
 pub fn is_prunable(name: &str, t: &Tensor) -> bool {
-    soup_core::prune::is_prunable(name, t.dim(), is_float(t.kind()))
+    soup_core::is_prunable(name, t.dim(), is_float(t.kind()))
 }
 
 /// The same values as `t` (`N x C x H x W`), laid out channels-last (strides

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use serde::Serialize;
-use soup_core::hash::file_sha256s;
+use soup_core::file_sha256s;
 use soup_core::{hash_checkpoint, Checkpoint};
 
 use crate::cli::HashArgs;

@@ -3,7 +3,7 @@
 use std::io::Write;
 
 use anyhow::Result;
-use soup_core::greedy::{greedy_soup, CommandScorer, GreedyOptions};
+use soup_core::{greedy_soup, CommandScorer, GreedyOptions};
 use soup_core::{merge, FloatType, MergeMethod, MergeOptions, OutputOptions};
 
 use crate::cli::MergeArgs;
@@ -13,7 +13,7 @@ pub fn run(args: MergeArgs, out: &mut dyn Write, ctx: &Context) -> Result<Outcom
     let dtype = match &args.dtype {
         None => None,
         Some(name) => {
-            let dtype = soup_core::dtype::parse(name)?;
+            let dtype = soup_core::parse_dtype(name)?;
             Some(FloatType::of(dtype).ok_or_else(|| {
                 anyhow::anyhow!("--dtype must be a float type (F64, F32, F16, BF16), got {name}")
             })?)

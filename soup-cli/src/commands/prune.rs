@@ -3,7 +3,7 @@
 use std::io::Write;
 
 use anyhow::Result;
-use soup_core::prune::{plan, prune, PruneOptions, Scope};
+use soup_core::{plan_prune as plan, prune, PruneOptions, Scope};
 use soup_core::{Checkpoint, OutputOptions};
 
 use crate::cli::{PruneArgs, ScopeArg};
@@ -26,8 +26,8 @@ pub fn run(args: PruneArgs, out: &mut dyn Write, ctx: &Context) -> Result<Outcom
         },
     };
     // Reject bad arguments before opening anything.
-    soup_core::prune::validate_sparsity(options.sparsity)?;
-    soup_core::prune::PruneSelection::new(&options.include, &options.exclude)?;
+    soup_core::validate_sparsity(options.sparsity)?;
+    soup_core::PruneSelection::new(&options.include, &options.exclude)?;
     let input = Checkpoint::open(&args.input)?;
     let report = match &args.output {
         Some(target) => prune(&input, target, &options, &ctx.control())?,

@@ -5,11 +5,11 @@
 
 use std::path::{Path, PathBuf};
 
-use soup_core::greedy::{greedy_soup, GreedyOptions};
-use soup_core::prune::{Criterion, PruneOptions, Scope};
+use soup_core::{greedy_soup, GreedyOptions};
 use soup_core::{
     Checkpoint, Control, IntPolicy, MaskPolicy, MergeOptions, OutputOptions, Selection,
 };
+use soup_core::{Criterion, PruneOptions, Scope};
 
 use crate::error::{Error, Result};
 use crate::sms::steps::Trial;
@@ -118,7 +118,7 @@ pub fn prune(
             force: true,
         },
     };
-    soup_core::prune::prune(&checkpoint, output, &options, &Control::default())?;
+    soup_core::prune(&checkpoint, output, &options, &Control::default())?;
     Ok(())
 }
 
