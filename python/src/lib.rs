@@ -21,13 +21,13 @@ use std::time::Duration;
 use pyo3::exceptions::{PyKeyboardInterrupt, PyRuntimeError};
 use pyo3::prelude::*;
 use serde::Serialize;
-use soup_core::GreedyOptions;
 use soup_core::DigestKind;
-use soup_core::{PruneOptions, PruneSelection, Scope};
+use soup_core::GreedyOptions;
 use soup_core::{
     Checkpoint, Control, FloatType, IntPolicy, MaskPolicy, MergeMethod, MergeOptions, NoProgress,
     OutputOptions, Selection, StreamOptions,
 };
+use soup_core::{PruneOptions, PruneSelection, Scope};
 
 /// How often the calling thread looks for a pending Ctrl-C.
 const SIGNAL_POLL: Duration = Duration::from_millis(20);
@@ -49,13 +49,28 @@ fn to_py_err(py: Python<'_>, error: soup_core::Error) -> PyErr {
                 format!("{message} (use force=True to replace it)"),
             )
         }
-        // soup-core has one variant for every kind of incompatibility; the
-        // mask refusal is told apart by its wording until it has its own.
-        E::Mismatch(m) if m.starts_with("masks differ") => "MaskMismatch",
-        E::Mismatch(_) => "IncompatibleCheckpoints",
+        // The CLI's hint, in this API's words.
+        E::MasksDiffer { .. } => {
+            return raise(
+                py,
+                "MaskMismatch",
+                format!(
+                    "{message}; see check_mask(), or merge anyway with \
+                     mask_policy=\"union\" or \"intersect\""
+                ),
+            )
+        }
+        E::IntegersDiffer { .. } | E::NotInMask { .. } | E::Mismatch(_) => {
+            "IncompatibleCheckpoints"
+        }
         E::NotReplaceable { .. }
+        | E::OutputIsFolder { .. }
         | E::NothingToPrune { .. }
         | E::Sparsity { .. }
+        | E::NotAPair { .. }
+        | E::CastTypeMissing
+        | E::CastNotFloat { .. }
+        | E::ShardSizeZero
         | E::Invalid(_) => "InvalidArgument",
         E::Evaluator(_) => "EvaluatorError",
         _ => "SoupError",

@@ -200,7 +200,12 @@ def test_mask_mismatch(family, soup, tmp_path: Path) -> None:
     with pytest.raises(ss.MaskMismatch) as e:
         ss.merge([family["c0"], family["odd"]], out)
     assert isinstance(e.value, ss.IncompatibleCheckpoints)
-    assert str(e.value) == cli_error(soup("merge", family["c0"], family["odd"], "-o", out)[2])
+    cli = cli_error(soup("merge", family["c0"], family["odd"], "-o", out)[2])
+    # The same line, with the CLI's hint in this API's words.
+    assert str(e.value) == cli.replace(
+        "`soup check-mask`, or merge anyway with --mask-policy union|intersect",
+        'check_mask(), or merge anyway with mask_policy="union" or "intersect"',
+    )
     assert not out.exists()
 
 
