@@ -183,48 +183,35 @@ fn piece_sums(values: &[Vec<f64>]) -> Sums {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::output::{Output, OutputOptions, OutputTensor};
+    use crate::output::write_test_checkpoint;
     use crate::stream::StreamOptions;
     use proptest::prelude::*;
     use safetensors::Dtype;
-    use std::collections::BTreeMap;
     use std::path::Path;
 
     /// Writes tensors `t{i}.weight` (F32, or F64 for the first) plus an
     /// I64 step counter, which distances skip.
     fn write(path: &Path, tensors: &[Vec<f64>]) {
-        let mut layout: Vec<OutputTensor> = tensors
+        let mut all: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = tensors
             .iter()
             .enumerate()
-            .map(|(i, v)| OutputTensor {
-                name: format!("t{i}.weight"),
-                dtype: if i == 0 { Dtype::F64 } else { Dtype::F32 },
-                shape: vec![v.len()],
+            .map(|(i, v)| {
+                let (dtype, bytes) = if i == 0 {
+                    (Dtype::F64, v.iter().flat_map(|x| x.to_le_bytes()).collect())
+                } else {
+                    let b = v.iter().flat_map(|x| (*x as f32).to_le_bytes()).collect();
+                    (Dtype::F32, b)
+                };
+                (format!("t{i}.weight"), dtype, vec![v.len()], bytes)
             })
             .collect();
-        layout.push(OutputTensor {
-            name: "steps".into(),
-            dtype: Dtype::I64,
-            shape: vec![1],
-        });
-        let out = Output::create(
-            path,
-            &layout,
-            BTreeMap::new(),
-            &[],
-            &OutputOptions::default(),
-        )
-        .unwrap();
-        for (i, v) in tensors.iter().enumerate() {
-            let bytes: Vec<u8> = if i == 0 {
-                v.iter().flat_map(|x| x.to_le_bytes()).collect()
-            } else {
-                v.iter().flat_map(|x| (*x as f32).to_le_bytes()).collect()
-            };
-            out.write(i, 0, &bytes).unwrap();
-        }
-        out.write(tensors.len(), 0, &7i64.to_le_bytes()).unwrap();
-        out.commit().unwrap();
+        all.push((
+            "steps".into(),
+            Dtype::I64,
+            vec![1],
+            7i64.to_le_bytes().to_vec(),
+        ));
+        write_test_checkpoint(path, &all);
     }
 
     /// The stored values of every float tensor, flattened (F32 rounded).

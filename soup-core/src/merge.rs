@@ -535,35 +535,24 @@ fn xor_count(a: &[u8], b: &[u8]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::output::write_test_checkpoint;
     use safetensors::Dtype;
-    use std::collections::BTreeMap;
 
     /// A checkpoint with an F32 tensor `w` and an I64 tensor `steps`.
     fn write(path: &Path, w: &[f32], steps: i64) -> Checkpoint {
-        let layout = [
-            OutputTensor {
-                name: "w".into(),
-                dtype: Dtype::F32,
-                shape: vec![w.len()],
-            },
-            OutputTensor {
-                name: "steps".into(),
-                dtype: Dtype::I64,
-                shape: vec![1],
-            },
-        ];
-        let out = Output::create(
-            path,
-            &layout,
-            BTreeMap::new(),
-            &[],
-            &OutputOptions::default(),
-        )
-        .unwrap();
         let bytes: Vec<u8> = w.iter().flat_map(|v| v.to_le_bytes()).collect();
-        out.write(0, 0, &bytes).unwrap();
-        out.write(1, 0, &steps.to_le_bytes()).unwrap();
-        out.commit().unwrap();
+        write_test_checkpoint(
+            path,
+            &[
+                ("w".into(), Dtype::F32, vec![w.len()], bytes),
+                (
+                    "steps".into(),
+                    Dtype::I64,
+                    vec![1],
+                    steps.to_le_bytes().to_vec(),
+                ),
+            ],
+        );
         Checkpoint::open(path).unwrap()
     }
 

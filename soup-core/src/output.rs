@@ -571,6 +571,32 @@ fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
     }
 }
 
+/// Writes a checkpoint of `(name, dtype, shape, little-endian bytes)`
+/// tensors to `path`: the unit tests' way to make inputs.
+#[cfg(test)]
+pub(crate) fn write_test_checkpoint(path: &Path, tensors: &[(String, Dtype, Vec<usize>, Vec<u8>)]) {
+    let layout: Vec<OutputTensor> = tensors
+        .iter()
+        .map(|(name, dtype, shape, _)| OutputTensor {
+            name: name.clone(),
+            dtype: *dtype,
+            shape: shape.clone(),
+        })
+        .collect();
+    let out = Output::create(
+        path,
+        &layout,
+        BTreeMap::new(),
+        &[],
+        &OutputOptions::default(),
+    )
+    .expect("a test output");
+    for (i, (.., bytes)) in tensors.iter().enumerate() {
+        out.write(i, 0, bytes).expect("a test write");
+    }
+    out.commit().expect("a test commit");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

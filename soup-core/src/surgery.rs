@@ -569,6 +569,7 @@ pub fn apply_mask(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::output::write_test_checkpoint;
     use safetensors::Dtype;
 
     /// Every refusal of a malformed edit or mask request is a variant the
@@ -577,21 +578,7 @@ mod tests {
     fn bad_requests_are_structured_errors_without_flags() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.safetensors");
-        let layout = [OutputTensor {
-            name: "w".into(),
-            dtype: Dtype::F32,
-            shape: vec![2],
-        }];
-        let out = Output::create(
-            &path,
-            &layout,
-            BTreeMap::new(),
-            &[],
-            &OutputOptions::default(),
-        )
-        .unwrap();
-        out.write(0, 0, &[0u8; 8]).unwrap();
-        out.commit().unwrap();
+        write_test_checkpoint(&path, &[("w".into(), Dtype::F32, vec![2], vec![0u8; 8])]);
         let a = Checkpoint::open(&path).unwrap();
         let target = dir.path().join("out.safetensors");
         let control = Control::default();

@@ -504,45 +504,33 @@ fn ratio(a: u64, b: u64) -> f64 {
 mod tests {
     use super::*;
     use crate::dtype::FloatType;
+    use crate::output::write_test_checkpoint;
     use crate::stream::StreamOptions;
     use half::{bf16, f16};
     use proptest::prelude::*;
-    use std::collections::BTreeMap;
 
     /// Writes a checkpoint of F32 (or `dtype`) tensors named `w{i}.weight`
     /// (rank 2) plus an unselected bias.
     fn write(dir: &Path, name: &str, tensors: &[(Dtype, Vec<f64>)]) -> PathBuf {
         let path = dir.join(name);
-        let mut layout = Vec::new();
-        for (i, (dtype, v)) in tensors.iter().enumerate() {
-            layout.push(OutputTensor {
-                name: format!("w{i}.weight"),
-                dtype: *dtype,
-                shape: vec![1, v.len()],
-            });
-        }
-        layout.push(OutputTensor {
-            name: "b.bias".into(),
-            dtype: Dtype::F32,
-            shape: vec![3],
-        });
-        let out = Output::create(
-            &path,
-            &layout,
-            BTreeMap::new(),
-            &[],
-            &OutputOptions::default(),
-        )
-        .unwrap();
-        for (i, (dtype, v)) in tensors.iter().enumerate() {
-            out.write(i, 0, &encode(v, *dtype)).unwrap();
-        }
+        let mut all: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = tensors
+            .iter()
+            .enumerate()
+            .map(|(i, (dtype, v))| {
+                (
+                    format!("w{i}.weight"),
+                    *dtype,
+                    vec![1, v.len()],
+                    encode(v, *dtype),
+                )
+            })
+            .collect();
         let bias: Vec<u8> = [0.0f32, 0.5, 0.0]
             .iter()
             .flat_map(|v| v.to_le_bytes())
             .collect();
-        out.write(tensors.len(), 0, &bias).unwrap();
-        out.commit().unwrap();
+        all.push(("b.bias".into(), Dtype::F32, vec![3], bias));
+        write_test_checkpoint(&path, &all);
         path
     }
 
