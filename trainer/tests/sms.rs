@@ -754,3 +754,41 @@ fn repeats_reproduce_single_runs_and_report_their_spread() {
     ));
     assert!(close(p["soup_minus"]["imp"]["std"].as_f64().unwrap(), std));
 }
+
+#[test]
+fn reported_sparsity_counts_exactly_the_tensors_pruned_when_some_are_excluded() {
+    let (dir, data) = scratch_with_data();
+    let run = dir.path().join("run");
+    run_sms(
+        &data,
+        &run,
+        &[
+            "--phases",
+            "1",
+            "--candidates",
+            "2",
+            "--epochs-per-phase",
+            "0.2",
+            "--exclude",
+            "^conv1\\.",
+            "--corruptions",
+            "none",
+        ],
+    );
+    let report = json(&run.join("report.json"));
+    let soup = Checkpoint::open(run.join("phase-1/soup.safetensors")).unwrap();
+    let all = prunable(&soup);
+    assert!(all.contains(&"conv1.weight".to_string()));
+    // The excluded tensor stays dense; the others carry all the zeros.
+    assert_eq!(zeros_over(&soup, &["conv1.weight".to_string()]).0, 0);
+    let pruned: Vec<String> = all.into_iter().filter(|n| n != "conv1.weight").collect();
+    let (z, n) = zeros_over(&soup, &pruned);
+    let row = &report["phases"][0];
+    assert_eq!(row["sparsity"].as_f64().unwrap(), z as f64 / n as f64);
+    let layers: Vec<&String> = row["models"][0]["layer_sparsity"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .collect();
+    assert_eq!(layers, pruned.iter().collect::<Vec<_>>());
+}

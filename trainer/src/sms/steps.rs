@@ -265,13 +265,26 @@ impl Session {
         }
     }
 
+    /// The tensors soup-core prunes in this run: the prunable ones by
+    /// soup-core's rule, less those the configuration excludes. Sparsity is
+    /// reported over exactly these.
+    pub fn pruned_names(&self, model: &Model) -> Vec<String> {
+        let keep = soup_core::Selection::new(&[], &self.cfg.exclude)
+            .expect("exclusions are checked when the configuration is read");
+        model
+            .prunable_names()
+            .into_iter()
+            .filter(|n| keep.matches(n))
+            .collect()
+    }
+
     /// Evaluates `model` as it is on validation and test, with its
     /// sparsity and cost. Reported models go through [`Session::finish`].
     pub fn evaluate(&self, model: &Model) -> Result<Evaluation> {
         let ebs = self.cfg.eval_batch_size;
         let val = evaluate(model, self.data.eval_batches(Split::Val, ebs, self.device))?;
         let test = evaluate(model, self.data.eval_batches(Split::Test, ebs, self.device))?;
-        let (sparsity, sparsity_all) = sparsity(model);
+        let (sparsity, sparsity_all) = sparsity(model, &self.pruned_names(model));
         let corruptions =
             corruption_accuracies(model, &self.data, &self.cfg.ood, self.device, ebs as i64)?;
         Ok(Evaluation {
@@ -279,7 +292,7 @@ impl Session {
             test,
             sparsity,
             sparsity_all,
-            layer_sparsity: layer_sparsity(model),
+            layer_sparsity: layer_sparsity(model, &self.pruned_names(model)),
             macs: macs(model),
             ood_acc: mean_accuracy(&corruptions),
             corruptions,
@@ -310,7 +323,8 @@ impl Session {
         let test = evaluate_ensemble(&refs, self.data.eval_batches(Split::Test, ebs, self.device))?;
         // Members share one mask (checked before), so their sparsity is
         // the ensemble's; its cost is all of theirs.
-        let (sparsity, sparsity_all) = sparsity(&models[0]);
+        let pruned = self.pruned_names(&models[0]);
+        let (sparsity, sparsity_all) = sparsity(&models[0], &pruned);
         let one = macs(&models[0]);
         let k = models.len() as u64;
         let mut corruptions = BTreeMap::new();
@@ -333,7 +347,7 @@ impl Session {
             test,
             sparsity,
             sparsity_all,
-            layer_sparsity: layer_sparsity(&models[0]),
+            layer_sparsity: layer_sparsity(&models[0], &pruned),
             macs: Macs {
                 dense: one.dense * k,
                 sparse: models.iter().map(|m| macs(m).sparse).sum(),
@@ -494,8 +508,8 @@ impl Session {
                 fraction
             } else {
                 // The share of the remaining weights that went.
-                let (s_before, _) = sparsity(&before);
-                let (s_after, _) = sparsity(&after);
+                let (s_before, _) = sparsity(&before, &self.pruned_names(&before));
+                let (s_after, _) = sparsity(&after, &self.pruned_names(&after));
                 if s_before < 1.0 {
                     (s_after - s_before) / (1.0 - s_before)
                 } else {
@@ -507,7 +521,7 @@ impl Session {
             source,
             fraction,
             of_remaining,
-            sparsity: sparsity(&after).0,
+            sparsity: sparsity(&after, &self.pruned_names(&after)).0,
             impact,
         };
         self.say(format!(
@@ -837,12 +851,12 @@ pub fn param_norm(model: &Model) -> f64 {
     })
 }
 
-/// Zeros / elements of each prunable tensor.
-pub fn layer_sparsity(model: &Model) -> BTreeMap<String, f64> {
+/// Zeros / elements of each pruned tensor (`pruned`: their names).
+pub fn layer_sparsity(model: &Model, pruned: &[String]) -> BTreeMap<String, f64> {
     let sd = model.state_dict();
-    model
-        .prunable_names()
-        .into_iter()
+    pruned
+        .iter()
+        .cloned()
         .map(|name| {
             let t = &sd[&name];
             let zeros = tch::no_grad(|| t.eq(0.0).sum(Kind::Int64).int64_value(&[]));
@@ -852,10 +866,9 @@ pub fn layer_sparsity(model: &Model) -> BTreeMap<String, f64> {
         .collect()
 }
 
-/// (zeros / elements over prunable tensors, zeros / elements over all
-/// trainable parameters).
-pub fn sparsity(model: &Model) -> (f64, f64) {
-    let prunable = model.prunable_names();
+/// (zeros / elements over the pruned tensors, named in `pruned`, zeros /
+/// elements over all trainable parameters).
+pub fn sparsity(model: &Model, pruned: &[String]) -> (f64, f64) {
     let (mut pz, mut pn, mut az, mut an) = (0i64, 0i64, 0i64, 0i64);
     tch::no_grad(|| {
         for (name, t) in model.vs.variables() {
@@ -866,7 +879,7 @@ pub fn sparsity(model: &Model) -> (f64, f64) {
             let n = t.numel() as i64;
             az += zeros;
             an += n;
-            if prunable.contains(&name) {
+            if pruned.contains(&name) {
                 pz += zeros;
                 pn += n;
             }
