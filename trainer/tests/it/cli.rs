@@ -109,21 +109,7 @@ fn train_writes_a_run_folder_and_is_deterministic_on_cpu() {
 
     // The checkpoint evaluates; the JSON has exactly the documented fields.
     let ck = a.join("final.safetensors");
-    let eval = |extra: &[&str]| {
-        let mut args = vec![
-            "eval",
-            "--model",
-            "cnn",
-            "--checkpoint",
-            ck.to_str().unwrap(),
-            "--data",
-            data.to_str().unwrap(),
-            "--device",
-            "cpu",
-        ];
-        args.extend_from_slice(extra);
-        ok(&args)
-    };
+    let eval = |extra: &[&str]| ok(&crate::eval_cnn_args(&ck, &data, extra));
     let json = eval(&["--json", "--corruptions", "none"]);
     let r: EvalReport = serde_json::from_str::<EvalSummary>(&json).unwrap().test;
     assert_eq!(r.samples, 40);

@@ -11,6 +11,24 @@ mod support;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+/// The arguments of `trainer eval` of the `cnn` checkpoint `ck` on `data`
+/// on the CPU, followed by `extra`.
+pub fn eval_cnn_args<'a>(ck: &'a Path, data: &'a Path, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "eval",
+        "--model",
+        "cnn",
+        "--checkpoint",
+        ck.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--device",
+        "cpu",
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
 /// Writes a small MNIST-style IDX folder (raw files) whose classes are easy
 /// to tell apart: class k lights up a bar at row 2k+1, plus noise.
 pub fn write_idx_folder(dir: &Path, train: usize, test: usize, side: usize) {

@@ -193,20 +193,7 @@ fn eval_reads_a_cifar_c_folder() {
     write_npy(&ood.join("labels.npy"), "|u1", &[5 * n], &labels);
 
     let eval = |extra: &[&str]| {
-        let mut args = vec![
-            "eval",
-            "--model",
-            "cnn",
-            "--checkpoint",
-            ck.to_str().unwrap(),
-            "--data",
-            data.to_str().unwrap(),
-            "--device",
-            "cpu",
-            "--json",
-            "--batch-size",
-            "7",
-        ];
+        let mut args = crate::eval_cnn_args(&ck, &data, &["--json", "--batch-size", "7"]);
         args.extend_from_slice(extra);
         trainer(&args)
     };
@@ -312,18 +299,7 @@ fn eval_generates_corruptions_by_default_and_none_turns_them_off() {
     .status
     .success());
     let eval = |extra: &[&str]| -> EvalSummary {
-        let mut args = vec![
-            "eval",
-            "--model",
-            "cnn",
-            "--checkpoint",
-            ck.to_str().unwrap(),
-            "--data",
-            data.to_str().unwrap(),
-            "--device",
-            "cpu",
-            "--json",
-        ];
+        let mut args = crate::eval_cnn_args(&ck, &data, &["--json"]);
         args.extend_from_slice(extra);
         let out = trainer(&args);
         assert!(
