@@ -82,6 +82,15 @@ pub fn tiny_dataset(dir: &Path) {
 /// happen to be aligned), which moves the 16th digit of a mean confidence.
 #[allow(dead_code)] // used by the sms and slurm targets, not by `it`
 pub fn assert_same_report(a: &Path, b: &Path) {
+    let json = |p: &Path| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+    };
+    assert_same_json(&json(&a.join("report.json")), &json(&b.join("report.json")))
+}
+
+/// Two reports agree as [`assert_same_report`] says.
+#[allow(dead_code)] // used by the sms and slurm targets, not by `it`
+pub fn assert_same_json(a: &serde_json::Value, b: &serde_json::Value) {
     fn same(x: &serde_json::Value, y: &serde_json::Value, path: &str) {
         use serde_json::Value::*;
         match (x, y) {
@@ -114,12 +123,5 @@ pub fn assert_same_report(a: &Path, b: &Path) {
             _ => assert_eq!(x, y, "{path}"),
         }
     }
-    let json = |p: &Path| -> serde_json::Value {
-        serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
-    };
-    same(
-        &json(&a.join("report.json")),
-        &json(&b.join("report.json")),
-        "report",
-    )
+    same(a, b, "report")
 }
