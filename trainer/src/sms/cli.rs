@@ -13,8 +13,8 @@ use crate::sms::config::{Baseline, SmsConfig, SoupKind, Vary};
 use crate::sms::layout::{Chain, Layout};
 use crate::sms::lr::RetrainKind;
 use crate::sms::repeats::RepeatOptions;
+use crate::sms::session::Session;
 use crate::sms::slurm;
-use crate::sms::steps::Session;
 
 /// The sparse-model-soup subcommands.
 #[derive(Debug, Subcommand)]
@@ -465,7 +465,7 @@ pub fn run(command: SmsCommand) -> Result<()> {
 fn run_repeats(cfg: &SmsConfig, args: &SmsArgs, exe: &str) -> Result<()> {
     use crate::sms::repeats::{repeat_config, repeat_dir};
     if args.plan {
-        crate::sms::steps::write_config(cfg, &args.out)?;
+        crate::sms::session::write_config(cfg, &args.out)?;
         for r in 0..cfg.repeats {
             let session = Session::create(repeat_config(cfg, r), &repeat_dir(&args.out, r))?;
             for line in crate::sms::plan(&session, exe) {

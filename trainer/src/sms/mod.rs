@@ -8,24 +8,32 @@
 //! to Slurm as a dependency graph. Pruning, mask checks and merging go
 //! through soup-core ([`soupcalls`]).
 
+mod baselines;
+mod candidates;
 pub mod cli;
 pub mod config;
+mod evaluation;
 pub mod layout;
 pub mod lr;
+pub mod masks;
+mod parents;
+pub mod records;
 pub mod repeats;
 pub mod report;
+pub mod session;
 pub mod slurm;
 pub mod soupcalls;
-pub mod steps;
+mod souping;
 
 use std::path::Path;
 use std::process::Command;
 
 pub use config::{Baseline, SmsConfig, SoupKind, Vary};
 pub use layout::{Chain, Layout};
+pub use records::{CandidateInfo, Evaluation, PhaseInfo, PruneInfo, Trial};
 pub use repeats::{RepeatOptions, Summary};
 pub use report::Report;
-pub use steps::{CandidateInfo, Evaluation, PhaseInfo, PruneInfo, Session};
+pub use session::{write_config, Session};
 
 use crate::error::{Error, Result};
 

@@ -26,7 +26,7 @@ use crate::checkpoint::write_atomic;
 use crate::error::{Error, Result};
 use crate::sms::config::SmsConfig;
 use crate::sms::report::{PhaseRow, Report};
-use crate::sms::steps::{write_config, Session};
+use crate::sms::session::{write_config, Session};
 
 /// Base seeds of repeats are this far apart, so that candidate seeds
 /// (base + i) of different repeats never coincide.

@@ -19,7 +19,8 @@ use crate::checkpoint::write_atomic;
 use crate::error::{Error, Result};
 use crate::sms::config::Baseline;
 use crate::sms::layout::Chain;
-use crate::sms::steps::{CandidateInfo, Evaluation, PhaseInfo, Session};
+use crate::sms::records::{CandidateInfo, Evaluation, PhaseInfo};
+use crate::sms::session::Session;
 
 /// One evaluated model of a phase (or the dense parent).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -12,7 +12,7 @@ use soup_core::{
 use soup_core::{Criterion, PruneOptions, Scope};
 
 use crate::error::{Error, Result};
-use crate::sms::steps::Trial;
+use crate::sms::records::Trial;
 
 fn open_all(paths: &[PathBuf]) -> Result<Vec<Checkpoint>> {
     paths

@@ -1,0 +1,139 @@
+//! Candidate training: each candidate of a phase retrains the pruned parent
+//! with its own setting (seed, weight decay, retraining length or peak
+//! learning rate), keeping pruned weights at exactly 0.0 after every
+//! optimizer step, and is finished through the one evaluation path.
+
+use std::time::Instant;
+
+use crate::error::{Error, Result};
+use crate::optim::{Sgd, SgdConfig};
+use crate::sms::config::Vary;
+use crate::sms::layout::Chain;
+use crate::sms::lr::{allr_peak, candidate_schedule};
+use crate::sms::masks::Masks;
+use crate::sms::records::{CandidateInfo, PruneInfo};
+use crate::sms::session::{mkdir, read_json, write_json, Session};
+use crate::train::train_steps;
+
+impl Session {
+    /// The settings of candidate `index` of a chain.
+    pub(super) fn candidate_settings(&self, chain: Chain, index: u32) -> (u64, f64, f64, f64) {
+        let c = &self.cfg;
+        let base = (c.seed, c.weight_decay, c.epochs_per_phase, c.lr);
+        match chain {
+            Chain::Soup => {
+                let v = c.vary_values.get(index as usize).copied();
+                match (c.vary, v) {
+                    (Vary::Seed, _) => (c.seed + index as u64, base.1, base.2, base.3),
+                    (Vary::WeightDecay, Some(v)) => (c.seed, v, base.2, base.3),
+                    (Vary::RetrainLength, Some(v)) => (c.seed, base.1, v, base.3),
+                    (Vary::Lr, Some(v)) => (c.seed, base.1, base.2, v),
+                    _ => base,
+                }
+            }
+            Chain::Imp(j) => (c.seed + j as u64, base.1, base.2, base.3),
+            Chain::ImpLong => (c.seed, base.1, base.2 * c.candidates as f64, base.3),
+            Chain::Reprune => base,
+        }
+    }
+
+    /// Retrains candidate `index` of a chain's phase from its pruned parent,
+    /// keeping pruned weights at exactly 0.0 after every optimizer step.
+    pub fn candidate(&self, chain: Chain, phase: u32, index: u32) -> Result<CandidateInfo> {
+        let (path, info_path) = self.candidate_path(chain, phase, index);
+        if path.exists() && info_path.exists() {
+            return read_json(&info_path);
+        }
+        let parent = self.parent_path(chain, phase);
+        let prune_info_path = self.prune_info_path(chain, phase);
+        if !parent.exists() || !prune_info_path.exists() {
+            return Err(Error::Run(format!(
+                "{} is missing: run `trainer prepare --run {} --phase {phase}` first",
+                parent.display(),
+                self.layout.root.display()
+            )));
+        }
+        let prune: PruneInfo = read_json(&prune_info_path)?;
+        let (seed, weight_decay, epochs, eta_max) = self.candidate_settings(chain, index);
+        let start = Instant::now();
+        let per_epoch = self.per_epoch();
+        let total = ((epochs * per_epoch as f64).round() as u64).max(1);
+        let varied_peak =
+            (matches!(chain, Chain::Soup) && self.cfg.vary == Vary::Lr).then_some(eta_max);
+        let schedule = candidate_schedule(
+            self.cfg.schedule,
+            total,
+            self.pretrain_schedule(eta_max),
+            allr_peak(
+                &prune.impact,
+                eta_max,
+                epochs,
+                self.cfg.pretrain_epochs.max(1) as f64,
+            ),
+            varied_peak,
+        );
+        let (model, train_loss) = if path.exists() {
+            // Trained (and recalibrated) before a kill that came ahead of
+            // its evaluation; recalibrating again gives the same model.
+            (self.load(&path)?, None)
+        } else {
+            let model = self.load(&parent)?;
+            let mut opt = Sgd::new(&model.vs, SgdConfig::new(self.cfg.momentum, weight_decay));
+            let masks = Masks::of(&model, &opt);
+            let bar = self.bar(
+                total,
+                format!("{} phase {phase} candidate {index}", chain.name()),
+            );
+            let tag = (phase as u64) << 32;
+            let batches = (0u64..)
+                .flat_map(|e| {
+                    self.data
+                        .train_batches(self.cfg.batch_size, seed, tag + e, self.device)
+                })
+                .take(total as usize);
+            let stats = train_steps(
+                &model,
+                &mut opt,
+                batches,
+                0,
+                |it| schedule.lr(it),
+                |opt| {
+                    masks.enforce(opt, self.cfg.mask_momentum);
+                    Ok(())
+                },
+                &bar,
+            )?;
+            bar.finish_and_clear();
+            mkdir(path.parent().expect("phase folder"))?;
+            (model, Some(stats.loss))
+        };
+        let eval = if train_loss.is_some() {
+            self.finish(&model, &path)?
+        } else {
+            // The file is the finished model already: leave it untouched.
+            self.evaluate(&model)?
+        };
+        let info = CandidateInfo {
+            index,
+            seed,
+            weight_decay,
+            epochs,
+            eta_max,
+            lr_peak: schedule.peak(),
+            iterations: total,
+            train_loss,
+            eval,
+            time_s: start.elapsed().as_secs_f64(),
+        };
+        self.say(format!(
+            "{} phase {phase} candidate {index}: val {:.4}, test {:.4}, sparsity {:.2}% ({:.0}s)",
+            chain.name(),
+            info.eval.val.top1,
+            info.eval.test.top1,
+            100.0 * info.eval.sparsity,
+            info.time_s
+        ));
+        write_json(&info_path, &info)?;
+        Ok(info)
+    }
+}

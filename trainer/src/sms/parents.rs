@@ -1,0 +1,132 @@
+//! The parents of the phases: the dense model (trained or copied) and, for
+//! every chain, its parent pruned by global magnitude through soup-core,
+//! with what pruning removed (ALLR needs it).
+
+use std::path::Path;
+
+use crate::config::TrainConfig;
+use crate::error::{Error, Result};
+use crate::run::{run_training, Progress};
+use crate::sms::layout::Chain;
+use crate::sms::lr::PruneImpact;
+use crate::sms::masks::{param_norm, sparsity};
+use crate::sms::records::{Evaluation, PruneInfo};
+use crate::sms::session::{mkdir, read_json, write_json, Session};
+use crate::sms::soupcalls;
+
+impl Session {
+    /// The dense parent: trained (`pretrain_epochs`) or copied (`from`).
+    pub fn ensure_dense(&self) -> Result<Evaluation> {
+        let path = self.layout.dense();
+        if !path.exists() {
+            if let Some(from) = &self.cfg.from {
+                self.say(format!("dense: copying {from}"));
+                let model = self.load(Path::new(from))?;
+                mkdir(&self.layout.dense_dir())?;
+                model.save(&path)?;
+            } else {
+                self.say(format!(
+                    "dense: pretraining {} for {} epochs",
+                    self.cfg.model, self.cfg.pretrain_epochs
+                ));
+                // A dense run that did not finish continues after its last
+                // finished epoch.
+                let dir = self.layout.dense_dir();
+                let tc = TrainConfig {
+                    data: self.cfg.data.clone(),
+                    model: self.cfg.model.clone(),
+                    epochs: self.cfg.pretrain_epochs,
+                    batch_size: self.cfg.batch_size,
+                    lr: self.cfg.lr,
+                    momentum: self.cfg.momentum,
+                    weight_decay: self.cfg.weight_decay,
+                    schedule: self.cfg.pretrain_schedule,
+                    warmup_epochs: self.cfg.warmup_epochs,
+                    seed: self.cfg.seed,
+                    split_seed: self.cfg.split_seed,
+                    device: self.cfg.device.clone(),
+                    threads: self.cfg.threads,
+                    eval_batch_size: self.cfg.eval_batch_size,
+                };
+                let progress = match (self.bars, self.verbose) {
+                    (true, _) => Progress::Bar,
+                    (false, true) => Progress::Lines,
+                    _ => Progress::Quiet,
+                };
+                run_training(&tc, &dir, progress, true)?;
+            }
+        }
+        let info_path = self.layout.dense_eval();
+        let finished = self.layout.dense_finished();
+        if info_path.exists() && finished.exists() {
+            return read_json(&info_path);
+        }
+        let eval = self.finish(&self.load(&path)?, &finished)?;
+        write_json(&info_path, &eval)?;
+        Ok(eval)
+    }
+
+    /// Prunes the parent of a chain's phase: a fraction `q` of the
+    /// remaining prunable weights by global magnitude (soup-core), or for
+    /// IMP-RePrune the average of the chains down to the phase's target.
+    pub fn prepare(&self, chain: Chain, phase: u32) -> Result<PruneInfo> {
+        let parent = self.parent_path(chain, phase);
+        let info_path = self.prune_info_path(chain, phase);
+        if info_path.exists() && parent.exists() {
+            return read_json(&info_path);
+        }
+        if phase == 1 {
+            self.ensure_dense()?;
+        }
+        let source = self.phase_source(chain, phase);
+        if !source.exists() {
+            return Err(Error::Run(format!(
+                "{} is missing: finish phase {} of {} first",
+                source.display(),
+                phase - 1,
+                chain.name()
+            )));
+        }
+        mkdir(parent.parent().expect("phase folder"))?;
+        let (fraction, of_remaining) = match chain {
+            Chain::Reprune => (self.cfg.target_sparsity(phase), false),
+            _ => (self.cfg.prune_fraction(), true),
+        };
+        if !parent.exists() {
+            soupcalls::prune(&source, &parent, fraction, of_remaining, &self.cfg.exclude)?;
+        }
+        let before = self.load(&source)?;
+        let after = self.load(&parent)?;
+        let impact = PruneImpact {
+            norm_before: param_norm(&before),
+            norm_after: param_norm(&after),
+            fraction: if of_remaining {
+                fraction
+            } else {
+                // The share of the remaining weights that went.
+                let (s_before, _) = sparsity(&before, &self.pruned_names(&before));
+                let (s_after, _) = sparsity(&after, &self.pruned_names(&after));
+                if s_before < 1.0 {
+                    (s_after - s_before) / (1.0 - s_before)
+                } else {
+                    0.0
+                }
+            },
+        };
+        let info = PruneInfo {
+            source,
+            fraction,
+            of_remaining,
+            sparsity: sparsity(&after, &self.pruned_names(&after)).0,
+            impact,
+        };
+        self.say(format!(
+            "{} phase {phase}: pruned to {:.2}% sparsity (removed {:.2}% of the remaining weights)",
+            chain.name(),
+            100.0 * info.sparsity,
+            100.0 * info.impact.fraction
+        ));
+        write_json(&info_path, &info)?;
+        Ok(info)
+    }
+}

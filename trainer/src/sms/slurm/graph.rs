@@ -1,0 +1,259 @@
+//! The dependency graph of a run on Slurm: its steps, which are done (their
+//! output files exist), and the sbatch jobs that finish the rest, each with
+//! the jobs it waits on.
+
+use std::path::PathBuf;
+
+use crate::sms::config::{Baseline, SmsConfig, Vary};
+use crate::sms::layout::{Chain, Layout};
+
+/// One unit of work whose completion the run folder records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Step {
+    /// Train (or copy) and evaluate the dense parent.
+    Dense,
+    /// Prune the soup chain's parent of a phase.
+    Prepare(u32),
+    /// Retrain one candidate of a phase.
+    Candidate {
+        /// Phase, from 1.
+        phase: u32,
+        /// Candidate, from 0.
+        index: u32,
+    },
+    /// Merge, recalibrate and evaluate a phase's soup.
+    Soup(u32),
+    /// One baseline chain through every phase.
+    Baseline(Baseline),
+    /// The report.
+    Report,
+}
+
+pub(super) fn baseline_name(b: Baseline) -> &'static str {
+    match b {
+        Baseline::Imp => "imp",
+        Baseline::ImpLong => "imp-long",
+        Baseline::Reprune => "reprune",
+    }
+}
+
+impl Step {
+    /// The step's name in scripts, logs and `trainer status`.
+    pub fn name(&self) -> String {
+        match *self {
+            Step::Dense => "dense".into(),
+            Step::Prepare(p) => format!("prepare-{p}"),
+            Step::Candidate { phase, index } => format!("candidate-{phase}-{index}"),
+            Step::Soup(p) => format!("soup-{p}"),
+            Step::Baseline(b) => format!("baseline-{}", baseline_name(b)),
+            Step::Report => "report".into(),
+        }
+    }
+
+    /// Whether the step's outputs exist (every file appears atomically, so
+    /// one that exists is complete).
+    pub fn done(&self, cfg: &SmsConfig, layout: &Layout) -> bool {
+        let both = |a: PathBuf, b: PathBuf| a.exists() && b.exists();
+        match *self {
+            Step::Dense => both(layout.dense(), layout.dense_eval()),
+            Step::Prepare(p) => both(
+                layout.parent(Chain::Soup, p),
+                layout.prune_info(Chain::Soup, p),
+            ),
+            Step::Candidate { phase, index } => both(
+                layout.candidate(Chain::Soup, phase, index),
+                layout.candidate_info(Chain::Soup, phase, index),
+            ),
+            Step::Soup(p) => layout.phase_info(Chain::Soup, p).exists(),
+            Step::Baseline(b) => {
+                let last = cfg.phases;
+                let chain = match b {
+                    Baseline::Imp => Chain::Imp(0),
+                    Baseline::ImpLong => Chain::ImpLong,
+                    Baseline::Reprune => Chain::Reprune,
+                };
+                // IMP chain 0 shares its first phase with soup candidate 0
+                // when candidates differ by seed (see `Session::candidate_path`).
+                let chain = if chain == Chain::Imp(0) && last == 1 && cfg.vary == Vary::Seed {
+                    Chain::Soup
+                } else {
+                    chain
+                };
+                both(
+                    layout.candidate(chain, last, 0),
+                    layout.candidate_info(chain, last, 0),
+                )
+            }
+            Step::Report => layout.report_json().exists(),
+        }
+    }
+}
+
+/// Every step of a run, in an order that respects their dependencies.
+pub fn steps(cfg: &SmsConfig) -> Vec<Step> {
+    let mut s = vec![Step::Dense];
+    for phase in 1..=cfg.phases {
+        s.push(Step::Prepare(phase));
+        s.extend((0..cfg.candidates).map(|index| Step::Candidate { phase, index }));
+        s.push(Step::Soup(phase));
+    }
+    s.extend(cfg.baselines.iter().map(|&b| Step::Baseline(b)));
+    s.push(Step::Report);
+    s
+}
+
+/// One sbatch job: a step, or the unfinished candidates of a phase as an
+/// array.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Job {
+    /// Script and log name (`candidates-2`, `soup-2`).
+    pub name: String,
+    /// The steps it runs (one per array task for candidates).
+    pub steps: Vec<Step>,
+    /// The trainer's arguments; `$SLURM_ARRAY_TASK_ID` stands for the
+    /// candidate index of an array task.
+    pub args: Vec<String>,
+    /// Array task ids (candidate indices); empty for a plain job.
+    pub array: Vec<u32>,
+    /// Indices (into the job list) of the jobs it waits for.
+    pub after: Vec<usize>,
+}
+
+/// The jobs that finish the run in `layout`: every step that is not done,
+/// each waiting on the unfinished steps it needs.
+pub fn jobs(cfg: &SmsConfig, layout: &Layout) -> Vec<Job> {
+    let run = layout.root.display().to_string();
+    let mut jobs: Vec<Job> = Vec::new();
+    let add = |jobs: &mut Vec<Job>,
+               name: String,
+               steps: Vec<Step>,
+               args: Vec<String>,
+               array: Vec<u32>,
+               after: Vec<Option<usize>>| {
+        jobs.push(Job {
+            name,
+            steps,
+            args,
+            array,
+            after: after.into_iter().flatten().collect(),
+        });
+        Some(jobs.len() - 1)
+    };
+    let base = |cmd: &str| vec![cmd.to_string(), "--run".into(), run.clone()];
+    let mut dense = None;
+    if !Step::Dense.done(cfg, layout) {
+        dense = add(
+            &mut jobs,
+            "dense".into(),
+            vec![Step::Dense],
+            base("dense"),
+            vec![],
+            vec![],
+        );
+    }
+    let mut before_phase = dense;
+    let (mut first_prepare, mut first_candidates) = (None, None);
+    let mut soups = Vec::new();
+    for phase in 1..=cfg.phases {
+        let mut prepare = None;
+        if !Step::Prepare(phase).done(cfg, layout) {
+            let mut args = base("prepare");
+            args.extend(["--phase".into(), phase.to_string()]);
+            prepare = add(
+                &mut jobs,
+                format!("prepare-{phase}"),
+                vec![Step::Prepare(phase)],
+                args,
+                vec![],
+                vec![before_phase],
+            );
+        }
+        let todo: Vec<Step> = (0..cfg.candidates)
+            .map(|index| Step::Candidate { phase, index })
+            .filter(|s| !s.done(cfg, layout))
+            .collect();
+        let mut candidates = None;
+        if !todo.is_empty() {
+            let mut args = base("candidate");
+            args.extend([
+                "--phase".into(),
+                phase.to_string(),
+                "--index".into(),
+                "$SLURM_ARRAY_TASK_ID".into(),
+            ]);
+            let array = todo
+                .iter()
+                .map(|s| match s {
+                    Step::Candidate { index, .. } => *index,
+                    _ => unreachable!("only candidates"),
+                })
+                .collect();
+            candidates = add(
+                &mut jobs,
+                format!("candidates-{phase}"),
+                todo,
+                args,
+                array,
+                vec![prepare.or(before_phase)],
+            );
+        }
+        if phase == 1 {
+            (first_prepare, first_candidates) = (prepare.or(dense), candidates);
+        }
+        let mut soup = None;
+        if !Step::Soup(phase).done(cfg, layout) {
+            let mut args = base("soup");
+            args.extend(["--phase".into(), phase.to_string()]);
+            soup = add(
+                &mut jobs,
+                format!("soup-{phase}"),
+                vec![Step::Soup(phase)],
+                args,
+                vec![],
+                vec![candidates.or(prepare).or(before_phase)],
+            );
+        }
+        soups.push(soup);
+        before_phase = soup.or(before_phase);
+    }
+    let mut baselines = Vec::new();
+    // IMP-RePrune trains the IMP chains, IMP chain 0 among them: it waits
+    // for the IMP job rather than train chain 0 at the same time.
+    let mut order = cfg.baselines.clone();
+    order.sort_by_key(|&b| b != Baseline::Imp);
+    let mut imp = None;
+    for b in order {
+        let step = Step::Baseline(b);
+        if !step.done(cfg, layout) {
+            let mut args = base("baseline");
+            args.extend(["--name".into(), baseline_name(b).into()]);
+            let mut after = vec![first_prepare, first_candidates];
+            if b == Baseline::Reprune {
+                after.push(imp);
+            }
+            let job = add(&mut jobs, step.name(), vec![step], args, vec![], after);
+            if b == Baseline::Imp {
+                imp = job;
+            }
+            baselines.push(job);
+        }
+    }
+    if !Step::Report.done(cfg, layout) {
+        let mut after = soups;
+        after.extend(baselines);
+        after.push(dense);
+        add(
+            &mut jobs,
+            "report".into(),
+            vec![Step::Report],
+            base("report"),
+            vec![],
+            after,
+        );
+    }
+    for job in &mut jobs {
+        job.after.sort_unstable();
+        job.after.dedup();
+    }
+    jobs
+}
