@@ -3,33 +3,34 @@
 
 use std::path::Path;
 
+use clap::Args;
 use serde::{Deserialize, Serialize};
 use tch::Device;
 
 use crate::error::{Error, Result};
 use crate::schedule::ScheduleKind;
 
-/// Every setting of `trainer train`. A config file may give any subset; the
-/// rest take these defaults, and command-line flags override both.
+/// The settings of SGD training that every training command shares (dense
+/// training, `trainer sms`, pruning during training): data, model, batch
+/// sizes, optimizer, seeds and where to compute. Each command's
+/// configuration embeds it with `#[serde(flatten)]`, so its keys sit at the
+/// top level of the command's TOML file, and its flags come from one clap
+/// struct, [`TrainArgs`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct TrainConfig {
+#[serde(default)]
+pub struct TrainSettings {
     /// Data set name or folder.
     pub data: String,
     /// Architecture name.
     pub model: String,
-    /// Training epochs.
-    pub epochs: u64,
     /// Images per training batch.
     pub batch_size: usize,
-    /// Peak learning rate.
+    /// Peak learning rate (`eta_max`).
     pub lr: f64,
     /// SGD momentum.
     pub momentum: f64,
     /// Weight decay (Nesterov momentum is used when it is positive).
     pub weight_decay: f64,
-    /// Learning-rate schedule after warm-up.
-    pub schedule: ScheduleKind,
     /// Epochs of linear warm-up (may be fractional).
     pub warmup_epochs: f64,
     /// Seed of initialisation, batch order and augmentation.
@@ -44,23 +45,137 @@ pub struct TrainConfig {
     pub eval_batch_size: usize,
 }
 
-impl Default for TrainConfig {
+impl Default for TrainSettings {
     fn default() -> Self {
-        TrainConfig {
+        TrainSettings {
             data: "fashion-mnist".into(),
             model: "cnn".into(),
-            epochs: 10,
             batch_size: 128,
             lr: 0.1,
             momentum: 0.9,
             weight_decay: 5e-4,
-            schedule: ScheduleKind::Cosine,
             warmup_epochs: 0.0,
             seed: 0,
             split_seed: 0,
             device: "auto".into(),
             threads: 0,
             eval_batch_size: 500,
+        }
+    }
+}
+
+impl TrainSettings {
+    /// Rejects values no training can use. The device is checked where the
+    /// work runs (a run may be configured on a machine without its GPU).
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: &str| Err(Error::Config(m.to_string()));
+        if self.batch_size < 2 || self.eval_batch_size == 0 {
+            return bad("batch sizes must be at least 2 for training (batch norm needs two samples) and 1 for evaluation");
+        }
+        if !(self.lr.is_finite() && self.lr >= 0.0) {
+            return bad("lr must be a non-negative number");
+        }
+        let decay_ok = self.weight_decay.is_finite() && self.weight_decay >= 0.0;
+        if !(0.0..1.0).contains(&self.momentum) || !decay_ok {
+            return bad("momentum must be in [0, 1) and weight decay non-negative");
+        }
+        if !(self.warmup_epochs.is_finite() && self.warmup_epochs >= 0.0) {
+            return bad("warmup epochs must be non-negative");
+        }
+        Ok(())
+    }
+}
+
+/// The flags of [`TrainSettings`], shared by every training command
+/// (`trainer train`, `trainer sms`, `trainer pdt`): a command adds them with
+/// `#[command(flatten)]` and applies them over its defaults and config file
+/// with [`TrainArgs::apply`]. A flag that is not given leaves the setting as
+/// it was.
+#[derive(Debug, Clone, Default, PartialEq, Args)]
+pub struct TrainArgs {
+    /// Data set: fashion-mnist, or a folder of IDX or CIFAR binary files
+    /// [default: fashion-mnist].
+    #[arg(long)]
+    pub data: Option<String>,
+    /// Architecture: mlp, cnn, resnet20, resnet56, wrn-D-W, wrn-D-W-ref,
+    /// resnet18, resnet50 [default: cnn].
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Images per training batch [default: 128].
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Peak learning rate, eta_max [default: 0.1].
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// SGD momentum [default: 0.9].
+    #[arg(long)]
+    pub momentum: Option<f64>,
+    /// Weight decay; Nesterov momentum when positive [default: 5e-4].
+    #[arg(long)]
+    pub weight_decay: Option<f64>,
+    /// Epochs of linear warm-up of the (pre)training schedule [default: 0].
+    #[arg(long)]
+    pub warmup_epochs: Option<f64>,
+    /// Seed of initialisation, batch order and augmentation [default: 0].
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Seed of the 10% validation split [default: 0].
+    #[arg(long)]
+    pub split_seed: Option<u64>,
+    /// Device: auto, cpu, cuda or cuda:N [default: auto].
+    #[arg(long)]
+    pub device: Option<String>,
+    /// CPU threads for libtorch; 0 keeps libtorch's default [default: 0].
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Images per evaluation batch [default: 500].
+    #[arg(long)]
+    pub eval_batch_size: Option<usize>,
+}
+
+impl TrainArgs {
+    /// Sets every setting whose flag was given.
+    pub fn apply(&self, s: &mut TrainSettings) {
+        macro_rules! set {
+            ($($f:ident),*) => { $(if let Some(v) = &self.$f { s.$f = v.clone(); })* };
+        }
+        set!(
+            data,
+            model,
+            batch_size,
+            lr,
+            momentum,
+            weight_decay,
+            warmup_epochs,
+            seed,
+            split_seed,
+            device,
+            threads,
+            eval_batch_size
+        );
+    }
+}
+
+/// Every setting of `trainer train`. A config file may give any subset; the
+/// rest take these defaults, and command-line flags override both.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    /// What every training command shares (top-level keys in the file).
+    #[serde(flatten)]
+    pub train: TrainSettings,
+    /// Training epochs.
+    pub epochs: u64,
+    /// Learning-rate schedule after warm-up.
+    pub schedule: ScheduleKind,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            train: TrainSettings::default(),
+            epochs: 10,
+            schedule: ScheduleKind::Cosine,
         }
     }
 }
@@ -80,24 +195,11 @@ impl TrainConfig {
 
     /// Rejects values no run can use.
     pub fn validate(&self) -> Result<()> {
-        let bad = |m: &str| Err(Error::Config(m.to_string()));
         if self.epochs == 0 {
-            return bad("epochs must be at least 1");
+            return Err(Error::Config("epochs must be at least 1".into()));
         }
-        if self.batch_size < 2 || self.eval_batch_size == 0 {
-            return bad("batch size must be at least 2 (batch norm needs two samples)");
-        }
-        if !(self.lr.is_finite() && self.lr >= 0.0) {
-            return bad("lr must be a non-negative number");
-        }
-        let decay_ok = self.weight_decay.is_finite() && self.weight_decay >= 0.0;
-        if !(0.0..1.0).contains(&self.momentum) || !decay_ok {
-            return bad("momentum must be in [0, 1) and weight decay non-negative");
-        }
-        if !(self.warmup_epochs.is_finite() && self.warmup_epochs >= 0.0) {
-            return bad("warmup epochs must be non-negative");
-        }
-        parse_device(&self.device).map(|_| ())
+        self.train.validate()?;
+        parse_device(&self.train.device).map(|_| ())
     }
 }
 
@@ -138,7 +240,7 @@ mod tests {
         std::fs::write(&p, "model = \"resnet20\"\nschedule = \"step\"\n").unwrap();
         let c = TrainConfig::from_file(&p).unwrap();
         assert_eq!(
-            (c.model.as_str(), c.schedule, c.epochs),
+            (c.train.model.as_str(), c.schedule, c.epochs),
             ("resnet20", ScheduleKind::Step, 10)
         );
         assert_eq!(toml::from_str::<TrainConfig>(&c.to_toml()).unwrap(), c);

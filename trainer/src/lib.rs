@@ -44,7 +44,7 @@ pub mod sms;
 pub mod train;
 
 pub use arch::{Arch, ModelSpec};
-pub use config::{parse_device, TrainConfig};
+pub use config::{parse_device, TrainArgs, TrainConfig, TrainSettings};
 pub use data::{Batch, Dataset, Split};
 pub use error::{Error, Result};
 pub use eval::{evaluate, recalibrate_bn, EvalReport};

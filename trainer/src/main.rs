@@ -26,7 +26,7 @@ enum Command {
     /// Write a freshly initialised checkpoint.
     Init(InitArgs),
     /// Train a model densely into a run folder.
-    Train(TrainArgs),
+    Train(TrainCommand),
     /// Evaluate a checkpoint on the test split, clean and under corruptions.
     Eval(EvalArgs),
     /// Time training steps on random data.
@@ -56,7 +56,7 @@ struct InitArgs {
 }
 
 #[derive(Debug, Args)]
-struct TrainArgs {
+struct TrainCommand {
     /// TOML file with any of the settings below; flags override it.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -67,45 +67,14 @@ struct TrainArgs {
     /// same settings; only --device and --threads may change).
     #[arg(long)]
     resume: bool,
-    /// Data set: `fashion-mnist` or a folder of IDX or CIFAR binary files.
-    #[arg(long)]
-    data: Option<String>,
-    /// Architecture [default: cnn].
-    #[arg(long)]
-    model: Option<String>,
+    #[command(flatten)]
+    train: trainer::TrainArgs,
     /// Training epochs [default: 10].
     #[arg(long)]
     epochs: Option<u64>,
-    /// Batch size [default: 128].
-    #[arg(long)]
-    batch_size: Option<usize>,
-    /// Peak learning rate [default: 0.1].
-    #[arg(long)]
-    lr: Option<f64>,
-    /// SGD momentum [default: 0.9].
-    #[arg(long)]
-    momentum: Option<f64>,
-    /// Weight decay; Nesterov momentum when positive [default: 5e-4].
-    #[arg(long)]
-    weight_decay: Option<f64>,
     /// Learning-rate schedule: constant, step, linear, cosine [default: cosine].
     #[arg(long)]
     schedule: Option<ScheduleKind>,
-    /// Epochs of linear warm-up [default: 0].
-    #[arg(long)]
-    warmup_epochs: Option<f64>,
-    /// Seed of initialisation, batch order and augmentation [default: 0].
-    #[arg(long)]
-    seed: Option<u64>,
-    /// Seed of the 10% validation split [default: 0].
-    #[arg(long)]
-    split_seed: Option<u64>,
-    /// Device: auto, cpu, cuda or cuda:N [default: auto].
-    #[arg(long)]
-    device: Option<String>,
-    /// CPU threads for libtorch; 0 keeps libtorch's default [default: 0].
-    #[arg(long)]
-    threads: Option<usize>,
 }
 
 #[derive(Debug, Args)]
@@ -277,28 +246,17 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 /// Defaults, then the config file, then the flags.
-fn train_config(a: &TrainArgs) -> Result<TrainConfig> {
+fn train_config(a: &TrainCommand) -> Result<TrainConfig> {
     let mut c = match &a.config {
         Some(p) => TrainConfig::from_file(p)?,
         None => TrainConfig::default(),
     };
-    macro_rules! set {
-        ($($f:ident),*) => { $(if let Some(v) = a.$f.clone() { c.$f = v; })* };
+    a.train.apply(&mut c.train);
+    if let Some(e) = a.epochs {
+        c.epochs = e;
     }
-    set!(
-        data,
-        model,
-        epochs,
-        batch_size,
-        lr,
-        momentum,
-        weight_decay,
-        schedule,
-        warmup_epochs,
-        seed,
-        split_seed,
-        device,
-        threads
-    );
+    if let Some(s) = a.schedule {
+        c.schedule = s;
+    }
     Ok(c)
 }

@@ -74,7 +74,7 @@ pub enum Progress {
     Quiet,
 }
 
-/// Trains `cfg.model` densely on `cfg.data` into the run folder `out` and
+/// Trains `cfg.train.model` densely on `cfg.train.data` into the run folder `out` and
 /// returns the last epoch's metrics.
 ///
 /// A folder that holds a run already is an error, unless `resume` is set:
@@ -90,10 +90,10 @@ pub fn run_training(
     resume: bool,
 ) -> Result<EpochMetrics> {
     cfg.validate()?;
-    let arch: Arch = cfg.model.parse()?;
-    let device = parse_device(&cfg.device)?;
-    if cfg.threads > 0 {
-        tch::set_num_threads(cfg.threads as i32);
+    let arch: Arch = cfg.train.model.parse()?;
+    let device = parse_device(&cfg.train.device)?;
+    if cfg.train.threads > 0 {
+        tch::set_num_threads(cfg.train.threads as i32);
     }
     let config_path = out.join(files::CONFIG);
     let metrics_path = out.join(files::METRICS);
@@ -117,13 +117,13 @@ pub fn run_training(
             .pop()
             .ok_or_else(|| Error::Config(format!("{} has no epochs", metrics_path.display())));
     }
-    let data = Dataset::load(&cfg.data, cfg.split_seed)?;
+    let data = Dataset::load(&cfg.train.data, cfg.train.split_seed)?;
     fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     if !existing {
         fs::write(&config_path, cfg.to_toml()).map_err(|e| Error::io(&config_path, e))?;
     }
 
-    tch::manual_seed(cfg.seed as i64);
+    tch::manual_seed(cfg.train.seed as i64);
     let [c, h, w] = data.input_shape().map(|d| d as i64);
     let model = Model::new(
         arch,
@@ -133,7 +133,10 @@ pub fn run_training(
         },
         device,
     );
-    let mut opt = Sgd::new(&model.vs, SgdConfig::new(cfg.momentum, cfg.weight_decay));
+    let mut opt = Sgd::new(
+        &model.vs,
+        SgdConfig::new(cfg.train.momentum, cfg.train.weight_decay),
+    );
     let resume_path = out.join(files::RESUME);
     let done = if existing && resume_path.exists() {
         load_state(&resume_path, &model, &mut opt)?
@@ -168,12 +171,12 @@ pub fn run_training(
             cfg.epochs
         );
     }
-    let per_epoch = data.train_batches_per_epoch(cfg.batch_size) as u64;
+    let per_epoch = data.train_batches_per_epoch(cfg.train.batch_size) as u64;
     let schedule = Schedule {
         kind: cfg.schedule,
-        peak: cfg.lr,
+        peak: cfg.train.lr,
         total: per_epoch * cfg.epochs,
-        warmup: (cfg.warmup_epochs * per_epoch as f64).round() as u64,
+        warmup: (cfg.train.warmup_epochs * per_epoch as f64).round() as u64,
     };
 
     let mut last = history.pop();
@@ -189,7 +192,7 @@ pub fn run_training(
             _ => ProgressBar::hidden(),
         };
         bar.set_prefix(format!("{}/{}", epoch + 1, cfg.epochs));
-        let batches = data.train_batches(cfg.batch_size, cfg.seed, epoch, device);
+        let batches = data.train_batches(cfg.train.batch_size, cfg.train.seed, epoch, device);
         let stats = train_steps(
             &model,
             &mut opt,
@@ -202,11 +205,11 @@ pub fn run_training(
         bar.finish_and_clear();
         let val: EvalReport = evaluate(
             &model,
-            data.eval_batches(Split::Val, cfg.eval_batch_size, device),
+            data.eval_batches(Split::Val, cfg.train.eval_batch_size, device),
         )?;
         let test = evaluate(
             &model,
-            data.eval_batches(Split::Test, cfg.eval_batch_size, device),
+            data.eval_batches(Split::Test, cfg.train.eval_batch_size, device),
         )?;
         let m = EpochMetrics {
             epoch: epoch + 1,
@@ -246,10 +249,11 @@ pub fn run_training(
 /// Refuses to resume a run whose settings differ from `cfg` in anything that
 /// changes what is trained (all but the device and the thread count).
 fn check_same_run(cfg: &TrainConfig, saved: &TrainConfig, path: &Path) -> Result<()> {
-    let comparable = |c: &TrainConfig| TrainConfig {
-        device: String::new(),
-        threads: 0,
-        ..c.clone()
+    let comparable = |c: &TrainConfig| {
+        let mut c = c.clone();
+        c.train.device = String::new();
+        c.train.threads = 0;
+        c
     };
     if comparable(cfg) == comparable(saved) {
         return Ok(());

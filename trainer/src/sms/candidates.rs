@@ -19,20 +19,21 @@ impl Session {
     /// The settings of candidate `index` of a chain.
     pub(super) fn candidate_settings(&self, chain: Chain, index: u32) -> (u64, f64, f64, f64) {
         let c = &self.cfg;
-        let base = (c.seed, c.weight_decay, c.epochs_per_phase, c.lr);
+        let t = &c.train;
+        let base = (t.seed, t.weight_decay, c.epochs_per_phase, t.lr);
         match chain {
             Chain::Soup => {
                 let v = c.vary_values.get(index as usize).copied();
                 match (c.vary, v) {
-                    (Vary::Seed, _) => (c.seed + index as u64, base.1, base.2, base.3),
-                    (Vary::WeightDecay, Some(v)) => (c.seed, v, base.2, base.3),
-                    (Vary::RetrainLength, Some(v)) => (c.seed, base.1, v, base.3),
-                    (Vary::Lr, Some(v)) => (c.seed, base.1, base.2, v),
+                    (Vary::Seed, _) => (t.seed + index as u64, base.1, base.2, base.3),
+                    (Vary::WeightDecay, Some(v)) => (t.seed, v, base.2, base.3),
+                    (Vary::RetrainLength, Some(v)) => (t.seed, base.1, v, base.3),
+                    (Vary::Lr, Some(v)) => (t.seed, base.1, base.2, v),
                     _ => base,
                 }
             }
-            Chain::Imp(j) => (c.seed + j as u64, base.1, base.2, base.3),
-            Chain::ImpLong => (c.seed, base.1, base.2 * c.candidates as f64, base.3),
+            Chain::Imp(j) => (t.seed + j as u64, base.1, base.2, base.3),
+            Chain::ImpLong => (t.seed, base.1, base.2 * c.candidates as f64, base.3),
             Chain::Reprune => base,
         }
     }
@@ -78,7 +79,10 @@ impl Session {
             (self.load(&path)?, None)
         } else {
             let model = self.load(&parent)?;
-            let mut opt = Sgd::new(&model.vs, SgdConfig::new(self.cfg.momentum, weight_decay));
+            let mut opt = Sgd::new(
+                &model.vs,
+                SgdConfig::new(self.cfg.train.momentum, weight_decay),
+            );
             let masks = Masks::of(&model, &opt);
             let bar = self.bar(
                 total,
@@ -88,7 +92,7 @@ impl Session {
             let batches = (0u64..)
                 .flat_map(|e| {
                     self.data
-                        .train_batches(self.cfg.batch_size, seed, tag + e, self.device)
+                        .train_batches(self.cfg.train.batch_size, seed, tag + e, self.device)
                 })
                 .take(total as usize);
             let stats = train_steps(

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand, ValueEnum};
 
+use crate::config::TrainArgs;
 use crate::error::{Error, Result};
 use crate::eval::BnRecal;
 use crate::schedule::ScheduleKind;
@@ -161,13 +162,10 @@ pub struct SmsArgs {
     /// TOML file with any of the settings below.
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Data set: fashion-mnist, or a folder of IDX or CIFAR binary files.
-    #[arg(long)]
-    pub data: Option<String>,
-    /// Architecture: mlp, cnn, resnet20, resnet56, wrn-D-W, wrn-D-W-ref,
-    /// resnet18, resnet50.
-    #[arg(long)]
-    pub model: Option<String>,
+    /// The training settings every training command shares (data, model,
+    /// batch size, optimizer, seeds, device).
+    #[command(flatten)]
+    pub train: TrainArgs,
     /// Final sparsity over prunable weights, in [0, 1).
     #[arg(long)]
     pub sparsity: Option<f64>,
@@ -211,33 +209,12 @@ pub struct SmsArgs {
     /// Baselines to run: imp, imp-long, reprune (comma-separated).
     #[arg(long, value_delimiter = ',')]
     pub baselines: Option<Vec<Baseline>>,
-    /// Images per training batch.
-    #[arg(long)]
-    pub batch_size: Option<usize>,
-    /// Peak learning rate of pretraining (eta_max).
-    #[arg(long)]
-    pub lr: Option<f64>,
     /// Pretraining schedule: constant, step, linear or cosine.
     #[arg(long)]
     pub pretrain_schedule: Option<ScheduleKind>,
-    /// SGD momentum.
-    #[arg(long)]
-    pub momentum: Option<f64>,
-    /// Weight decay.
-    #[arg(long)]
-    pub weight_decay: Option<f64>,
     /// Never prune tensors matching this regex (repeatable).
     #[arg(long)]
     pub exclude: Vec<String>,
-    /// Base seed.
-    #[arg(long)]
-    pub seed: Option<u64>,
-    /// auto, cpu, cuda or cuda:N.
-    #[arg(long)]
-    pub device: Option<String>,
-    /// CPU threads for libtorch (0: its default).
-    #[arg(long)]
-    pub threads: Option<usize>,
     /// Train this many candidates side by side (processes; one GPU each
     /// where there are several).
     #[arg(long, default_value_t = 1)]
@@ -287,9 +264,8 @@ impl SmsArgs {
                 }
             )*};
         }
+        self.train.apply(&mut c.train);
         set!(
-            data,
-            model,
             sparsity,
             phases,
             candidates,
@@ -302,14 +278,7 @@ impl SmsArgs {
             bn_recal_fraction,
             bn_recal,
             baselines,
-            batch_size,
-            lr,
             pretrain_schedule,
-            momentum,
-            weight_decay,
-            seed,
-            device,
-            threads,
             repeats
         );
         if self.from.is_some() {
@@ -647,4 +616,49 @@ fn check_phase(session: &Session, phase: u32) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Sms {
+        #[command(flatten)]
+        args: SmsArgs,
+    }
+
+    #[test]
+    fn shared_training_flags_override_the_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "lr = 0.2\nseed = 3\nbatch_size = 64\nphases = 4\n").unwrap();
+        let parsed = Sms::try_parse_from([
+            "sms",
+            "--out",
+            "run",
+            "--config",
+            file.to_str().unwrap(),
+            "--lr",
+            "0.05",
+            "--warmup-epochs",
+            "0.5",
+            "--split-seed",
+            "9",
+            "--phases",
+            "2",
+        ])
+        .unwrap();
+        let c = parsed.args.config().unwrap();
+        // Flags win over the file, the file over the defaults.
+        assert_eq!(
+            (c.train.lr, c.train.warmup_epochs, c.train.split_seed),
+            (0.05, 0.5, 9)
+        );
+        assert_eq!((c.train.seed, c.train.batch_size, c.phases), (3, 64, 2));
+        assert_eq!(c.train.model, "cnn");
+        assert_eq!(c.pretrain_config().train, c.train);
+    }
 }

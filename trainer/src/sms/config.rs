@@ -5,6 +5,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::{TrainConfig, TrainSettings};
 use crate::error::{Error, Result};
 use crate::eval::BnRecal;
 use crate::robust::OodSpec;
@@ -69,10 +70,12 @@ parse_kebab!(Baseline, "baseline (expected imp, imp-long or reprune)");
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SmsConfig {
-    /// Data set name or folder.
-    pub data: String,
-    /// Architecture.
-    pub model: String,
+    /// What every training command shares: data, model, batch sizes,
+    /// optimizer, seeds, device (top-level keys in the file). Its `lr` is
+    /// the peak learning rate of pretraining (`eta_max`), its
+    /// `warmup_epochs` the pretraining warm-up and its `seed` the base seed.
+    #[serde(flatten)]
+    pub train: TrainSettings,
     /// Final sparsity over the prunable weights.
     pub sparsity: f64,
     /// Prune-retrain phases to reach it.
@@ -102,32 +105,12 @@ pub struct SmsConfig {
     pub bn_recal_fraction: f64,
     /// How recalibration averages batch statistics.
     pub bn_recal: BnRecal,
-    /// Images per batch.
-    pub batch_size: usize,
-    /// Peak learning rate of pretraining (`eta_max`).
-    pub lr: f64,
     /// Pretraining schedule.
     pub pretrain_schedule: ScheduleKind,
-    /// Pretraining warm-up epochs.
-    pub warmup_epochs: f64,
-    /// SGD momentum.
-    pub momentum: f64,
-    /// Weight decay (Nesterov momentum when positive).
-    pub weight_decay: f64,
     /// Also zero the momentum of pruned weights after every step.
     pub mask_momentum: bool,
     /// Regexes of prunable tensors never to prune (e.g. `^fc\.`).
     pub exclude: Vec<String>,
-    /// Base seed.
-    pub seed: u64,
-    /// Seed of the validation split.
-    pub split_seed: u64,
-    /// `auto`, `cpu`, `cuda` or `cuda:N`.
-    pub device: String,
-    /// CPU threads for libtorch (0: its default).
-    pub threads: usize,
-    /// Images per evaluation batch.
-    pub eval_batch_size: usize,
     /// Baselines to run.
     pub baselines: Vec<Baseline>,
     /// Runs of the whole pipeline with base seeds `seed + 1000 r`, r < R.
@@ -140,8 +123,7 @@ pub struct SmsConfig {
 impl Default for SmsConfig {
     fn default() -> Self {
         SmsConfig {
-            data: "fashion-mnist".into(),
-            model: "cnn".into(),
+            train: TrainSettings::default(),
             sparsity: 0.9,
             phases: 3,
             candidates: 3,
@@ -155,19 +137,9 @@ impl Default for SmsConfig {
             schedule: RetrainKind::Allr,
             bn_recal_fraction: 0.2,
             bn_recal: BnRecal::Cumulative,
-            batch_size: 128,
-            lr: 0.1,
             pretrain_schedule: ScheduleKind::Cosine,
-            warmup_epochs: 0.0,
-            momentum: 0.9,
-            weight_decay: 5e-4,
             mask_momentum: true,
             exclude: Vec::new(),
-            seed: 0,
-            split_seed: 0,
-            device: "auto".into(),
-            threads: 0,
-            eval_batch_size: 500,
             baselines: Vec::new(),
             repeats: 1,
             ood: OodSpec::default(),
@@ -237,11 +209,9 @@ impl SmsConfig {
                 self.bn_recal_fraction
             ));
         }
-        if self.batch_size < 2 || self.eval_batch_size == 0 {
-            return bad("batch sizes must be at least 2 (training) and 1 (evaluation)".into());
-        }
-        if self.lr.is_nan() || self.lr <= 0.0 || self.weight_decay < 0.0 || self.momentum < 0.0 {
-            return bad("--lr must be positive; momentum and weight decay non-negative".into());
+        self.train.validate()?;
+        if self.train.lr <= 0.0 {
+            return bad("--lr must be positive".into());
         }
         match self.vary {
             Vary::Seed if !self.vary_values.is_empty() => {
@@ -278,6 +248,16 @@ impl SmsConfig {
                 .map_err(|e| Error::Config(format!("invalid --exclude regex {pattern:?}: {e}")))?;
         }
         Ok(())
+    }
+
+    /// The dense pretraining run of the parent: the shared settings with
+    /// `pretrain_epochs` and `pretrain_schedule`.
+    pub fn pretrain_config(&self) -> TrainConfig {
+        TrainConfig {
+            train: self.train.clone(),
+            epochs: self.pretrain_epochs,
+            schedule: self.pretrain_schedule,
+        }
     }
 
     /// The fraction of the remaining weights each phase removes:
@@ -327,5 +307,52 @@ mod tests {
         assert!("imp-long".parse::<Baseline>().unwrap() == Baseline::ImpLong);
         assert!("greedy".parse::<SoupKind>().is_ok());
         assert!("nope".parse::<Vary>().is_err());
+    }
+
+    #[test]
+    fn config_files_of_runs_started_before_the_shared_settings_still_resume() {
+        // Written by `trainer sms ... --pretrain-epochs 1 --phases 2
+        // --candidates 2 --epochs-per-phase 0.1 --baselines imp,reprune
+        // --corruptions none --threads 1` when SmsConfig still declared
+        // every training field itself.
+        let old = include_str!("../../tests/data/sms-config-before-reshape.toml");
+        let got: SmsConfig = toml::from_str(old).unwrap();
+        let mut want = SmsConfig {
+            phases: 2,
+            candidates: 2,
+            epochs_per_phase: 0.1,
+            pretrain_epochs: 1,
+            baselines: vec![Baseline::Imp, Baseline::Reprune],
+            ..SmsConfig::default()
+        };
+        want.train.threads = 1;
+        want.ood = toml::from_str("corruptions = \"none\"\nseverities = [3]").unwrap();
+        assert_eq!(got, want);
+        // The same keys come back out, so a resumed run compares equal.
+        let back: SmsConfig = toml::from_str(&got.to_toml()).unwrap();
+        assert_eq!(back, got);
+        let keys = |t: &str| {
+            let mut k: Vec<String> = t.parse::<toml::Table>().unwrap().keys().cloned().collect();
+            k.sort();
+            k
+        };
+        assert_eq!(keys(&got.to_toml()), keys(old));
+        // The pretraining run of the parent is the dense run's old config.
+        let dense = include_str!("../../tests/data/train-config-before-reshape.toml");
+        assert_eq!(
+            got.pretrain_config(),
+            toml::from_str::<TrainConfig>(dense).unwrap()
+        );
+    }
+
+    #[test]
+    fn unknown_keys_fail_also_next_to_the_shared_settings() {
+        let text = format!("{}\nlearning_rate = 0.1\n", SmsConfig::default().to_toml());
+        let err = toml::from_str::<SmsConfig>(&text).unwrap_err().to_string();
+        assert!(err.contains("learning_rate"), "{err}");
+        let text = "lr = 0.05\nseed = 7\nmodle = \"cnn\"\n";
+        assert!(toml::from_str::<SmsConfig>(text).is_err());
+        let c: SmsConfig = toml::from_str("lr = 0.05\nseed = 7\nphases = 2\n").unwrap();
+        assert_eq!((c.train.lr, c.train.seed, c.phases), (0.05, 7, 2));
     }
 }

@@ -21,7 +21,7 @@ impl Session {
     /// Evaluates `model` as it is on validation and test, with its
     /// sparsity and cost. Reported models go through [`Session::finish`].
     pub fn evaluate(&self, model: &Model) -> Result<Evaluation> {
-        let ebs = self.cfg.eval_batch_size;
+        let ebs = self.cfg.train.eval_batch_size;
         let val = evaluate(model, self.data.eval_batches(Split::Val, ebs, self.device))?;
         let test = evaluate(model, self.data.eval_batches(Split::Test, ebs, self.device))?;
         let (sparsity, sparsity_all) = sparsity(model, &self.pruned_names(model));
@@ -58,7 +58,7 @@ impl Session {
             .map(|p| self.load(p))
             .collect::<Result<Vec<_>>>()?;
         let refs: Vec<&Model> = models.iter().collect();
-        let ebs = self.cfg.eval_batch_size;
+        let ebs = self.cfg.train.eval_batch_size;
         let val = evaluate_ensemble(&refs, self.data.eval_batches(Split::Val, ebs, self.device))?;
         let test = evaluate_ensemble(&refs, self.data.eval_batches(Split::Test, ebs, self.device))?;
         // Members share one mask (checked before), so their sparsity is
@@ -105,7 +105,12 @@ impl Session {
         let n = ((self.cfg.bn_recal_fraction * self.per_epoch() as f64).ceil() as usize).max(1);
         let batches = self
             .data
-            .train_batches(self.cfg.batch_size, self.cfg.seed, u64::MAX, self.device)
+            .train_batches(
+                self.cfg.train.batch_size,
+                self.cfg.train.seed,
+                u64::MAX,
+                self.device,
+            )
             .take(n);
         recalibrate_bn_with(model, batches, self.cfg.bn_recal)
     }
@@ -118,7 +123,7 @@ impl Session {
         let val = evaluate(
             &model,
             self.data
-                .eval_batches(Split::Val, self.cfg.eval_batch_size, self.device),
+                .eval_batches(Split::Val, self.cfg.train.eval_batch_size, self.device),
         )?;
         Ok(val.top1)
     }

@@ -92,7 +92,7 @@ fn run_candidates_in_parallel(session: &Session, phase: u32, jobs: usize) -> Res
                 .arg("--run")
                 .arg(&session.layout.root)
                 .args(["--phase", &phase.to_string(), "--index", &i.to_string()]);
-            if session.cfg.device != "cpu" && cuda > 1 {
+            if session.cfg.train.device != "cpu" && cuda > 1 {
                 cmd.args(["--device", &format!("cuda:{}", slot % cuda)]);
             } else if cuda == 0 {
                 cmd.args(["--threads", &(cores / batch.len()).max(1).to_string()]);

@@ -4,7 +4,6 @@
 
 use std::path::Path;
 
-use crate::config::TrainConfig;
 use crate::error::{Error, Result};
 use crate::run::{run_training, Progress};
 use crate::sms::layout::Chain;
@@ -27,27 +26,12 @@ impl Session {
             } else {
                 self.say(format!(
                     "dense: pretraining {} for {} epochs",
-                    self.cfg.model, self.cfg.pretrain_epochs
+                    self.cfg.train.model, self.cfg.pretrain_epochs
                 ));
                 // A dense run that did not finish continues after its last
                 // finished epoch.
                 let dir = self.layout.dense_dir();
-                let tc = TrainConfig {
-                    data: self.cfg.data.clone(),
-                    model: self.cfg.model.clone(),
-                    epochs: self.cfg.pretrain_epochs,
-                    batch_size: self.cfg.batch_size,
-                    lr: self.cfg.lr,
-                    momentum: self.cfg.momentum,
-                    weight_decay: self.cfg.weight_decay,
-                    schedule: self.cfg.pretrain_schedule,
-                    warmup_epochs: self.cfg.warmup_epochs,
-                    seed: self.cfg.seed,
-                    split_seed: self.cfg.split_seed,
-                    device: self.cfg.device.clone(),
-                    threads: self.cfg.threads,
-                    eval_batch_size: self.cfg.eval_batch_size,
-                };
+                let tc = self.cfg.pretrain_config();
                 let progress = match (self.bars, self.verbose) {
                     (true, _) => Progress::Bar,
                     (false, true) => Progress::Lines,

@@ -35,11 +35,12 @@ pub const SEED_STRIDE: u64 = 1000;
 /// The configuration of repeat `r`: the run's, with base seed
 /// `seed + SEED_STRIDE * r` and one repeat.
 pub fn repeat_config(cfg: &SmsConfig, r: u32) -> SmsConfig {
-    SmsConfig {
-        seed: cfg.seed + SEED_STRIDE * r as u64,
+    let mut c = SmsConfig {
         repeats: 1,
         ..cfg.clone()
-    }
+    };
+    c.train.seed = cfg.train.seed + SEED_STRIDE * r as u64;
+    c
 }
 
 /// The folder of repeat `r`.
@@ -382,7 +383,7 @@ pub fn run_repeats(cfg: &SmsConfig, root: &Path, opts: RepeatOptions) -> Result<
                     .arg(dir.join("config.toml"))
                     .args(["--jobs", &opts.jobs.to_string(), "--quiet"])
                     .stdout(std::process::Stdio::null());
-                if cfg.threads == 0 {
+                if cfg.train.threads == 0 {
                     let t = (cores / batch.len()).max(1).to_string();
                     cmd.env("OMP_NUM_THREADS", &t).env("MKL_NUM_THREADS", &t);
                 }
@@ -407,13 +408,16 @@ pub fn run_repeats(cfg: &SmsConfig, root: &Path, opts: RepeatOptions) -> Result<
         session.verbose = opts.verbose;
         session.bars = opts.bars;
         if opts.verbose {
-            eprintln!("repeat {r} of {} (seed {})", cfg.repeats, session.cfg.seed);
+            eprintln!(
+                "repeat {r} of {} (seed {})",
+                cfg.repeats, session.cfg.train.seed
+            );
         }
         reports.push(crate::sms::run(&session, opts.jobs)?);
     }
     let seeds: Vec<u64> = repeats
         .iter()
-        .map(|&r| repeat_config(cfg, r).seed)
+        .map(|&r| repeat_config(cfg, r).train.seed)
         .collect();
     let summary = summarise(&reports, &seeds)?;
     summary.write(root)?;
@@ -438,20 +442,15 @@ mod tests {
 
     #[test]
     fn repeat_seeds_do_not_overlap_candidate_seeds() {
-        let cfg = SmsConfig {
-            seed: 7,
+        let mut cfg = SmsConfig {
             repeats: 3,
             ..SmsConfig::default()
         };
+        cfg.train.seed = 7;
         let c = repeat_config(&cfg, 2);
-        assert_eq!((c.seed, c.repeats), (2007, 1));
-        assert_eq!(
-            SmsConfig {
-                seed: 7,
-                repeats: 1,
-                ..c.clone()
-            },
-            repeat_config(&cfg, 0)
-        );
+        assert_eq!((c.train.seed, c.repeats), (2007, 1));
+        let mut first = c.clone();
+        first.train.seed = 7;
+        assert_eq!(first, repeat_config(&cfg, 0));
     }
 }

@@ -254,8 +254,8 @@ pub fn build(session: &Session, dense: &Evaluation, phases: &[PhaseInfo]) -> Res
         });
     }
     Ok(Report {
-        data: session.cfg.data.clone(),
-        model: session.cfg.model.clone(),
+        data: session.cfg.train.data.clone(),
+        model: session.cfg.train.model.clone(),
         candidates: session.cfg.candidates,
         soup: format!("{:?}", session.cfg.soup).to_lowercase(),
         dense_test_acc: dense.test.top1,

@@ -96,12 +96,12 @@ impl Session {
     }
 
     pub(super) fn with_config(cfg: SmsConfig, layout: Layout) -> Result<Session> {
-        let arch: Arch = cfg.model.parse()?;
-        let device = parse_device(&cfg.device)?;
-        if cfg.threads > 0 {
-            tch::set_num_threads(cfg.threads as i32);
+        let arch: Arch = cfg.train.model.parse()?;
+        let device = parse_device(&cfg.train.device)?;
+        if cfg.train.threads > 0 {
+            tch::set_num_threads(cfg.train.threads as i32);
         }
-        let data = Dataset::load(&cfg.data, cfg.split_seed)?;
+        let data = Dataset::load(&cfg.train.data, cfg.train.split_seed)?;
         let [c, h, w] = data.input_shape().map(|d| d as i64);
         let spec = ModelSpec {
             num_classes: data.num_classes as i64,
@@ -127,7 +127,7 @@ impl Session {
 
     /// Training batches per epoch.
     pub fn per_epoch(&self) -> u64 {
-        self.data.train_batches_per_epoch(self.cfg.batch_size) as u64
+        self.data.train_batches_per_epoch(self.cfg.train.batch_size) as u64
     }
 
     /// A model loaded from `path`.
@@ -143,7 +143,7 @@ impl Session {
             kind: self.cfg.pretrain_schedule,
             peak: eta_max,
             total: per_epoch * self.cfg.pretrain_epochs.max(1),
-            warmup: (self.cfg.warmup_epochs * per_epoch as f64).round() as u64,
+            warmup: (self.cfg.train.warmup_epochs * per_epoch as f64).round() as u64,
         }
     }
 
