@@ -73,7 +73,9 @@ pub use mask::{check_masks, MaskReport, TensorMask};
 pub use merge::{
     merge, normalise_weights, IntPolicy, MaskPolicy, MergeMethod, MergeOptions, MergeReport,
 };
-pub use output::{Output, OutputOptions, OutputTensor};
+pub use output::{
+    write_file_atomic, write_tensors, Output, OutputOptions, OutputTensor, TensorBytes,
+};
 pub use prune::{
     is_prunable, plan as plan_prune, prune, prune_tensors, removal_count, validate_sparsity,
     Criterion, PruneOptions, PruneReport, PruneSelection, Scope, TensorPrune, TensorView,

@@ -571,6 +571,127 @@ fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
     }
 }
 
+/// One tensor held in memory, for [`write_tensors`].
+#[derive(Debug, Clone, Copy)]
+pub struct TensorBytes<'a> {
+    /// Name (PyTorch `state_dict` naming).
+    pub name: &'a str,
+    /// Element type.
+    pub dtype: Dtype,
+    /// Shape.
+    pub shape: &'a [usize],
+    /// The elements, row-major, little-endian.
+    pub data: &'a [u8],
+}
+
+/// Writes in-memory tensors as one safetensors file at `target`, atomically
+/// (see [`write_file_atomic`]), with `metadata` in the header.
+///
+/// The layout depends only on the names, dtypes, shapes, bytes and metadata,
+/// never on the order given: tensors are packed in name order without gaps,
+/// the header's keys are sorted and the header is padded with spaces to a
+/// multiple of 8 bytes (no reserved room, unlike [`Output`]). Equal models
+/// give byte-identical files, and so equal hashes. This is how a training
+/// loop saves a model it holds in memory; an existing regular file at
+/// `target` is replaced (a training state rewritten every epoch), a folder,
+/// device or FIFO never.
+pub fn write_tensors(
+    target: &Path,
+    tensors: &[TensorBytes<'_>],
+    metadata: &BTreeMap<String, String>,
+) -> Result<()> {
+    let mut order: Vec<&TensorBytes<'_>> = tensors.iter().collect();
+    order.sort_by(|a, b| a.name.cmp(b.name));
+    let mut raw = Vec::with_capacity(order.len());
+    let mut offset = 0usize;
+    for (i, t) in order.iter().enumerate() {
+        if i > 0 && order[i - 1].name == t.name {
+            return Err(Error::tensor(target, t.name, "given twice"));
+        }
+        let n = header::element_count(t.shape)
+            .and_then(|n| header::byte_len(t.dtype, n))
+            .ok_or_else(|| {
+                Error::tensor(target, t.name, format!("shape {:?} overflows", t.shape))
+            })?;
+        if t.data.len() != n {
+            return Err(Error::tensor(
+                target,
+                t.name,
+                format!(
+                    "{} bytes of data for shape {:?} of {}, which needs {n}",
+                    t.data.len(),
+                    t.shape,
+                    crate::dtype::name(t.dtype)
+                ),
+            ));
+        }
+        raw.push(RawTensor {
+            name: t.name.to_string(),
+            dtype: t.dtype,
+            shape: t.shape.to_vec(),
+            start: offset,
+            end: offset + n,
+        });
+        offset += n;
+    }
+    let head = header::serialize(&raw, metadata);
+    write_atomic_with(target, |f| {
+        use std::io::Write;
+        let mut w = std::io::BufWriter::new(f);
+        w.write_all(&head)?;
+        for t in &order {
+            w.write_all(t.data)?;
+        }
+        w.flush()
+    })
+}
+
+/// Writes `bytes` to `target` atomically: a temporary file beside it under
+/// soup's temporary naming (so that a writer killed meanwhile leaves a file
+/// the next write into the folder sweeps), fsync, rename over `target`,
+/// fsync of the folder. A reader sees the old file or the new one, never a
+/// part. An existing regular file is replaced; a folder, device, FIFO or
+/// socket is refused ([`Error::OutputIsFolder`], [`Error::NotReplaceable`]).
+pub fn write_file_atomic(target: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic_with(target, |f| {
+        use std::io::Write;
+        f.write_all(bytes)
+    })
+}
+
+/// [`write_file_atomic`] with the content written by `fill`.
+fn write_atomic_with(
+    target: &Path,
+    fill: impl FnOnce(&mut File) -> std::io::Result<()>,
+) -> Result<()> {
+    if target.file_name().is_none() {
+        return Err(Error::format(target, "not a file name"));
+    }
+    check_replaceable(target, false)?;
+    if target.is_dir() {
+        return Err(Error::OutputIsFolder {
+            path: target.to_path_buf(),
+        });
+    }
+    let parent = parent_of(target);
+    crate::safety::sweep_stale_temps(parent);
+    let tmp = crate::safety::temp_path_for(target);
+    let written = (|| {
+        let mut f = File::create(&tmp)?;
+        fill(&mut f)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, target)
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(Error::io(target, "cannot write", e));
+    }
+    if let Ok(dir) = File::open(parent) {
+        let _ = dir.sync_all();
+    }
+    Ok(())
+}
+
 /// Writes a checkpoint of `(name, dtype, shape, little-endian bytes)`
 /// tensors to `path`: the unit tests' way to make inputs.
 #[cfg(test)]
@@ -673,5 +794,98 @@ mod tests {
         .unwrap_err();
         assert!(matches!(err, Error::OutputExists { .. }), "{err}");
         assert_eq!(std::fs::read(&target).unwrap(), b"keep");
+    }
+    #[test]
+    fn in_memory_tensors_are_written_in_name_order_with_a_packed_header() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("m.safetensors");
+        let b: Vec<u8> = [1.5f32, -0.0]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let a = 7i64.to_le_bytes();
+        let meta = BTreeMap::from([("format".to_string(), "pt".to_string())]);
+        let tensors = [
+            TensorBytes {
+                name: "b.weight",
+                dtype: Dtype::F32,
+                shape: &[2],
+                data: &b,
+            },
+            TensorBytes {
+                name: "a.count",
+                dtype: Dtype::I64,
+                shape: &[],
+                data: &a,
+            },
+        ];
+        write_tensors(&target, &tensors, &meta).unwrap();
+        // The layout, spelled out: sorted keys, data in name order without
+        // gaps, the JSON padded with spaces to a multiple of 8 bytes.
+        let json = r#"{"__metadata__":{"format":"pt"},"a.count":{"data_offsets":[0,8],"dtype":"I64","shape":[]},"b.weight":{"data_offsets":[8,16],"dtype":"F32","shape":[2]}}"#;
+        let padded = json.len().next_multiple_of(8);
+        let mut want = (padded as u64).to_le_bytes().to_vec();
+        want.extend_from_slice(json.as_bytes());
+        want.resize(8 + padded, b' ');
+        want.extend_from_slice(&a);
+        want.extend_from_slice(&b);
+        assert_eq!(std::fs::read(&target).unwrap(), want);
+        // The order given does not matter, and an existing file is replaced.
+        let reversed = [tensors[1], tensors[0]];
+        write_tensors(&target, &reversed, &meta).unwrap();
+        assert_eq!(std::fs::read(&target).unwrap(), want);
+        let ck = Checkpoint::open(&target).unwrap();
+        assert_eq!(ck.data(ck.get("b.weight").unwrap()), &b[..]);
+        assert_eq!(ck.metadata(), &meta);
+        // Nothing but the output is left in the folder.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn in_memory_tensors_with_wrong_lengths_or_twice_the_same_name_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("m.safetensors");
+        let data = [0u8; 8];
+        let t = |name, shape: &'static [usize]| TensorBytes {
+            name,
+            dtype: Dtype::F32,
+            shape,
+            data: &data,
+        };
+        let err = write_tensors(&target, &[t("x", &[3])], &BTreeMap::new()).unwrap_err();
+        assert!(
+            matches!(&err, Error::Tensor { tensor, .. } if tensor == "x"),
+            "{err}"
+        );
+        let err =
+            write_tensors(&target, &[t("x", &[2]), t("x", &[2])], &BTreeMap::new()).unwrap_err();
+        assert!(
+            matches!(&err, Error::Tensor { tensor, .. } if tensor == "x"),
+            "{err}"
+        );
+        assert!(!target.exists());
+        // A folder is never replaced.
+        std::fs::create_dir(&target).unwrap();
+        let err = write_tensors(&target, &[t("x", &[2])], &BTreeMap::new()).unwrap_err();
+        assert!(matches!(err, Error::OutputIsFolder { .. }), "{err}");
+    }
+
+    #[test]
+    fn atomic_file_write_sweeps_temps_of_dead_writers_and_leaves_live_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        // No process has PID 2147483632 (pid_max is at most 2^22).
+        let dead = dir.path().join(".soup-tmp-2147483632-0-x.json");
+        let live = dir
+            .path()
+            .join(format!(".soup-tmp-{}-99-y.json", std::process::id()));
+        std::fs::write(&dead, b"left by a killed run").unwrap();
+        std::fs::write(&live, b"being written").unwrap();
+        let target = dir.path().join("x.json");
+        write_file_atomic(&target, b"old").unwrap();
+        write_file_atomic(&target, b"new").unwrap();
+        assert!(!dead.exists(), "a dead writer's temporary file survived");
+        assert!(live.exists(), "a live writer's temporary file was removed");
+        assert_eq!(std::fs::read(&target).unwrap(), b"new");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
     }
 }

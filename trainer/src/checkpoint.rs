@@ -1,15 +1,15 @@
-//! Reading and writing safetensors checkpoints of named tensors.
+//! Reading and writing safetensors checkpoints of named tensors, through
+//! soup-core: one reader (a validated header, then the memory-mapped file)
+//! and one atomic writer in the workspace.
 //!
 //! The names are PyTorch `state_dict` names, the same files `soup` reads and
 //! writes. Writes are atomic: a temporary file beside the target, fsync,
 //! rename, so a reader never sees a half-written checkpoint.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs;
-use std::io::Write;
 use std::path::Path;
 
-use safetensors::tensor::{Dtype, SafeTensors};
+use soup_core::{Dtype, TensorBytes};
 use tch::{Device, Kind, Tensor};
 
 use crate::error::{Error, Result};
@@ -46,8 +46,9 @@ fn kind_of(dtype: Dtype) -> Option<Kind> {
     })
 }
 
-/// Writes `tensors` to `path` as safetensors, with `metadata` in the header.
-/// Tensors may live on any device; they are copied to the CPU.
+/// Writes `tensors` to `path` as safetensors, with `metadata` in the header
+/// ([`soup_core::write_tensors`]). Tensors may live on any device; they are
+/// copied to the CPU.
 ///
 /// The output depends only on the names, values and metadata: tensors are
 /// laid out in name order and the header's keys are sorted, so equal models
@@ -57,18 +58,8 @@ pub fn save(
     tensors: &[(String, Tensor)],
     metadata: HashMap<String, String>,
 ) -> Result<()> {
-    let mut sorted: Vec<&(String, Tensor)> = tensors.iter().collect();
-    sorted.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut header = serde_json::Map::new();
-    if !metadata.is_empty() {
-        let meta: BTreeMap<String, String> = metadata.into_iter().collect();
-        header.insert(
-            "__metadata__".into(),
-            serde_json::to_value(meta).expect("strings serialise"),
-        );
-    }
-    let mut data = Vec::new();
-    for (name, t) in sorted {
+    let mut held = Vec::with_capacity(tensors.len());
+    for (name, t) in tensors {
         let dtype = dtype_of(t.kind()).ok_or_else(|| {
             Error::checkpoint(
                 path,
@@ -77,60 +68,29 @@ pub fn save(
         })?;
         let t = t.detach().to_device(Device::Cpu).contiguous();
         let numel = t.numel();
-        let start = data.len();
-        data.resize(start + numel * t.kind().elt_size_in_bytes(), 0);
-        t.f_copy_data_u8(&mut data[start..], numel)?;
-        let entry = serde_json::json!({
-            "dtype": format!("{dtype:?}"),
-            "shape": t.size(),
-            "data_offsets": [start, data.len()],
-        });
-        if header.insert(name.clone(), entry).is_some() {
-            return Err(Error::checkpoint(
-                path,
-                format!("tensor {name} is given twice"),
-            ));
-        }
+        let mut data = vec![0u8; numel * t.kind().elt_size_in_bytes()];
+        t.f_copy_data_u8(&mut data, numel)?;
+        let shape: Vec<usize> = t.size().iter().map(|&d| d as usize).collect();
+        held.push((name, dtype, shape, data));
     }
-    // serde_json's map is a BTreeMap here: keys come out sorted.
-    let mut head = serde_json::to_vec(&header).expect("a header serialises");
-    // The data starts 8-byte aligned, as the format recommends.
-    head.resize(head.len().next_multiple_of(8), b' ');
-    let mut bytes = Vec::with_capacity(8 + head.len() + data.len());
-    bytes.extend_from_slice(&(head.len() as u64).to_le_bytes());
-    bytes.extend_from_slice(&head);
-    bytes.extend_from_slice(&data);
-    // Check what we wrote with the reference parser before it reaches disk.
-    SafeTensors::deserialize(&bytes)
-        .map_err(|e| Error::checkpoint(path, format!("would write an invalid file: {e}")))?;
-    write_atomic(path, &bytes)
+    let views: Vec<TensorBytes<'_>> = held
+        .iter()
+        .map(|(name, dtype, shape, data)| TensorBytes {
+            name,
+            dtype: *dtype,
+            shape,
+            data,
+        })
+        .collect();
+    let meta: BTreeMap<String, String> = metadata.into_iter().collect();
+    Ok(soup_core::write_tensors(path, &views, &meta)?)
 }
 
-/// Writes `bytes` to a temporary file beside `path`, syncs it and renames it
-/// over `path`.
+/// Writes `bytes` to `path` atomically ([`soup_core::write_file_atomic`]):
+/// a temporary file beside it under soup's temporary naming, so that either
+/// tool sweeps what the other left when it was killed.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    if path.file_name().is_none() {
-        return Err(Error::checkpoint(path, "not a file name"));
-    }
-    // The same temporary names as soup's, so that either tool sweeps what
-    // the other left when it was killed.
-    soup_core::sweep_stale_temps(dir);
-    let tmp = soup_core::temp_path_for(path);
-    let result = (|| {
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)
-    })();
-    if let Err(e) = result {
-        let _ = fs::remove_file(&tmp);
-        return Err(Error::io(path, e));
-    }
-    Ok(())
+    Ok(soup_core::write_file_atomic(path, bytes)?)
 }
 
 /// A checkpoint read into memory: CPU tensors by name, and the header's
@@ -143,35 +103,39 @@ pub struct Checkpoint {
     pub metadata: HashMap<String, String>,
 }
 
-/// Reads every tensor of a safetensors file onto the CPU.
+/// Reads every tensor of a checkpoint (a safetensors file or a sharded
+/// folder) onto the CPU, through soup-core's validated reader: a bad file
+/// is soup-core's error, naming the file and the problem.
 pub fn load(path: &Path) -> Result<Checkpoint> {
-    let bytes = fs::read(path).map_err(|e| Error::io(path, e))?;
-    let st =
-        SafeTensors::deserialize(&bytes).map_err(|e| Error::checkpoint(path, e.to_string()))?;
-    let (_, header) =
-        SafeTensors::read_metadata(&bytes).map_err(|e| Error::checkpoint(path, e.to_string()))?;
-    let mut tensors = Vec::new();
-    for (name, view) in st.iter() {
-        let kind = kind_of(view.dtype()).ok_or_else(|| {
+    let ck = soup_core::Checkpoint::open(path)?;
+    let mut tensors = Vec::with_capacity(ck.tensors().len());
+    for entry in ck.tensors() {
+        let kind = kind_of(entry.dtype).ok_or_else(|| {
             Error::checkpoint(
                 path,
-                format!("tensor {name} has unsupported dtype {:?}", view.dtype()),
+                format!(
+                    "tensor {} has unsupported dtype {:?}",
+                    entry.name, entry.dtype
+                ),
             )
         })?;
-        let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
+        let shape: Vec<i64> = entry.shape.iter().map(|&d| d as i64).collect();
+        // Copies out of the map: the tensor outlives the checkpoint.
         tensors.push((
-            name.to_string(),
-            Tensor::f_from_data_size(view.data(), &shape, kind)?,
+            entry.name.clone(),
+            Tensor::f_from_data_size(ck.data(entry), &shape, kind)?,
         ));
     }
     Ok(Checkpoint {
         tensors,
-        metadata: header.metadata().clone().unwrap_or_default(),
+        metadata: ck.metadata().clone().into_iter().collect(),
     })
 }
 
 #[cfg(test)]
 mod tests {
+    use std::fs;
+
     use super::*;
 
     #[test]

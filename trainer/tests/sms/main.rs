@@ -13,6 +13,7 @@ use soup_core::Checkpoint;
 mod support;
 use support::{assert_same_report, tiny_dataset};
 
+mod checkpoints;
 mod evaluation;
 mod greedy;
 mod pipeline;
