@@ -22,6 +22,8 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::methods::Variant;
+
 /// A chain of prune-retrain phases inside a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Chain {
@@ -52,8 +54,8 @@ impl Chain {
     pub fn name(self) -> String {
         match self {
             Chain::Soup => "sms".into(),
-            Chain::Imp(j) => format!("imp-{j}"),
-            Chain::ImpLong => "imp-long".into(),
+            Chain::Imp(j) => format!("{}-{j}", super::METHOD.name()),
+            Chain::ImpLong => super::METHOD.run_name(Variant::Long),
             Chain::Reprune => "reprune".into(),
         }
     }

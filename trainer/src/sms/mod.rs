@@ -1,5 +1,7 @@
 //! Sparse model soups (../shared/SMS.md): iterative magnitude pruning where
 //! each phase retrains several copies of the pruned parent and averages them.
+//! This is the `imp` method of the registry ([`crate::methods`], [`METHOD`]),
+//! run by `trainer sms`.
 //!
 //! A run lives in a folder ([`layout`]). [`run`] drives it end to end; the
 //! same steps are also separate commands (`trainer prepare`, `candidate`,
@@ -36,6 +38,10 @@ pub use report::Report;
 pub use session::{write_config, Session};
 
 use crate::error::{Error, Result};
+use crate::methods::Method;
+
+/// This module's registration: iterative magnitude pruning (with soups).
+pub const METHOD: Method = Method::Imp;
 
 /// Runs (or resumes) the whole pipeline: dense parent, every phase, the
 /// baselines, and the report. With `jobs > 1` the candidates of a phase
