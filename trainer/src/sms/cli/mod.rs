@@ -1,0 +1,343 @@
+//! Command-line arguments of the sparse-model-soup commands; the `trainer`
+//! binary adds them to its subcommands, and [`run`] (in `handlers.rs`)
+//! carries each one out.
+
+mod handlers;
+
+pub use handlers::run;
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand, ValueEnum};
+
+use crate::config::TrainArgs;
+use crate::error::Result;
+use crate::eval::BnRecal;
+use crate::schedule::ScheduleKind;
+use crate::sms::config::{Baseline, SmsConfig, SoupKind, Vary};
+use crate::sms::lr::RetrainKind;
+use crate::sms::slurm;
+
+/// The sparse-model-soup subcommands.
+#[derive(Debug, Subcommand)]
+pub enum SmsCommand {
+    /// Run (or resume) the sparse-model-soup pipeline and print its table.
+    Sms(Box<SmsArgs>),
+    /// Print the commands of a run in order (for a cluster scheduler).
+    Plan(RunArg),
+    /// Show each step of a run: done, running, pending, failed or
+    /// cancelled (with its job and log), or not submitted.
+    Status(StatusArgs),
+    /// Train (or copy) and evaluate the dense parent.
+    Dense(RunArg),
+    /// Make the pruned parent of a phase (phase 1 also trains or copies
+    /// the dense model).
+    Prepare(PhaseArgs),
+    /// Retrain one candidate of a phase from its pruned parent.
+    Candidate(CandidateArgs),
+    /// Check the candidates' masks, merge them, recalibrate and evaluate.
+    Soup(PhaseArgs),
+    /// Run one baseline chain (imp, imp-long, reprune) through every phase.
+    Baseline(BaselineArgs),
+    /// Write report.json, report.csv and the plot, and print the table.
+    Report(RunArg),
+}
+
+/// `--run RUN`.
+#[derive(Debug, Args)]
+pub struct RunArg {
+    /// The run folder (made by `trainer sms --out RUN`).
+    #[arg(long)]
+    pub run: PathBuf,
+}
+
+/// `--run RUN --phase P`.
+#[derive(Debug, Args)]
+pub struct PhaseArgs {
+    /// The run folder.
+    #[arg(long)]
+    pub run: PathBuf,
+    /// Phase, from 1.
+    #[arg(long)]
+    pub phase: u32,
+}
+
+/// `trainer candidate`.
+#[derive(Debug, Args)]
+pub struct CandidateArgs {
+    /// The run folder.
+    #[arg(long)]
+    pub run: PathBuf,
+    /// Phase, from 1.
+    #[arg(long)]
+    pub phase: u32,
+    /// Candidate index, from 0.
+    #[arg(long)]
+    pub index: u32,
+    /// Override the run's device for this job (e.g. cuda:1).
+    #[arg(long)]
+    pub device: Option<String>,
+    /// Override the run's CPU thread count for this job.
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+/// `trainer status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The run folder.
+    #[arg(long)]
+    pub run: PathBuf,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Where the steps of `trainer sms` run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Executor {
+    /// In this process (and its children with --jobs).
+    Local,
+    /// As sbatch jobs on a Slurm cluster, chained by dependencies.
+    Slurm,
+}
+
+/// What every Slurm job asks for (`--executor slurm`).
+#[derive(Debug, Clone, Default, Args)]
+pub struct SlurmArgs {
+    /// Partition for every job.
+    #[arg(long, value_name = "NAME")]
+    pub slurm_partition: Option<String>,
+    /// Time limit of every job (e.g. 2:00:00).
+    #[arg(long, value_name = "TIME")]
+    pub slurm_time: Option<String>,
+    /// CPUs per task.
+    #[arg(long, value_name = "N")]
+    pub slurm_cpus_per_task: Option<u32>,
+    /// Memory per job (e.g. 8G).
+    #[arg(long, value_name = "SIZE")]
+    pub slurm_mem: Option<String>,
+    /// GPUs per task.
+    #[arg(long, value_name = "N")]
+    pub slurm_gpus_per_task: Option<u32>,
+    /// Account to charge.
+    #[arg(long, value_name = "NAME")]
+    pub slurm_account: Option<String>,
+    /// Any other sbatch option, as --name=value (repeatable).
+    #[arg(long, value_name = "ARG", allow_hyphen_values = true)]
+    pub sbatch_arg: Vec<String>,
+}
+
+impl From<&SlurmArgs> for slurm::Resources {
+    fn from(a: &SlurmArgs) -> Self {
+        slurm::Resources {
+            partition: a.slurm_partition.clone(),
+            time: a.slurm_time.clone(),
+            cpus_per_task: a.slurm_cpus_per_task,
+            mem: a.slurm_mem.clone(),
+            gpus_per_task: a.slurm_gpus_per_task,
+            account: a.slurm_account.clone(),
+            extra: a.sbatch_arg.clone(),
+        }
+    }
+}
+
+/// `trainer baseline`.
+#[derive(Debug, Args)]
+pub struct BaselineArgs {
+    /// The run folder.
+    #[arg(long)]
+    pub run: PathBuf,
+    /// imp, imp-long or reprune.
+    #[arg(long)]
+    pub name: Baseline,
+}
+
+/// `trainer sms`: every setting of [`SmsConfig`] as a flag (flags override
+/// `--config`).
+#[derive(Debug, Args)]
+pub struct SmsArgs {
+    /// Run folder; rerunning the same command resumes it.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// TOML file with any of the settings below.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// The training settings every training command shares (data, model,
+    /// batch size, optimizer, seeds, device).
+    #[command(flatten)]
+    pub train: TrainArgs,
+    /// Final sparsity over prunable weights, in [0, 1).
+    #[arg(long)]
+    pub sparsity: Option<f64>,
+    /// Prune-retrain phases.
+    #[arg(long)]
+    pub phases: Option<u32>,
+    /// Candidates per phase (m).
+    #[arg(long)]
+    pub candidates: Option<u32>,
+    /// Retraining epochs per phase (fractions allowed).
+    #[arg(long)]
+    pub epochs_per_phase: Option<f64>,
+    /// Train the dense parent for this many epochs first.
+    #[arg(long)]
+    pub pretrain_epochs: Option<u64>,
+    /// Start from this trained dense checkpoint instead.
+    #[arg(long)]
+    pub from: Option<String>,
+    /// uniform or greedy.
+    #[arg(long)]
+    pub soup: Option<SoupKind>,
+    /// Greedy soups demand a strict gain in validation accuracy.
+    #[arg(long)]
+    pub strict: bool,
+    /// What candidates vary: seed, weight-decay, retrain-length or lr.
+    #[arg(long)]
+    pub vary: Option<Vary>,
+    /// Per-candidate values for --vary (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub vary_values: Option<Vec<f64>>,
+    /// Retraining schedule: allr, llr, clr, slr, lrw or ft.
+    #[arg(long)]
+    pub schedule: Option<RetrainKind>,
+    /// Share of an epoch's batches for batch-norm recalibration.
+    #[arg(long)]
+    pub bn_recal_fraction: Option<f64>,
+    /// Batch-norm recalibration: cumulative (plain average over the
+    /// batches) or ema (momentum 0.1, as the reference code).
+    #[arg(long, value_enum)]
+    pub bn_recal: Option<BnRecal>,
+    /// Baselines to run: imp, imp-long, reprune (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub baselines: Option<Vec<Baseline>>,
+    /// Pretraining schedule: constant, step, linear or cosine.
+    #[arg(long)]
+    pub pretrain_schedule: Option<ScheduleKind>,
+    /// Never prune tensors matching this regex (repeatable).
+    #[arg(long)]
+    pub exclude: Vec<String>,
+    /// Train this many candidates side by side (processes; one GPU each
+    /// where there are several).
+    #[arg(long, default_value_t = 1)]
+    pub jobs: usize,
+    /// Run the whole pipeline R times with base seeds seed + 1000 r (in
+    /// RUN/repeat-r/) and report mean ± std over repeats.
+    #[arg(long)]
+    pub repeats: Option<u32>,
+    /// Run this many repeats side by side, each in its own process.
+    #[arg(long, default_value_t = 1)]
+    pub repeat_jobs: usize,
+    /// Robustness evaluation of every reported model.
+    #[command(flatten)]
+    pub ood: crate::robust::OodArgs,
+    /// Write the configuration, print the plan and stop (with
+    /// `--executor slurm`: also write the sbatch scripts and print the
+    /// sbatch commands instead of submitting them).
+    #[arg(long)]
+    pub plan: bool,
+    /// Run the steps here (local) or submit them to Slurm as jobs (slurm);
+    /// submitting again submits only the steps that are not done.
+    #[arg(long, value_enum, default_value_t = Executor::Local)]
+    pub executor: Executor,
+    /// With --executor slurm: follow the jobs until the run ends, then
+    /// print the table (exit status 2 when a step fails).
+    #[arg(long)]
+    pub wait: bool,
+    /// Every Slurm job's resources.
+    #[command(flatten)]
+    pub slurm: SlurmArgs,
+    /// No progress output.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+impl SmsArgs {
+    /// The configuration: defaults, then `--config`, then flags.
+    pub fn config(&self) -> Result<SmsConfig> {
+        let mut c = match &self.config {
+            Some(path) => SmsConfig::from_file(path)?,
+            None => SmsConfig::default(),
+        };
+        macro_rules! set {
+            ($($field:ident),*) => {$(
+                if let Some(v) = &self.$field {
+                    c.$field = v.clone();
+                }
+            )*};
+        }
+        self.train.apply(&mut c.train);
+        set!(
+            sparsity,
+            phases,
+            candidates,
+            epochs_per_phase,
+            pretrain_epochs,
+            soup,
+            vary,
+            vary_values,
+            schedule,
+            bn_recal_fraction,
+            bn_recal,
+            baselines,
+            pretrain_schedule,
+            repeats
+        );
+        if self.from.is_some() {
+            c.from = self.from.clone();
+        }
+        if self.strict {
+            c.strict = true;
+        }
+        if !self.exclude.is_empty() {
+            c.exclude = self.exclude.clone();
+        }
+        c.ood = self.ood.apply(c.ood)?;
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Sms {
+        #[command(flatten)]
+        args: SmsArgs,
+    }
+
+    #[test]
+    fn shared_training_flags_override_the_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "lr = 0.2\nseed = 3\nbatch_size = 64\nphases = 4\n").unwrap();
+        let parsed = Sms::try_parse_from([
+            "sms",
+            "--out",
+            "run",
+            "--config",
+            file.to_str().unwrap(),
+            "--lr",
+            "0.05",
+            "--warmup-epochs",
+            "0.5",
+            "--split-seed",
+            "9",
+            "--phases",
+            "2",
+        ])
+        .unwrap();
+        let c = parsed.args.config().unwrap();
+        // Flags win over the file, the file over the defaults.
+        assert_eq!(
+            (c.train.lr, c.train.warmup_epochs, c.train.split_seed),
+            (0.05, 0.5, 9)
+        );
+        assert_eq!((c.train.seed, c.train.batch_size, c.phases), (3, 64, 2));
+        assert_eq!(c.train.model, "cnn");
+        assert_eq!(c.pretrain_config().train, c.train);
+    }
+}
