@@ -53,4 +53,4 @@ pub use model::Model;
 pub use optim::{Sgd, SgdConfig};
 pub use robust::{evaluate_ood, OodArgs, OodReport, OodSpec};
 pub use schedule::{Schedule, ScheduleKind};
-pub use train::{train_steps, StepStats};
+pub use train::{train_loop, train_steps, AfterUpdate, Hooks, NoHooks, StepStats};
