@@ -35,6 +35,7 @@ pub mod eval;
 pub mod layers;
 pub mod model;
 pub mod optim;
+pub mod pdt;
 pub mod rng;
 pub mod robust;
 pub mod run;

@@ -89,7 +89,9 @@ pub fn train_steps(
     progress: &ProgressBar,
 ) -> Result<StepStats> {
     let mut hooks = AfterUpdate(after_step);
-    train_loop(model, opt, batches, first_iter, lr, &mut hooks, None, progress)
+    train_loop(
+        model, opt, batches, first_iter, lr, &mut hooks, None, progress,
+    )
 }
 
 /// Trains on every batch of `batches`, calling `hooks` at the step
