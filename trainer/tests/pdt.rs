@@ -390,3 +390,61 @@ fn gmp_on_a_fashion_mnist_subset_reports_every_run_as_evaluated() {
     let svg = std::fs::read_to_string(run.join("pdt.svg")).unwrap();
     assert!(svg.contains("gmp-long") && svg.contains("<polyline"));
 }
+
+#[test]
+fn greedy_soups_of_candidates_that_vary_weight_decay() {
+    let (dir, data) = scratch_with_data();
+    let run = dir.path().join("run");
+    run_pdt(
+        &data,
+        &run,
+        &[
+            "--epochs",
+            "2",
+            "--soup",
+            "greedy",
+            "--vary",
+            "weight-decay",
+            "--vary-values",
+            "0,0.0005,0.002",
+        ],
+    );
+    for seg in segment_dirs(&run.join("sms")) {
+        let record = json(&seg.join("segment.json"));
+        assert_eq!(record["masks_identical"], true);
+        let chosen: Vec<u64> = record["chosen"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap())
+            .collect();
+        assert!(
+            !chosen.is_empty() && chosen.iter().all(|&c| c < 3),
+            "{chosen:?}"
+        );
+        for (i, wd) in [0.0, 0.0005, 0.002].iter().enumerate() {
+            let c = json(&seg.join(format!("candidate-{i}.json")));
+            assert_eq!(c["weight_decay"].as_f64().unwrap(), *wd);
+            assert_eq!(c["seed"], 0, "only the weight decay varies");
+        }
+        // With one candidate chosen the soup is that candidate (then
+        // recalibrated): its weights are the candidate's.
+        if chosen.len() == 1 {
+            let soup = Checkpoint::open(seg.join("soup-avg.safetensors")).unwrap();
+            let cand =
+                Checkpoint::open(seg.join(format!("candidate-{}.safetensors", chosen[0]))).unwrap();
+            let name = &prunable(&soup)[0];
+            assert_eq!(f32s(&soup, name), f32s(&cand, name));
+        }
+    }
+    let o = trainer()
+        .args(pdt_args(
+            &data,
+            &dir.path().join("bad"),
+            &["--vary", "retrain-length", "--vary-values", "1,2,3"],
+        ))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("does not apply"));
+}

@@ -66,7 +66,7 @@ impl Method for Bimp {
         let per_epoch = ctx.timeline.per_epoch.max(1) as f64;
         let peak = allr_peak(
             &impact,
-            ctx.cfg.train.lr,
+            ctx.eta_max,
             seg.len() as f64 / per_epoch,
             (ctx.timeline.t0 as f64 / per_epoch).max(1.0),
         );

@@ -10,7 +10,7 @@ use crate::eval::BnRecal;
 use crate::pdt::run::PdtRun;
 use crate::pdt::{PdtBaseline, PdtConfig, PruneEvery};
 use crate::schedule::ScheduleKind;
-use crate::sms::SoupKind;
+use crate::sms::{SoupKind, Vary};
 
 /// `trainer pdt`: every setting of [`PdtConfig`] as a flag (flags override
 /// `--config`).
@@ -62,6 +62,12 @@ pub struct PdtArgs {
     /// Fork candidates only at segments of at least this many epochs [default: 0].
     #[arg(long)]
     pub sms_min_segment: Option<f64>,
+    /// What a soup's candidates differ in: seed, weight-decay or lr.
+    #[arg(long)]
+    pub vary: Option<Vary>,
+    /// Per-candidate values for --vary (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub vary_values: Option<Vec<f64>>,
     /// uniform or greedy.
     #[arg(long)]
     pub soup: Option<SoupKind>,
@@ -141,6 +147,8 @@ impl PdtArgs {
             dpf_interval,
             phases,
             sms_min_segment,
+            vary,
+            vary_values,
             soup,
             bn_recal_fraction,
             bn_recal

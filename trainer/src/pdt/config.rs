@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::eval::BnRecal;
 use crate::pdt::schedule::PruneEvery;
 use crate::robust::OodSpec;
-use crate::sms::SoupKind;
+use crate::sms::{SoupKind, Vary};
 
 /// A comparison run next to the method with soups.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
@@ -49,6 +49,11 @@ pub struct PdtConfig {
     pub phases: u32,
     /// Fork candidates only at segments of at least this many epochs.
     pub sms_min_segment: f64,
+    /// What the candidates of a soup differ in: the seed (seed + i), or
+    /// weight decay or peak learning rate, one value each.
+    pub vary: Vary,
+    /// Per-candidate values for `vary` other than `seed`.
+    pub vary_values: Vec<f64>,
     /// Uniform or greedy soups.
     pub soup: SoupKind,
     /// Greedy soups demand a strict gain.
@@ -81,6 +86,8 @@ impl Default for PdtConfig {
             dpf_interval: 16,
             phases: 3,
             sms_min_segment: 0.0,
+            vary: Vary::Seed,
+            vary_values: Vec::new(),
             soup: SoupKind::Uniform,
             strict: false,
             mask_momentum: true,
@@ -178,6 +185,30 @@ impl PdtConfig {
         }
         if t.lr.is_nan() || t.lr <= 0.0 || t.weight_decay < 0.0 || t.momentum < 0.0 {
             return bad("--lr must be positive; momentum and weight decay non-negative".into());
+        }
+        match self.vary {
+            Vary::Seed if !self.vary_values.is_empty() => {
+                return bad("--vary seed takes no values (seed = base seed + i)".into())
+            }
+            Vary::Seed => {}
+            Vary::RetrainLength => return bad(
+                "--vary retrain-length does not apply: every candidate trains to its segment's end"
+                    .into(),
+            ),
+            _ if self.vary_values.len() != self.candidates as usize => {
+                return bad(format!(
+                    "--vary needs one value per candidate: {} given for {} candidates",
+                    self.vary_values.len(),
+                    self.candidates
+                ))
+            }
+            Vary::Lr if self.vary_values.iter().any(|v| !v.is_finite() || *v <= 0.0) => {
+                return bad("--vary lr values must be positive".into())
+            }
+            _ if self.vary_values.iter().any(|v| !v.is_finite() || *v < 0.0) => {
+                return bad("--vary values must be finite and non-negative".into())
+            }
+            _ => {}
         }
         self.ood.validate()?;
         for pattern in &self.exclude {

@@ -90,6 +90,9 @@ pub struct Context<'a> {
     pub impact: Option<PruneImpact>,
     /// The tensors pruning acts on (prunable, less the exclusions), sorted.
     pub pruned: &'a [String],
+    /// The peak learning rate of this candidate (`--lr`, or its `--vary
+    /// lr` value).
+    pub eta_max: f64,
 }
 
 impl Context<'_> {
@@ -99,7 +102,7 @@ impl Context<'_> {
         let t = &self.cfg.train;
         Schedule {
             kind: t.schedule,
-            peak: t.lr,
+            peak: self.eta_max,
             total,
             warmup: (t.warmup_epochs * self.timeline.per_epoch as f64).round() as u64,
         }

@@ -41,7 +41,7 @@ use crate::optim::{Sgd, SgdConfig};
 use crate::pdt::{method, Context, Mask, Method, PdtBaseline, PdtConfig, Segment, Timeline};
 use crate::sms::lr::PruneImpact;
 use crate::sms::steps::{param_norm, sparsity};
-use crate::sms::{soupcalls, Evaluation, Layout, Session, SmsConfig, SoupKind};
+use crate::sms::{soupcalls, Evaluation, Layout, Session, SmsConfig, SoupKind, Vary};
 use crate::train::train_loop;
 
 /// A chain of segments in a run.
@@ -109,6 +109,10 @@ pub struct CandidateRecord {
     pub index: u32,
     /// Seed of batch order and augmentation.
     pub seed: u64,
+    /// Weight decay.
+    pub weight_decay: f64,
+    /// Peak learning rate.
+    pub eta_max: f64,
     /// Optimizer steps.
     pub iterations: u64,
     /// Mean training loss.
@@ -280,7 +284,12 @@ impl PdtRun {
                 PdtBaseline::Long => Chain::Long,
             });
         }
-        chains.dedup();
+        let mut seen = Vec::new();
+        chains.retain(|c| {
+            let new = !seen.contains(c);
+            seen.push(*c);
+            new
+        });
         chains
     }
 
@@ -360,12 +369,27 @@ impl PdtRun {
             segment: segments[k],
             impact,
             pruned: &self.pruned,
+            eta_max: self.cfg.train.lr,
         }
     }
 
     fn optimizer(&self, model: &Model) -> Sgd {
         let t = &self.cfg.train;
         Sgd::new(&model.vs, SgdConfig::new(t.momentum, t.weight_decay))
+    }
+
+    /// Seed, weight decay and peak learning rate of candidate `i` of a
+    /// segment that trains `m` candidates. A single model (a baseline, or
+    /// a segment too short to fork) has the run's own settings.
+    pub fn candidate_settings(&self, m: u32, i: u32) -> (u64, f64, f64) {
+        let t = &self.cfg.train;
+        let v = self.cfg.vary_values.get(i as usize).copied();
+        match (m > 1, self.cfg.vary, v) {
+            (true, Vary::Seed, _) => (t.seed + u64::from(i), t.weight_decay, t.lr),
+            (true, Vary::WeightDecay, Some(v)) => (t.seed, v, t.lr),
+            (true, Vary::Lr, Some(v)) => (t.seed, t.weight_decay, v),
+            _ => (t.seed, t.weight_decay, t.lr),
+        }
     }
 
     fn bar(&self, len: u64, msg: String) -> ProgressBar {
@@ -447,7 +471,8 @@ impl PdtRun {
     }
 
     /// Trains candidate `i` of segment `k` from its parent to the
-    /// segment's end, with the method's hooks (seed: base seed + `i`).
+    /// segment's end, with the method's hooks and the candidate's settings
+    /// ([`PdtRun::candidate_settings`]).
     pub fn candidate(&self, chain: Chain, k: usize, i: u32) -> Result<CandidateRecord> {
         let (path, record) = self.candidate_paths(chain, k, i);
         if record.exists() {
@@ -462,13 +487,18 @@ impl PdtRun {
             )));
         }
         let segments = self.segments(chain);
-        let ctx = self.context(chain, &segments, k);
+        let m = self.forks(chain, &segments[k]);
+        let (seed, weight_decay, eta_max) = self.candidate_settings(m, i);
+        let ctx = Context {
+            eta_max,
+            ..self.context(chain, &segments, k)
+        };
         let seg = ctx.segment;
         let start = Instant::now();
         let model = self.session.load(&parent)?;
-        let mut opt = self.optimizer(&model);
+        let t = &self.cfg.train;
+        let mut opt = Sgd::new(&model.vs, SgdConfig::new(t.momentum, weight_decay));
         let mut hooks = self.method.hooks(&ctx, &opt)?;
-        let seed = self.cfg.train.seed + u64::from(i);
         let per_epoch = self.per_epoch();
         let (bs, device) = (self.cfg.train.batch_size, self.session.device);
         let data = &self.session.data;
@@ -498,6 +528,8 @@ impl PdtRun {
         let info = CandidateRecord {
             index: i,
             seed,
+            weight_decay,
+            eta_max,
             iterations: stats.iterations,
             train_loss: stats.loss,
             time_s: start.elapsed().as_secs_f64(),
