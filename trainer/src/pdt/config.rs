@@ -151,6 +151,13 @@ impl PdtConfig {
                 self.sparsity
             ));
         }
+        let fixed = crate::pdt::method(&self.method).is_some_and(|m| m.fixed_mask());
+        if self.soup == SoupKind::Greedy && !fixed {
+            return bad(format!(
+                "--soup greedy needs a method with a fixed mask (gmp, bimp), not {}",
+                self.method
+            ));
+        }
         if self.candidates == 0 || self.phases == 0 || self.train.epochs == 0 {
             return bad("--candidates, --phases and --epochs must be at least 1".into());
         }
@@ -243,5 +250,11 @@ mod tests {
             ..PdtConfig::default()
         };
         assert!(bad.validate().is_err());
+        let bad = PdtConfig {
+            method: "dpf".into(),
+            soup: SoupKind::Greedy,
+            ..PdtConfig::default()
+        };
+        assert!(bad.validate().unwrap_err().to_string().contains("greedy"));
     }
 }

@@ -638,7 +638,7 @@ impl PdtRun {
                     soupcalls::merge(&paths, &avg, policy)?;
                     (0..m).collect()
                 }
-                SoupKind::Greedy if policy.is_none() => {
+                SoupKind::Greedy => {
                     let scores = paths
                         .iter()
                         .map(|p| self.score(chain, &segments, k, p))
@@ -647,11 +647,6 @@ impl PdtRun {
                         self.score(chain, &segments, k, p)
                     })?
                     .0
-                }
-                SoupKind::Greedy => {
-                    return Err(Error::Config(
-                        "--soup greedy needs a fixed-mask method (gmp, bimp)".into(),
-                    ))
                 }
             };
             let soup = self.session.load(&avg)?;
