@@ -381,7 +381,7 @@ fn gmp_on_a_fashion_mnist_subset_reports_every_run_as_evaluated() {
             .unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         let ev: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-        assert_eq!(ev["test"]["top1"].as_f64().unwrap(), acc, "{}", r["name"]);
+        assert_eq!(ev["top1"].as_f64().unwrap(), acc, "{}", r["name"]);
     }
     let long = runs.iter().find(|r| r["name"] == "gmp-long").unwrap();
     assert_eq!(long["epochs"], 6);

@@ -23,128 +23,25 @@
 //! segment's result is a function of its parent file alone.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use serde::{Deserialize, Serialize};
 use tch::Device;
 
 use crate::arch::{Arch, ModelSpec};
-use crate::checkpoint::write_atomic;
 use crate::config::parse_device;
 use crate::data::{Dataset, Split};
 use crate::error::{Error, Result};
 use crate::eval::evaluate;
 use crate::model::Model;
 use crate::optim::{Sgd, SgdConfig};
+use crate::pdt::records::{mkdir, read_json, write_json};
+pub use crate::pdt::records::{CandidateRecord, Chain, PruneRecord, SegmentRecord};
 use crate::pdt::{method, Context, Mask, Method, PdtBaseline, PdtConfig, Segment, Timeline};
 use crate::sms::lr::PruneImpact;
 use crate::sms::steps::{param_norm, sparsity};
 use crate::sms::{soupcalls, Evaluation, Layout, Session, SmsConfig, SoupKind, Vary};
 use crate::train::train_loop;
-
-/// A chain of segments in a run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Chain {
-    /// The method with sparse model soups.
-    Sms,
-    /// The method alone.
-    Plain,
-    /// The method alone with `m` times the epochs.
-    Long,
-}
-
-impl Chain {
-    /// The chain's folder name.
-    pub fn dir(self) -> &'static str {
-        match self {
-            Chain::Sms => "sms",
-            Chain::Plain => "plain",
-            Chain::Long => "long",
-        }
-    }
-
-    /// The report's name of the chain for `method` (`gmp+sms`, `gmp`,
-    /// `gmp-long`).
-    pub fn run_name(self, method: &str) -> String {
-        match self {
-            Chain::Sms => format!("{method}+sms"),
-            Chain::Plain => method.to_string(),
-            Chain::Long => format!("{method}-long"),
-        }
-    }
-
-    fn parse(s: &str) -> Option<Chain> {
-        match s {
-            "sms" => Some(Chain::Sms),
-            "plain" => Some(Chain::Plain),
-            "long" => Some(Chain::Long),
-            _ => None,
-        }
-    }
-}
-
-/// What a segment's pruning step did (`prune.json`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PruneRecord {
-    /// The sparsity asked for.
-    pub target: f64,
-    /// Zeros among the pruned tensors' weights after the step.
-    pub zeros: i64,
-    /// Weights in the pruned tensors.
-    pub weights: i64,
-    /// The step's effect on the norm (ALLR's input); `None` for the first
-    /// segment, which starts from the initialisation.
-    pub impact: Option<PruneImpact>,
-}
-
-/// A trained candidate (`candidate-I.json`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CandidateRecord {
-    /// Index in the segment.
-    pub index: u32,
-    /// Seed of batch order and augmentation.
-    pub seed: u64,
-    /// Weight decay.
-    pub weight_decay: f64,
-    /// Peak learning rate.
-    pub eta_max: f64,
-    /// Optimizer steps.
-    pub iterations: u64,
-    /// Mean training loss.
-    pub train_loss: f64,
-    /// Wall time, seconds.
-    pub time_s: f64,
-}
-
-/// A finished segment (`segment.json`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SegmentRecord {
-    /// The segment.
-    pub segment: Segment,
-    /// Epochs of training done at its end.
-    pub epochs: f64,
-    /// Candidates trained (1: no soup).
-    pub candidates: u32,
-    /// Candidates averaged into the soup (in the order added).
-    pub chosen: Vec<u32>,
-    /// Whether every candidate kept the parent's mask (checked through
-    /// soup-core for fixed-mask methods; `None` when not checked).
-    pub masks_identical: Option<bool>,
-    /// Sparsity over the pruned tensors of the model the method would
-    /// deliver at this point (DPF: its masked weights).
-    pub sparsity: f64,
-    /// Test accuracy of that model as training left it (for the curve;
-    /// final models are evaluated after recalibration).
-    pub test_acc: f64,
-    /// The result's checkpoint, relative to the run folder.
-    pub result: PathBuf,
-}
 
 /// One open pruning-during-training run.
 pub struct PdtRun {
@@ -170,22 +67,6 @@ impl std::fmt::Debug for PdtRun {
             .field("method", &self.method.name())
             .finish_non_exhaustive()
     }
-}
-
-fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
-    let mut text = serde_json::to_string_pretty(value).expect("serialisable");
-    text.push('\n');
-    write_atomic(path, text.as_bytes())
-}
-
-fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    serde_json::from_str(&text)
-        .map_err(|e| Error::Run(format!("{}: unreadable record: {e}", path.display())))
-}
-
-fn mkdir(path: &Path) -> Result<()> {
-    std::fs::create_dir_all(path).map_err(|e| Error::io(path, e))
 }
 
 impl PdtRun {
@@ -733,72 +614,6 @@ impl PdtRun {
             self.close(chain, k)?;
         }
         self.finish(chain)
-    }
-
-    fn candidates_in_parallel(&self, chain: Chain, k: usize, m: u32, jobs: usize) -> Result<()> {
-        let exe =
-            std::env::current_exe().map_err(|e| Error::Run(format!("cannot find myself: {e}")))?;
-        let todo: Vec<u32> = (0..m)
-            .filter(|&i| !self.candidate_paths(chain, k, i).1.exists())
-            .collect();
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        for batch in todo.chunks(jobs) {
-            let mut children = Vec::new();
-            for &i in batch {
-                let mut cmd = Command::new(&exe);
-                cmd.args(["pdt", "--quiet", "--out"])
-                    .arg(&self.root)
-                    .args(["--step", &format!("{}:{k}:{i}", chain.dir())]);
-                // The run's own thread count where it sets one (results
-                // depend on it), else the cores shared out.
-                let threads = match self.cfg.train.threads {
-                    0 => (cores / batch.len()).max(1),
-                    t => t,
-                };
-                if self.session.device == Device::Cpu {
-                    cmd.args(["--threads", &threads.to_string()]);
-                }
-                let child = cmd
-                    .spawn()
-                    .map_err(|e| Error::Run(format!("cannot start {}: {e}", exe.display())))?;
-                children.push((i, child));
-            }
-            for (i, mut child) in children {
-                let status = child
-                    .wait()
-                    .map_err(|e| Error::Run(format!("candidate {i}: {e}")))?;
-                if !status.success() {
-                    return Err(Error::Run(format!(
-                        "candidate {i} of segment {k} failed ({status})"
-                    )));
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Trains the one candidate that `step` names (`CHAIN:SEGMENT:INDEX`,
-    /// as `--jobs` passes it to a child process).
-    pub fn run_step(&self, step: &str) -> Result<()> {
-        let bad = || {
-            Error::Config(format!(
-                "--step {step:?}: expected CHAIN:SEGMENT:INDEX with CHAIN sms, plain or long"
-            ))
-        };
-        let parts: Vec<&str> = step.split(':').collect();
-        let [c, k, i] = parts[..] else {
-            return Err(bad());
-        };
-        let chain = Chain::parse(c).ok_or_else(bad)?;
-        let k: usize = k.parse().map_err(|_| bad())?;
-        let i: u32 = i.parse().map_err(|_| bad())?;
-        let segments = self.segments(chain);
-        if k >= segments.len() || i >= self.forks(chain, &segments[k]) {
-            return Err(Error::Config(format!(
-                "--step {step:?} is out of range for this run"
-            )));
-        }
-        self.candidate(chain, k, i).map(|_| ())
     }
 
     /// Runs every chain and writes the report.
