@@ -23,8 +23,8 @@ pub fn phase_lengths(budget: u64, phases: u32) -> Vec<u64> {
 }
 
 impl Method for Bimp {
-    fn name(&self) -> &'static str {
-        "bimp"
+    fn id(&self) -> crate::methods::Method {
+        crate::methods::Method::Bimp
     }
 
     fn segments(&self, cfg: &PdtConfig, t: &Timeline) -> Vec<Segment> {

@@ -25,12 +25,6 @@ pub struct PdtArgs {
     /// Method: gmp, dpf or bimp.
     #[arg(long)]
     pub method: Option<String>,
-    /// Data set: fashion-mnist, or a folder of IDX or CIFAR binary files.
-    #[arg(long)]
-    pub data: Option<String>,
-    /// Architecture: mlp, cnn, resnet20, resnet56, wrn-D-W, resnet18, resnet50.
-    #[arg(long)]
-    pub model: Option<String>,
     /// Final sparsity over prunable weights, in [0, 1).
     #[arg(long)]
     pub sparsity: Option<f64>,
@@ -80,33 +74,17 @@ pub struct PdtArgs {
     /// Batch-norm recalibration: cumulative or ema.
     #[arg(long, value_enum)]
     pub bn_recal: Option<BnRecal>,
-    /// Images per training batch.
-    #[arg(long)]
-    pub batch_size: Option<usize>,
-    /// Peak learning rate.
-    #[arg(long)]
-    pub lr: Option<f64>,
     /// Learning-rate schedule over training: constant, step, linear or cosine.
     #[arg(long)]
     pub schedule: Option<ScheduleKind>,
-    /// SGD momentum.
-    #[arg(long)]
-    pub momentum: Option<f64>,
-    /// Weight decay.
-    #[arg(long)]
-    pub weight_decay: Option<f64>,
     /// Never prune tensors matching this regex (repeatable).
     #[arg(long)]
     pub exclude: Vec<String>,
-    /// Base seed (initialisation; candidate i trains with seed + i).
-    #[arg(long)]
-    pub seed: Option<u64>,
-    /// auto, cpu, cuda or cuda:N.
-    #[arg(long)]
-    pub device: Option<String>,
-    /// CPU threads for libtorch (0: its default).
-    #[arg(long)]
-    pub threads: Option<usize>,
+    /// The training flags every training command shares (data, model,
+    /// batch size, learning rate, optimizer, seeds, device, threads). The
+    /// seed is the base seed: candidate i trains with seed + i.
+    #[command(flatten)]
+    pub train: crate::config::TrainArgs,
     /// Train this many candidates side by side (processes).
     #[arg(long, default_value_t = 1)]
     pub jobs: usize,
@@ -153,26 +131,8 @@ impl PdtArgs {
             bn_recal_fraction,
             bn_recal
         );
-        macro_rules! set_train {
-            ($($field:ident),*) => {$(
-                if let Some(v) = &self.$field {
-                    c.train.$field = v.clone();
-                }
-            )*};
-        }
-        set_train!(
-            data,
-            model,
-            epochs,
-            batch_size,
-            lr,
-            schedule,
-            momentum,
-            weight_decay,
-            seed,
-            device,
-            threads
-        );
+        set!(epochs, schedule);
+        self.train.apply(&mut c.train);
         if self.strict {
             c.strict = true;
         }
@@ -189,10 +149,10 @@ impl PdtArgs {
 pub fn run(args: &PdtArgs) -> Result<()> {
     if let Some(step) = &args.step {
         let mut run = PdtRun::open(&args.out)?;
-        if let Some(t) = args.threads {
+        if let Some(t) = args.train.threads {
             tch::set_num_threads(t as i32);
         }
-        if let Some(d) = &args.device {
+        if let Some(d) = &args.train.device {
             run.session.device = crate::config::parse_device(d)?;
         }
         run.set_verbose(!args.quiet);

@@ -6,11 +6,12 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::TrainConfig;
+use crate::config::TrainSettings;
 use crate::error::{Error, Result};
 use crate::eval::BnRecal;
 use crate::pdt::schedule::PruneEvery;
 use crate::robust::OodSpec;
+use crate::schedule::ScheduleKind;
 use crate::sms::{SoupKind, Vary};
 
 /// A comparison run next to the method with soups.
@@ -68,9 +69,15 @@ pub struct PdtConfig {
     pub bn_recal: BnRecal,
     /// Robustness evaluation of every reported model.
     pub ood: OodSpec,
-    /// Dense training settings: data, model, epochs (the budget), batch
-    /// size, learning rate and schedule, seeds, device.
-    pub train: TrainConfig,
+    /// What every training command shares: data, model, batch sizes,
+    /// optimizer, seeds, device (top-level keys in the file). Its `lr` is
+    /// the peak learning rate and its `seed` the base seed.
+    #[serde(flatten)]
+    pub train: TrainSettings,
+    /// Training epochs: the whole budget, pruning included.
+    pub epochs: u64,
+    /// Learning-rate schedule over training.
+    pub schedule: ScheduleKind,
 }
 
 impl Default for PdtConfig {
@@ -95,7 +102,9 @@ impl Default for PdtConfig {
             bn_recal_fraction: 0.2,
             bn_recal: BnRecal::Cumulative,
             ood: OodSpec::default(),
-            train: TrainConfig::default(),
+            train: TrainSettings::default(),
+            epochs: 10,
+            schedule: ScheduleKind::Cosine,
         }
     }
 }
@@ -142,7 +151,7 @@ impl PdtConfig {
             return bad(format!(
                 "unknown method {:?}: expected one of {}",
                 self.method,
-                crate::pdt::METHODS.join(", ")
+                crate::pdt::methods().join(", ")
             ));
         }
         if !(0.0..1.0).contains(&self.sparsity) {
@@ -158,7 +167,7 @@ impl PdtConfig {
                 self.method
             ));
         }
-        if self.candidates == 0 || self.phases == 0 || self.train.epochs == 0 {
+        if self.candidates == 0 || self.phases == 0 || self.epochs == 0 {
             return bad("--candidates, --phases and --epochs must be at least 1".into());
         }
         if !(0.0 <= self.prune_start && self.prune_start < self.prune_end && self.prune_end <= 1.0)
@@ -186,13 +195,7 @@ impl PdtConfig {
                 self.bn_recal_fraction
             ));
         }
-        let t = &self.train;
-        if t.batch_size < 2 || t.eval_batch_size == 0 {
-            return bad("batch sizes must be at least 2 (training) and 1 (evaluation)".into());
-        }
-        if t.lr.is_nan() || t.lr <= 0.0 || t.weight_decay < 0.0 || t.momentum < 0.0 {
-            return bad("--lr must be positive; momentum and weight decay non-negative".into());
-        }
+        self.train.validate()?;
         match self.vary {
             Vary::Seed if !self.vary_values.is_empty() => {
                 return bad("--vary seed takes no values (seed = base seed + i)".into())

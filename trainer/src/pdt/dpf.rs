@@ -21,8 +21,8 @@ use crate::train::Hooks;
 pub struct Dpf;
 
 impl Method for Dpf {
-    fn name(&self) -> &'static str {
-        "dpf"
+    fn id(&self) -> crate::methods::Method {
+        crate::methods::Method::Dpf
     }
 
     fn segments(&self, _cfg: &PdtConfig, t: &Timeline) -> Vec<Segment> {

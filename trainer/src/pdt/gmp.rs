@@ -10,8 +10,8 @@ use crate::pdt::{segments_at, Method, PdtConfig, Segment, Timeline};
 pub struct Gmp;
 
 impl Method for Gmp {
-    fn name(&self) -> &'static str {
-        "gmp"
+    fn id(&self) -> crate::methods::Method {
+        crate::methods::Method::Gmp
     }
 
     /// One segment per pruning step of the cubic schedule, plus the dense

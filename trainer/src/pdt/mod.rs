@@ -12,7 +12,8 @@
 //! average them and continue from the recalibrated average ([`run`]).
 //!
 //! A new method is one module implementing [`Method`] plus one line in
-//! [`method`] and [`METHODS`].
+//! [`method`], after its name in the trainer's registry of methods
+//! ([`crate::methods::Method`]).
 
 pub mod bimp;
 pub mod cli;
@@ -29,6 +30,7 @@ pub mod schedule;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
+use crate::methods::Method as Registered;
 use crate::optim::Sgd;
 use crate::schedule::Schedule;
 use crate::sms::lr::PruneImpact;
@@ -39,16 +41,24 @@ pub use mask::Mask;
 pub use report::PdtReport;
 pub use schedule::{cubic, PruneEvery, Timeline};
 
-/// The registered methods, by name.
-pub const METHODS: &[&str] = &["gmp", "dpf", "bimp"];
+/// The names of the registered methods that prune during training.
+pub fn methods() -> Vec<&'static str> {
+    Registered::ALL
+        .into_iter()
+        .filter(|m| m.prunes_during_training())
+        .map(Registered::name)
+        .collect()
+}
 
-/// The method registered as `name`.
+/// The pruning-during-training method registered as `name` (`None` for
+/// an unknown name, or one whose runs are not segments of training from
+/// scratch, like `imp`).
 pub fn method(name: &str) -> Option<Box<dyn Method>> {
-    match name {
-        "gmp" => Some(Box::new(gmp::Gmp)),
-        "dpf" => Some(Box::new(dpf::Dpf)),
-        "bimp" => Some(Box::new(bimp::Bimp)),
-        _ => None,
+    match name.parse::<Registered>().ok()? {
+        Registered::Gmp => Some(Box::new(gmp::Gmp)),
+        Registered::Dpf => Some(Box::new(dpf::Dpf)),
+        Registered::Bimp => Some(Box::new(bimp::Bimp)),
+        Registered::Imp => None,
     }
 }
 
@@ -103,7 +113,7 @@ impl Context<'_> {
     pub fn dense_schedule(&self, total: u64) -> Schedule {
         let t = &self.cfg.train;
         Schedule {
-            kind: t.schedule,
+            kind: self.cfg.schedule,
             peak: self.eta_max,
             total,
             warmup: (t.warmup_epochs * self.timeline.per_epoch as f64).round() as u64,
@@ -113,8 +123,9 @@ impl Context<'_> {
 
 /// A pruning-during-training method.
 pub trait Method: Send + Sync {
-    /// The registered name (also the report's run names: `gmp`, `gmp+sms`).
-    fn name(&self) -> &'static str;
+    /// The method's entry in the registry, which names it and its runs
+    /// (`gmp`, `gmp+sms`, `gmp-long`).
+    fn id(&self) -> Registered;
 
     /// The segments of a chain with time line `t`, in order, covering
     /// `0..t.total` without gaps (a last segment may be empty).

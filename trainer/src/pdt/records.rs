@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::write_atomic;
 use crate::error::{Error, Result};
+use crate::methods::{Method, Variant};
 use crate::pdt::Segment;
 use crate::sms::lr::PruneImpact;
 
@@ -35,13 +36,13 @@ impl Chain {
     }
 
     /// The report's name of the chain for `method` (`gmp+sms`, `gmp`,
-    /// `gmp-long`).
-    pub fn run_name(self, method: &str) -> String {
-        match self {
-            Chain::Sms => format!("{method}+sms"),
-            Chain::Plain => method.to_string(),
-            Chain::Long => format!("{method}-long"),
-        }
+    /// `gmp-long`), by the registry's one naming rule.
+    pub fn run_name(self, method: Method) -> String {
+        method.run_name(match self {
+            Chain::Sms => Variant::Sms,
+            Chain::Plain => Variant::Plain,
+            Chain::Long => Variant::Long,
+        })
     }
 
     /// The chain whose folder is `s`.

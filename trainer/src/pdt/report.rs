@@ -80,7 +80,8 @@ pub struct PdtReport {
 
 /// Builds the report of a finished run from its records.
 pub fn build(run: &PdtRun) -> Result<PdtReport> {
-    let name = run.method.name();
+    let id = run.method.id();
+    let name = id.name();
     let mut runs = Vec::new();
     let mut curves = Vec::new();
     // Baselines first, so the table reads plain, soup, long.
@@ -93,7 +94,7 @@ pub fn build(run: &PdtRun) -> Result<PdtReport> {
     for chain in chains {
         let eval = run.final_eval(chain)?;
         runs.push(RunRow {
-            name: chain.run_name(name),
+            name: chain.run_name(id),
             checkpoint: Path::new(chain.dir()).join("final.safetensors"),
             sparsity: eval.sparsity,
             test_acc: eval.test.top1,
@@ -113,7 +114,7 @@ pub fn build(run: &PdtRun) -> Result<PdtReport> {
             })
             .collect();
         curves.push(Curve {
-            name: chain.run_name(name),
+            name: chain.run_name(id),
             points,
         });
     }

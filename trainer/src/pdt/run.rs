@@ -39,7 +39,7 @@ use crate::pdt::records::{mkdir, read_json, write_json};
 pub use crate::pdt::records::{CandidateRecord, Chain, PruneRecord, SegmentRecord};
 use crate::pdt::{method, Context, Mask, Method, PdtBaseline, PdtConfig, Segment, Timeline};
 use crate::sms::lr::PruneImpact;
-use crate::sms::steps::{param_norm, sparsity};
+use crate::sms::masks::{param_norm, sparsity};
 use crate::sms::{soupcalls, Evaluation, Layout, Session, SmsConfig, SoupKind, Vary};
 use crate::train::train_loop;
 
@@ -64,7 +64,7 @@ impl std::fmt::Debug for PdtRun {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PdtRun")
             .field("root", &self.root)
-            .field("method", &self.method.name())
+            .field("method", &self.method.id().name())
             .finish_non_exhaustive()
     }
 }
@@ -109,14 +109,7 @@ impl PdtRun {
         // The evaluation settings of `trainer sms`, so that both commands
         // recalibrate and evaluate by one procedure.
         let sms = SmsConfig {
-            data: t.data.clone(),
-            model: t.model.clone(),
-            batch_size: t.batch_size,
-            seed: t.seed,
-            split_seed: t.split_seed,
-            device: t.device.clone(),
-            threads: t.threads,
-            eval_batch_size: t.eval_batch_size,
+            train: t.clone(),
             bn_recal_fraction: cfg.bn_recal_fraction,
             bn_recal: cfg.bn_recal,
             exclude: cfg.exclude.clone(),
@@ -177,8 +170,8 @@ impl PdtRun {
     /// Training epochs of a chain.
     pub fn epochs(&self, chain: Chain) -> u64 {
         match chain {
-            Chain::Long => self.cfg.train.epochs * u64::from(self.cfg.candidates),
-            _ => self.cfg.train.epochs,
+            Chain::Long => self.cfg.epochs * u64::from(self.cfg.candidates),
+            _ => self.cfg.epochs,
         }
     }
 
@@ -342,7 +335,7 @@ impl PdtRun {
         };
         self.say(format!(
             "{} segment {k}: iterations {}..{}, sparsity {:.2}% at the start",
-            chain.run_name(self.method.name()),
+            chain.run_name(self.method.id()),
             seg.start,
             seg.end,
             100.0 * zeros as f64 / weights.max(1) as f64
@@ -391,7 +384,7 @@ impl PdtRun {
             seg.len(),
             format!(
                 "{} segment {k} candidate {i}",
-                chain.run_name(self.method.name())
+                chain.run_name(self.method.id())
             ),
         );
         let stats = train_loop(
@@ -557,7 +550,7 @@ impl PdtRun {
         };
         self.say(format!(
             "{} segment {k}: {m} candidate(s), sparsity {:.2}%, test {:.4}",
-            chain.run_name(self.method.name()),
+            chain.run_name(self.method.id()),
             100.0 * info.sparsity,
             info.test_acc
         ));
@@ -579,7 +572,7 @@ impl PdtRun {
         if !self.seg_dir(chain, k).join("segment.json").exists() {
             return Err(Error::Run(format!(
                 "{} has not finished its last segment",
-                chain.run_name(self.method.name())
+                chain.run_name(self.method.id())
             )));
         }
         let last = self.result(chain, &segments[k]);
@@ -589,7 +582,7 @@ impl PdtRun {
             .finish(&model, &dir.join("final.safetensors"))?;
         self.say(format!(
             "{}: test {:.4}, sparsity {:.2}%",
-            chain.run_name(self.method.name()),
+            chain.run_name(self.method.id()),
             eval.test.top1,
             100.0 * eval.sparsity
         ));
