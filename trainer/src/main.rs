@@ -31,6 +31,9 @@ enum Command {
     Eval(EvalArgs),
     /// Time training steps on random data.
     Bench(BenchArgs),
+    /// Prune while training from scratch (gmp, dpf, bimp), with sparse
+    /// model soups between pruning steps, and print the results table.
+    Pdt(Box<trainer::pdt::cli::PdtArgs>),
     #[command(flatten)]
     Sms(trainer::sms::cli::SmsCommand),
 }
@@ -152,6 +155,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Sms(c) => trainer::sms::cli::run(c)?,
+        Command::Pdt(a) => trainer::pdt::cli::run(&a)?,
         Command::Init(a) => {
             tch::manual_seed(a.seed);
             let arch: Arch = a.model.parse()?;

@@ -1,5 +1,7 @@
 //! The training loop: a number of SGD iterations with a per-iteration
-//! learning rate and a hook after every step.
+//! learning rate and hooks at step and epoch boundaries ([`Hooks`]), where
+//! pruning methods act (fixed masks after each update, dynamic masks
+//! around the forward pass, pruning steps between epochs).
 
 use std::time::{Duration, Instant};
 
@@ -26,17 +28,87 @@ pub struct StepStats {
     pub last_lr: f64,
 }
 
+/// Where a training loop lets a method act. Every method has a no-op
+/// default, so a method implements only the boundaries it cares about.
+///
+/// Within one iteration the order is: [`Hooks::before_forward`], forward
+/// and backward pass, [`Hooks::before_update`] (gradients are there, the
+/// weights not yet updated), the optimizer step, [`Hooks::after_update`];
+/// after the last iteration of an epoch, [`Hooks::epoch_end`]. `it` is the
+/// global iteration number (the one the learning rate is asked for).
+pub trait Hooks {
+    /// Before the forward pass of iteration `it` (dynamic pruning masks the
+    /// weights the forward pass sees here).
+    fn before_forward(&mut self, _it: u64, _opt: &mut Sgd) -> Result<()> {
+        Ok(())
+    }
+    /// After the backward pass, before the optimizer step (dynamic pruning
+    /// restores the dense weights here so the gradient updates them).
+    fn before_update(&mut self, _it: u64, _opt: &mut Sgd) -> Result<()> {
+        Ok(())
+    }
+    /// After the optimizer step (fixed masks are enforced here).
+    fn after_update(&mut self, _it: u64, _opt: &mut Sgd) -> Result<()> {
+        Ok(())
+    }
+    /// After the last iteration of epoch `epoch` (0-based), when the loop
+    /// knows the epoch length.
+    fn epoch_end(&mut self, _epoch: u64, _opt: &mut Sgd) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Hooks that do nothing.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoHooks;
+
+impl Hooks for NoHooks {}
+
+/// A closure run after every optimizer step, as hooks.
+#[derive(Debug)]
+pub struct AfterUpdate<F>(pub F);
+
+impl<F: FnMut(&mut Sgd) -> Result<()>> Hooks for AfterUpdate<F> {
+    fn after_update(&mut self, _it: u64, opt: &mut Sgd) -> Result<()> {
+        (self.0)(opt)
+    }
+}
+
 /// Trains on every batch of `batches`. Iteration `first_iter + i` uses the
 /// learning rate `lr(first_iter + i)`; after each optimizer step
 /// `after_step(&mut opt)` runs (the sparse-model-soup loop enforces its masks
-/// there). `progress` advances by one per step.
+/// there). `progress` advances by one per step. This is [`train_loop`] with
+/// one hook.
 pub fn train_steps(
     model: &Model,
     opt: &mut Sgd,
     batches: impl Iterator<Item = Batch>,
     first_iter: u64,
+    lr: impl FnMut(u64) -> f64,
+    after_step: impl FnMut(&mut Sgd) -> Result<()>,
+    progress: &ProgressBar,
+) -> Result<StepStats> {
+    let mut hooks = AfterUpdate(after_step);
+    train_loop(
+        model, opt, batches, first_iter, lr, &mut hooks, None, progress,
+    )
+}
+
+/// Trains on every batch of `batches`, calling `hooks` at the step
+/// boundaries (see [`Hooks`]). Iteration `first_iter + i` uses the
+/// learning rate `lr(first_iter + i)`. With `per_epoch`, iteration `it`
+/// ends an epoch when `(it + 1) % per_epoch == 0` (iterations count from
+/// the start of training, so a loop that resumes mid-epoch still finds the
+/// epoch ends). `progress` advances by one per step.
+#[allow(clippy::too_many_arguments)]
+pub fn train_loop(
+    model: &Model,
+    opt: &mut Sgd,
+    batches: impl Iterator<Item = Batch>,
+    first_iter: u64,
     mut lr: impl FnMut(u64) -> f64,
-    mut after_step: impl FnMut(&mut Sgd) -> Result<()>,
+    hooks: &mut dyn Hooks,
+    per_epoch: Option<u64>,
     progress: &ProgressBar,
 ) -> Result<StepStats> {
     let device = model.device();
@@ -46,10 +118,14 @@ pub fn train_steps(
     for b in batches {
         last_lr = lr(it);
         opt.set_lr(last_lr);
+        hooks.before_forward(it, opt)?;
         let logits = model.forward(&b.images, Mode::Train);
         let loss = logits.cross_entropy_for_logits(&b.labels);
-        opt.backward_step(&loss);
-        after_step(opt)?;
+        opt.zero_grad();
+        loss.backward();
+        hooks.before_update(it, opt)?;
+        opt.step();
+        hooks.after_update(it, opt)?;
         tch::no_grad(|| {
             loss_sum += loss.detach();
             correct += logits
@@ -58,6 +134,11 @@ pub fn train_steps(
                 .sum(Kind::Int64);
         });
         seen += b.labels.size()[0];
+        if let Some(p) = per_epoch.filter(|&p| p > 0) {
+            if (it + 1) % p == 0 {
+                hooks.epoch_end(it / p, opt)?;
+            }
+        }
         it += 1;
         progress.inc(1);
         if progress.is_hidden() || (it - first_iter) % 20 != 0 {

@@ -1,0 +1,212 @@
+//! `trainer pdt`: its flags (over the run configuration) and handler.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use clap::Args;
+
+use crate::error::Result;
+use crate::eval::BnRecal;
+use crate::pdt::run::PdtRun;
+use crate::pdt::{PdtBaseline, PdtConfig, PruneEvery};
+use crate::schedule::ScheduleKind;
+use crate::sms::{SoupKind, Vary};
+
+/// `trainer pdt`: every setting of [`PdtConfig`] as a flag (flags override
+/// `--config`).
+#[derive(Debug, Args)]
+pub struct PdtArgs {
+    /// Run folder; rerunning the same command resumes it.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// TOML file with any of the settings below.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Method: gmp, dpf or bimp.
+    #[arg(long)]
+    pub method: Option<String>,
+    /// Data set: fashion-mnist, or a folder of IDX or CIFAR binary files.
+    #[arg(long)]
+    pub data: Option<String>,
+    /// Architecture: mlp, cnn, resnet20, resnet56, wrn-D-W, resnet18, resnet50.
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Final sparsity over prunable weights, in [0, 1).
+    #[arg(long)]
+    pub sparsity: Option<f64>,
+    /// Training epochs (the whole budget, pruning included).
+    #[arg(long)]
+    pub epochs: Option<u64>,
+    /// Candidates per soup (m).
+    #[arg(long)]
+    pub candidates: Option<u32>,
+    /// Baselines: plain (the method alone), long (alone with m times the
+    /// epochs), comma-separated.
+    #[arg(long, value_delimiter = ',', value_enum)]
+    pub baselines: Option<Vec<PdtBaseline>>,
+    /// Fraction of training where pruning starts [default: 0.1].
+    #[arg(long)]
+    pub prune_start: Option<f64>,
+    /// Fraction of training where the target is reached [default: 0.75].
+    #[arg(long)]
+    pub prune_end: Option<f64>,
+    /// A pruning step every N epochs (2, 0.5) or iterations (100it) [default: 1].
+    #[arg(long)]
+    pub prune_every: Option<PruneEvery>,
+    /// DPF: iterations between mask recomputations [default: 16].
+    #[arg(long)]
+    pub dpf_interval: Option<u64>,
+    /// BIMP: prune-retrain phases [default: 3].
+    #[arg(long)]
+    pub phases: Option<u32>,
+    /// Fork candidates only at segments of at least this many epochs [default: 0].
+    #[arg(long)]
+    pub sms_min_segment: Option<f64>,
+    /// What a soup's candidates differ in: seed, weight-decay or lr.
+    #[arg(long)]
+    pub vary: Option<Vary>,
+    /// Per-candidate values for --vary (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub vary_values: Option<Vec<f64>>,
+    /// uniform or greedy.
+    #[arg(long)]
+    pub soup: Option<SoupKind>,
+    /// Greedy soups demand a strict gain in validation accuracy.
+    #[arg(long)]
+    pub strict: bool,
+    /// Share of an epoch's batches for batch-norm recalibration.
+    #[arg(long)]
+    pub bn_recal_fraction: Option<f64>,
+    /// Batch-norm recalibration: cumulative or ema.
+    #[arg(long, value_enum)]
+    pub bn_recal: Option<BnRecal>,
+    /// Images per training batch.
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Peak learning rate.
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Learning-rate schedule over training: constant, step, linear or cosine.
+    #[arg(long)]
+    pub schedule: Option<ScheduleKind>,
+    /// SGD momentum.
+    #[arg(long)]
+    pub momentum: Option<f64>,
+    /// Weight decay.
+    #[arg(long)]
+    pub weight_decay: Option<f64>,
+    /// Never prune tensors matching this regex (repeatable).
+    #[arg(long)]
+    pub exclude: Vec<String>,
+    /// Base seed (initialisation; candidate i trains with seed + i).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// auto, cpu, cuda or cuda:N.
+    #[arg(long)]
+    pub device: Option<String>,
+    /// CPU threads for libtorch (0: its default).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Train this many candidates side by side (processes).
+    #[arg(long, default_value_t = 1)]
+    pub jobs: usize,
+    /// Robustness evaluation of every delivered model.
+    #[command(flatten)]
+    pub ood: crate::robust::OodArgs,
+    /// Train only candidate CHAIN:SEGMENT:INDEX of the run in --out (what
+    /// --jobs runs in each child process).
+    #[arg(long, hide = true)]
+    pub step: Option<String>,
+    /// No progress output.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+impl PdtArgs {
+    /// The configuration: defaults, then `--config`, then flags.
+    pub fn config(&self) -> Result<PdtConfig> {
+        let mut c = match &self.config {
+            Some(path) => PdtConfig::from_file(path)?,
+            None => PdtConfig::default(),
+        };
+        macro_rules! set {
+            ($($field:ident),*) => {$(
+                if let Some(v) = &self.$field {
+                    c.$field = v.clone();
+                }
+            )*};
+        }
+        set!(
+            method,
+            sparsity,
+            candidates,
+            baselines,
+            prune_start,
+            prune_end,
+            prune_every,
+            dpf_interval,
+            phases,
+            sms_min_segment,
+            vary,
+            vary_values,
+            soup,
+            bn_recal_fraction,
+            bn_recal
+        );
+        macro_rules! set_train {
+            ($($field:ident),*) => {$(
+                if let Some(v) = &self.$field {
+                    c.train.$field = v.clone();
+                }
+            )*};
+        }
+        set_train!(
+            data,
+            model,
+            epochs,
+            batch_size,
+            lr,
+            schedule,
+            momentum,
+            weight_decay,
+            seed,
+            device,
+            threads
+        );
+        if self.strict {
+            c.strict = true;
+        }
+        if !self.exclude.is_empty() {
+            c.exclude = self.exclude.clone();
+        }
+        c.ood = self.ood.apply(c.ood)?;
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+/// Runs `trainer pdt`, printing the table on standard output.
+pub fn run(args: &PdtArgs) -> Result<()> {
+    if let Some(step) = &args.step {
+        let mut run = PdtRun::open(&args.out)?;
+        if let Some(t) = args.threads {
+            tch::set_num_threads(t as i32);
+        }
+        if let Some(d) = &args.device {
+            run.session.device = crate::config::parse_device(d)?;
+        }
+        run.set_verbose(!args.quiet);
+        return run.run_step(step);
+    }
+    let cfg = args.config()?;
+    let mut run = PdtRun::create(cfg, &args.out)?;
+    run.set_verbose(!args.quiet);
+    run.bars = !args.quiet && std::io::stderr().is_terminal();
+    let report = run.run(args.jobs.max(1))?;
+    print!("{}", report.table());
+    println!(
+        "report: {} (also report.csv, pdt.svg)",
+        args.out.join("report.json").display()
+    );
+    Ok(())
+}

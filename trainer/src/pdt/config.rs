@@ -1,0 +1,260 @@
+//! The configuration of a pruning-during-training run (`RUN/config.toml`):
+//! the dense training settings ([`TrainConfig`], as a `[train]` table) plus
+//! what the method and the soups need.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::TrainConfig;
+use crate::error::{Error, Result};
+use crate::eval::BnRecal;
+use crate::pdt::schedule::PruneEvery;
+use crate::robust::OodSpec;
+use crate::sms::{SoupKind, Vary};
+
+/// A comparison run next to the method with soups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum PdtBaseline {
+    /// The method alone (one model).
+    Plain,
+    /// The method alone with `m` times the epochs (the soup's compute,
+    /// spent serially).
+    Long,
+}
+
+/// Every setting of `trainer pdt`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PdtConfig {
+    /// The method's registered name (`gmp`, `dpf`, `bimp`).
+    pub method: String,
+    /// Final sparsity over the prunable weights.
+    pub sparsity: f64,
+    /// Candidates per segment (`m`).
+    pub candidates: u32,
+    /// Baselines to run beside the soups.
+    pub baselines: Vec<PdtBaseline>,
+    /// Fraction of training where pruning starts (`t0`; BIMP trains
+    /// densely until then).
+    pub prune_start: f64,
+    /// Fraction of training where the target sparsity is reached (`t1`).
+    pub prune_end: f64,
+    /// Pruning steps of GMP (and sparsity updates of DPF's segments).
+    pub prune_every: PruneEvery,
+    /// DPF: iterations between mask recomputations.
+    pub dpf_interval: u64,
+    /// BIMP: prune-retrain phases after the dense part.
+    pub phases: u32,
+    /// Fork candidates only at segments of at least this many epochs.
+    pub sms_min_segment: f64,
+    /// What the candidates of a soup differ in: the seed (seed + i), or
+    /// weight decay or peak learning rate, one value each.
+    pub vary: Vary,
+    /// Per-candidate values for `vary` other than `seed`.
+    pub vary_values: Vec<f64>,
+    /// Uniform or greedy soups.
+    pub soup: SoupKind,
+    /// Greedy soups demand a strict gain.
+    pub strict: bool,
+    /// Zero the momentum of pruned weights too.
+    pub mask_momentum: bool,
+    /// Regexes of prunable tensors never to prune.
+    pub exclude: Vec<String>,
+    /// Share of an epoch of training batches for batch-norm recalibration.
+    pub bn_recal_fraction: f64,
+    /// How recalibration averages batch statistics.
+    pub bn_recal: BnRecal,
+    /// Robustness evaluation of every reported model.
+    pub ood: OodSpec,
+    /// Dense training settings: data, model, epochs (the budget), batch
+    /// size, learning rate and schedule, seeds, device.
+    pub train: TrainConfig,
+}
+
+impl Default for PdtConfig {
+    fn default() -> Self {
+        PdtConfig {
+            method: "gmp".into(),
+            sparsity: 0.9,
+            candidates: 3,
+            baselines: Vec::new(),
+            prune_start: 0.1,
+            prune_end: 0.75,
+            prune_every: PruneEvery::default(),
+            dpf_interval: 16,
+            phases: 3,
+            sms_min_segment: 0.0,
+            vary: Vary::Seed,
+            vary_values: Vec::new(),
+            soup: SoupKind::Uniform,
+            strict: false,
+            mask_momentum: true,
+            exclude: Vec::new(),
+            bn_recal_fraction: 0.2,
+            bn_recal: BnRecal::Cumulative,
+            ood: OodSpec::default(),
+            train: TrainConfig::default(),
+        }
+    }
+}
+
+impl PdtConfig {
+    /// Reads a TOML file; unknown keys are an error.
+    pub fn from_file(path: &Path) -> Result<PdtConfig> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        toml::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
+    }
+
+    /// The configuration as TOML.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("a PdtConfig always serialises")
+    }
+
+    /// Makes `run` the folder of a run with this configuration, or checks
+    /// that the one there is the same (a run resumes only with its own
+    /// settings; the device and thread count may change).
+    pub fn claim(&self, run: &Path) -> Result<()> {
+        let path = run.join("config.toml");
+        if path.exists() {
+            let mut there = PdtConfig::from_file(&path)?;
+            there.train.device.clone_from(&self.train.device);
+            there.train.threads = self.train.threads;
+            if there != *self {
+                return Err(Error::Config(format!(
+                    "{} holds a run with a different configuration; resume it with the same \
+                     settings (see {}) or choose another --out",
+                    run.display(),
+                    path.display()
+                )));
+            }
+            return Ok(());
+        }
+        std::fs::create_dir_all(run).map_err(|e| Error::io(run, e))?;
+        crate::checkpoint::write_atomic(&path, self.to_toml().as_bytes())
+    }
+
+    /// Checks the values before any work starts.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::Config(m));
+        if crate::pdt::method(&self.method).is_none() {
+            return bad(format!(
+                "unknown method {:?}: expected one of {}",
+                self.method,
+                crate::pdt::METHODS.join(", ")
+            ));
+        }
+        if !(0.0..1.0).contains(&self.sparsity) {
+            return bad(format!(
+                "--sparsity must be in [0, 1), got {}",
+                self.sparsity
+            ));
+        }
+        let fixed = crate::pdt::method(&self.method).is_some_and(|m| m.fixed_mask());
+        if self.soup == SoupKind::Greedy && !fixed {
+            return bad(format!(
+                "--soup greedy needs a method with a fixed mask (gmp, bimp), not {}",
+                self.method
+            ));
+        }
+        if self.candidates == 0 || self.phases == 0 || self.train.epochs == 0 {
+            return bad("--candidates, --phases and --epochs must be at least 1".into());
+        }
+        if !(0.0 <= self.prune_start && self.prune_start < self.prune_end && self.prune_end <= 1.0)
+        {
+            return bad(format!(
+                "need 0 <= --prune-start < --prune-end <= 1, got {} and {}",
+                self.prune_start, self.prune_end
+            ));
+        }
+        if self.dpf_interval == 0 {
+            return bad("--dpf-interval must be at least 1".into());
+        }
+        if !self.sms_min_segment.is_finite() || self.sms_min_segment < 0.0 {
+            return bad(format!(
+                "--sms-min-segment must be a non-negative number of epochs, got {}",
+                self.sms_min_segment
+            ));
+        }
+        if self.bn_recal_fraction.is_nan()
+            || self.bn_recal_fraction <= 0.0
+            || self.bn_recal_fraction > 1.0
+        {
+            return bad(format!(
+                "--bn-recal-fraction must be in (0, 1], got {}",
+                self.bn_recal_fraction
+            ));
+        }
+        let t = &self.train;
+        if t.batch_size < 2 || t.eval_batch_size == 0 {
+            return bad("batch sizes must be at least 2 (training) and 1 (evaluation)".into());
+        }
+        if t.lr.is_nan() || t.lr <= 0.0 || t.weight_decay < 0.0 || t.momentum < 0.0 {
+            return bad("--lr must be positive; momentum and weight decay non-negative".into());
+        }
+        match self.vary {
+            Vary::Seed if !self.vary_values.is_empty() => {
+                return bad("--vary seed takes no values (seed = base seed + i)".into())
+            }
+            Vary::Seed => {}
+            Vary::RetrainLength => return bad(
+                "--vary retrain-length does not apply: every candidate trains to its segment's end"
+                    .into(),
+            ),
+            _ if self.vary_values.len() != self.candidates as usize => {
+                return bad(format!(
+                    "--vary needs one value per candidate: {} given for {} candidates",
+                    self.vary_values.len(),
+                    self.candidates
+                ))
+            }
+            Vary::Lr if self.vary_values.iter().any(|v| !v.is_finite() || *v <= 0.0) => {
+                return bad("--vary lr values must be positive".into())
+            }
+            _ if self.vary_values.iter().any(|v| !v.is_finite() || *v < 0.0) => {
+                return bad("--vary values must be finite and non-negative".into())
+            }
+            _ => {}
+        }
+        self.ood.validate()?;
+        for pattern in &self.exclude {
+            regex::Regex::new(pattern)
+                .map_err(|e| Error::Config(format!("invalid --exclude regex {pattern:?}: {e}")))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_rejects_bad_values() {
+        let cfg = PdtConfig {
+            prune_every: "25it".parse().unwrap(),
+            baselines: vec![PdtBaseline::Plain, PdtBaseline::Long],
+            ..PdtConfig::default()
+        };
+        let back: PdtConfig = toml::from_str(&cfg.to_toml()).unwrap();
+        assert_eq!(back, cfg);
+        assert!(cfg.validate().is_ok());
+        let bad = PdtConfig {
+            method: "obd".into(),
+            ..PdtConfig::default()
+        };
+        assert!(bad.validate().unwrap_err().to_string().contains("gmp"));
+        let bad = PdtConfig {
+            prune_start: 0.8,
+            ..PdtConfig::default()
+        };
+        assert!(bad.validate().is_err());
+        let bad = PdtConfig {
+            method: "dpf".into(),
+            soup: SoupKind::Greedy,
+            ..PdtConfig::default()
+        };
+        assert!(bad.validate().unwrap_err().to_string().contains("greedy"));
+    }
+}

@@ -1,0 +1,132 @@
+//! The records a pruning-during-training run keeps beside its checkpoints
+//! (see [`crate::pdt::run`] for the layout), and the chains they belong
+//! to. Each record is written last, atomically, so one that exists marks a
+//! finished step.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::checkpoint::write_atomic;
+use crate::error::{Error, Result};
+use crate::pdt::Segment;
+use crate::sms::lr::PruneImpact;
+
+/// A chain of segments in a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Chain {
+    /// The method with sparse model soups.
+    Sms,
+    /// The method alone.
+    Plain,
+    /// The method alone with `m` times the epochs.
+    Long,
+}
+
+impl Chain {
+    /// The chain's folder name.
+    pub fn dir(self) -> &'static str {
+        match self {
+            Chain::Sms => "sms",
+            Chain::Plain => "plain",
+            Chain::Long => "long",
+        }
+    }
+
+    /// The report's name of the chain for `method` (`gmp+sms`, `gmp`,
+    /// `gmp-long`).
+    pub fn run_name(self, method: &str) -> String {
+        match self {
+            Chain::Sms => format!("{method}+sms"),
+            Chain::Plain => method.to_string(),
+            Chain::Long => format!("{method}-long"),
+        }
+    }
+
+    /// The chain whose folder is `s`.
+    pub fn parse(s: &str) -> Option<Chain> {
+        match s {
+            "sms" => Some(Chain::Sms),
+            "plain" => Some(Chain::Plain),
+            "long" => Some(Chain::Long),
+            _ => None,
+        }
+    }
+}
+
+/// What a segment's pruning step did (`prune.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PruneRecord {
+    /// The sparsity asked for.
+    pub target: f64,
+    /// Zeros among the pruned tensors' weights after the step.
+    pub zeros: i64,
+    /// Weights in the pruned tensors.
+    pub weights: i64,
+    /// The step's effect on the norm (ALLR's input); `None` for the first
+    /// segment, which starts from the initialisation.
+    pub impact: Option<PruneImpact>,
+}
+
+/// A trained candidate (`candidate-I.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CandidateRecord {
+    /// Index in the segment.
+    pub index: u32,
+    /// Seed of batch order and augmentation.
+    pub seed: u64,
+    /// Weight decay.
+    pub weight_decay: f64,
+    /// Peak learning rate.
+    pub eta_max: f64,
+    /// Optimizer steps.
+    pub iterations: u64,
+    /// Mean training loss.
+    pub train_loss: f64,
+    /// Wall time, seconds.
+    pub time_s: f64,
+}
+
+/// A finished segment (`segment.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SegmentRecord {
+    /// The segment.
+    pub segment: Segment,
+    /// Epochs of training done at its end.
+    pub epochs: f64,
+    /// Candidates trained (1: no soup).
+    pub candidates: u32,
+    /// Candidates averaged into the soup (in the order added).
+    pub chosen: Vec<u32>,
+    /// Whether every candidate kept the parent's mask (checked through
+    /// soup-core for fixed-mask methods; `None` when not checked).
+    pub masks_identical: Option<bool>,
+    /// Sparsity over the pruned tensors of the model the method would
+    /// deliver at this point (DPF: its masked weights).
+    pub sparsity: f64,
+    /// Test accuracy of that model as training left it (for the curve;
+    /// final models are evaluated after recalibration).
+    pub test_acc: f64,
+    /// The result's checkpoint, relative to the run folder.
+    pub result: PathBuf,
+}
+
+pub(crate) fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
+    let mut text = serde_json::to_string_pretty(value).expect("serialisable");
+    text.push('\n');
+    write_atomic(path, text.as_bytes())
+}
+
+pub(crate) fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    serde_json::from_str(&text)
+        .map_err(|e| Error::Run(format!("{}: unreadable record: {e}", path.display())))
+}
+
+pub(crate) fn mkdir(path: &Path) -> Result<()> {
+    std::fs::create_dir_all(path).map_err(|e| Error::io(path, e))
+}

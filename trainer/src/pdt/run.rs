@@ -1,0 +1,650 @@
+//! The run machinery of `trainer pdt`: chains of segments in a run folder,
+//! each step a file, resumable and parallel like `trainer sms`.
+//!
+//! ```text
+//! RUN/config.toml                          the resolved configuration
+//! RUN/<chain>/seg-K/parent.safetensors     segment K's start, after its pruning step
+//! RUN/<chain>/seg-K/prune.json             what that step did
+//! RUN/<chain>/seg-K/candidate-I.safetensors  candidate I trained to the segment's end
+//! RUN/<chain>/seg-K/candidate-I.json       its training record (written last)
+//! RUN/<chain>/seg-K/soup-avg.safetensors   the candidates' average (m > 1)
+//! RUN/<chain>/seg-K/soup.safetensors       that average, batch norm recalibrated
+//! RUN/<chain>/seg-K/segment.json           the segment's record (written last)
+//! RUN/<chain>/final.safetensors            the delivered model, recalibrated
+//! RUN/<chain>/final.json                   its evaluation
+//! RUN/report.json, report.csv, pdt.svg
+//! ```
+//!
+//! Chains: `sms` (the method with soups), `plain` (the method alone) and
+//! `long` (the method alone with `m` times the epochs). A step is done when
+//! its record exists; every file appears atomically, so a killed run
+//! resumes where it stopped and gives the same report. Each segment trains
+//! with a fresh optimizer (momentum restarts at every pruning step), so a
+//! segment's result is a function of its parent file alone.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use tch::Device;
+
+use crate::arch::{Arch, ModelSpec};
+use crate::config::parse_device;
+use crate::data::{Dataset, Split};
+use crate::error::{Error, Result};
+use crate::eval::evaluate;
+use crate::model::Model;
+use crate::optim::{Sgd, SgdConfig};
+use crate::pdt::records::{mkdir, read_json, write_json};
+pub use crate::pdt::records::{CandidateRecord, Chain, PruneRecord, SegmentRecord};
+use crate::pdt::{method, Context, Mask, Method, PdtBaseline, PdtConfig, Segment, Timeline};
+use crate::sms::lr::PruneImpact;
+use crate::sms::steps::{param_norm, sparsity};
+use crate::sms::{soupcalls, Evaluation, Layout, Session, SmsConfig, SoupKind, Vary};
+use crate::train::train_loop;
+
+/// One open pruning-during-training run.
+pub struct PdtRun {
+    /// The configuration.
+    pub cfg: PdtConfig,
+    /// The run folder.
+    pub root: PathBuf,
+    /// The method.
+    pub method: Box<dyn Method>,
+    /// The evaluation path shared with `trainer sms` (recalibrate, save,
+    /// evaluate) over this run's data.
+    pub session: Session,
+    /// The tensors pruning acts on, sorted.
+    pub pruned: Vec<String>,
+    /// Draw progress bars.
+    pub bars: bool,
+}
+
+impl std::fmt::Debug for PdtRun {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PdtRun")
+            .field("root", &self.root)
+            .field("method", &self.method.name())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PdtRun {
+    /// Starts or resumes the run in `root` with `cfg`.
+    pub fn create(cfg: PdtConfig, root: &Path) -> Result<PdtRun> {
+        cfg.validate()?;
+        cfg.claim(root)?;
+        Self::with_config(cfg, root)
+    }
+
+    /// Opens the run in `root` (for a child process that trains one
+    /// candidate).
+    pub fn open(root: &Path) -> Result<PdtRun> {
+        let path = root.join("config.toml");
+        if !path.exists() {
+            return Err(Error::Config(format!(
+                "{} holds no run (no config.toml): start one with `trainer pdt --out {}`",
+                root.display(),
+                root.display()
+            )));
+        }
+        let cfg = PdtConfig::from_file(&path)?;
+        cfg.validate()?;
+        Self::with_config(cfg, root)
+    }
+
+    fn with_config(cfg: PdtConfig, root: &Path) -> Result<PdtRun> {
+        let t = &cfg.train;
+        let arch: Arch = t.model.parse()?;
+        let device = parse_device(&t.device)?;
+        if t.threads > 0 {
+            tch::set_num_threads(t.threads as i32);
+        }
+        let data = Dataset::load(&t.data, t.split_seed)?;
+        let [c, h, w] = data.input_shape().map(|d| d as i64);
+        let spec = ModelSpec {
+            num_classes: data.num_classes as i64,
+            input: [c, h, w],
+        };
+        // The evaluation settings of `trainer sms`, so that both commands
+        // recalibrate and evaluate by one procedure.
+        let sms = SmsConfig {
+            data: t.data.clone(),
+            model: t.model.clone(),
+            batch_size: t.batch_size,
+            seed: t.seed,
+            split_seed: t.split_seed,
+            device: t.device.clone(),
+            threads: t.threads,
+            eval_batch_size: t.eval_batch_size,
+            bn_recal_fraction: cfg.bn_recal_fraction,
+            bn_recal: cfg.bn_recal,
+            exclude: cfg.exclude.clone(),
+            ood: cfg.ood.clone(),
+            ..SmsConfig::default()
+        };
+        let session = Session {
+            cfg: sms,
+            layout: Layout::new(root),
+            data,
+            device,
+            arch,
+            spec,
+            bars: false,
+            verbose: false,
+        };
+        let pruned = session.pruned_names(&Model::new(arch, spec, Device::Cpu));
+        let method = method(&cfg.method).expect("validated");
+        Ok(PdtRun {
+            cfg,
+            root: root.to_path_buf(),
+            method,
+            session,
+            pruned,
+            bars: false,
+        })
+    }
+
+    /// Print a line per step on standard error.
+    pub fn set_verbose(&mut self, verbose: bool) {
+        self.session.verbose = verbose;
+    }
+
+    fn say(&self, msg: impl AsRef<str>) {
+        if self.session.verbose {
+            eprintln!("{}", msg.as_ref());
+        }
+    }
+
+    /// The chains this run trains: the soups, then the baselines.
+    pub fn chains(&self) -> Vec<Chain> {
+        let mut chains = vec![Chain::Sms];
+        for b in &self.cfg.baselines {
+            chains.push(match b {
+                PdtBaseline::Plain => Chain::Plain,
+                PdtBaseline::Long => Chain::Long,
+            });
+        }
+        let mut seen = Vec::new();
+        chains.retain(|c| {
+            let new = !seen.contains(c);
+            seen.push(*c);
+            new
+        });
+        chains
+    }
+
+    /// Training epochs of a chain.
+    pub fn epochs(&self, chain: Chain) -> u64 {
+        match chain {
+            Chain::Long => self.cfg.train.epochs * u64::from(self.cfg.candidates),
+            _ => self.cfg.train.epochs,
+        }
+    }
+
+    /// Iterations per epoch.
+    pub fn per_epoch(&self) -> u64 {
+        self.session.per_epoch()
+    }
+
+    /// The time line of a chain.
+    pub fn timeline(&self, chain: Chain) -> Timeline {
+        Timeline::new(
+            self.epochs(chain) as f64,
+            self.per_epoch(),
+            self.cfg.sparsity,
+            self.cfg.prune_start,
+            self.cfg.prune_end,
+            self.cfg.prune_every,
+        )
+    }
+
+    /// The segments of a chain.
+    pub fn segments(&self, chain: Chain) -> Vec<Segment> {
+        self.method.segments(&self.cfg, &self.timeline(chain))
+    }
+
+    /// Candidates trained in `seg` of `chain`: `m` in the soup chain where
+    /// the segment is at least `--sms-min-segment` epochs long, else 1.
+    pub fn forks(&self, chain: Chain, seg: &Segment) -> u32 {
+        let min = (self.cfg.sms_min_segment * self.per_epoch() as f64).round() as u64;
+        if chain == Chain::Sms && self.cfg.candidates > 1 && !seg.is_empty() && seg.len() >= min {
+            self.cfg.candidates
+        } else {
+            1
+        }
+    }
+
+    /// A segment's folder.
+    pub fn seg_dir(&self, chain: Chain, k: usize) -> PathBuf {
+        self.root.join(chain.dir()).join(format!("seg-{k:03}"))
+    }
+
+    /// Candidate `i`'s checkpoint and record.
+    pub fn candidate_paths(&self, chain: Chain, k: usize, i: u32) -> (PathBuf, PathBuf) {
+        let dir = self.seg_dir(chain, k);
+        (
+            dir.join(format!("candidate-{i}.safetensors")),
+            dir.join(format!("candidate-{i}.json")),
+        )
+    }
+
+    /// The checkpoint a segment delivers: the recalibrated soup, or its
+    /// only candidate.
+    pub fn result(&self, chain: Chain, seg: &Segment) -> PathBuf {
+        if self.forks(chain, seg) > 1 {
+            self.seg_dir(chain, seg.index).join("soup.safetensors")
+        } else {
+            self.candidate_paths(chain, seg.index, 0).0
+        }
+    }
+
+    fn context<'a>(&'a self, chain: Chain, segments: &'a [Segment], k: usize) -> Context<'a> {
+        let impact = read_json::<PruneRecord>(&self.seg_dir(chain, k).join("prune.json"))
+            .ok()
+            .and_then(|p| p.impact);
+        Context {
+            cfg: &self.cfg,
+            timeline: self.timeline(chain),
+            segments,
+            segment: segments[k],
+            impact,
+            pruned: &self.pruned,
+            eta_max: self.cfg.train.lr,
+        }
+    }
+
+    fn optimizer(&self, model: &Model) -> Sgd {
+        let t = &self.cfg.train;
+        Sgd::new(&model.vs, SgdConfig::new(t.momentum, t.weight_decay))
+    }
+
+    /// Seed, weight decay and peak learning rate of candidate `i` of a
+    /// segment that trains `m` candidates. A single model (a baseline, or
+    /// a segment too short to fork) has the run's own settings.
+    pub fn candidate_settings(&self, m: u32, i: u32) -> (u64, f64, f64) {
+        let t = &self.cfg.train;
+        let v = self.cfg.vary_values.get(i as usize).copied();
+        match (m > 1, self.cfg.vary, v) {
+            (true, Vary::Seed, _) => (t.seed + u64::from(i), t.weight_decay, t.lr),
+            (true, Vary::WeightDecay, Some(v)) => (t.seed, v, t.lr),
+            (true, Vary::Lr, Some(v)) => (t.seed, t.weight_decay, v),
+            _ => (t.seed, t.weight_decay, t.lr),
+        }
+    }
+
+    fn bar(&self, len: u64, msg: String) -> ProgressBar {
+        if !self.bars {
+            return ProgressBar::hidden();
+        }
+        let bar = ProgressBar::new(len).with_style(
+            ProgressStyle::with_template("{msg} {wide_bar} {pos}/{len} {elapsed}<{eta}")
+                .expect("a valid template"),
+        );
+        bar.set_message(msg);
+        bar
+    }
+
+    /// Segment `k`'s parent: the initialisation for the first segment,
+    /// else the previous segment's result after the method's pruning step
+    /// (by global magnitude through soup-core, for fixed-mask methods).
+    pub fn prepare(&self, chain: Chain, k: usize) -> Result<PruneRecord> {
+        let dir = self.seg_dir(chain, k);
+        let record = dir.join("prune.json");
+        if record.exists() {
+            return read_json(&record);
+        }
+        mkdir(&dir)?;
+        let segments = self.segments(chain);
+        let seg = segments[k];
+        let model = if k == 0 {
+            // Every chain starts from the same initialisation.
+            tch::manual_seed(self.cfg.train.seed as i64);
+            Model::new(self.session.arch, self.session.spec, self.session.device)
+        } else {
+            let source = self.result(chain, &segments[k - 1]);
+            if !self.seg_dir(chain, k - 1).join("segment.json").exists() {
+                return Err(Error::Run(format!(
+                    "{} is missing: finish segment {} first",
+                    source.display(),
+                    k - 1
+                )));
+            }
+            self.session.load(&source)?
+        };
+        let mut impact = None;
+        if k > 0 {
+            let norm_before = param_norm(&model);
+            let (s_before, _) = sparsity(&model, &self.pruned);
+            if self.method.fixed_mask() && seg.sparsity > 0.0 {
+                let mut opt = self.optimizer(&model);
+                Mask::select(&opt, &self.pruned, &self.cfg.exclude, seg.sparsity)?
+                    .apply(&mut opt, false);
+            }
+            let (s_after, _) = sparsity(&model, &self.pruned);
+            impact = Some(PruneImpact {
+                norm_before,
+                norm_after: param_norm(&model),
+                fraction: if s_before < 1.0 {
+                    (s_after - s_before) / (1.0 - s_before)
+                } else {
+                    0.0
+                },
+            });
+        }
+        model.save(&dir.join("parent.safetensors"))?;
+        let (zeros, weights) = mask_counts(&model, &self.pruned);
+        let info = PruneRecord {
+            target: seg.sparsity,
+            zeros,
+            weights,
+            impact,
+        };
+        self.say(format!(
+            "{} segment {k}: iterations {}..{}, sparsity {:.2}% at the start",
+            chain.run_name(self.method.name()),
+            seg.start,
+            seg.end,
+            100.0 * zeros as f64 / weights.max(1) as f64
+        ));
+        write_json(&record, &info)?;
+        Ok(info)
+    }
+
+    /// Trains candidate `i` of segment `k` from its parent to the
+    /// segment's end, with the method's hooks and the candidate's settings
+    /// ([`PdtRun::candidate_settings`]).
+    pub fn candidate(&self, chain: Chain, k: usize, i: u32) -> Result<CandidateRecord> {
+        let (path, record) = self.candidate_paths(chain, k, i);
+        if record.exists() {
+            return read_json(&record);
+        }
+        let dir = self.seg_dir(chain, k);
+        let parent = dir.join("parent.safetensors");
+        if !dir.join("prune.json").exists() {
+            return Err(Error::Run(format!(
+                "{} is missing: prepare segment {k} first",
+                parent.display()
+            )));
+        }
+        let segments = self.segments(chain);
+        let m = self.forks(chain, &segments[k]);
+        let (seed, weight_decay, eta_max) = self.candidate_settings(m, i);
+        let ctx = Context {
+            eta_max,
+            ..self.context(chain, &segments, k)
+        };
+        let seg = ctx.segment;
+        let start = Instant::now();
+        let model = self.session.load(&parent)?;
+        let t = &self.cfg.train;
+        let mut opt = Sgd::new(&model.vs, SgdConfig::new(t.momentum, weight_decay));
+        let mut hooks = self.method.hooks(&ctx, &opt)?;
+        let per_epoch = self.per_epoch();
+        let (bs, device) = (self.cfg.train.batch_size, self.session.device);
+        let data = &self.session.data;
+        let batches = (seg.start / per_epoch..)
+            .flat_map(|e| data.train_batches(bs, seed, e, device))
+            .skip((seg.start % per_epoch) as usize)
+            .take(seg.len() as usize);
+        let bar = self.bar(
+            seg.len(),
+            format!(
+                "{} segment {k} candidate {i}",
+                chain.run_name(self.method.name())
+            ),
+        );
+        let stats = train_loop(
+            &model,
+            &mut opt,
+            batches,
+            seg.start,
+            |it| self.method.lr(&ctx, it),
+            hooks.as_mut(),
+            Some(per_epoch),
+            &bar,
+        )?;
+        bar.finish_and_clear();
+        model.save(&path)?;
+        let info = CandidateRecord {
+            index: i,
+            seed,
+            weight_decay,
+            eta_max,
+            iterations: stats.iterations,
+            train_loss: stats.loss,
+            time_s: start.elapsed().as_secs_f64(),
+        };
+        write_json(&record, &info)?;
+        Ok(info)
+    }
+
+    /// `path` loaded as the model the method delivers at the end of
+    /// segment `k` (DPF masks its dense weights; others are it already).
+    fn delivered(
+        &self,
+        chain: Chain,
+        segments: &[Segment],
+        k: usize,
+        path: &Path,
+    ) -> Result<Model> {
+        let model = self.session.load(path)?;
+        let mut opt = self.optimizer(&model);
+        self.method
+            .finalize(&self.context(chain, segments, k), &mut opt)?;
+        Ok(model)
+    }
+
+    /// Recalibrates the batch-norm statistics of `model` for the model the
+    /// method delivers (for DPF: computed with its masked weights, the
+    /// dense ones kept).
+    fn recalibrate(
+        &self,
+        chain: Chain,
+        segments: &[Segment],
+        k: usize,
+        model: &Model,
+        path: &Path,
+    ) -> Result<()> {
+        if self.method.fixed_mask() {
+            self.session.recalibrate(model);
+            return Ok(());
+        }
+        let masked = self.delivered(chain, segments, k, path)?;
+        self.session.recalibrate(&masked);
+        let from = masked.state_dict();
+        tch::no_grad(|| {
+            for (name, mut t) in model.state_dict() {
+                if !t.requires_grad() {
+                    t.copy_(&from[&name]);
+                }
+            }
+        });
+        Ok(())
+    }
+
+    /// Validation accuracy after recalibration of the delivered model
+    /// (the greedy soup's score).
+    fn score(&self, chain: Chain, segments: &[Segment], k: usize, path: &Path) -> Result<f64> {
+        let model = self.delivered(chain, segments, k, path)?;
+        self.session.recalibrate(&model);
+        let ebs = self.cfg.train.eval_batch_size;
+        let val = evaluate(
+            &model,
+            self.session
+                .data
+                .eval_batches(Split::Val, ebs, self.session.device),
+        )?;
+        Ok(val.top1)
+    }
+
+    /// Closes segment `k`: with several candidates, checks their masks
+    /// against the parent (fixed-mask methods), merges them through
+    /// soup-core (uniform or greedy; DPF averages the dense weights) and
+    /// recalibrates the soup; records the segment.
+    pub fn close(&self, chain: Chain, k: usize) -> Result<SegmentRecord> {
+        let dir = self.seg_dir(chain, k);
+        let record = dir.join("segment.json");
+        if record.exists() {
+            return read_json(&record);
+        }
+        let segments = self.segments(chain);
+        let seg = segments[k];
+        let m = self.forks(chain, &seg);
+        let mut paths = Vec::new();
+        for i in 0..m {
+            let (path, info) = self.candidate_paths(chain, k, i);
+            if !info.exists() {
+                return Err(Error::Run(format!(
+                    "{} is missing: train candidate {i} of segment {k} first",
+                    path.display()
+                )));
+            }
+            paths.push(path);
+        }
+        let mut masks_identical = None;
+        let mut chosen = vec![0];
+        if m > 1 {
+            let parent = dir.join("parent.safetensors");
+            if self.method.fixed_mask() {
+                soupcalls::check_masks(&paths, &parent, &self.pruned)?;
+                masks_identical = Some(true);
+            }
+            let avg = dir.join("soup-avg.safetensors");
+            // DPF's candidates hold dense weights with masks of their own:
+            // their plain mean (the union of their non-zeros).
+            let policy = (!self.method.fixed_mask()).then_some(soup_core::MaskPolicy::Union);
+            chosen = match self.cfg.soup {
+                SoupKind::Uniform => {
+                    soupcalls::merge(&paths, &avg, policy)?;
+                    (0..m).collect()
+                }
+                SoupKind::Greedy => {
+                    let scores = paths
+                        .iter()
+                        .map(|p| self.score(chain, &segments, k, p))
+                        .collect::<Result<Vec<_>>>()?;
+                    soupcalls::greedy(&paths, &scores, &avg, self.cfg.strict, |p| {
+                        self.score(chain, &segments, k, p)
+                    })?
+                    .0
+                }
+            };
+            let soup = self.session.load(&avg)?;
+            self.recalibrate(chain, &segments, k, &soup, &avg)?;
+            soup.save(&self.result(chain, &seg))?;
+        }
+        let result = self.result(chain, &seg);
+        let view = self.delivered(chain, &segments, k, &result)?;
+        let ebs = self.cfg.train.eval_batch_size;
+        let test = evaluate(
+            &view,
+            self.session
+                .data
+                .eval_batches(Split::Test, ebs, self.session.device),
+        )?;
+        let info = SegmentRecord {
+            segment: seg,
+            epochs: self.timeline(chain).epochs_at(seg.end),
+            candidates: m,
+            chosen,
+            masks_identical,
+            sparsity: sparsity(&view, &self.pruned).0,
+            test_acc: test.top1,
+            result: result
+                .strip_prefix(&self.root)
+                .map_or(result.clone(), Path::to_path_buf),
+        };
+        self.say(format!(
+            "{} segment {k}: {m} candidate(s), sparsity {:.2}%, test {:.4}",
+            chain.run_name(self.method.name()),
+            100.0 * info.sparsity,
+            info.test_acc
+        ));
+        write_json(&record, &info)?;
+        Ok(info)
+    }
+
+    /// The chain's delivered model: its last result, finalized by the
+    /// method, through the evaluation path of `trainer sms` (recalibrate,
+    /// save, evaluate).
+    pub fn finish(&self, chain: Chain) -> Result<Evaluation> {
+        let dir = self.root.join(chain.dir());
+        let record = dir.join("final.json");
+        if record.exists() {
+            return read_json(&record);
+        }
+        let segments = self.segments(chain);
+        let k = segments.len() - 1;
+        if !self.seg_dir(chain, k).join("segment.json").exists() {
+            return Err(Error::Run(format!(
+                "{} has not finished its last segment",
+                chain.run_name(self.method.name())
+            )));
+        }
+        let last = self.result(chain, &segments[k]);
+        let model = self.delivered(chain, &segments, k, &last)?;
+        let eval = self
+            .session
+            .finish(&model, &dir.join("final.safetensors"))?;
+        self.say(format!(
+            "{}: test {:.4}, sparsity {:.2}%",
+            chain.run_name(self.method.name()),
+            eval.test.top1,
+            100.0 * eval.sparsity
+        ));
+        write_json(&record, &eval)?;
+        Ok(eval)
+    }
+
+    /// Runs (or resumes) one chain to its delivered model; with `jobs > 1`
+    /// the candidates of a segment train side by side in child processes.
+    pub fn run_chain(&self, chain: Chain, jobs: usize) -> Result<Evaluation> {
+        let segments = self.segments(chain);
+        for seg in &segments {
+            let k = seg.index;
+            self.prepare(chain, k)?;
+            let m = self.forks(chain, seg);
+            if jobs > 1 && m > 1 {
+                self.candidates_in_parallel(chain, k, m, jobs)?;
+            }
+            for i in 0..m {
+                self.candidate(chain, k, i)?;
+            }
+            self.close(chain, k)?;
+        }
+        self.finish(chain)
+    }
+
+    /// Runs every chain and writes the report.
+    pub fn run(&self, jobs: usize) -> Result<crate::pdt::PdtReport> {
+        for chain in self.chains() {
+            self.run_chain(chain, jobs)?;
+        }
+        let report = crate::pdt::report::build(self)?;
+        report.write(&self.root)?;
+        Ok(report)
+    }
+
+    /// The records of a finished chain's segments.
+    pub fn segment_records(&self, chain: Chain) -> Result<Vec<SegmentRecord>> {
+        (0..self.segments(chain).len())
+            .map(|k| read_json(&self.seg_dir(chain, k).join("segment.json")))
+            .collect()
+    }
+
+    /// The evaluation of a finished chain.
+    pub fn final_eval(&self, chain: Chain) -> Result<Evaluation> {
+        read_json(&self.root.join(chain.dir()).join("final.json"))
+    }
+}
+
+/// Zeros and elements over the tensors `names` of `model`.
+pub fn mask_counts(model: &Model, names: &[String]) -> (i64, i64) {
+    let sd = model.state_dict();
+    names.iter().fold((0, 0), |(z, n), name| {
+        let t = &sd[name];
+        let zeros = tch::no_grad(|| t.eq(0.0).sum(tch::Kind::Int64).int64_value(&[]));
+        (z + zeros, n + t.numel() as i64)
+    })
+}
