@@ -6,6 +6,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use tch::Device;
 
+use crate::data::FolderOptions;
 use crate::error::{Error, Result};
 use crate::schedule::ScheduleKind;
 
@@ -42,6 +43,9 @@ pub struct TrainConfig {
     pub threads: usize,
     /// Images per evaluation batch.
     pub eval_batch_size: usize,
+    /// Image folders: image size, normalisation, skipping of unreadable
+    /// files, decoding threads (the `[folder]` table).
+    pub folder: FolderOptions,
 }
 
 impl Default for TrainConfig {
@@ -61,6 +65,7 @@ impl Default for TrainConfig {
             device: "auto".into(),
             threads: 0,
             eval_batch_size: 500,
+            folder: FolderOptions::default(),
         }
     }
 }
@@ -97,6 +102,7 @@ impl TrainConfig {
         if !(self.warmup_epochs.is_finite() && self.warmup_epochs >= 0.0) {
             return bad("warmup epochs must be non-negative");
         }
+        self.folder.validate()?;
         parse_device(&self.device).map(|_| ())
     }
 }

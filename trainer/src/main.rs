@@ -67,7 +67,8 @@ struct TrainArgs {
     /// same settings; only --device and --threads may change).
     #[arg(long)]
     resume: bool,
-    /// Data set: `fashion-mnist` or a folder of IDX or CIFAR binary files.
+    /// Data set: `fashion-mnist`, a folder of IDX or CIFAR binary files, or
+    /// an image folder (train/<class>/*.jpg|png, val/<class>/...).
     #[arg(long)]
     data: Option<String>,
     /// Architecture [default: cnn].
@@ -106,6 +107,8 @@ struct TrainArgs {
     /// CPU threads for libtorch; 0 keeps libtorch's default [default: 0].
     #[arg(long)]
     threads: Option<usize>,
+    #[command(flatten)]
+    folder: trainer::data::FolderArgs,
 }
 
 #[derive(Debug, Args)]
@@ -130,6 +133,8 @@ struct EvalArgs {
     json: bool,
     #[command(flatten)]
     ood: trainer::OodArgs,
+    #[command(flatten)]
+    folder: trainer::data::FolderArgs,
 }
 
 #[derive(Debug, Args)]
@@ -212,7 +217,9 @@ fn run(cli: Cli) -> Result<()> {
         Command::Eval(a) => {
             let ood_spec = a.ood.spec()?;
             let device = parse_device(&a.device)?;
-            let data = Dataset::load(&a.data, 0)?;
+            let options = a.folder.apply(Default::default());
+            options.validate()?;
+            let data = Dataset::load_with(&a.data, 0, &options)?;
             let [c, h, w] = data.input_shape().map(|d| d as i64);
             let spec = ModelSpec {
                 num_classes: data.num_classes as i64,
@@ -221,6 +228,7 @@ fn run(cli: Cli) -> Result<()> {
             let model = Model::new(a.model.parse()?, spec, device);
             model.load(&a.checkpoint)?;
             let r = evaluate(&model, data.eval_batches(Split::Test, a.batch_size, device))?;
+            data.check()?;
             let corruptions =
                 corruption_accuracies(&model, &data, &ood_spec, device, a.batch_size as i64)?;
             let ood = OodReport {
@@ -300,5 +308,6 @@ fn train_config(a: &TrainArgs) -> Result<TrainConfig> {
         device,
         threads
     );
+    c.folder = a.folder.apply(c.folder);
     Ok(c)
 }

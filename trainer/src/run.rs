@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::arch::{Arch, ModelSpec};
 use crate::checkpoint;
 use crate::config::{parse_device, TrainConfig};
-use crate::data::{Dataset, Split};
+use crate::data::{Dataset, FolderOptions, Split};
 use crate::error::{Error, Result};
 use crate::eval::{evaluate, EvalReport};
 use crate::model::Model;
@@ -45,6 +45,14 @@ pub struct EpochMetrics {
     pub lr: f64,
     /// Wall time of the epoch, evaluation included, in seconds.
     pub time_s: f64,
+    /// Image folders with skipping on: unreadable images skipped so far
+    /// (left out when none).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub skipped_images: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// The file names inside a run folder.
@@ -55,6 +63,9 @@ pub mod files {
     pub const METRICS: &str = "metrics.jsonl";
     /// Weights and buffers at the end of training.
     pub const FINAL: &str = "final.safetensors";
+    /// Image folders: classes, split sizes, normalisation statistics and
+    /// skipped files (rewritten after every epoch).
+    pub const DATA: &str = "data.json";
     /// Weights, buffers and momentum after the last finished epoch (metadata
     /// `epoch`), while the run is unfinished.
     pub const RESUME: &str = "resume.safetensors";
@@ -117,7 +128,7 @@ pub fn run_training(
             .pop()
             .ok_or_else(|| Error::Config(format!("{} has no epochs", metrics_path.display())));
     }
-    let data = Dataset::load(&cfg.data, cfg.split_seed)?;
+    let data = Dataset::load_with(&cfg.data, cfg.split_seed, &cfg.folder)?;
     fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     if !existing {
         fs::write(&config_path, cfg.to_toml()).map_err(|e| Error::io(&config_path, e))?;
@@ -200,14 +211,24 @@ pub fn run_training(
             &bar,
         )?;
         bar.finish_and_clear();
+        // An image that failed to load ends its batches early; stop before
+        // anything trained or measured on the remainder is recorded.
+        data.check()?;
         let val: EvalReport = evaluate(
             &model,
             data.eval_batches(Split::Val, cfg.eval_batch_size, device),
         )?;
+        data.check()?;
         let test = evaluate(
             &model,
             data.eval_batches(Split::Test, cfg.eval_batch_size, device),
         )?;
+        data.check()?;
+        if let Some(folder) = &data.folder {
+            let summary =
+                serde_json::to_string_pretty(&folder.summary()).expect("summary serialises");
+            checkpoint::write_atomic(&out.join(files::DATA), summary.as_bytes())?;
+        }
         let m = EpochMetrics {
             epoch: epoch + 1,
             train_loss: stats.loss,
@@ -218,6 +239,7 @@ pub fn run_training(
             test_acc: test.top1,
             lr: stats.last_lr,
             time_s: start.elapsed().as_secs_f64(),
+            skipped_images: data.skipped_images() as u64,
         };
         let line = serde_json::to_string(&m).expect("metrics serialise");
         writeln!(metrics, "{line}").map_err(|e| Error::io(&metrics_path, e))?;
@@ -249,6 +271,11 @@ fn check_same_run(cfg: &TrainConfig, saved: &TrainConfig, path: &Path) -> Result
     let comparable = |c: &TrainConfig| TrainConfig {
         device: String::new(),
         threads: 0,
+        folder: FolderOptions {
+            workers: 0,
+            prefetch: 1,
+            ..c.folder.clone()
+        },
         ..c.clone()
     };
     if comparable(cfg) == comparable(saved) {

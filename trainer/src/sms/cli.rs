@@ -252,6 +252,9 @@ pub struct SmsArgs {
     /// Robustness evaluation of every reported model.
     #[command(flatten)]
     pub ood: crate::robust::OodArgs,
+    /// Image-folder settings.
+    #[command(flatten)]
+    pub folder: crate::data::FolderArgs,
     /// Write the configuration, print the plan and stop (with
     /// `--executor slurm`: also write the sbatch scripts and print the
     /// sbatch commands instead of submitting them).
@@ -322,6 +325,8 @@ impl SmsArgs {
             c.exclude = self.exclude.clone();
         }
         c.ood = self.ood.apply(c.ood)?;
+        c.folder = self.folder.apply(c.folder);
+        c.folder.validate()?;
         c.validate()?;
         Ok(c)
     }

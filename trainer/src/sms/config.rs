@@ -135,6 +135,9 @@ pub struct SmsConfig {
     /// Robustness evaluation of every reported model (corruptions of the
     /// test split).
     pub ood: OodSpec,
+    /// Image folders: image size, normalisation, skipping of unreadable
+    /// files, decoding threads (the `[folder]` table).
+    pub folder: crate::data::FolderOptions,
 }
 
 impl Default for SmsConfig {
@@ -171,6 +174,7 @@ impl Default for SmsConfig {
             baselines: Vec::new(),
             repeats: 1,
             ood: OodSpec::default(),
+            folder: crate::data::FolderOptions::default(),
         }
     }
 }

@@ -219,7 +219,7 @@ impl Session {
         if cfg.threads > 0 {
             tch::set_num_threads(cfg.threads as i32);
         }
-        let data = Dataset::load(&cfg.data, cfg.split_seed)?;
+        let data = Dataset::load_with(&cfg.data, cfg.split_seed, &cfg.folder)?;
         let [c, h, w] = data.input_shape().map(|d| d as i64);
         let spec = ModelSpec {
             num_classes: data.num_classes as i64,
@@ -284,6 +284,7 @@ impl Session {
         let ebs = self.cfg.eval_batch_size;
         let val = evaluate(model, self.data.eval_batches(Split::Val, ebs, self.device))?;
         let test = evaluate(model, self.data.eval_batches(Split::Test, ebs, self.device))?;
+        self.data.check()?;
         let (sparsity, sparsity_all) = sparsity(model, &self.pruned_names(model));
         let corruptions =
             corruption_accuracies(model, &self.data, &self.cfg.ood, self.device, ebs as i64)?;
@@ -321,6 +322,7 @@ impl Session {
         let ebs = self.cfg.eval_batch_size;
         let val = evaluate_ensemble(&refs, self.data.eval_batches(Split::Val, ebs, self.device))?;
         let test = evaluate_ensemble(&refs, self.data.eval_batches(Split::Test, ebs, self.device))?;
+        self.data.check()?;
         // Members share one mask (checked before), so their sparsity is
         // the ensemble's; its cost is all of theirs.
         let pruned = self.pruned_names(&models[0]);
@@ -402,6 +404,7 @@ impl Session {
                     device: self.cfg.device.clone(),
                     threads: self.cfg.threads,
                     eval_batch_size: self.cfg.eval_batch_size,
+                    folder: self.cfg.folder.clone(),
                 };
                 let progress = match (self.bars, self.verbose) {
                     (true, _) => Progress::Bar,
@@ -621,6 +624,7 @@ impl Session {
                 },
                 &bar,
             )?;
+            self.data.check()?;
             bar.finish_and_clear();
             mkdir(path.parent().expect("phase folder"))?;
             (model, Some(stats.loss))
@@ -677,6 +681,7 @@ impl Session {
             self.data
                 .eval_batches(Split::Val, self.cfg.eval_batch_size, self.device),
         )?;
+        self.data.check()?;
         Ok(val.top1)
     }
 
