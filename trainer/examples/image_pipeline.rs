@@ -22,6 +22,12 @@ use trainer::data::pipeline::{Augment, Pipeline, Plan};
 use trainer::rng::Rng;
 
 fn main() {
+    // As the trainer binary does: freed batches are reused, not returned
+    // to the kernel and faulted in again.
+    trainer::runtime::keep_freed_memory();
+    // The batch tensor is made on this thread alone (torchvision's side
+    // runs with torch.set_num_threads(1) too).
+    tch::set_num_threads(1);
     let mut args = std::env::args().skip(1);
     let mut dir = None;
     let (mut workers, mut batch, mut size, mut rounds, mut eval, mut prefetch) =
@@ -62,7 +68,7 @@ fn main() {
         let mut order: Vec<usize> = (0..items.len()).collect();
         Rng::new(0, round as u64).shuffle(&mut order);
         let start = Instant::now();
-        let pipeline = Pipeline::start(Plan {
+        let mut pipeline = Pipeline::start(Plan {
             items: Arc::clone(&items),
             order,
             batch_size: batch,
@@ -80,10 +86,11 @@ fn main() {
             prefetch,
         });
         let mut n = 0;
-        for b in pipeline {
+        while let Some(b) = pipeline.next() {
             let b = b.expect("every image loads");
             let k = b.labels.len() as i64;
             let images = Tensor::from_slice(&b.pixels).view([k, 3, size as i64, size as i64]);
+            pipeline.recycle(b.pixels);
             let labels = Tensor::from_slice(&b.labels);
             n += images.size()[0] as usize;
             drop((images, labels));

@@ -345,6 +345,18 @@ fn unreadable_images_are_named_or_skipped_and_counted() {
         other => panic!("expected a bad image, got {other:?}"),
     }
     fs::remove_file(&garbage).unwrap();
+    // A format torchvision loads but the trainer does not decode: an error
+    // rather than a silent difference in the sample list.
+    let webp = root.join("train/class1/photo.WebP");
+    fs::write(&webp, "RIFF....WEBP").unwrap();
+    match Dataset::load_with(p, 0, &options(16)) {
+        Err(Error::BadImage { path, msg }) => {
+            assert_eq!(path, webp);
+            assert!(msg.contains("convert it to JPEG or PNG"), "{msg}");
+        }
+        other => panic!("expected a bad image, got {other:?}"),
+    }
+    fs::remove_file(&webp).unwrap();
     // A damaged JPEG in the test split: found when its batch is decoded;
     // the batches end and `check` names the file.
     let damaged = root.join("val/class1/001.jpg");

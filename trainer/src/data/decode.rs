@@ -48,14 +48,29 @@ pub const MAX_SIDE: usize = 1 << 15;
 
 /// Decodes a JPEG or PNG file's bytes to RGB; the error says what is wrong.
 pub fn decode_rgb(bytes: &[u8]) -> Result<Rgb, String> {
+    let mut out = Rgb {
+        pixels: Vec::new(),
+        width: 0,
+        height: 0,
+    };
+    decode_rgb_into(bytes, &mut out)?;
+    Ok(out)
+}
+
+/// [`decode_rgb`] into `out`, reusing its buffer: a worker that decodes
+/// image after image then allocates (and page-faults in) nothing per image.
+pub fn decode_rgb_into(bytes: &[u8], out: &mut Rgb) -> Result<(), String> {
     match sniff(bytes) {
-        Some(ImageFormat::Jpeg) => decode_jpeg(bytes),
-        Some(ImageFormat::Png) => decode_png(bytes),
+        Some(ImageFormat::Jpeg) => decode_jpeg(bytes, out),
+        Some(ImageFormat::Png) => {
+            *out = decode_png(bytes)?;
+            Ok(())
+        }
         None => Err("is neither a JPEG nor a PNG file".into()),
     }
 }
 
-fn decode_jpeg(bytes: &[u8]) -> Result<Rgb, String> {
+fn decode_jpeg(bytes: &[u8], out: &mut Rgb) -> Result<(), String> {
     // Strict mode turns a truncated or damaged entropy-coded segment into an
     // error, as PIL does (it raises "image file is truncated"), instead of
     // padding the image with grey.
@@ -65,23 +80,23 @@ fn decode_jpeg(bytes: &[u8]) -> Result<Rgb, String> {
         .set_max_width(MAX_SIDE)
         .set_max_height(MAX_SIDE);
     let mut decoder = zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(bytes), options);
-    let pixels = decoder
-        .decode()
-        .map_err(|e| format!("is not a readable JPEG file: {e:?}"))?;
+    let bad = |e| format!("is not a readable JPEG file: {e:?}");
+    decoder.decode_headers().map_err(bad)?;
     let (width, height) = decoder
         .dimensions()
         .ok_or("is not a readable JPEG file: no dimensions")?;
-    if pixels.len() != width * height * 3 {
+    let size = decoder
+        .output_buffer_size()
+        .ok_or("is not a readable JPEG file: no output size")?;
+    if size != width * height * 3 {
         return Err(format!(
-            "is not a readable JPEG file: {} bytes decoded for {width}x{height} RGB",
-            pixels.len()
+            "is not a readable JPEG file: {size} bytes to decode for {width}x{height} RGB"
         ));
     }
-    Ok(Rgb {
-        pixels,
-        width,
-        height,
-    })
+    out.pixels.resize(size, 0);
+    decoder.decode_into(&mut out.pixels).map_err(bad)?;
+    (out.width, out.height) = (width, height);
+    Ok(())
 }
 
 fn decode_png(bytes: &[u8]) -> Result<Rgb, String> {

@@ -479,6 +479,7 @@ impl Iterator for Batches<'_> {
                     let [c, h, w] = self.set.shape.map(|d| d as i64);
                     let n = b.labels.len() as i64;
                     let images = Tensor::from_slice(&b.pixels).view([n, c, h, w]);
+                    stream.recycle(b.pixels);
                     Some(Batch {
                         images: images.to_device(self.device),
                         labels: Tensor::from_slice(&b.labels).to_device(self.device),

@@ -15,9 +15,11 @@ use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
-use super::decode::decode_rgb;
+use super::decode::{decode_rgb_into, Rgb};
 use super::folder::Item;
-use super::transform::{eval_crop, normalise, random_resized_crop, to_planar, Resampler};
+use super::transform::{
+    eval_crop, random_resized_crop, to_planar, to_planar_normalised, Resampler,
+};
 use crate::error::Error;
 use crate::rng::Rng;
 
@@ -42,6 +44,8 @@ pub enum Augment {
 pub struct ImageLoader {
     size: usize,
     resampler: Resampler,
+    file: Vec<u8>,
+    decoded: Rgb,
     hwc: Vec<u8>,
 }
 
@@ -51,6 +55,12 @@ impl ImageLoader {
         ImageLoader {
             size,
             resampler: Resampler::new(size),
+            file: Vec::new(),
+            decoded: Rgb {
+                pixels: Vec::new(),
+                width: 0,
+                height: 0,
+            },
             hwc: Vec::new(),
         }
     }
@@ -64,8 +74,40 @@ impl ImageLoader {
         augment: Augment,
         out: &mut [u8],
     ) -> Result<(), String> {
-        let bytes = std::fs::read(&item.path).map_err(|e| format!("cannot read: {e}"))?;
-        let img = decode_rgb(&bytes)?;
+        let flip = self.load_interleaved(item, index, augment)?;
+        to_planar(&self.hwc, self.size, flip, out);
+        Ok(())
+    }
+
+    /// [`ImageLoader::load`] to normalised floats.
+    pub fn load_normalised(
+        &mut self,
+        item: &Item,
+        index: usize,
+        augment: Augment,
+        (mean, std): (&[f32; 3], &[f32; 3]),
+        out: &mut [f32],
+    ) -> Result<(), String> {
+        let flip = self.load_interleaved(item, index, augment)?;
+        to_planar_normalised(&self.hwc, self.size, flip, mean, std, out);
+        Ok(())
+    }
+
+    /// Reads, decodes and resizes into `self.hwc`; returns whether the
+    /// image is to be flipped.
+    fn load_interleaved(
+        &mut self,
+        item: &Item,
+        index: usize,
+        augment: Augment,
+    ) -> Result<bool, String> {
+        use std::io::Read;
+        self.file.clear();
+        std::fs::File::open(&item.path)
+            .and_then(|mut f| f.read_to_end(&mut self.file))
+            .map_err(|e| format!("cannot read: {e}"))?;
+        decode_rgb_into(&self.file, &mut self.decoded)?;
+        let img = &self.decoded;
         let (crop, flip) = match augment {
             Augment::Train(seed) => {
                 let mut rng = Rng::new(seed, index as u64);
@@ -74,9 +116,8 @@ impl ImageLoader {
             }
             Augment::Eval => (eval_crop(img.width, img.height, self.size), false),
         };
-        self.resampler.resize(&img, crop, &mut self.hwc);
-        to_planar(&self.hwc, self.size, flip, out);
-        Ok(())
+        self.resampler.resize(img, crop, &mut self.hwc);
+        Ok(flip)
     }
 }
 
@@ -130,6 +171,10 @@ struct State {
     /// Batches taken by the consumer.
     consumed: usize,
     slots: HashMap<usize, Slot>,
+    /// Pixel buffers of consumed batches, handed back by
+    /// [`Pipeline::recycle`]: a batch of 224x224 images is 38 MB, and a
+    /// fresh allocation of that size is page-faulted in at every batch.
+    free: Vec<Vec<f32>>,
     error: Option<Error>,
     stop: bool,
 }
@@ -187,13 +232,21 @@ impl Pipeline {
     pub fn remaining(&self) -> usize {
         self.batches - self.next
     }
+
+    /// Hands the pixel buffer of a consumed batch back for reuse.
+    pub fn recycle(&self, pixels: Vec<f32>) {
+        let mut st = self.shared.state.lock().expect("pipeline lock");
+        // No more buffers than batches in flight are ever needed.
+        if st.free.len() < self.shared.plan.prefetch {
+            st.free.push(pixels);
+        }
+    }
 }
 
 fn work(shared: &Shared) {
     let plan = &shared.plan;
     let image_len = 3 * plan.size * plan.size;
     let mut loader = ImageLoader::new(plan.size);
-    let mut bytes = vec![0u8; image_len];
     let mut floats = vec![0f32; image_len];
     loop {
         let pos = {
@@ -211,19 +264,22 @@ fn work(shared: &Shared) {
             st.next += 1;
             let b = pos / plan.batch_size;
             let n = shared.batch_len(b);
-            st.slots.entry(b).or_insert_with(|| Slot {
-                pixels: vec![0.0; n * image_len],
-                present: vec![false; n],
-                remaining: n,
-            });
+            if !st.slots.contains_key(&b) {
+                let mut pixels = st.free.pop().unwrap_or_default();
+                pixels.resize(n * image_len, 0.0);
+                let slot = Slot {
+                    pixels,
+                    present: vec![false; n],
+                    remaining: n,
+                };
+                st.slots.insert(b, slot);
+            }
             pos
         };
         let index = plan.order[pos];
         let item = &plan.items[index];
-        let result = loader.load(item, index, plan.augment, &mut bytes);
-        if result.is_ok() {
-            normalise(&bytes, &plan.mean, &plan.std, &mut floats);
-        }
+        let stats = (&plan.mean, &plan.std);
+        let result = loader.load_normalised(item, index, plan.augment, stats, &mut floats);
         let mut st = shared.state.lock().expect("pipeline lock");
         let b = pos / plan.batch_size;
         let k = pos % plan.batch_size;

@@ -174,18 +174,34 @@ pub fn to_planar(hwc: &[u8], size: usize, flip: bool, out: &mut [u8]) {
     }
 }
 
-/// Planar bytes to normalised floats: `(byte / 255 - mean) / std` per channel.
-pub fn normalise(chw: &[u8], mean: &[f32], std: &[f32], out: &mut [f32]) {
-    let plane = chw.len() / mean.len();
-    for (c, (src, dst)) in chw
-        .chunks_exact(plane)
-        .zip(out.chunks_exact_mut(plane))
-        .enumerate()
-    {
-        let scale = 1.0 / (255.0 * std[c]);
-        let shift = -mean[c] / std[c];
-        for (d, &s) in dst.iter_mut().zip(src) {
-            *d = s as f32 * scale + shift;
+/// Interleaved `size x size` RGB bytes straight to planar normalised floats
+/// (`(byte / 255 - mean) / std` per channel), mirrored when `flip`: one
+/// pass, no intermediate buffer.
+pub fn to_planar_normalised(
+    hwc: &[u8],
+    size: usize,
+    flip: bool,
+    mean: &[f32; 3],
+    std: &[f32; 3],
+    out: &mut [f32],
+) {
+    let plane = size * size;
+    let scale: [f32; 3] = std::array::from_fn(|c| 1.0 / (255.0 * std[c]));
+    let shift: [f32; 3] = std::array::from_fn(|c| -mean[c] / std[c]);
+    let (r, rest) = out.split_at_mut(plane);
+    let (g, b) = rest.split_at_mut(plane);
+    for y in 0..size {
+        let row = &hwc[y * size * 3..(y + 1) * size * 3];
+        let (r, g, b) = (
+            &mut r[y * size..(y + 1) * size],
+            &mut g[y * size..(y + 1) * size],
+            &mut b[y * size..(y + 1) * size],
+        );
+        for (x, p) in row.chunks_exact(3).enumerate() {
+            let d = if flip { size - 1 - x } else { x };
+            r[d] = p[0] as f32 * scale[0] + shift[0];
+            g[d] = p[1] as f32 * scale[1] + shift[1];
+            b[d] = p[2] as f32 * scale[2] + shift[2];
         }
     }
 }
@@ -231,7 +247,13 @@ mod tests {
         to_planar(&hwc, 2, true, &mut chw);
         assert_eq!(chw[..4], [1, 0, 3, 2]);
         let mut f = [0f32; 12];
-        normalise(&chw, &[0.5; 3], &[0.25; 3], &mut f);
-        assert!((f[0] - (1.0 / 255.0 - 0.5) / 0.25).abs() < 1e-6);
+        to_planar_normalised(&hwc, 2, true, &[0.5; 3], &[0.25; 3], &mut f);
+        let want: Vec<f32> = chw
+            .iter()
+            .map(|&v| (v as f32 / 255.0 - 0.5) / 0.25)
+            .collect();
+        for (a, b) in f.iter().zip(&want) {
+            assert!((a - b).abs() < 1e-6, "{f:?} vs {want:?}");
+        }
     }
 }
