@@ -234,7 +234,7 @@ fn list_split(
     skipped: &mut Vec<(PathBuf, String)>,
     need_every_class: bool,
 ) -> Result<Vec<Item>> {
-    let mut items = Vec::new();
+    let mut candidates = Vec::new();
     for (label, class) in classes.iter().enumerate() {
         let class_dir = dir.join(class);
         if !class_dir.is_dir() {
@@ -243,20 +243,16 @@ fn list_split(
             }
             continue;
         }
-        let before = items.len();
+        let before = candidates.len();
         for path in walk_sorted(&class_dir)? {
             let name = path.file_name().map(|n| n.to_string_lossy().to_lowercase());
             let name = name.unwrap_or_default();
             let is_image = |exts: &[&str]| exts.iter().any(|e| name.ends_with(e));
             if is_image(&SUPPORTED_EXTENSIONS) {
-                match check_signature(&path) {
-                    Ok(()) => items.push(Item {
-                        path,
-                        label: label as i64,
-                    }),
-                    Err(msg) if skip_bad => skipped.push((path, msg)),
-                    Err(msg) => return Err(Error::BadImage { path, msg }),
-                }
+                candidates.push(Item {
+                    path,
+                    label: label as i64,
+                });
             } else if is_image(&TORCHVISION_EXTENSIONS) {
                 // torchvision would load it, so ignoring it would shift
                 // the sample count against a torchvision run.
@@ -272,14 +268,54 @@ fn list_split(
                 }
             }
         }
-        if need_every_class && items.len() == before {
+        if need_every_class && candidates.len() == before {
             return Err(Error::data(
                 class_dir,
                 "holds no .jpg, .jpeg or .png file (torchvision refuses an empty class too)",
             ));
         }
     }
+    // Opening a million files one after another takes minutes on a network
+    // file system; the checks run on every core, and the first bad file in
+    // listing order is the one reported.
+    let checks = check_all(&candidates);
+    let mut items = Vec::with_capacity(candidates.len());
+    for (item, check) in candidates.into_iter().zip(checks) {
+        match check {
+            Ok(()) => items.push(item),
+            Err(msg) if skip_bad => skipped.push((item.path, msg)),
+            Err(msg) => {
+                return Err(Error::BadImage {
+                    path: item.path,
+                    msg,
+                })
+            }
+        }
+    }
     Ok(items)
+}
+
+/// [`check_signature`] of every item, in order, on all cores.
+fn check_all(items: &[Item]) -> Vec<std::result::Result<(), String>> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let per = items.len().div_ceil(threads).max(1);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = items
+            .chunks(per)
+            .map(|chunk| {
+                scope.spawn(move || {
+                    chunk
+                        .iter()
+                        .map(|i| check_signature(&i.path))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("a checking thread panicked"))
+            .collect()
+    })
 }
 
 /// The files under `dir` in the order of torchvision's `make_dataset`:
