@@ -25,7 +25,7 @@ pub enum Error {
     },
     /// A data set name that is neither known nor an existing folder.
     #[error(
-        "unknown data set {0:?}: give `fashion-mnist` or a folder of IDX or CIFAR binary files"
+        "unknown data set {0:?}: give `fashion-mnist`, a folder of IDX or CIFAR binary files, or an image folder"
     )]
     UnknownData(String),
 

@@ -466,6 +466,33 @@ fn resnet18_learns_a_four_class_folder() {
         serde_json::from_str(&fs::read_to_string(out.join("data.json")).unwrap()).unwrap();
     assert_eq!(summary["classes"][3], "class3");
     assert_eq!(summary["image_size"], 64);
+    // `trainer eval` of the checkpoint on the folder, clean and under a
+    // corruption at the folder's image size, gives the run's accuracy.
+    let ck = out.join("final.safetensors");
+    let eval = ok(&[
+        "eval",
+        "--model",
+        "resnet18",
+        "--checkpoint",
+        ck.to_str().unwrap(),
+        "--data",
+        root.to_str().unwrap(),
+        "--image-size",
+        "64",
+        "--device",
+        "cpu",
+        "--corruptions",
+        "contrast",
+        "--severity",
+        "1",
+        "--json",
+    ]);
+    let e: serde_json::Value = serde_json::from_str(eval.trim()).unwrap();
+    assert!((e["top1"].as_f64().unwrap() - acc).abs() < 1e-9, "{eval}");
+    assert!(
+        e["corruptions"]["contrast"]["1"].as_f64().is_some(),
+        "{eval}"
+    );
 }
 
 #[test]

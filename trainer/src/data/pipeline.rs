@@ -430,3 +430,62 @@ pub fn load_eval_bytes(
     }
     Ok(all)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn folder_of_pngs(dir: &Path, n: usize) -> Vec<Item> {
+        (0..n)
+            .map(|i| {
+                let path = dir.join(format!("{i}.png"));
+                image::RgbImage::from_fn(12, 10, |x, y| image::Rgb([x as u8, y as u8, i as u8]))
+                    .save(&path)
+                    .unwrap();
+                Item {
+                    path,
+                    label: (i % 3) as i64,
+                }
+            })
+            .collect()
+    }
+
+    fn plan(items: Vec<Item>, prefetch: usize) -> Plan {
+        Plan {
+            order: (0..items.len()).collect(),
+            items: Arc::new(items),
+            batch_size: 2,
+            augment: Augment::Eval,
+            size: 8,
+            mean: [0.5; 3],
+            std: [0.25; 3],
+            skip_bad: false,
+            skip_log: SkipLog::default(),
+            workers: 3,
+            prefetch,
+        }
+    }
+
+    #[test]
+    fn workers_stop_at_the_prefetch_depth() {
+        let tmp = tempfile::tempdir().unwrap();
+        let items = folder_of_pngs(tmp.path(), 20);
+        let mut p = Pipeline::start(plan(items, 2));
+        let first = p.next().unwrap().unwrap();
+        assert_eq!(first.labels, [0, 1]);
+        // However long the consumer waits, no more than `prefetch` batches
+        // beyond the one taken are claimed or held.
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        {
+            let st = p.shared.state.lock().unwrap();
+            assert_eq!(st.consumed, 1);
+            assert_eq!(st.next, (1 + 2) * 2, "claimed images");
+            assert!(st.slots.len() <= 2);
+        }
+        p.recycle(first.pixels);
+        let rest: Vec<FloatBatch> = p.by_ref().map(|b| b.unwrap()).collect();
+        assert_eq!(rest.len(), 9);
+        assert!(rest.iter().all(|b| b.pixels.len() == 2 * 3 * 8 * 8));
+    }
+}
