@@ -45,7 +45,8 @@ pub struct TrainSettings {
     /// Images per evaluation batch.
     pub eval_batch_size: usize,
     /// Image folders: image size, normalisation, skipping of unreadable
-    /// files, decoding threads (the `[folder]` table).
+    /// files, decoding threads (the `[folder]` table; left out when default).
+    #[serde(skip_serializing_if = "crate::data::FolderOptions::is_default")]
     pub folder: FolderOptions,
 }
 

@@ -88,6 +88,12 @@ impl FolderOptions {
         }
     }
 
+    /// True for the defaults: configuration files leave the `[folder]`
+    /// table out then, so files of runs on other data sets do not change.
+    pub fn is_default(&self) -> bool {
+        *self == FolderOptions::default()
+    }
+
     /// Rejects sizes no model can use.
     pub fn validate(&self) -> Result<()> {
         if !(8..=4096).contains(&self.image_size) {
