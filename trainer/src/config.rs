@@ -7,6 +7,7 @@ use clap::Args;
 use serde::{Deserialize, Serialize};
 use tch::Device;
 
+use crate::data::FolderOptions;
 use crate::error::{Error, Result};
 use crate::schedule::ScheduleKind;
 
@@ -43,6 +44,10 @@ pub struct TrainSettings {
     pub threads: usize,
     /// Images per evaluation batch.
     pub eval_batch_size: usize,
+    /// Image folders: image size, normalisation, skipping of unreadable
+    /// files, decoding threads (the `[folder]` table; left out when default).
+    #[serde(skip_serializing_if = "crate::data::FolderOptions::is_default")]
+    pub folder: FolderOptions,
 }
 
 impl Default for TrainSettings {
@@ -60,6 +65,7 @@ impl Default for TrainSettings {
             device: "auto".into(),
             threads: 0,
             eval_batch_size: 500,
+            folder: FolderOptions::default(),
         }
     }
 }
@@ -82,7 +88,7 @@ impl TrainSettings {
         if !(self.warmup_epochs.is_finite() && self.warmup_epochs >= 0.0) {
             return bad("warmup epochs must be non-negative");
         }
-        Ok(())
+        self.folder.validate()
     }
 }
 
@@ -93,8 +99,9 @@ impl TrainSettings {
 /// it was.
 #[derive(Debug, Clone, Default, PartialEq, Args)]
 pub struct TrainArgs {
-    /// Data set: fashion-mnist, or a folder of IDX or CIFAR binary files
-    /// [default: fashion-mnist].
+    /// Data set: fashion-mnist, a folder of IDX or CIFAR binary files, or an
+    /// image folder (train/<class>/*.jpg|png, val/<class>/...) [default:
+    /// fashion-mnist].
     #[arg(long)]
     pub data: Option<String>,
     /// Architecture: mlp, cnn, resnet20, resnet56, wrn-D-W, wrn-D-W-ref,
@@ -131,6 +138,9 @@ pub struct TrainArgs {
     /// Images per evaluation batch [default: 500].
     #[arg(long)]
     pub eval_batch_size: Option<usize>,
+    /// Image-folder settings.
+    #[command(flatten)]
+    pub folder: crate::data::FolderArgs,
 }
 
 impl TrainArgs {
@@ -153,6 +163,7 @@ impl TrainArgs {
             threads,
             eval_batch_size
         );
+        s.folder = self.folder.apply(s.folder.clone());
     }
 }
 

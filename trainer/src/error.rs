@@ -15,9 +15,17 @@ pub enum Error {
         /// What is wrong with it.
         msg: String,
     },
+    /// An image file of an image folder that cannot be read or decoded.
+    #[error("image {path}: {msg}")]
+    BadImage {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        msg: String,
+    },
     /// A data set name that is neither known nor an existing folder.
     #[error(
-        "unknown data set {0:?}: give `fashion-mnist` or a folder of IDX or CIFAR binary files"
+        "unknown data set {0:?}: give `fashion-mnist`, a folder of IDX or CIFAR binary files, or an image folder"
     )]
     UnknownData(String),
 

@@ -102,6 +102,8 @@ struct EvalArgs {
     json: bool,
     #[command(flatten)]
     ood: trainer::OodArgs,
+    #[command(flatten)]
+    folder: trainer::data::FolderArgs,
 }
 
 #[derive(Debug, Args)]
@@ -185,7 +187,9 @@ fn run(cli: Cli) -> Result<()> {
         Command::Eval(a) => {
             let ood_spec = a.ood.spec()?;
             let device = parse_device(&a.device)?;
-            let data = Dataset::load(&a.data, 0)?;
+            let options = a.folder.apply(Default::default());
+            options.validate()?;
+            let data = Dataset::load_with(&a.data, 0, &options)?;
             let [c, h, w] = data.input_shape().map(|d| d as i64);
             let spec = ModelSpec {
                 num_classes: data.num_classes as i64,
@@ -194,6 +198,7 @@ fn run(cli: Cli) -> Result<()> {
             let model = Model::new(a.model.parse()?, spec, device);
             model.load(&a.checkpoint)?;
             let r = evaluate(&model, data.eval_batches(Split::Test, a.batch_size, device))?;
+            data.check()?;
             let corruptions =
                 corruption_accuracies(&model, &data, &ood_spec, device, a.batch_size as i64)?;
             let ood = OodReport {

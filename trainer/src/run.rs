@@ -45,6 +45,14 @@ pub struct EpochMetrics {
     pub lr: f64,
     /// Wall time of the epoch, evaluation included, in seconds.
     pub time_s: f64,
+    /// Image folders with skipping on: unreadable images skipped so far
+    /// (left out when none).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub skipped_images: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// The file names inside a run folder.
@@ -55,6 +63,9 @@ pub mod files {
     pub const METRICS: &str = "metrics.jsonl";
     /// Weights and buffers at the end of training.
     pub const FINAL: &str = "final.safetensors";
+    /// Image folders: classes, split sizes, normalisation statistics and
+    /// skipped files (rewritten after every epoch).
+    pub const DATA: &str = "data.json";
     /// Weights, buffers and momentum after the last finished epoch (metadata
     /// `epoch`), while the run is unfinished.
     pub const RESUME: &str = "resume.safetensors";
@@ -117,7 +128,7 @@ pub fn run_training(
             .pop()
             .ok_or_else(|| Error::Config(format!("{} has no epochs", metrics_path.display())));
     }
-    let data = Dataset::load(&cfg.train.data, cfg.train.split_seed)?;
+    let data = Dataset::load_with(&cfg.train.data, cfg.train.split_seed, &cfg.train.folder)?;
     fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     if !existing {
         fs::write(&config_path, cfg.to_toml()).map_err(|e| Error::io(&config_path, e))?;
@@ -203,14 +214,24 @@ pub fn run_training(
             &bar,
         )?;
         bar.finish_and_clear();
+        // An image that failed to load ends its batches early; stop before
+        // anything trained or measured on the remainder is recorded.
+        data.check()?;
         let val: EvalReport = evaluate(
             &model,
             data.eval_batches(Split::Val, cfg.train.eval_batch_size, device),
         )?;
+        data.check()?;
         let test = evaluate(
             &model,
             data.eval_batches(Split::Test, cfg.train.eval_batch_size, device),
         )?;
+        data.check()?;
+        if let Some(folder) = &data.folder {
+            let summary =
+                serde_json::to_string_pretty(&folder.summary()).expect("summary serialises");
+            checkpoint::write_atomic(&out.join(files::DATA), summary.as_bytes())?;
+        }
         let m = EpochMetrics {
             epoch: epoch + 1,
             train_loss: stats.loss,
@@ -221,6 +242,7 @@ pub fn run_training(
             test_acc: test.top1,
             lr: stats.last_lr,
             time_s: start.elapsed().as_secs_f64(),
+            skipped_images: data.skipped_images() as u64,
         };
         let line = serde_json::to_string(&m).expect("metrics serialise");
         writeln!(metrics, "{line}").map_err(|e| Error::io(&metrics_path, e))?;
@@ -253,6 +275,9 @@ fn check_same_run(cfg: &TrainConfig, saved: &TrainConfig, path: &Path) -> Result
         let mut c = c.clone();
         c.train.device = String::new();
         c.train.threads = 0;
+        // Decoding threads and prefetch depth change speed, not results.
+        c.train.folder.workers = 0;
+        c.train.folder.prefetch = 1;
         c
     };
     if comparable(cfg) == comparable(saved) {

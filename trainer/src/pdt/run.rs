@@ -100,7 +100,7 @@ impl PdtRun {
         if t.threads > 0 {
             tch::set_num_threads(t.threads as i32);
         }
-        let data = Dataset::load(&t.data, t.split_seed)?;
+        let data = Dataset::load_with(&t.data, t.split_seed, &t.folder)?;
         let [c, h, w] = data.input_shape().map(|d| d as i64);
         let spec = ModelSpec {
             num_classes: data.num_classes as i64,

@@ -258,7 +258,10 @@ pub fn corruption_accuracies(
                 let mut per = BTreeMap::new();
                 for &s in &spec.severities {
                     let batches = GeneratedBatches::new(data, c, s, bs, spec.limit, device);
-                    per.insert(s, evaluate(model, batches)?.top1);
+                    let acc = evaluate(model, batches)?.top1;
+                    // An image folder's unreadable image ends the batches.
+                    data.check()?;
+                    per.insert(s, acc);
                 }
                 out.insert(c.name().to_string(), per);
             }
@@ -424,26 +427,38 @@ impl Iterator for GeneratedBatches<'_> {
         self.pos = stop;
         let set = &self.data.test;
         let len = set.image_len();
-        let mut images = vec![0u8; (stop - start) * len];
+        // The clean images as evaluation sees them: for an image folder,
+        // decoded and resized to its image size, so corruptions apply at
+        // the size the model sees.
+        let (clean, labels) = match self.data.split_bytes(Split::Test, start, stop) {
+            Ok(x) => x,
+            Err(e) => {
+                if let Some(f) = &self.data.folder {
+                    f.record_error(e);
+                }
+                return None;
+            }
+        };
+        let n = labels.len();
+        let clean = &clean;
+        let mut images = vec![0u8; n * len];
         // Images are independent (each has its own seed), so they are
         // corrupted in parallel without changing the result.
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let per = (stop - start).div_ceil(threads).max(1);
+        let per = n.div_ceil(threads).max(1);
         std::thread::scope(|scope| {
             for (k, chunk) in images.chunks_mut(per * len).enumerate() {
                 let (c, s) = (self.corruption, self.severity);
                 scope.spawn(move || {
                     for (j, out) in chunk.chunks_exact_mut(len).enumerate() {
-                        let i = start + k * per + j;
-                        c.apply(s, set.image(i), set.shape, i as u64, out);
+                        let i = k * per + j;
+                        let image = &clean[i * len..(i + 1) * len];
+                        c.apply(s, image, set.shape, (start + i) as u64, out);
                     }
                 });
             }
         });
-        Some(
-            self.data
-                .batch_from_bytes(&images, &set.labels[start..stop], self.device),
-        )
+        Some(self.data.batch_from_bytes(&images, &labels, self.device))
     }
 }
 

@@ -107,6 +107,7 @@ impl Session {
                 },
                 &bar,
             )?;
+            self.data.check()?;
             bar.finish_and_clear();
             mkdir(path.parent().expect("phase folder"))?;
             (model, Some(stats.loss))

@@ -24,6 +24,7 @@ impl Session {
         let ebs = self.cfg.train.eval_batch_size;
         let val = evaluate(model, self.data.eval_batches(Split::Val, ebs, self.device))?;
         let test = evaluate(model, self.data.eval_batches(Split::Test, ebs, self.device))?;
+        self.data.check()?;
         let (sparsity, sparsity_all) = sparsity(model, &self.pruned_names(model));
         let corruptions =
             corruption_accuracies(model, &self.data, &self.cfg.ood, self.device, ebs as i64)?;
@@ -61,6 +62,7 @@ impl Session {
         let ebs = self.cfg.train.eval_batch_size;
         let val = evaluate_ensemble(&refs, self.data.eval_batches(Split::Val, ebs, self.device))?;
         let test = evaluate_ensemble(&refs, self.data.eval_batches(Split::Test, ebs, self.device))?;
+        self.data.check()?;
         // Members share one mask (checked before), so their sparsity is
         // the ensemble's; its cost is all of theirs.
         let pruned = self.pruned_names(&models[0]);
@@ -125,6 +127,7 @@ impl Session {
             self.data
                 .eval_batches(Split::Val, self.cfg.train.eval_batch_size, self.device),
         )?;
+        self.data.check()?;
         Ok(val.top1)
     }
 }

@@ -101,7 +101,7 @@ impl Session {
         if cfg.train.threads > 0 {
             tch::set_num_threads(cfg.train.threads as i32);
         }
-        let data = Dataset::load(&cfg.train.data, cfg.train.split_seed)?;
+        let data = Dataset::load_with(&cfg.train.data, cfg.train.split_seed, &cfg.train.folder)?;
         let [c, h, w] = data.input_shape().map(|d| d as i64);
         let spec = ModelSpec {
             num_classes: data.num_classes as i64,
