@@ -12,13 +12,16 @@ use crate::optim::Sgd;
 
 /// The masks of the prunable weights, taken from the pruned parent, with
 /// the optimizer slots they apply to.
-pub(super) struct Masks {
+#[derive(Debug)]
+pub struct Masks {
     /// (index into `Sgd::params`, positions to keep at zero)
     zeros: Vec<(usize, Tensor)>,
 }
 
 impl Masks {
-    pub(super) fn of(model: &Model, opt: &Sgd) -> Masks {
+    /// The zeros of `model`'s prunable weights as they are now, by the slot
+    /// of `opt` each belongs to (tensors without zeros are left out).
+    pub fn of(model: &Model, opt: &Sgd) -> Masks {
         let prunable = model.prunable_names();
         let zeros = opt
             .params
@@ -32,7 +35,7 @@ impl Masks {
     }
 
     /// `w[mask == 0] = +0.0` (and the same for the momentum buffer).
-    pub(super) fn enforce(&self, opt: &mut Sgd, momentum_too: bool) {
+    pub fn enforce(&self, opt: &mut Sgd, momentum_too: bool) {
         tch::no_grad(|| {
             for (i, zeros) in &self.zeros {
                 let p = &mut opt.params[*i];
