@@ -54,6 +54,7 @@ mod safety;
 mod select;
 mod stream;
 mod surgery;
+mod tree_hash;
 
 pub use checkpoint::{align, Checkpoint, TensorEntry, INDEX_FILE};
 pub use diff::{diff, DiffOptions, DiffReport, TensorDiff};
