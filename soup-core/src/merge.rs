@@ -133,8 +133,7 @@ impl Kernel {
                         continue;
                     }
                     x.resize(len, A::ZERO);
-                    A::decode_into(block(k), in_type, x);
-                    A::fold(acc, x, A::from_f64(c));
+                    A::fold_encoded(acc, block(k), in_type, A::from_f64(c), x);
                 }
             }
         }
@@ -498,7 +497,7 @@ impl Plan<'_> {
         let intersect = self.options.mask_policy == MaskPolicy::Intersect;
         let mut diffs = vec![0u64; n];
         scratch.masks.resize_with(n, Vec::new);
-        out.clear();
+        // Every byte is written below: only a larger buffer is zeroed.
         out.resize(elems * out_type.size(), 0);
         let span = (SPAN_BYTES / (n * size)).max(BLOCK) / BLOCK * BLOCK;
         let mut start = 0;
