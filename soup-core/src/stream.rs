@@ -10,11 +10,10 @@
 //! threads at once: the side tasks of the inputs (each input's content
 //! hash, which reads its bytes in order), the operation's lagged tasks for
 //! the previous window (check-mask's fingerprints), and the operation's
-//! work on each piece, releasing each piece's mapped pages as soon as its
-//! work is done (after the window when side tasks read it too). Then it
-//! hands the results to the operation in order. Peak memory is therefore
-//! the budget plus one piece of scratch per thread, whatever the
-//! checkpoint size or number of inputs.
+//! work on each piece. Then it hands the results to the operation in order,
+//! and releases the window's mapped pages. Peak memory is therefore the
+//! budget plus one piece of scratch per thread, whatever the checkpoint
+//! size or number of inputs.
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -325,11 +324,6 @@ pub(crate) fn drive<Q: Rows, P: Sync, R: Send + Sync>(
                 for i in task_units[task - sides - lags].clone() {
                     let result = work(&pieces[i], prepared, i);
                     *slots[i].lock().expect("not poisoned") = Some(result);
-                    if sides == 0 {
-                        // Released by the thread that used it, in parallel,
-                        // rather than by this thread while the others wait.
-                        rows.release(&pieces[i]);
-                    }
                 }
             }
         });
@@ -344,11 +338,12 @@ pub(crate) fn drive<Q: Rows, P: Sync, R: Send + Sync>(
             .collect::<Result<_>>()?;
         collect(&window, &results)?;
         let mut bytes = 0u64;
+        // Released only now, not piece by piece as each is done: the
+        // kernel maps pages around each fault (fault-around), so a thread
+        // starting a piece would map again the end of a neighbour released
+        // just before, and those pages would stay resident to the end.
         for p in &window {
-            if sides > 0 {
-                // The side tasks read the window too: release it only now.
-                rows.release(p);
-            }
+            rows.release(p);
             bytes += (p.elems.len() * sizes[p.tensor].1) as u64;
         }
         control.progress.advance(bytes);
