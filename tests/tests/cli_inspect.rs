@@ -60,5 +60,3 @@ fn inspect_reports_tensors_totals_and_metadata() {
         run.stdout
     );
 }
-
-// ----- the same answer on every code path -----

@@ -20,8 +20,6 @@ fn merge_json(args: &[&str]) -> MergeReport {
     serde_json::from_str(&run.stdout).expect("merge --json is a MergeReport")
 }
 
-// ----- merge -----
-
 #[test]
 fn uniform_merge_matches_the_f64_mean() {
     let dir = tempfile::tempdir().unwrap();
