@@ -13,6 +13,8 @@
 #   floor       cat of all inputs to /dev/null, then cp of one input, fsynced
 #   cat         cat of all inputs to /dev/null
 #   merge       soup merge IN... -o OUT (output fsynced, as soup always does)
+#   merge-base  the same with the SOUP_BASE binary (only when SOUP_BASE is
+#               set: an older build, to compare two versions side by side)
 #   check-mask  soup check-mask IN...
 #   python      bench/stream_average.py OUT IN... (safetensors + numpy)
 #   mergekit    mergekit-pytorch CONFIG OUT_DIR, a linear merge with equal
@@ -24,7 +26,7 @@
 # check-mask to cat), the peak RSS (/usr/bin/time -v's maximum resident set
 # size), and whether soup met its target.
 #
-# Environment: REPEAT (default 5), BENCH_NICE (see below), BENCH_DIR (scratch folder on the disk to
+# Environment: REPEAT (default 5), SOUP_BASE (see merge-base), BENCH_NICE (see below), BENCH_DIR (scratch folder on the disk to
 # measure; default a new folder in /var/tmp, deleted afterwards), SOUP (a
 # built soup binary; default: cargo build --release), SOUP_PYTHON (Python
 # with numpy and safetensors; default: from scripts/setup.sh).
@@ -96,6 +98,10 @@ for size in "${sizes[@]}"; do
         measure cat cat "${inputs[@]}"
         measure merge "$SOUP" merge --quiet "${inputs[@]}" -o "$out"
         rm -f "$out"
+        if [ -n "${SOUP_BASE:-}" ]; then
+            measure merge-base "$SOUP_BASE" merge --quiet "${inputs[@]}" -o "$out"
+            rm -f "$out"
+        fi
         measure check-mask "$SOUP" check-mask --quiet "${inputs[@]}"
         measure python "$SOUP_PYTHON" bench/stream_average.py "$out" "${inputs[@]}"
         rm -f "$out"
@@ -111,11 +117,11 @@ for line in open(sys.argv[1]):
     name, us, kib = line.split()
     rows.setdefault(name, []).append((int(us) / 1e6, int(kib) / 1024))
 med = {n: statistics.median(t for t, _ in v) for n, v in rows.items()}
-base = {"floor": "floor", "cat": "floor", "merge": "floor", "python": "floor",
+base = {"floor": "floor", "cat": "floor", "merge": "floor", "merge-base": "floor", "python": "floor",
         "mergekit": "floor", "check-mask": "cat"}
 # soup's targets: (ratio limit, peak RSS limit in MiB).
 targets = {"merge": (1.15, 256), "check-mask": (0.85, 256)}
-for name in ["floor", "cat", "merge", "check-mask", "python", "mergekit"]:
+for name in ["floor", "cat", "merge", "merge-base", "check-mask", "python", "mergekit"]:
     if name not in rows:
         continue
     v = rows[name]

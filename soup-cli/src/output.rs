@@ -102,10 +102,19 @@ pub fn write_json(out: &mut dyn Write, value: &impl serde::Serialize) -> anyhow:
 
 /// A table with aligned columns: text columns left-aligned, numeric ones
 /// (as declared) right-aligned.
+///
+/// The cells are kept in one string with their end offsets, not one
+/// `String` each, so a table of a million rows (a checkpoint with a
+/// million tensors) costs the bytes of its text plus 8 bytes per cell.
 pub struct Table {
     headers: Vec<&'static str>,
     numeric: Vec<bool>,
-    rows: Vec<Vec<String>>,
+    /// Widths (in characters) of the columns so far.
+    widths: Vec<usize>,
+    /// Every cell's text, escaped, one after the other.
+    text: String,
+    /// The end of each cell in `text`.
+    ends: Vec<usize>,
 }
 
 impl Table {
@@ -114,43 +123,55 @@ impl Table {
         Table {
             headers: columns.iter().map(|c| c.0).collect(),
             numeric: columns.iter().map(|c| c.1).collect(),
-            rows: Vec::new(),
+            widths: columns.iter().map(|c| c.0.chars().count()).collect(),
+            text: String::new(),
+            ends: Vec::new(),
         }
     }
 
     /// Adds a row. Control characters in the cells are escaped.
     pub fn row(&mut self, cells: Vec<String>) {
         debug_assert_eq!(cells.len(), self.headers.len());
-        self.rows
-            .push(cells.into_iter().map(|c| escape(&c).into_owned()).collect());
+        for (w, c) in self.widths.iter_mut().zip(&cells) {
+            let c = escape(c);
+            *w = (*w).max(c.chars().count());
+            self.text.push_str(&c);
+            self.ends.push(self.text.len());
+        }
     }
 
     /// Writes the table.
     pub fn write(&self, out: &mut dyn Write) -> std::io::Result<()> {
-        let mut widths: Vec<usize> = self.headers.iter().map(|h| h.len()).collect();
-        for row in &self.rows {
-            for (w, c) in widths.iter_mut().zip(row) {
-                *w = (*w).max(c.chars().count());
-            }
-        }
-        let line = |cells: &[String], out: &mut dyn Write| -> std::io::Result<()> {
-            let mut parts = Vec::with_capacity(cells.len());
-            for (i, c) in cells.iter().enumerate() {
-                let pad = widths[i].saturating_sub(c.chars().count());
-                parts.push(if self.numeric[i] {
-                    format!("{}{c}", " ".repeat(pad))
-                } else if i + 1 == cells.len() {
-                    c.clone()
+        let columns = self.headers.len();
+        let mut line = String::new();
+        let mut write_row = |cells: &mut dyn Iterator<Item = &str>| -> std::io::Result<()> {
+            line.clear();
+            for (i, c) in cells.enumerate() {
+                if i > 0 {
+                    line.push_str("  ");
+                }
+                let pad = self.widths[i].saturating_sub(c.chars().count());
+                if self.numeric[i] {
+                    line.extend(std::iter::repeat_n(' ', pad));
+                    line.push_str(c);
                 } else {
-                    format!("{c}{}", " ".repeat(pad))
-                });
+                    line.push_str(c);
+                    if i + 1 < columns {
+                        line.extend(std::iter::repeat_n(' ', pad));
+                    }
+                }
             }
-            writeln!(out, "{}", parts.join("  "))
+            writeln!(out, "{line}")
         };
-        let headers: Vec<String> = self.headers.iter().map(|h| h.to_string()).collect();
-        line(&headers, out)?;
-        for row in &self.rows {
-            line(row, out)?;
+        write_row(&mut self.headers.iter().copied())?;
+        let mut start = 0;
+        for row in self.ends.chunks_exact(columns.max(1)) {
+            let mut cells = row.iter().map(|&end| {
+                let cell = &self.text[start..end];
+                start = end;
+                cell
+            });
+            write_row(&mut cells)?;
         }
         Ok(())
     }

@@ -104,6 +104,13 @@ pub trait Accumulator:
             *m = if v == *m { *m } else { *m + (v - *m) * c };
         }
     }
+    /// [`Accumulator::fold`] of the values encoded in `bytes` (type
+    /// `dtype`), using `x` (one slot per element) as scratch where they
+    /// must be decoded first.
+    fn fold_encoded(acc: &mut [Self], bytes: &[u8], dtype: FloatType, c: Self, x: &mut [Self]) {
+        Self::decode_into(bytes, dtype, x);
+        Self::fold(acc, x, c);
+    }
 }
 
 fn decode_into_with<T, const N: usize>(bytes: &[u8], out: &mut [T], f: impl Fn([u8; N]) -> T) {
@@ -173,6 +180,19 @@ impl Accumulator for f32 {
             FloatType::F64 => encode_into_with(values, out, |v| (v as f64).to_le_bytes()),
             FloatType::F16 => encode_into_with(values, out, |v| f16::from_f32(v).to_le_bytes()),
             FloatType::BF16 => encode_into_with(values, out, |v| bf16::from_f32(v).to_le_bytes()),
+        }
+    }
+    /// F32 values are folded straight from their bytes: no copy, and a
+    /// loop without branches that the compiler vectorises.
+    fn fold_encoded(acc: &mut [f32], bytes: &[u8], dtype: FloatType, c: f32, x: &mut [f32]) {
+        if dtype != FloatType::F32 {
+            Self::decode_into(bytes, dtype, x);
+            return Self::fold(acc, x, c);
+        }
+        debug_assert_eq!(bytes.len(), acc.len() * 4);
+        for (m, b) in acc.iter_mut().zip(bytes.chunks_exact(4)) {
+            let v = f32::from_le_bytes(b.try_into().expect("4 bytes"));
+            *m = if v == *m { *m } else { *m + (v - *m) * c };
         }
     }
     fn decode(bytes: &[u8], dtype: FloatType, out: &mut Vec<Self>) {

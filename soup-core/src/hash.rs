@@ -93,6 +93,22 @@ impl Engine {
     }
 }
 
+/// The bytes a tensor's digest covers before its data: a version tag, the
+/// name, the dtype and the shape.
+pub(crate) fn tensor_prefix(name: &str, dtype: Dtype, shape: &[usize]) -> Vec<u8> {
+    let mut prefix = Vec::with_capacity(32 + name.len() + 8 * shape.len());
+    prefix.extend_from_slice(b"soup-tensor-v1\0");
+    prefix.extend_from_slice(name.as_bytes());
+    prefix.push(0);
+    prefix.extend_from_slice(crate::dtype::name(dtype).as_bytes());
+    prefix.push(0);
+    prefix.extend_from_slice(&(shape.len() as u64).to_le_bytes());
+    for &d in shape {
+        prefix.extend_from_slice(&(d as u64).to_le_bytes());
+    }
+    prefix
+}
+
 /// Streaming digest of one tensor.
 #[derive(Debug, Clone)]
 pub struct TensorHasher(Engine);
@@ -101,15 +117,7 @@ impl TensorHasher {
     /// Starts the `kind` digest of tensor `name`.
     pub fn with_kind(kind: DigestKind, name: &str, dtype: Dtype, shape: &[usize]) -> Self {
         let mut h = Engine::new(kind);
-        h.update(b"soup-tensor-v1\0");
-        h.update(name.as_bytes());
-        h.update(b"\0");
-        h.update(crate::dtype::name(dtype).as_bytes());
-        h.update(b"\0");
-        h.update(&(shape.len() as u64).to_le_bytes());
-        for &d in shape {
-            h.update(&(d as u64).to_le_bytes());
-        }
+        h.update(&tensor_prefix(name, dtype, shape));
         TensorHasher(h)
     }
     /// Adds the next bytes of data.

@@ -54,6 +54,7 @@ mod safety;
 mod select;
 mod stream;
 mod surgery;
+mod tree_hash;
 
 pub use checkpoint::{align, Checkpoint, TensorEntry, INDEX_FILE};
 pub use diff::{diff, DiffOptions, DiffReport, TensorDiff};
@@ -69,7 +70,7 @@ pub use header::{
     RawTensor, MAX_HEADER_LEN,
 };
 pub use inspect::{inspect, Inspection, TensorSummary};
-pub use mask::{check_masks, MaskReport, TensorMask};
+pub use mask::{check_masks, Fingerprint, MaskReport, TensorMask};
 pub use merge::{
     merge, normalise_weights, IntPolicy, MaskPolicy, MergeMethod, MergeOptions, MergeReport,
 };

@@ -21,9 +21,11 @@ use serde::{Deserialize, Serialize};
 use crate::checkpoint::{align, Checkpoint, TensorEntry};
 use crate::dtype::{Accumulator, FloatType};
 use crate::error::{Error, Result};
+use crate::hash::DigestKind;
 use crate::output::{Output, OutputOptions, OutputTensor};
 use crate::provenance;
 use crate::stream::{drive, no_lag, CheckpointRows, Control, Piece, Units};
+use crate::tree_hash::{self, PieceHasher, Subtree};
 
 /// What to do when the inputs' masks differ.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -131,8 +133,7 @@ impl Kernel {
                         continue;
                     }
                     x.resize(len, A::ZERO);
-                    A::decode_into(block(k), in_type, x);
-                    A::fold(acc, x, A::from_f64(c));
+                    A::fold_encoded(acc, block(k), in_type, A::from_f64(c), x);
                 }
             }
         }
@@ -319,11 +320,16 @@ impl Plan<'_> {
     /// [`Output::sync_data`]), so the final fsync finds little left to do.
     fn run(&self, control: &Control) -> Result<(Vec<String>, MaskDifferences)> {
         let n = self.inputs.len();
+        // BLAKE3 is hashed inside each piece's work, while its bytes are in
+        // the cache (see crate::tree_hash); SHA-256 must see each input in
+        // order, so it runs on the side.
+        let in_pieces = control.digest == DigestKind::Blake3;
         let rows = CheckpointRows::new(
             self.inputs.iter().collect(),
             self.rows.to_vec(),
-            Some(control.digest),
+            (!in_pieces).then_some(control.digest),
         );
+        let mut trees = TreeDigests::new(n);
         let mut diffs: Vec<Vec<u64>> = vec![vec![0; n]; self.rows.len()];
         let (sync_request, sync_wanted) = std::sync::mpsc::sync_channel::<()>(1);
         std::thread::scope(|scope| -> Result<()> {
@@ -342,12 +348,15 @@ impl Plan<'_> {
                 "merging",
                 Units::Pieces,
                 |_| Ok(()),
-                |piece, _, _| self.merge_piece(&rows, piece),
+                |piece, _, _| self.merge_piece(&rows, piece, in_pieces),
                 no_lag(),
                 |window, merged| {
-                    for (piece, piece_diffs) in window.iter().zip(merged) {
-                        for (total, d) in diffs[piece.tensor].iter_mut().zip(piece_diffs) {
+                    for (piece, merged) in window.iter().zip(merged) {
+                        for (total, d) in diffs[piece.tensor].iter_mut().zip(&merged.diffs) {
                             *total += d;
+                        }
+                        if in_pieces {
+                            trees.add(self.rows[piece.tensor][0], piece, &merged.subtrees);
                         }
                     }
                     if self.options.mask_policy == MaskPolicy::Refuse {
@@ -361,7 +370,10 @@ impl Plan<'_> {
             drop(sync_request);
             syncer.join().expect("syncer does not panic")
         })?;
-        let hashes = rows.digests().expect("hashed");
+        let hashes = match in_pieces {
+            true => trees.digests(),
+            false => rows.digests().expect("hashed"),
+        };
         let differences = self
             .rows
             .iter()
@@ -388,12 +400,39 @@ impl Plan<'_> {
     }
 
     /// Merges one piece and writes it; returns, per input, the positions
-    /// where its mask differs from the first input's.
-    fn merge_piece(&self, rows: &CheckpointRows, piece: &Piece) -> Result<Vec<u64>> {
+    /// where its mask differs from the first input's, and with `hash` the
+    /// BLAKE3 subtrees of the piece.
+    fn merge_piece(&self, rows: &CheckpointRows, piece: &Piece, hash: bool) -> Result<Merged> {
         let row = &self.rows[piece.tensor];
         let n = self.inputs.len();
         let bytes: Vec<&[u8]> = (0..n).map(|k| rows.bytes(k, piece)).collect();
-        let offset = row[0].byte_range(&piece.elems).start;
+        let range = row[0].byte_range(&piece.elems);
+        let offset = range.start;
+        let mut hashers = Vec::new();
+        if hash {
+            let t = row[0];
+            let prefix = crate::hash::tensor_prefix(&t.name, t.dtype, &t.shape);
+            let range = range.start as u64..range.end as u64;
+            hashers = (0..n)
+                .map(|k| {
+                    let data = self.inputs[k].data(row[k]);
+                    (
+                        data,
+                        PieceHasher::new(&prefix, data.len() as u64, range.clone()),
+                    )
+                })
+                .collect();
+        }
+        let finish = |hashers: Vec<(&[u8], PieceHasher)>, diffs: Vec<u64>| Merged {
+            diffs,
+            subtrees: hashers
+                .into_iter()
+                .map(|(data, mut h)| {
+                    h.feed(data, u64::MAX);
+                    h.finish()
+                })
+                .collect(),
+        };
         let Some(in_type) = row[0].float_type() else {
             if self.options.int_policy == IntPolicy::Equal {
                 if let Some(k) = (1..n).find(|&k| bytes[k] != bytes[0]) {
@@ -406,7 +445,7 @@ impl Plan<'_> {
                 }
             }
             self.output.write(piece.tensor, offset, bytes[0])?;
-            return Ok(vec![0; n]);
+            return Ok(finish(hashers, vec![0; n]));
         };
         let out_type = crate::dtype::FloatType::of(self.out_tensors[piece.tensor].dtype)
             .expect("float output for float input");
@@ -415,16 +454,16 @@ impl Plan<'_> {
             let diffs = if in_type == FloatType::F64 {
                 self.mean::<f64>(
                     &bytes,
-                    in_type,
-                    out_type,
+                    (in_type, out_type),
+                    (offset, &mut hashers),
                     &mut scratch.f64,
                     &mut scratch.out,
                 )
             } else {
                 self.mean::<f32>(
                     &bytes,
-                    in_type,
-                    out_type,
+                    (in_type, out_type),
+                    (offset, &mut hashers),
                     &mut scratch.f32,
                     &mut scratch.out,
                 )
@@ -434,19 +473,21 @@ impl Plan<'_> {
                 .write(piece.tensor, out_offset, &scratch.out)
                 .map(|()| diffs)
         })?;
-        Ok(diffs)
+        Ok(finish(hashers, diffs))
     }
 
     /// The (weighted) mean of one piece of every input, encoded into `out`;
     /// returns, per input, the positions where its mask differs from the
-    /// first input's. Works in blocks that stay in the L1 cache: pack every
-    /// input's mask, count differences, then fold the inputs into the
-    /// running mean one at a time.
+    /// first input's. Works in spans whose bytes, over all inputs, fit in
+    /// the L2 cache: each input's hasher reads the span first (from
+    /// memory), then blocks that stay in the L1 cache are packed into
+    /// masks, compared, and folded into the running mean one input at a
+    /// time. `at` is the piece's byte offset in its tensor.
     fn mean<A: Accumulator>(
         &self,
         bytes: &[&[u8]],
-        in_type: FloatType,
-        out_type: FloatType,
+        (in_type, out_type): (FloatType, FloatType),
+        (at, hashers): (usize, &mut [(&[u8], PieceHasher)]),
         scratch: &mut Blocks<A>,
         out: &mut Vec<u8>,
     ) -> Vec<u64> {
@@ -456,10 +497,17 @@ impl Plan<'_> {
         let intersect = self.options.mask_policy == MaskPolicy::Intersect;
         let mut diffs = vec![0u64; n];
         scratch.masks.resize_with(n, Vec::new);
-        out.clear();
+        // Every byte is written below: only a larger buffer is zeroed.
         out.resize(elems * out_type.size(), 0);
+        let span = (SPAN_BYTES / (n * size)).max(BLOCK) / BLOCK * BLOCK;
         let mut start = 0;
         while start < elems {
+            if start % span == 0 {
+                let until = (at + (start + span).min(elems) * size) as u64;
+                for (data, hasher) in hashers.iter_mut() {
+                    hasher.feed(data, until);
+                }
+            }
             let end = (start + BLOCK).min(elems);
             let len = end - start;
             let block = |k: usize| &bytes[k][start * size..end * size];
@@ -496,6 +544,64 @@ impl Plan<'_> {
 /// Elements per block of [`Plan::mean`]: a few KiB per input, so a block of
 /// every input stays in the L1/L2 cache. A multiple of 8 (whole mask bytes).
 const BLOCK: usize = 2048;
+
+/// Input bytes per span of [`Plan::mean`], all inputs together: hashed
+/// first, then averaged while still in the L2 cache (at least 1 MiB per
+/// core on the machines soup targets).
+const SPAN_BYTES: usize = 512 << 10;
+
+/// What merging one piece returns: per input, the positions where its mask
+/// differs from the first input's, and (when BLAKE3 is hashed in the
+/// pieces) the piece's subtrees.
+struct Merged {
+    diffs: Vec<u64>,
+    subtrees: Vec<Vec<Subtree>>,
+}
+
+/// Each input's BLAKE3 digests, rebuilt from the subtrees of its pieces
+/// (handed over in stream order).
+struct TreeDigests {
+    /// Per input, the subtrees of the tensor in progress.
+    open: Vec<Vec<Subtree>>,
+    /// Per input, (name, digest) of the finished tensors.
+    done: Vec<Vec<(String, String)>>,
+}
+
+impl TreeDigests {
+    fn new(inputs: usize) -> TreeDigests {
+        TreeDigests {
+            open: vec![Vec::new(); inputs],
+            done: vec![Vec::new(); inputs],
+        }
+    }
+
+    /// Adds the subtrees of `piece` of tensor `t`, one list per input.
+    fn add(&mut self, t: &TensorEntry, piece: &Piece, subtrees: &[Vec<Subtree>]) {
+        for (k, subtrees) in subtrees.iter().enumerate() {
+            self.open[k].extend_from_slice(subtrees);
+            if piece.last {
+                let prefix = crate::hash::tensor_prefix(&t.name, t.dtype, &t.shape);
+                let total = (prefix.len() + t.nbytes()) as u64;
+                let hash = tree_hash::combine(&self.open[k], total);
+                self.done[k].push((t.name.clone(), format!("blake3:{}", hash.to_hex())));
+                self.open[k].clear();
+            }
+        }
+    }
+
+    /// The checkpoint digest of each input.
+    fn digests(&self) -> Vec<String> {
+        self.done
+            .iter()
+            .map(|done| {
+                crate::hash::combine_with(
+                    DigestKind::Blake3,
+                    done.iter().map(|(a, b)| (a.as_str(), b.as_str())),
+                )
+            })
+            .collect()
+    }
+}
 
 /// Reusable buffers of one thread, so pieces allocate nothing.
 #[derive(Default)]

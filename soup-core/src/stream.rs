@@ -141,12 +141,18 @@ pub struct Piece {
     pub last: bool,
 }
 
+/// Most pieces in one window: with many small tensors, a window's
+/// bookkeeping (pieces, results, task list) is then bounded too, not only
+/// its bytes.
+const WINDOW_PIECES: usize = 1 << 14;
+
 /// Groups the pieces of tensors into windows. `tensors` gives, per tensor,
 /// its element count and the bytes one element costs summed over all inputs
 /// (0-element tensors still get one empty piece, so they are visited).
 ///
 /// A piece never costs more than the budget (down to 8 elements), so the
-/// budget bounds memory even when it is smaller than one default piece.
+/// budget bounds memory even when it is smaller than one default piece; a
+/// window holds at most [`WINDOW_PIECES`] pieces.
 /// Windows are made as they are asked for, so only one is held at a time,
 /// however many tensors there are.
 pub fn windows(
@@ -163,7 +169,9 @@ pub fn windows(
             let piece_elems = (options.piece_elems.min(affordable) / 8).max(1) * 8;
             let end = (start + piece_elems).min(numel);
             let cost = (end - start) * elem_bytes;
-            if !current.is_empty() && used + cost > options.budget_bytes {
+            if !current.is_empty()
+                && (used + cost > options.budget_bytes || current.len() == WINDOW_PIECES)
+            {
                 break;
             }
             current.push(Piece {
@@ -330,6 +338,10 @@ pub(crate) fn drive<Q: Rows, P: Sync, R: Send + Sync>(
             .collect::<Result<_>>()?;
         collect(&window, &results)?;
         let mut bytes = 0u64;
+        // Released only now, not piece by piece as each is done: the
+        // kernel maps pages around each fault (fault-around), so a thread
+        // starting a piece would map again the end of a neighbour released
+        // just before, and those pages would stay resident to the end.
         for p in &window {
             rows.release(p);
             bytes += (p.elems.len() * sizes[p.tensor].1) as u64;
@@ -504,5 +516,17 @@ mod tests {
         let empties: Vec<_> = ws.iter().flatten().filter(|p| p.tensor == 1).collect();
         assert_eq!(empties.len(), 1);
         assert!(empties[0].first && empties[0].last);
+    }
+
+    /// A header of many tiny tensors fits one window by bytes; the count
+    /// of pieces still cuts it, so that per-piece bookkeeping stays bounded.
+    #[test]
+    fn windows_of_many_small_tensors_hold_a_bounded_number_of_pieces() {
+        let tensors = vec![(1usize, 8usize); 3 * WINDOW_PIECES + 5];
+        let ws: Vec<Vec<Piece>> = windows(&tensors, StreamOptions::default()).collect();
+        assert_eq!(ws.len(), 4);
+        assert!(ws.iter().all(|w| w.len() <= WINDOW_PIECES));
+        let covered: Vec<usize> = ws.iter().flatten().map(|p| p.tensor).collect();
+        assert_eq!(covered, (0..tensors.len()).collect::<Vec<_>>());
     }
 }

@@ -102,3 +102,64 @@ fn hash_file_prints_what_sha256sum_prints() {
     assert_eq!(json["files"][0]["path"], s(&a));
     assert_eq!(json["files"][0]["sha256"].as_str().unwrap().len(), 64);
 }
+
+/// Merge hashes BLAKE3 inside each piece's work (subtrees of the BLAKE3
+/// tree, merged at the end) rather than in order: the digests it records
+/// must still be exactly those `soup hash` prints, however the tensors are
+/// cut into pieces: tensors of many chunks split at offsets that are not
+/// chunk boundaries, a name longer than a chunk, empty, F16 and integer
+/// tensors, a sharded input.
+#[test]
+fn merge_records_the_hash_digest_whatever_the_pieces() {
+    let dir = tempfile::tempdir().unwrap();
+    let long_name = format!("blocks.{}.weight", "x".repeat(1500));
+    let write = |name: &str, shift: f64, shard_size: Option<u64>| {
+        let wave = |n: usize| -> Vec<f64> {
+            (0..n)
+                .map(|i| match i % 3 {
+                    0 => 0.0,
+                    _ => ((i as f64) * 0.37 + shift).sin(),
+                })
+                .collect()
+        };
+        let tensors = vec![
+            Tensor::new("w", Dtype::F32, &[300_001], wave(300_001)),
+            Tensor::new(&long_name, Dtype::F32, &[5000], wave(5000)),
+            Tensor::new("empty", Dtype::F32, &[0], vec![]),
+            Tensor::new("half", Dtype::F16, &[70_001], wave(70_001)),
+            Tensor::new("steps", Dtype::I64, &[3000], vec![7.0; 3000]),
+        ];
+        let path = dir.path().join(name);
+        write_checkpoint(&path, &tensors, &[], shard_size).unwrap();
+        path
+    };
+    let a = write("a.safetensors", 0.0, None);
+    let b = write("b", 1.0, Some(1 << 20));
+    for kind in ["blake3", "sha256"] {
+        let printed: Vec<serde_json::Value> = [&a, &b]
+            .iter()
+            .map(|p| hash_json(&["hash", "--json", "--digest", kind, s(p)])["digest"].clone())
+            .collect();
+        for budget in ["64MiB", "100KiB", "3KiB"] {
+            let out = dir.path().join(format!("m-{kind}-{budget}.safetensors"));
+            let run = soup([
+                "merge",
+                "--digest",
+                kind,
+                "--budget",
+                budget,
+                s(&a),
+                s(&b),
+                "-o",
+                s(&out),
+            ]);
+            assert_eq!(run.code, 0, "{}", run.stderr);
+            let ck = Checkpoint::open(&out).unwrap();
+            let recorded: Vec<serde_json::Value> =
+                serde_json::from_str(&ck.metadata()["soup.inputs"]).unwrap();
+            for (entry, digest) in recorded.iter().zip(&printed) {
+                assert_eq!(&entry["digest"], digest, "{kind} at budget {budget}");
+            }
+        }
+    }
+}

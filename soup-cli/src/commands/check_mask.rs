@@ -35,7 +35,7 @@ pub fn run(args: CheckMaskArgs, out: &mut dyn Write, ctx: &Context) -> Result<Ou
                 shape(&t.shape),
                 percent(t.sparsity),
                 t.differing.to_string(),
-                t.reference_fingerprint[..16].to_string(),
+                t.reference_fingerprint.to_string()[..16].to_string(),
             ]);
         }
         table.write(out)?;
