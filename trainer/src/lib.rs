@@ -32,6 +32,7 @@ pub mod config;
 pub mod data;
 pub mod error;
 pub mod eval;
+pub mod jobs;
 pub mod layers;
 pub mod methods;
 pub mod model;

@@ -281,6 +281,69 @@ fn a_killed_run_resumes_to_the_same_report() {
 }
 
 #[test]
+fn the_plans_steps_run_one_by_one_give_the_report_of_one_run() {
+    let (dir, data) = scratch_with_data();
+    let whole = dir.path().join("whole");
+    let extra = ["--baselines", "plain", "--epochs", "2"];
+    run_pdt(&data, &whole, &extra);
+
+    let stepped = dir.path().join("stepped");
+    let mut args = pdt_args(&data, &stepped, &extra);
+    args.push("--plan".into());
+    let o = trainer().args(&args).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(!stepped.join("report.json").exists(), "--plan only plans");
+    let plan = String::from_utf8(o.stdout).unwrap();
+    let steps: Vec<&str> = plan
+        .lines()
+        .map(|l| l.rsplit_once(" --step ").expect("a step command").1)
+        .collect();
+    assert_eq!(steps.last(), Some(&"report"));
+    for chain in ["sms", "plain"] {
+        assert!(
+            steps.contains(&format!("finish:{chain}").as_str()),
+            "{plan}"
+        );
+    }
+    // The soup chain forks candidates (they may run anywhere, in any
+    // order after their segment's prepare step); the plain chain does not.
+    assert!(steps
+        .iter()
+        .any(|s| s.starts_with("candidate:sms:") && s.ends_with(":2")));
+    assert!(!steps
+        .iter()
+        .any(|s| s.starts_with("candidate:plain:") && s.ends_with(":1")));
+    // Each step in its own process, as cluster jobs would run them.
+    for step in &steps {
+        let o = trainer()
+            .args(["pdt", "--quiet", "--out"])
+            .arg(&stepped)
+            .args(["--step", step])
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{step}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    assert_same_report(&whole, &stepped);
+    // A step out of order names what is missing.
+    let again = dir.path().join("again");
+    let mut args = pdt_args(&data, &again, &extra);
+    args.push("--plan".into());
+    assert!(trainer().args(&args).output().unwrap().status.success());
+    let o = trainer()
+        .args(["pdt", "--quiet", "--out"])
+        .arg(&again)
+        .args(["--step", "close:sms:0"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("missing"));
+}
+
+#[test]
 fn bad_settings_are_one_line_errors() {
     let (dir, data) = scratch_with_data();
     for (flag, value, says, one_line) in [
@@ -387,6 +450,14 @@ fn gmp_on_a_fashion_mnist_subset_reports_every_run_as_evaluated() {
     assert_eq!(long["epochs"], 6);
     let curves = report["curves"].as_array().unwrap();
     assert_eq!(curves.len(), 3);
+    // Every chain's curve is measured like its delivered model
+    // (recalibrated), soup or not: the last point is the final model.
+    for curve in curves {
+        let name = curve["name"].as_str().unwrap();
+        let last = curve["points"].as_array().unwrap().last().unwrap();
+        let delivered = runs.iter().find(|r| r["name"] == name).unwrap();
+        assert_eq!(last["test_acc"], delivered["test_acc"], "{name}");
+    }
     let svg = std::fs::read_to_string(run.join("pdt.svg")).unwrap();
     assert!(svg.contains("gmp-long") && svg.contains("<polyline"));
 }

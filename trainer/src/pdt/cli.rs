@@ -91,9 +91,15 @@ pub struct PdtArgs {
     /// Robustness evaluation of every delivered model.
     #[command(flatten)]
     pub ood: crate::robust::OodArgs,
-    /// Train only candidate CHAIN:SEGMENT:INDEX of the run in --out (what
-    /// --jobs runs in each child process).
-    #[arg(long, hide = true)]
+    /// Write the configuration, print the command of every step of the run
+    /// (one per line, in an order that respects their dependencies) and
+    /// stop.
+    #[arg(long)]
+    pub plan: bool,
+    /// Run only this step of the run in --out (as --plan prints them:
+    /// prepare:CHAIN:K, candidate:CHAIN:K:I, close:CHAIN:K, finish:CHAIN,
+    /// report).
+    #[arg(long)]
     pub step: Option<String>,
     /// No progress output.
     #[arg(long, short)]
@@ -160,6 +166,14 @@ pub fn run(args: &PdtArgs) -> Result<()> {
     }
     let cfg = args.config()?;
     let mut run = PdtRun::create(cfg, &args.out)?;
+    if args.plan {
+        let exe = crate::jobs::current_exe()?;
+        let out = crate::sms::shell_quote(&args.out);
+        for step in run.plan() {
+            println!("{} pdt --out {out} --step {step}", exe.display());
+        }
+        return Ok(());
+    }
     run.set_verbose(!args.quiet);
     run.bars = !args.quiet && std::io::stderr().is_terminal();
     let report = run.run(args.jobs.max(1))?;

@@ -1,6 +1,8 @@
-//! Candidates side by side: `--jobs N` trains the candidates of a segment
-//! in child processes (`trainer pdt --out RUN --step CHAIN:SEGMENT:INDEX`),
-//! each writing its files into the run folder as the parent would.
+//! The steps of a run one at a time: `--jobs N` trains the candidates of a
+//! segment in child processes (`trainer pdt --out RUN --step
+//! candidate:CHAIN:K:I`), each writing its files into the run folder as the
+//! parent would, and `--plan` lists every step for running them elsewhere
+//! (other machines, cluster jobs) over a shared run folder.
 
 use std::process::Command;
 
@@ -18,8 +20,7 @@ impl PdtRun {
         m: u32,
         jobs: usize,
     ) -> Result<()> {
-        let exe =
-            std::env::current_exe().map_err(|e| Error::Run(format!("cannot find myself: {e}")))?;
+        let exe = crate::jobs::current_exe()?;
         let todo: Vec<u32> = (0..m)
             .filter(|&i| !self.candidate_paths(chain, k, i).1.exists())
             .collect();
@@ -30,7 +31,7 @@ impl PdtRun {
                 let mut cmd = Command::new(&exe);
                 cmd.args(["pdt", "--quiet", "--out"])
                     .arg(&self.root)
-                    .args(["--step", &format!("{}:{k}:{i}", chain.dir())]);
+                    .args(["--step", &format!("candidate:{}:{k}:{i}", chain.dir())]);
                 // The run's own thread count where it sets one (results
                 // depend on it), else the cores shared out.
                 let threads = match self.cfg.train.threads {
@@ -45,41 +46,72 @@ impl PdtRun {
                     .map_err(|e| Error::Run(format!("cannot start {}: {e}", exe.display())))?;
                 children.push((i, child));
             }
-            for (i, mut child) in children {
-                let status = child
-                    .wait()
-                    .map_err(|e| Error::Run(format!("candidate {i}: {e}")))?;
-                if !status.success() {
-                    return Err(Error::Run(format!(
-                        "candidate {i} of segment {k} failed ({status})"
-                    )));
-                }
-            }
+            crate::jobs::wait_all(children, &format!("segment {k}"))?;
         }
         Ok(())
     }
 
-    /// Trains the one candidate that `step` names (`CHAIN:SEGMENT:INDEX`,
-    /// as `--jobs` passes it to a child process).
+    /// The steps of the whole run, in an order that respects their
+    /// dependencies, as `--step` names them: per chain, each segment's
+    /// `prepare:CHAIN:K`, its candidates `candidate:CHAIN:K:I` (independent
+    /// of each other) and `close:CHAIN:K`, then `finish:CHAIN`; last
+    /// `report`. Chains are independent of each other. Running them one by
+    /// one (on one machine or as cluster jobs) gives the run `trainer pdt`
+    /// makes in one process.
+    pub fn plan(&self) -> Vec<String> {
+        let mut steps = Vec::new();
+        for chain in self.chains() {
+            let c = chain.dir();
+            for seg in self.segments(chain) {
+                let k = seg.index;
+                steps.push(format!("prepare:{c}:{k}"));
+                for i in 0..self.forks(chain, &seg) {
+                    steps.push(format!("candidate:{c}:{k}:{i}"));
+                }
+                steps.push(format!("close:{c}:{k}"));
+            }
+            steps.push(format!("finish:{c}"));
+        }
+        steps.push("report".into());
+        steps
+    }
+
+    /// Runs the one step that `step` names (see [`PdtRun::plan`]); a
+    /// step whose outputs exist is skipped, one whose inputs are missing
+    /// is an error naming them.
     pub fn run_step(&self, step: &str) -> Result<()> {
         let bad = || {
             Error::Config(format!(
-                "--step {step:?}: expected CHAIN:SEGMENT:INDEX with CHAIN sms, plain or long"
+                "--step {step:?}: expected prepare:CHAIN:K, candidate:CHAIN:K:I, close:CHAIN:K, \
+                 finish:CHAIN or report, with CHAIN sms, plain or long, of this run"
             ))
         };
         let parts: Vec<&str> = step.split(':').collect();
-        let [c, k, i] = parts[..] else {
-            return Err(bad());
-        };
-        let chain = Chain::parse(c).ok_or_else(bad)?;
-        let k: usize = k.parse().map_err(|_| bad())?;
-        let i: u32 = i.parse().map_err(|_| bad())?;
-        let segments = self.segments(chain);
-        if k >= segments.len() || i >= self.forks(chain, &segments[k]) {
-            return Err(Error::Config(format!(
-                "--step {step:?} is out of range for this run"
-            )));
+        if parts == ["report"] {
+            return crate::pdt::report::build(self)?.write(&self.root);
         }
-        self.candidate(chain, k, i).map(|_| ())
+        let chain = parts
+            .get(1)
+            .and_then(|c| Chain::parse(c))
+            .filter(|c| self.chains().contains(c))
+            .ok_or_else(bad)?;
+        if parts[..] == ["finish", parts[1]] {
+            return self.finish(chain).map(|_| ());
+        }
+        let segments = self.segments(chain);
+        let k: usize = parts.get(2).and_then(|k| k.parse().ok()).ok_or_else(bad)?;
+        let seg = segments.get(k).ok_or_else(bad)?;
+        match (parts[0], parts.len()) {
+            ("prepare", 3) => self.prepare(chain, k).map(|_| ()),
+            ("close", 3) => self.close(chain, k).map(|_| ()),
+            ("candidate", 4) => {
+                let i: u32 = parts[3].parse().map_err(|_| bad())?;
+                if i >= self.forks(chain, seg) {
+                    return Err(bad());
+                }
+                self.candidate(chain, k, i).map(|_| ())
+            }
+            _ => Err(bad()),
+        }
     }
 }

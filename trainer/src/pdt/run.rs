@@ -25,7 +25,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use tch::Device;
 
 use crate::arch::{Arch, ModelSpec};
@@ -267,15 +267,7 @@ impl PdtRun {
     }
 
     fn bar(&self, len: u64, msg: String) -> ProgressBar {
-        if !self.bars {
-            return ProgressBar::hidden();
-        }
-        let bar = ProgressBar::new(len).with_style(
-            ProgressStyle::with_template("{msg} {wide_bar} {pos}/{len} {elapsed}<{eta}")
-                .expect("a valid template"),
-        );
-        bar.set_message(msg);
-        bar
+        crate::jobs::progress_bar(self.bars, len, msg)
     }
 
     /// Segment `k`'s parent: the initialisation for the first segment,
@@ -528,7 +520,12 @@ impl PdtRun {
             soup.save(&self.result(chain, &seg))?;
         }
         let result = self.result(chain, &seg);
+        // The curve's point is measured like every reported model: on a
+        // recalibrated copy of what the method would deliver here, whether
+        // or not this segment made a soup, so the chains' curves compare
+        // like with like. Training goes on from `result` itself.
         let view = self.delivered(chain, &segments, k, &result)?;
+        self.session.recalibrate(&view);
         let ebs = self.cfg.train.eval_batch_size;
         let test = evaluate(
             &view,

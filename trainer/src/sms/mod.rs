@@ -80,8 +80,7 @@ pub fn rebuild_report(session: &Session) -> Result<Report> {
 }
 
 fn run_candidates_in_parallel(session: &Session, phase: u32, jobs: usize) -> Result<()> {
-    let exe =
-        std::env::current_exe().map_err(|e| Error::Run(format!("cannot find myself: {e}")))?;
+    let exe = crate::jobs::current_exe()?;
     let cuda = tch::Cuda::device_count() as usize;
     let todo: Vec<u32> = (0..session.cfg.candidates)
         .filter(|&i| {
@@ -108,16 +107,7 @@ fn run_candidates_in_parallel(session: &Session, phase: u32, jobs: usize) -> Res
                 .map_err(|e| Error::Run(format!("cannot start {}: {e}", exe.display())))?;
             children.push((i, child));
         }
-        for (i, mut child) in children {
-            let status = child
-                .wait()
-                .map_err(|e| Error::Run(format!("candidate {i}: {e}")))?;
-            if !status.success() {
-                return Err(Error::Run(format!(
-                    "candidate {i} of phase {phase} failed ({status})"
-                )));
-            }
-        }
+        crate::jobs::wait_all(children, &format!("phase {phase}"))?;
     }
     Ok(())
 }
@@ -148,7 +138,7 @@ pub fn plan(session: &Session, exe: &str) -> Vec<String> {
     lines
 }
 
-fn shell_quote(path: &Path) -> String {
+pub(crate) fn shell_quote(path: &Path) -> String {
     let s = path.display().to_string();
     if s.chars()
         .all(|c| c.is_ascii_alphanumeric() || "/._-+=:,".contains(c))

@@ -11,7 +11,7 @@
 
 use std::path::{Path, PathBuf};
 
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use serde::{Deserialize, Serialize};
 use tch::Device;
 
@@ -161,15 +161,7 @@ impl Session {
     }
 
     pub(super) fn bar(&self, len: u64, msg: String) -> ProgressBar {
-        if !self.bars {
-            return ProgressBar::hidden();
-        }
-        let bar = ProgressBar::new(len).with_style(
-            ProgressStyle::with_template("{msg} {wide_bar} {pos}/{len} {elapsed}<{eta}")
-                .expect("a valid template"),
-        );
-        bar.set_message(msg);
-        bar
+        crate::jobs::progress_bar(self.bars, len, msg)
     }
 
     /// Where a chain's phase-`phase` parent is. Every IMP-style chain starts
