@@ -14,6 +14,7 @@
 
 pub mod cifar_c;
 pub mod corrupt;
+mod filters;
 mod noise;
 
 use std::collections::BTreeMap;
