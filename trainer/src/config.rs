@@ -100,7 +100,7 @@ impl TrainSettings {
 #[derive(Debug, Clone, Default, PartialEq, Args)]
 pub struct TrainArgs {
     /// Data set: fashion-mnist, a folder of IDX or CIFAR binary files, or an
-    /// image folder (train/<class>/*.jpg|png, val/<class>/...) [default:
+    /// image folder (`train/<class>/*.jpg|png`, `val/<class>/...`) [default:
     /// fashion-mnist].
     #[arg(long)]
     pub data: Option<String>,

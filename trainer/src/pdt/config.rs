@@ -1,5 +1,6 @@
 //! The configuration of a pruning-during-training run (`RUN/config.toml`):
-//! the dense training settings ([`TrainConfig`], as a `[train]` table) plus
+//! the settings every training command shares ([`TrainSettings`], as
+//! top-level keys), the epoch budget and schedule, plus
 //! what the method and the soups need.
 
 use std::path::Path;

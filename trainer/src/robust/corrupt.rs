@@ -22,7 +22,7 @@ use crate::rng::Rng;
 use crate::robust::filters::{
     box_resize, clipped_zoom, defocus_kernel, hsv_to_rgb, plasma_fractal, rgb_to_hsv, Kernel,
 };
-use crate::robust::noise::{int_in, normal, poisson, uniform, uniform_in};
+use crate::robust::noise::{int_in, normal, poisson, uniform};
 
 /// The highest severity; 0 is the identity.
 pub const MAX_SEVERITY: u8 = 5;

@@ -4,6 +4,7 @@
 //! (OpenCV, scikit-image and PIL semantics where it calls them).
 
 use crate::rng::Rng;
+use crate::robust::noise::uniform_in;
 
 /// A square kernel of side `2 * radius + 1`, row after row.
 pub(super) struct Kernel {
