@@ -267,14 +267,21 @@ def test_ctrl_c_stops_a_merge_and_writes_nothing(big_inputs: list[Path], tmp_pat
     inputs = big_inputs
     out = tmp_path / "soup.safetensors"
     # SIGINT shortly after the merge starts; Python's default handler turns
-    # it into KeyboardInterrupt once the core polls for signals.
+    # it into KeyboardInterrupt once the core polls for signals. 4 KiB
+    # windows make the merge take far longer than the 10 ms before the
+    # signal however fast the machine (tens of thousands of windows).
+    # A process started in the background by a non-interactive shell
+    # inherits SIGINT ignored, and Python then leaves it so: install
+    # Python's own handler for the test.
     signal.setitimer(signal.ITIMER_REAL, 0.0)
+    old_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     old = signal.signal(signal.SIGALRM, lambda *_: signal.raise_signal(signal.SIGINT))
     try:
-        signal.setitimer(signal.ITIMER_REAL, 0.05)
         with pytest.raises(KeyboardInterrupt):
-            ss.merge(inputs, out, budget=1 << 16)
+            signal.setitimer(signal.ITIMER_REAL, 0.01)
+            ss.merge(inputs, out, budget=1 << 12)
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0.0)
         signal.signal(signal.SIGALRM, old)
+        signal.signal(signal.SIGINT, old_int)
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"big{i}.safetensors" for i in range(3)]
