@@ -1,0 +1,170 @@
+//! Tests of writing: atomic outputs, replacing targets, sharded folders and
+//! the in-memory writer.
+
+use super::*;
+use crate::checkpoint::Checkpoint;
+
+fn tensor(name: &str, n: usize) -> OutputTensor {
+    OutputTensor {
+        name: name.into(),
+        dtype: Dtype::F32,
+        shape: vec![n],
+    }
+}
+
+#[test]
+fn uncommitted_output_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("out.safetensors");
+    let out = Output::create(
+        &target,
+        &[tensor("a", 4)],
+        BTreeMap::new(),
+        &[],
+        &Default::default(),
+    )
+    .unwrap();
+    out.write(0, 0, &[0; 16]).unwrap();
+    drop(out);
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn sharded_output_reads_back_as_one_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("sharded");
+    let tensors = [tensor("a", 4), tensor("b", 4), tensor("c", 2)];
+    let opts = OutputOptions {
+        shard_size: Some(20),
+        force: false,
+    };
+    let mut meta = BTreeMap::new();
+    meta.insert("format".to_string(), "pt".to_string());
+    let mut out = Output::create(&target, &tensors, meta, &[], &opts).unwrap();
+    for (i, t) in tensors.iter().enumerate() {
+        let bytes: Vec<u8> = (0..t.shape[0])
+            .flat_map(|k| (k as f32 + i as f32).to_le_bytes())
+            .collect();
+        out.write(i, 0, &bytes).unwrap();
+    }
+    out.metadata_mut().insert("late".into(), "x".repeat(100));
+    let files = out.commit().unwrap();
+    assert_eq!(files.len(), 4);
+    let ck = Checkpoint::open(&target).unwrap();
+    assert_eq!(ck.tensors().len(), 3);
+    assert_eq!(ck.metadata()["late"], "x".repeat(100));
+    let c = ck.get("c").unwrap();
+    assert_eq!(
+        ck.data(c),
+        [2f32.to_le_bytes(), 3f32.to_le_bytes()].concat()
+    );
+}
+
+#[test]
+fn existing_output_needs_force() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("out.safetensors");
+    std::fs::write(&target, b"keep").unwrap();
+    let err = Output::create(
+        &target,
+        &[tensor("a", 1)],
+        BTreeMap::new(),
+        &[],
+        &Default::default(),
+    )
+    .unwrap_err();
+    assert!(matches!(err, Error::OutputExists { .. }), "{err}");
+    assert_eq!(std::fs::read(&target).unwrap(), b"keep");
+}
+#[test]
+fn in_memory_tensors_are_written_in_name_order_with_a_packed_header() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("m.safetensors");
+    let b: Vec<u8> = [1.5f32, -0.0]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    let a = 7i64.to_le_bytes();
+    let meta = BTreeMap::from([("format".to_string(), "pt".to_string())]);
+    let tensors = [
+        TensorBytes {
+            name: "b.weight",
+            dtype: Dtype::F32,
+            shape: &[2],
+            data: &b,
+        },
+        TensorBytes {
+            name: "a.count",
+            dtype: Dtype::I64,
+            shape: &[],
+            data: &a,
+        },
+    ];
+    write_tensors(&target, &tensors, &meta).unwrap();
+    // The layout, spelled out: sorted keys, data in name order without
+    // gaps, the JSON padded with spaces to a multiple of 8 bytes.
+    let json = r#"{"__metadata__":{"format":"pt"},"a.count":{"data_offsets":[0,8],"dtype":"I64","shape":[]},"b.weight":{"data_offsets":[8,16],"dtype":"F32","shape":[2]}}"#;
+    let padded = json.len().next_multiple_of(8);
+    let mut want = (padded as u64).to_le_bytes().to_vec();
+    want.extend_from_slice(json.as_bytes());
+    want.resize(8 + padded, b' ');
+    want.extend_from_slice(&a);
+    want.extend_from_slice(&b);
+    assert_eq!(std::fs::read(&target).unwrap(), want);
+    // The order given does not matter, and an existing file is replaced.
+    let reversed = [tensors[1], tensors[0]];
+    write_tensors(&target, &reversed, &meta).unwrap();
+    assert_eq!(std::fs::read(&target).unwrap(), want);
+    let ck = Checkpoint::open(&target).unwrap();
+    assert_eq!(ck.data(ck.get("b.weight").unwrap()), &b[..]);
+    assert_eq!(ck.metadata(), &meta);
+    // Nothing but the output is left in the folder.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+}
+
+#[test]
+fn in_memory_tensors_with_wrong_lengths_or_twice_the_same_name_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("m.safetensors");
+    let data = [0u8; 8];
+    let t = |name, shape: &'static [usize]| TensorBytes {
+        name,
+        dtype: Dtype::F32,
+        shape,
+        data: &data,
+    };
+    let err = write_tensors(&target, &[t("x", &[3])], &BTreeMap::new()).unwrap_err();
+    assert!(
+        matches!(&err, Error::Tensor { tensor, .. } if tensor == "x"),
+        "{err}"
+    );
+    let err = write_tensors(&target, &[t("x", &[2]), t("x", &[2])], &BTreeMap::new()).unwrap_err();
+    assert!(
+        matches!(&err, Error::Tensor { tensor, .. } if tensor == "x"),
+        "{err}"
+    );
+    assert!(!target.exists());
+    // A folder is never replaced.
+    std::fs::create_dir(&target).unwrap();
+    let err = write_tensors(&target, &[t("x", &[2])], &BTreeMap::new()).unwrap_err();
+    assert!(matches!(err, Error::OutputIsFolder { .. }), "{err}");
+}
+
+#[test]
+fn atomic_file_write_sweeps_temps_of_dead_writers_and_leaves_live_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    // No process has PID 2147483632 (pid_max is at most 2^22).
+    let dead = dir.path().join(".soup-tmp-2147483632-0-x.json");
+    let live = dir
+        .path()
+        .join(format!(".soup-tmp-{}-99-y.json", std::process::id()));
+    std::fs::write(&dead, b"left by a killed run").unwrap();
+    std::fs::write(&live, b"being written").unwrap();
+    let target = dir.path().join("x.json");
+    write_file_atomic(&target, b"old").unwrap();
+    write_file_atomic(&target, b"new").unwrap();
+    assert!(!dead.exists(), "a dead writer's temporary file survived");
+    assert!(live.exists(), "a live writer's temporary file was removed");
+    assert_eq!(std::fs::read(&target).unwrap(), b"new");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
+}
