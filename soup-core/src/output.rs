@@ -15,6 +15,14 @@
 //! folder holding exactly a sharded checkpoint, its index and the shards the
 //! index names (sharded output); a folder is swapped for the new one in one
 //! atomic rename where the kernel supports it.
+//!
+//! An output path that is a symbolic link is refused, with or without
+//! `force`, naming where the link leads: the rename would replace the link
+//! itself, not what it points to, so `-o /dev/stdout` (a link to
+//! `/proc/self/fd/1`) with standard output redirected to a file would turn
+//! `/dev/stdout` into a regular file for everyone, and a link to a file
+//! elsewhere would silently stop pointing there. Links in the folders above
+//! the output are followed as usual.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -111,9 +119,10 @@ pub struct Output {
     metadata: BTreeMap<String, String>,
 }
 
-/// Checks that `target` can be written without harming `inputs`: it is not
-/// one of them (nor a folder holding one), and it does not exist unless
-/// `force` is set.
+/// Checks that `target` can be written without harming `inputs` (every
+/// file read, a sharded input's index included): it is not one of them
+/// (nor a folder holding one), it is not a symbolic link (see the module
+/// documentation), and it does not exist unless `force` is set.
 pub fn check_target(target: &Path, inputs: &[&Path], force: bool) -> Result<()> {
     let resolved = resolve(target)?;
     for input in inputs {
@@ -128,6 +137,7 @@ pub fn check_target(target: &Path, inputs: &[&Path], force: bool) -> Result<()> 
             )));
         }
     }
+    refuse_link(target)?;
     if std::fs::symlink_metadata(target).is_ok() && !force {
         return Err(Error::OutputExists {
             path: target.to_path_buf(),
@@ -137,11 +147,12 @@ pub fn check_target(target: &Path, inputs: &[&Path], force: bool) -> Result<()> 
 }
 
 /// Checks that an existing `target` is something soup may replace: a
-/// regular file (or a link to one, which the rename replaces, not its
-/// target) for single-file output, or a folder holding exactly a sharded
-/// checkpoint for sharded output. A missing target passes.
+/// regular file for single-file output, or a folder holding exactly a
+/// sharded checkpoint for sharded output; never a symbolic link (see the
+/// module documentation). A missing target passes.
 pub fn check_replaceable(target: &Path, sharded: bool) -> Result<()> {
     use std::os::unix::fs::FileTypeExt;
+    refuse_link(target)?;
     let Ok(meta) = std::fs::metadata(target) else {
         return Ok(());
     };
@@ -174,15 +185,32 @@ pub fn check_replaceable(target: &Path, sharded: bool) -> Result<()> {
         // `Output::create` reports this with its own message.
         return Ok(());
     }
-    if std::fs::symlink_metadata(target).is_ok_and(|m| m.file_type().is_symlink()) {
-        return refuse("a link to a folder");
-    }
     if sharded_files(target).is_none() {
         return refuse(&format!(
             "a folder that is not exactly a sharded checkpoint ({INDEX_FILE} and the shards it names)"
         ));
     }
     Ok(())
+}
+
+/// Refuses a `target` that is a symbolic link ([`Error::NotReplaceable`]),
+/// naming where it leads: the path it resolves to, or what it holds where
+/// that does not resolve (a dangling link, a pipe behind `/dev/stdout`).
+fn refuse_link(target: &Path) -> Result<()> {
+    if !std::fs::symlink_metadata(target).is_ok_and(|m| m.file_type().is_symlink()) {
+        return Ok(());
+    }
+    let to = target
+        .canonicalize()
+        .or_else(|_| std::fs::read_link(target))
+        .map_or_else(
+            |_| "somewhere unreadable".to_string(),
+            |p| p.display().to_string(),
+        );
+    Err(Error::NotReplaceable {
+        path: target.to_path_buf(),
+        what: format!("a symbolic link to {to}"),
+    })
 }
 
 /// The files of `folder` if it holds exactly a sharded checkpoint: the
@@ -270,6 +298,9 @@ impl Output {
         inputs: &[&Path],
         options: &OutputOptions,
     ) -> Result<Output> {
+        for t in tensors {
+            header::check_output_name(target, &t.name)?;
+        }
         check_target(target, inputs, options.force)?;
         check_replaceable(target, options.shard_size.is_some())?;
         if options.shard_size.is_none() && target.is_dir() {
