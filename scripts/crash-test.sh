@@ -22,8 +22,9 @@
 # Environment: SOUP (a built soup binary; default target/release/soup,
 # built if missing), SOUP_PYTHON (Python with numpy, for the inputs),
 # CRASH_MIB (size of each of the 3 inputs; default 64, 16 with --short),
-# CRASH_SEED (random seed; default: the time), CRASH_DIR (scratch folder on
-# the disk to test; default a new folder in /var/tmp, deleted afterwards).
+# CRASH_SEED (random seed; default: the time), CRASH_DIR (a folder on the
+# disk to test, default /var/tmp: the test works in a new folder inside it,
+# deleted afterwards; what CRASH_DIR held before is left alone).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 kills=100
@@ -46,8 +47,14 @@ if [ -z "${SOUP_PYTHON:-}" ]; then
     eval "$(scripts/setup.sh --full)"
 fi
 
-scratch=${CRASH_DIR:-$(mktemp -d /var/tmp/soup-crash.XXXXXX)}
-mkdir -p "$scratch"
+# A fresh folder of its own, inside CRASH_DIR when given: only that folder
+# is removed at the end, never what CRASH_DIR held before.
+if [ -n "${CRASH_DIR:-}" ]; then
+    mkdir -p "$CRASH_DIR"
+    scratch=$(mktemp -d "$CRASH_DIR/soup-crash.XXXXXX")
+else
+    scratch=$(mktemp -d /var/tmp/soup-crash.XXXXXX)
+fi
 trap 'rm -rf "$scratch"' EXIT
 in=$scratch/in
 out=$scratch/out

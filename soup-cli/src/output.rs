@@ -1,5 +1,6 @@
 //! What commands share for talking to the user: the run context (progress,
-//! interrupt flag, budget), aligned tables, and number formatting.
+//! interrupt flag, budget), aligned tables, number formatting, and the
+//! escaping of names and paths in everything printed for people.
 
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::AtomicBool;
@@ -186,6 +187,13 @@ impl Table {
 /// report. JSON output is escaped by the JSON encoder instead.
 pub fn escape(text: &str) -> std::borrow::Cow<'_, str> {
     escape_with(text, true)
+}
+
+/// A file path for a result line, escaped like a tensor name ([`escape`]):
+/// a file name can hold a newline or an escape sequence as easily as a
+/// tensor name can.
+pub fn escape_path(path: &std::path::Path) -> String {
+    escape(&path.display().to_string()).into_owned()
 }
 
 /// Like [`escape`], but leaves backslashes alone: for error messages, which

@@ -87,6 +87,8 @@ impl Shard {
 #[derive(Debug)]
 pub struct Checkpoint {
     path: PathBuf,
+    /// The index file of a sharded set.
+    index: Option<PathBuf>,
     shards: Vec<Shard>,
     tensors: Vec<TensorEntry>,
     /// Tensor numbers sorted by name (4 bytes per tensor, where a map from
@@ -163,6 +165,7 @@ impl Checkpoint {
         shard.release_header(header.data_start);
         let mut ck = Checkpoint {
             path: path.to_path_buf(),
+            index: None,
             shards: vec![shard],
             tensors: Vec::new(),
             by_name: Vec::new(),
@@ -212,6 +215,7 @@ impl Checkpoint {
             .collect();
         let mut ck = Checkpoint {
             path: folder.to_path_buf(),
+            index: Some(index.to_path_buf()),
             shards: Vec::new(),
             tensors: Vec::new(),
             by_name: Vec::new(),
@@ -353,6 +357,12 @@ impl Checkpoint {
     /// The files behind the checkpoint, in shard order.
     pub fn files(&self) -> impl Iterator<Item = &Path> {
         self.shards.iter().map(|s| s.path.as_path())
+    }
+
+    /// Every file the checkpoint was read from: the shards, then the index
+    /// of a sharded set. These are what an output must never replace.
+    pub fn files_with_index(&self) -> impl Iterator<Item = &Path> {
+        self.files().chain(self.index.as_deref())
     }
 
     /// The file holding `tensor`.

@@ -9,6 +9,13 @@
 //! `|a - b| <= atol + rtol * |b|` (numpy's `isclose`) or both are the same
 //! NaN. Integer and bool tensors are compared bit for bit. Metadata is
 //! listed but does not decide equality.
+//!
+//! A NaN that meets anything but the same NaN makes the tensors differ, and
+//! its gap is not a number: the largest difference, relative L2 distance
+//! and cosine of that tensor are NaN (`nan` in soup's tables, `null` in
+//! JSON, which has no NaN). Positions holding the same NaN on both sides
+//! match and take no part in the distances. Infinities that differ make
+//! the largest difference and the relative L2 distance infinite.
 
 use std::path::PathBuf;
 
@@ -48,12 +55,14 @@ pub struct TensorDiff {
     pub differing: u64,
     /// Positions where one is zero and the other is not (float only).
     pub mask_differences: Option<u64>,
-    /// Largest `|a - b|` (float only).
+    /// Largest `|a - b|` (float only; NaN where a NaN meets another value,
+    /// see the module documentation).
     pub max_abs_diff: Option<f64>,
     /// `||a - b|| / ||a||` (float only; `None` when `a` is all zeros and
-    /// `b` is not).
+    /// `b` is not; NaN as for `max_abs_diff`).
     pub rel_l2: Option<f64>,
-    /// `a . b / (||a|| ||b||)` (float only; `None` when either is all zeros).
+    /// `a . b / (||a|| ||b||)` (float only; `None` when either is all zeros;
+    /// NaN as for `max_abs_diff`).
     pub cosine: Option<f64>,
     /// Same dtype, same shape and no element outside the tolerance.
     pub equal: bool,
@@ -97,6 +106,8 @@ struct Acc {
     a2: f64,
     b2: f64,
     ab: f64,
+    /// A NaN met a value other than the same NaN.
+    nan: bool,
 }
 
 impl Acc {
@@ -109,6 +120,7 @@ impl Acc {
         self.a2 += o.a2;
         self.b2 += o.b2;
         self.ab += o.ab;
+        self.nan |= o.nan;
     }
 }
 
@@ -217,15 +229,23 @@ pub fn diff(
         .map(|(((x, y), note), acc)| {
             let float = x.float_type().is_some() && y.float_type().is_some() && note.is_none();
             let note = note.or_else(|| (x.dtype != y.dtype).then(|| "dtypes differ".into()));
-            let rel_l2 = if acc.a2 > 0.0 {
+            let rel_l2 = if acc.nan {
+                Some(f64::NAN)
+            } else if acc.d2 == f64::INFINITY {
+                Some(f64::INFINITY)
+            } else if acc.a2 > 0.0 {
                 Some(acc.d2.sqrt() / acc.a2.sqrt())
             } else if acc.d2 == 0.0 {
                 Some(0.0)
             } else {
                 None
             };
-            let cosine =
-                (acc.a2 > 0.0 && acc.b2 > 0.0).then(|| acc.ab / (acc.a2.sqrt() * acc.b2.sqrt()));
+            let cosine = if acc.nan {
+                Some(f64::NAN)
+            } else {
+                (acc.a2 > 0.0 && acc.b2 > 0.0).then(|| acc.ab / (acc.a2.sqrt() * acc.b2.sqrt()))
+            };
+            let max_abs = if acc.nan { f64::NAN } else { acc.max_abs };
             TensorDiff {
                 name: x.name.clone(),
                 dtype_a: crate::dtype::name(x.dtype),
@@ -235,7 +255,7 @@ pub fn diff(
                 compared: acc.compared,
                 differing: acc.differing,
                 mask_differences: float.then_some(acc.mask),
-                max_abs_diff: float.then_some(acc.max_abs),
+                max_abs_diff: float.then_some(max_abs),
                 rel_l2: if float { rel_l2 } else { None },
                 cosine: if float { cosine } else { None },
                 equal: note.is_none() && acc.differing == 0,
@@ -281,13 +301,20 @@ fn compare_floats(x: &[f64], y: &[f64], options: &DiffOptions) -> Acc {
         let same = u.to_bits() == v.to_bits() || d <= options.atol + options.rtol * v.abs();
         acc.differing += (!same) as u64;
         acc.mask += ((u != 0.0) != (v != 0.0)) as u64;
+        if u.is_nan() || v.is_nan() {
+            // The same NaN on both sides matches and is left out of the
+            // distances; a NaN against anything else makes them NaN
+            // (`f64::max` would drop a NaN, hence the flag).
+            acc.nan |= !same;
+            continue;
+        }
         if d.is_finite() {
             acc.max_abs = acc.max_abs.max(d);
             acc.d2 += d * d;
         } else if !same {
-            // NaN against a number, or infinities that differ: the gap is
-            // unbounded, not zero.
+            // Infinities that differ: the gap is unbounded, not zero.
             acc.max_abs = f64::INFINITY;
+            acc.d2 = f64::INFINITY;
         }
         acc.a2 += u * u;
         acc.b2 += v * v;
@@ -317,15 +344,28 @@ mod tests {
     }
 
     #[test]
-    fn nan_against_a_number_is_an_unbounded_difference() {
+    fn nan_against_a_number_is_a_nan_difference() {
         let o = DiffOptions {
             atol: 0.0,
             rtol: 0.0,
         };
         let acc = compare_floats(&[f64::NAN, 2.0], &[1.0, 2.0], &o);
         assert_eq!(acc.differing, 1);
-        assert_eq!(acc.max_abs, f64::INFINITY);
-        let same_nan = compare_floats(&[f64::NAN], &[f64::NAN], &o);
-        assert_eq!((same_nan.differing, same_nan.max_abs), (0, 0.0));
+        assert!(acc.nan);
+        let mut sum = Acc::default();
+        sum.add(acc);
+        sum.add(compare_floats(&[5.0], &[1.0], &o));
+        assert!(sum.nan, "a NaN survives adding windows");
+        let same_nan = compare_floats(&[f64::NAN, 1.0], &[f64::NAN, 1.5], &o);
+        assert_eq!((same_nan.differing, same_nan.nan), (1, false));
+        assert_eq!(
+            (same_nan.max_abs, same_nan.d2, same_nan.a2),
+            (0.5, 0.25, 1.0)
+        );
+        let inf = compare_floats(&[f64::INFINITY], &[1.0], &o);
+        assert_eq!(
+            (inf.max_abs, inf.d2, inf.nan),
+            (f64::INFINITY, f64::INFINITY, false)
+        );
     }
 }

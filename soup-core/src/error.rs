@@ -67,8 +67,9 @@ pub enum Error {
         path: PathBuf,
     },
     /// The output path holds something soup never replaces, even when asked
-    /// to: a device, FIFO or socket, or a folder that is not exactly a
-    /// sharded checkpoint.
+    /// to: a device, FIFO or socket, a symbolic link (the rename would
+    /// replace the link, not what it points to), or a folder that is not
+    /// exactly a sharded checkpoint.
     #[error("{}: refusing to replace {what}", path.display())]
     NotReplaceable {
         /// The existing path.

@@ -174,7 +174,10 @@ pub fn greedy_soup(
             return Err(Error::invalid(format!("scores must be finite, got {bad}")));
         }
     }
-    let inputs: Vec<&Path> = candidates.iter().flat_map(|c| c.files()).collect();
+    let inputs: Vec<&Path> = candidates
+        .iter()
+        .flat_map(|c| c.files_with_index())
+        .collect();
     crate::output::check_target(target, &inputs, options.merge.output.force)?;
     // Everything the candidates share is checked before any evaluation.
     crate::checkpoint::align(&candidates.iter().collect::<Vec<_>>())?;

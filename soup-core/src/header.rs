@@ -24,6 +24,23 @@ use crate::error::{Error, HeaderProblem as P, Result};
 /// Largest header accepted (the safetensors crate's own limit).
 pub const MAX_HEADER_LEN: u64 = 100_000_000;
 
+/// The header key that holds the metadata. No tensor can have this name:
+/// a reader would take its entry for the metadata.
+pub const METADATA_KEY: &str = "__metadata__";
+
+/// Refuses `name` as the name of a tensor written to `path`: the reserved
+/// [`METADATA_KEY`] would make a file that no reader can open.
+pub(crate) fn check_output_name(path: &Path, name: &str) -> Result<()> {
+    if name == METADATA_KEY {
+        return Err(Error::tensor(
+            path,
+            name,
+            "the name is reserved for the header's metadata",
+        ));
+    }
+    Ok(())
+}
+
 /// One tensor as declared by a header.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RawTensor {
@@ -345,11 +362,18 @@ pub fn parse(path: &Path, file: &[u8]) -> Result<Header> {
 /// Serialises a header for `tensors` (in data order, offsets relative to the
 /// data section) and `metadata`, padded with spaces so that the data section
 /// starts at a multiple of 8 bytes. Returns the full prefix: length + JSON.
+///
+/// No tensor may be called [`METADATA_KEY`]: soup's writers refuse that
+/// name before they get here, and a debug build asserts it.
 pub fn serialize(tensors: &[RawTensor], metadata: &BTreeMap<String, String>) -> Vec<u8> {
+    debug_assert!(
+        tensors.iter().all(|t| t.name != METADATA_KEY),
+        "a tensor named {METADATA_KEY}"
+    );
     let mut map = serde_json::Map::new();
     if !metadata.is_empty() {
         map.insert(
-            "__metadata__".into(),
+            METADATA_KEY.into(),
             serde_json::to_value(metadata).expect("string map"),
         );
     }

@@ -67,7 +67,7 @@ pub use hash::{
 };
 pub use header::{
     byte_len, element_count, parse as parse_header, serialize as serialize_header, Header,
-    RawTensor, MAX_HEADER_LEN,
+    RawTensor, MAX_HEADER_LEN, METADATA_KEY,
 };
 pub use inspect::{inspect, Inspection, TensorSummary};
 pub use mask::{check_masks, Fingerprint, MaskReport, TensorMask};

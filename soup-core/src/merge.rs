@@ -238,7 +238,7 @@ pub fn merge(
         })
         .collect();
 
-    let input_paths: Vec<&Path> = inputs.iter().flat_map(|c| c.files()).collect();
+    let input_paths: Vec<&Path> = inputs.iter().flat_map(|c| c.files_with_index()).collect();
     let mut recipe = serde_json::json!({
         "method": options.method.name(),
         "weights": weights,

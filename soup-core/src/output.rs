@@ -15,6 +15,14 @@
 //! folder holding exactly a sharded checkpoint, its index and the shards the
 //! index names (sharded output); a folder is swapped for the new one in one
 //! atomic rename where the kernel supports it.
+//!
+//! An output path that is a symbolic link is refused, with or without
+//! `force`, naming where the link leads: the rename would replace the link
+//! itself, not what it points to, so `-o /dev/stdout` (a link to
+//! `/proc/self/fd/1`) with standard output redirected to a file would turn
+//! `/dev/stdout` into a regular file for everyone, and a link to a file
+//! elsewhere would silently stop pointing there. Links in the folders above
+//! the output are followed as usual.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -26,9 +34,12 @@ use safetensors::Dtype;
 use crate::checkpoint::INDEX_FILE;
 
 mod memory;
+mod target;
 use crate::error::{Error, Result};
 use crate::header::{self, RawTensor};
 pub use memory::{write_file_atomic, write_tensors, TensorBytes};
+use target::sharded_files;
+pub use target::{check_replaceable, check_target};
 
 /// Header bytes kept free for metadata that is known only at the end
 /// (input hashes, results).
@@ -111,123 +122,6 @@ pub struct Output {
     metadata: BTreeMap<String, String>,
 }
 
-/// Checks that `target` can be written without harming `inputs`: it is not
-/// one of them (nor a folder holding one), and it does not exist unless
-/// `force` is set.
-pub fn check_target(target: &Path, inputs: &[&Path], force: bool) -> Result<()> {
-    let resolved = resolve(target)?;
-    for input in inputs {
-        let input_real = input
-            .canonicalize()
-            .map_err(|e| Error::io(input, "cannot resolve", e))?;
-        if input_real == resolved || input_real.starts_with(&resolved) {
-            return Err(Error::invalid(format!(
-                "{}: output would overwrite input {}",
-                target.display(),
-                input.display()
-            )));
-        }
-    }
-    if std::fs::symlink_metadata(target).is_ok() && !force {
-        return Err(Error::OutputExists {
-            path: target.to_path_buf(),
-        });
-    }
-    Ok(())
-}
-
-/// Checks that an existing `target` is something soup may replace: a
-/// regular file (or a link to one, which the rename replaces, not its
-/// target) for single-file output, or a folder holding exactly a sharded
-/// checkpoint for sharded output. A missing target passes.
-pub fn check_replaceable(target: &Path, sharded: bool) -> Result<()> {
-    use std::os::unix::fs::FileTypeExt;
-    let Ok(meta) = std::fs::metadata(target) else {
-        return Ok(());
-    };
-    let kind = meta.file_type();
-    let refuse = |what: &str| {
-        Err(Error::NotReplaceable {
-            path: target.to_path_buf(),
-            what: what.to_string(),
-        })
-    };
-    if kind.is_file() {
-        return if sharded {
-            refuse("a file (sharded output replaces only a folder)")
-        } else {
-            Ok(())
-        };
-    }
-    if !kind.is_dir() {
-        return refuse(if kind.is_fifo() {
-            "a FIFO"
-        } else if kind.is_char_device() || kind.is_block_device() {
-            "a device"
-        } else if kind.is_socket() {
-            "a socket"
-        } else {
-            "something that is not a regular file"
-        });
-    }
-    if !sharded {
-        // `Output::create` reports this with its own message.
-        return Ok(());
-    }
-    if std::fs::symlink_metadata(target).is_ok_and(|m| m.file_type().is_symlink()) {
-        return refuse("a link to a folder");
-    }
-    if sharded_files(target).is_none() {
-        return refuse(&format!(
-            "a folder that is not exactly a sharded checkpoint ({INDEX_FILE} and the shards it names)"
-        ));
-    }
-    Ok(())
-}
-
-/// The files of `folder` if it holds exactly a sharded checkpoint: the
-/// index and the shards its weight map names, all regular files, nothing
-/// else. `None` otherwise.
-fn sharded_files(folder: &Path) -> Option<Vec<PathBuf>> {
-    #[derive(serde::Deserialize)]
-    struct Index {
-        weight_map: BTreeMap<String, String>,
-    }
-    let index = folder.join(INDEX_FILE);
-    if !std::fs::symlink_metadata(&index).ok()?.is_file() {
-        return None;
-    }
-    let parsed: Index = serde_json::from_slice(&std::fs::read(&index).ok()?).ok()?;
-    let mut expected: std::collections::BTreeSet<std::ffi::OsString> = parsed
-        .weight_map
-        .values()
-        .map(std::ffi::OsString::from)
-        .collect();
-    expected.insert(INDEX_FILE.into());
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(folder).ok()? {
-        let entry = entry.ok()?;
-        if !expected.remove(&entry.file_name()) || !entry.file_type().ok()?.is_file() {
-            return None;
-        }
-        files.push(entry.path());
-    }
-    expected.is_empty().then_some(files)
-}
-
-/// The absolute path `target` names, following links of its folder and of
-/// the file itself when it exists.
-fn resolve(target: &Path) -> Result<PathBuf> {
-    if let Ok(real) = target.canonicalize() {
-        return Ok(real);
-    }
-    let parent = parent_of(target);
-    let real_parent = parent
-        .canonicalize()
-        .map_err(|e| Error::io(parent, "output folder is not usable", e))?;
-    Ok(real_parent.join(target.file_name().unwrap_or_default()))
-}
-
 /// The operating-system error without tempfile's "at path" suffix, which
 /// would name a random temporary file that no longer exists.
 fn plain(e: std::io::Error) -> std::io::Error {
@@ -270,6 +164,9 @@ impl Output {
         inputs: &[&Path],
         options: &OutputOptions,
     ) -> Result<Output> {
+        for t in tensors {
+            header::check_output_name(target, &t.name)?;
+        }
         check_target(target, inputs, options.force)?;
         check_replaceable(target, options.shard_size.is_some())?;
         if options.shard_size.is_none() && target.is_dir() {

@@ -174,6 +174,12 @@ pub fn edit(
                 t.name
             )));
         }
+        if name == crate::header::METADATA_KEY {
+            return Err(Error::invalid(format!(
+                "renaming tensor `{}` to `{name}`: the name is reserved for the header's metadata",
+                t.name
+            )));
+        }
         if let Some(other) = taken.insert(name.clone(), t.name.clone()) {
             return Err(Error::invalid(format!(
                 "name collision: `{other}` and `{}` would both be called `{name}`",
@@ -291,7 +297,7 @@ fn write_streamed(
         recipe.clone(),
         &[(name.clone(), control.digest.placeholder())],
     );
-    let files: Vec<&Path> = input.files().collect();
+    let files: Vec<&Path> = input.files_with_index().collect();
     let mut output = Output::create(target, layout, provisional, &files, output_options)?;
     let sha = crate::rewrite::stream(
         input,
@@ -491,8 +497,8 @@ pub fn apply_mask(
         recipe.clone(),
         &describe(&control.digest.placeholder()),
     );
-    let mut files: Vec<&Path> = input.files().collect();
-    files.extend(mask.files());
+    let mut files: Vec<&Path> = input.files_with_index().collect();
+    files.extend(mask.files_with_index());
     let mut output = Output::create(target, &layout, metadata, &files, &options.output)?;
     let mut counts = vec![(0u64, 0u64); tensors.len()];
     let sha = crate::rewrite::stream(

@@ -6,7 +6,7 @@ use anyhow::Result;
 use soup_core::{apply_mask, Checkpoint, MaskOptions, OutputOptions};
 
 use crate::cli::ApplyMaskArgs;
-use crate::output::{write_json, Context, Outcome, Table};
+use crate::output::{escape_path, write_json, Context, Outcome, Table};
 
 pub fn run(args: ApplyMaskArgs, out: &mut dyn Write, ctx: &Context) -> Result<Outcome> {
     let options = MaskOptions {
@@ -48,7 +48,7 @@ pub fn run(args: ApplyMaskArgs, out: &mut dyn Write, ctx: &Context) -> Result<Ou
         "zeroed {} elements in {} tensors; written to {}",
         report.zeroed,
         report.tensors.len(),
-        args.output.display()
+        escape_path(&args.output)
     )?;
     Ok(Outcome::Clean)
 }

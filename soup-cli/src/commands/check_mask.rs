@@ -6,7 +6,7 @@ use anyhow::{bail, Result};
 use soup_core::{check_masks, Checkpoint, Selection};
 
 use crate::cli::CheckMaskArgs;
-use crate::output::{escape, percent, shape, write_json, Context, Outcome, Table};
+use crate::output::{escape_path, percent, shape, write_json, Context, Outcome, Table};
 
 pub fn run(args: CheckMaskArgs, out: &mut dyn Write, ctx: &Context) -> Result<Outcome> {
     if args.reference.is_none() && args.inputs.len() < 2 {
@@ -43,7 +43,7 @@ pub fn run(args: CheckMaskArgs, out: &mut dyn Write, ctx: &Context) -> Result<Ou
         writeln!(
             out,
             "reference: {}{}",
-            escape(&report.reference.display().to_string()),
+            escape_path(&report.reference),
             if report.reference_is_input {
                 " (first input)"
             } else {
@@ -70,8 +70,7 @@ pub fn run(args: CheckMaskArgs, out: &mut dyn Write, ctx: &Context) -> Result<Ou
                     .map(|t| t.differing_per_input[i])
                     .sum();
                 if n > 0 {
-                    let path = path.display().to_string();
-                    writeln!(out, "  {}: {n} positions differ", escape(&path))?;
+                    writeln!(out, "  {}: {n} positions differ", escape_path(path))?;
                 }
             }
         }

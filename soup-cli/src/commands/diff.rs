@@ -6,7 +6,7 @@ use anyhow::Result;
 use soup_core::{diff, Checkpoint, DiffOptions};
 
 use crate::cli::DiffArgs;
-use crate::output::{escape, shape, write_json, Context, Outcome, Table};
+use crate::output::{escape, escape_path, shape, write_json, Context, Outcome, Table};
 
 pub fn run(args: DiffArgs, out: &mut dyn Write, ctx: &Context) -> Result<Outcome> {
     let options = DiffOptions {
@@ -25,7 +25,18 @@ pub fn run(args: DiffArgs, out: &mut dyn Write, ctx: &Context) -> Result<Outcome
         write_json(out, &report)?;
         return Ok(outcome);
     }
-    let opt = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.3e}"));
+    // A NaN (JSON's `null`) is `nan`, like `inf`, not Rust's `NaN`.
+    let number = |v: f64, text: String| {
+        if v.is_nan() {
+            "nan".to_string()
+        } else {
+            text
+        }
+    };
+    let opt = |v: Option<f64>| match v {
+        None => "-".to_string(),
+        Some(v) => number(v, format!("{v:.3e}")),
+    };
     let mut table = Table::new(&[
         ("tensor", false),
         ("shape", false),
@@ -48,7 +59,7 @@ pub fn run(args: DiffArgs, out: &mut dyn Write, ctx: &Context) -> Result<Outcome
             opt(t.max_abs_diff),
             opt(t.rel_l2),
             t.cosine
-                .map_or_else(|| "-".to_string(), |c| format!("{c:.6}")),
+                .map_or_else(|| "-".to_string(), |c| number(c, format!("{c:.6}"))),
             t.mask_differences
                 .map_or_else(|| "-".to_string(), |m| m.to_string()),
             match &t.note {
@@ -62,10 +73,10 @@ pub fn run(args: DiffArgs, out: &mut dyn Write, ctx: &Context) -> Result<Outcome
         writeln!(out)?;
     }
     for name in &report.only_in_a {
-        writeln!(out, "only in {}: {}", report.a.display(), escape(name))?;
+        writeln!(out, "only in {}: {}", escape_path(&report.a), escape(name))?;
     }
     for name in &report.only_in_b {
-        writeln!(out, "only in {}: {}", report.b.display(), escape(name))?;
+        writeln!(out, "only in {}: {}", escape_path(&report.b), escape(name))?;
     }
     if !report.metadata_differences.is_empty() {
         writeln!(

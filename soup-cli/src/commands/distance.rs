@@ -7,7 +7,7 @@ use anyhow::{bail, Result};
 use soup_core::{distance, Selection};
 
 use crate::cli::DistanceArgs;
-use crate::output::{write_json, Context, Outcome, Table};
+use crate::output::{escape_path, write_json, Context, Outcome, Table};
 
 pub fn run(args: DistanceArgs, out: &mut dyn Write, ctx: &Context) -> Result<Outcome> {
     let selection = Selection::new(&args.include, &args.exclude)?;
@@ -23,7 +23,7 @@ pub fn run(args: DistanceArgs, out: &mut dyn Write, ctx: &Context) -> Result<Out
     let n = report.inputs.len();
     writeln!(out, "inputs:")?;
     for (i, path) in report.inputs.iter().enumerate() {
-        writeln!(out, "  {i}: {}", path.display())?;
+        writeln!(out, "  {i}: {}", escape_path(path))?;
     }
     writeln!(out)?;
     let mut table = Table::new(&[("a", true), ("b", true), ("l2", true), ("cosine", true)]);

@@ -6,7 +6,7 @@ use anyhow::Result;
 use soup_core::{edit, Checkpoint, EditOptions, OutputOptions};
 
 use crate::cli::EditArgs;
-use crate::output::{escape, write_json, Context, Outcome};
+use crate::output::{escape, escape_path, write_json, Context, Outcome};
 
 pub fn run(args: EditArgs, out: &mut dyn Write, ctx: &Context) -> Result<Outcome> {
     let options = EditOptions {
@@ -41,7 +41,7 @@ pub fn run(args: EditArgs, out: &mut dyn Write, ctx: &Context) -> Result<Outcome
         out,
         "wrote {} tensors to {} ({} renamed, {} dropped, {} cast)",
         report.tensors,
-        args.output.display(),
+        escape_path(&args.output),
         report.renamed.len(),
         report.dropped.len(),
         report.cast.len()

@@ -10,7 +10,7 @@ use soup_core::file_sha256s;
 use soup_core::{hash_checkpoint, Checkpoint};
 
 use crate::cli::HashArgs;
-use crate::output::{escape, write_json, Context, Outcome, Table};
+use crate::output::{escape_path, write_json, Context, Outcome, Table};
 
 /// The JSON form of `soup hash`.
 #[derive(Serialize)]
@@ -51,7 +51,7 @@ pub fn run(args: HashArgs, out: &mut dyn Write, ctx: &Context) -> Result<Outcome
         } else {
             // sha256sum's format, so that `sha256sum -c` can check it.
             for (path, sha256) in &files {
-                writeln!(out, "{sha256}  {}", escape(&path.display().to_string()))?;
+                writeln!(out, "{sha256}  {}", escape_path(path))?;
             }
         }
         return Ok(Outcome::Clean);
@@ -76,11 +76,6 @@ pub fn run(args: HashArgs, out: &mut dyn Write, ctx: &Context) -> Result<Outcome
     }
     table.write(out)?;
     writeln!(out)?;
-    writeln!(
-        out,
-        "{}  {}",
-        hash.digest,
-        escape(&args.input.display().to_string())
-    )?;
+    writeln!(out, "{}  {}", hash.digest, escape_path(&args.input))?;
     Ok(Outcome::Clean)
 }

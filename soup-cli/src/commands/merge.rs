@@ -7,7 +7,7 @@ use soup_core::{greedy_soup, CommandScorer, GreedyOptions};
 use soup_core::{merge, FloatType, MergeMethod, MergeOptions, OutputOptions};
 
 use crate::cli::MergeArgs;
-use crate::output::{bytes, write_json, Context, Outcome, Table};
+use crate::output::{bytes, escape_path, write_json, Context, Outcome, Table};
 
 pub fn run(args: MergeArgs, out: &mut dyn Write, ctx: &Context) -> Result<Outcome> {
     let dtype = match &args.dtype {
@@ -47,13 +47,13 @@ pub fn run(args: MergeArgs, out: &mut dyn Write, ctx: &Context) -> Result<Outcom
             out,
             "merged {} checkpoints into {} ({} tensors, {} averaged, {})",
             report.inputs.len(),
-            args.output.display(),
+            escape_path(&args.output),
             report.tensors,
             report.averaged,
             bytes(report.bytes)
         )?;
         for (path, w) in report.inputs.iter().zip(&report.weights) {
-            writeln!(out, "  weight {w:.4}  {}", path.display())?;
+            writeln!(out, "  weight {w:.4}  {}", escape_path(path))?;
         }
         if !report.mask_differences.is_empty() {
             writeln!(
@@ -122,7 +122,7 @@ fn greedy(
         report.trials.len(),
         report.score,
         if report.strict { ", strict" } else { "" },
-        args.output.display()
+        escape_path(&args.output)
     )?;
     Ok(Outcome::Clean)
 }

@@ -7,7 +7,7 @@ use soup_core::{plan_prune as plan, prune, PruneOptions, Scope};
 use soup_core::{Checkpoint, OutputOptions};
 
 use crate::cli::{PruneArgs, ScopeArg};
-use crate::output::{percent, shape, write_json, Context, Outcome, Table};
+use crate::output::{escape_path, percent, shape, write_json, Context, Outcome, Table};
 
 pub fn run(args: PruneArgs, out: &mut dyn Write, ctx: &Context) -> Result<Outcome> {
     let options = PruneOptions {
@@ -94,7 +94,7 @@ pub fn run(args: PruneArgs, out: &mut dyn Write, ctx: &Context) -> Result<Outcom
         report.float_elements,
     )?;
     match &args.output {
-        Some(target) => writeln!(out, "written to {}", target.display())?,
+        Some(target) => writeln!(out, "written to {}", escape_path(target))?,
         None => writeln!(out, "nothing written (--dry-run)")?,
     }
     Ok(Outcome::Clean)

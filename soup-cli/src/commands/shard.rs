@@ -7,7 +7,7 @@ use anyhow::{bail, Result};
 use soup_core::{relayout, Checkpoint, OutputOptions};
 
 use crate::cli::{ShardArgs, UnshardArgs};
-use crate::output::{bytes, write_json, Context, Outcome};
+use crate::output::{bytes, escape_path, write_json, Context, Outcome};
 
 pub fn shard(args: ShardArgs, out: &mut dyn Write, ctx: &Context) -> Result<Outcome> {
     let options = OutputOptions {
@@ -46,7 +46,7 @@ fn copy(
         return Ok(Outcome::Clean);
     }
     for file in &report.outputs {
-        writeln!(out, "wrote {}", file.display())?;
+        writeln!(out, "wrote {}", escape_path(file))?;
     }
     writeln!(
         out,

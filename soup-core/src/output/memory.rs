@@ -35,7 +35,7 @@ pub struct TensorBytes<'a> {
 /// give byte-identical files, and so equal hashes. This is how a training
 /// loop saves a model it holds in memory; an existing regular file at
 /// `target` is replaced (a training state rewritten every epoch), a folder,
-/// device or FIFO never.
+/// symbolic link, device or FIFO never.
 pub fn write_tensors(
     target: &Path,
     tensors: &[TensorBytes<'_>],
@@ -46,6 +46,7 @@ pub fn write_tensors(
     let mut raw = Vec::with_capacity(order.len());
     let mut offset = 0usize;
     for (i, t) in order.iter().enumerate() {
+        header::check_output_name(target, t.name)?;
         if i > 0 && order[i - 1].name == t.name {
             return Err(Error::tensor(target, t.name, "given twice"));
         }
@@ -91,8 +92,9 @@ pub fn write_tensors(
 /// soup's temporary naming (so that a writer killed meanwhile leaves a file
 /// the next write into the folder sweeps), fsync, rename over `target`,
 /// fsync of the folder. A reader sees the old file or the new one, never a
-/// part. An existing regular file is replaced; a folder, device, FIFO or
-/// socket is refused ([`Error::OutputIsFolder`], [`Error::NotReplaceable`]).
+/// part. An existing regular file is replaced; a folder, symbolic link,
+/// device, FIFO or socket is refused ([`Error::OutputIsFolder`],
+/// [`Error::NotReplaceable`]).
 pub fn write_file_atomic(target: &Path, bytes: &[u8]) -> Result<()> {
     write_atomic_with(target, |f| {
         use std::io::Write;

@@ -168,3 +168,81 @@ fn atomic_file_write_sweeps_temps_of_dead_writers_and_leaves_live_ones() {
     assert_eq!(std::fs::read(&target).unwrap(), b"new");
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
 }
+
+#[test]
+fn symbolic_links_are_never_replaced_by_either_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("redirected.log");
+    std::fs::write(&file, b"earlier").unwrap();
+    let to_file = dir.path().join("stdout");
+    std::os::unix::fs::symlink(&file, &to_file).unwrap();
+    let to_null = dir.path().join("null");
+    std::os::unix::fs::symlink("/dev/null", &to_null).unwrap();
+    let dangling = dir.path().join("dangling");
+    std::os::unix::fs::symlink(dir.path().join("nowhere"), &dangling).unwrap();
+    let refused = |err: Error, link: &Path| {
+        assert!(
+            matches!(&err, Error::NotReplaceable { path, what }
+                if path == link && what.starts_with("a symbolic link to ")),
+            "{err}"
+        );
+    };
+    for link in [&to_file, &to_null, &dangling] {
+        for force in [false, true] {
+            let options = OutputOptions {
+                shard_size: None,
+                force,
+            };
+            let err = Output::create(link, &[tensor("a", 1)], BTreeMap::new(), &[], &options)
+                .unwrap_err();
+            refused(err, link);
+        }
+        refused(write_file_atomic(link, b"new").unwrap_err(), link);
+        let t = TensorBytes {
+            name: "a",
+            dtype: Dtype::F32,
+            shape: &[1],
+            data: &[0; 4],
+        };
+        refused(
+            write_tensors(link, &[t], &BTreeMap::new()).unwrap_err(),
+            link,
+        );
+        assert!(std::fs::symlink_metadata(link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+    }
+    let err = write_file_atomic(&to_file, b"new").unwrap_err();
+    assert!(err.to_string().contains("redirected.log"), "{err}");
+    assert_eq!(std::fs::read(&file).unwrap(), b"earlier");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 4);
+}
+
+#[test]
+fn the_metadata_key_is_no_tensor_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("out.safetensors");
+    let is_reserved = |err: &Error| {
+        matches!(err, Error::Tensor { tensor, reason, .. }
+            if tensor == "__metadata__" && reason.contains("reserved"))
+    };
+    let err = Output::create(
+        &target,
+        &[tensor("a", 1), tensor("__metadata__", 1)],
+        BTreeMap::new(),
+        &[],
+        &Default::default(),
+    )
+    .unwrap_err();
+    assert!(is_reserved(&err), "{err}");
+    let t = TensorBytes {
+        name: "__metadata__",
+        dtype: Dtype::F32,
+        shape: &[1],
+        data: &[0; 4],
+    };
+    let err = write_tensors(&target, &[t], &BTreeMap::new()).unwrap_err();
+    assert!(is_reserved(&err), "{err}");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}

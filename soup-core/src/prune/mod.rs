@@ -323,7 +323,7 @@ fn run(
                     control.digest.placeholder(),
                 )],
             );
-            let files: Vec<&Path> = input.files().collect();
+            let files: Vec<&Path> = input.files_with_index().collect();
             Some(Output::create(
                 target,
                 &layout,
