@@ -62,6 +62,8 @@ impl TensorEntry {
 #[derive(Debug)]
 struct Shard {
     path: PathBuf,
+    /// The file as it was opened, for [`Checkpoint::check_unchanged`].
+    stamp: crate::safety::FileStamp,
     /// Declared before `map` so that the SIGBUS handler forgets the range
     /// before it is unmapped.
     _guard: crate::safety::MappedGuard,
@@ -88,6 +90,8 @@ impl Shard {
 pub struct Checkpoint {
     path: PathBuf,
     shards: Vec<Shard>,
+    /// The index of a sharded set as it was read.
+    index: Option<(PathBuf, crate::safety::FileStamp)>,
     tensors: Vec<TensorEntry>,
     /// Tensor numbers sorted by name (4 bytes per tensor, where a map from
     /// names would copy every name).
@@ -164,6 +168,7 @@ impl Checkpoint {
         let mut ck = Checkpoint {
             path: path.to_path_buf(),
             shards: vec![shard],
+            index: None,
             tensors: Vec::new(),
             by_name: Vec::new(),
             metadata: std::mem::take(&mut header.metadata),
@@ -182,8 +187,13 @@ impl Checkpoint {
             metadata: BTreeMap<String, serde_json::Value>,
             weight_map: BTreeMap<String, String>,
         }
-        let text = std::io::read_to_string(open_regular(index)?)
-            .map_err(|e| Error::io(index, "cannot read", e))?;
+        let file = open_regular(index)?;
+        let index_stamp = file
+            .metadata()
+            .map(|m| crate::safety::FileStamp::of(&m))
+            .map_err(|e| Error::io(index, "cannot stat", e))?;
+        let text =
+            std::io::read_to_string(file).map_err(|e| Error::io(index, "cannot read", e))?;
         let parsed: Index = serde_json::from_str(&text)
             .map_err(|e| Error::format(index, format!("invalid index JSON: {e}")))?;
         if parsed.weight_map.is_empty() {
@@ -213,6 +223,7 @@ impl Checkpoint {
         let mut ck = Checkpoint {
             path: folder.to_path_buf(),
             shards: Vec::new(),
+            index: Some((index.to_path_buf(), index_stamp)),
             tensors: Vec::new(),
             by_name: Vec::new(),
             metadata: BTreeMap::new(),
@@ -355,6 +366,24 @@ impl Checkpoint {
         self.shards.iter().map(|s| s.path.as_path())
     }
 
+    /// Checks that every file of the checkpoint (each shard, and the index
+    /// of a sharded set) is still the file that was opened, unchanged: the
+    /// path names the same device and inode, with the same size,
+    /// modification and status-change times. Writers call it before moving
+    /// an output into place, so that a file rewritten in place (even with
+    /// the same size) or replaced meanwhile fails the run
+    /// ([`Error::InputChanged`]) instead of giving an output that mixes the
+    /// old content with the new one.
+    pub fn check_unchanged(&self) -> Result<()> {
+        for shard in &self.shards {
+            shard.stamp.check(&shard.path)?;
+        }
+        match &self.index {
+            Some((path, stamp)) => stamp.check(path),
+            None => Ok(()),
+        }
+    }
+
     /// The file holding `tensor`.
     pub fn file_of(&self, tensor: &TensorEntry) -> &Path {
         &self.shards[tensor.shard].path
@@ -469,6 +498,10 @@ fn open_regular(path: &Path) -> Result<File> {
 /// The contract of [`Checkpoint::open_mmap`].
 unsafe fn map_file(path: &Path) -> Result<Shard> {
     let file = open_regular(path)?;
+    let stamp = file
+        .metadata()
+        .map(|m| crate::safety::FileStamp::of(&m))
+        .map_err(|e| Error::io(path, "cannot stat", e))?;
     // SAFETY: the map is read-only and the caller guarantees that the file
     // is not modified while mapped (`Checkpoint::open_mmap`); should another
     // process truncate it anyway, the handler of `crate::safety` turns the
@@ -477,6 +510,7 @@ unsafe fn map_file(path: &Path) -> Result<Shard> {
     let _ = map.advise(Advice::Sequential);
     Ok(Shard {
         path: path.to_path_buf(),
+        stamp,
         _guard: crate::safety::MappedGuard::new(&map, path),
         map,
     })
