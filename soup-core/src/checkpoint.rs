@@ -192,8 +192,7 @@ impl Checkpoint {
             .metadata()
             .map(|m| crate::safety::FileStamp::of(&m))
             .map_err(|e| Error::io(index, "cannot stat", e))?;
-        let text =
-            std::io::read_to_string(file).map_err(|e| Error::io(index, "cannot read", e))?;
+        let text = std::io::read_to_string(file).map_err(|e| Error::io(index, "cannot read", e))?;
         let parsed: Index = serde_json::from_str(&text)
             .map_err(|e| Error::format(index, format!("invalid index JSON: {e}")))?;
         if parsed.weight_map.is_empty() {

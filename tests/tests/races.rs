@@ -123,7 +123,10 @@ fn rewrite_in_place(victim: &Path, source: &Path) {
     use std::os::unix::fs::FileExt;
     let bytes = std::fs::read(source).unwrap();
     assert_eq!(bytes.len() as u64, std::fs::metadata(victim).unwrap().len());
-    let file = std::fs::OpenOptions::new().write(true).open(victim).unwrap();
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(victim)
+        .unwrap();
     file.write_all_at(&bytes, 0).unwrap();
 }
 
@@ -146,7 +149,10 @@ fn same_size_rewrite_of_an_input_during_any_write_is_refused() {
             vec!["shard", s(&a), "--shard-size", "300KB", "-o", s(&folder)],
             &a,
         ),
-        (vec!["apply-mask", s(&a), "--mask", s(&m), "-o", s(&out)], &m),
+        (
+            vec!["apply-mask", s(&a), "--mask", s(&m), "-o", s(&out)],
+            &m,
+        ),
     ];
     for (args, victim) in writers {
         let original = std::fs::read(victim).unwrap();

@@ -78,7 +78,11 @@ fn own_place() -> Option<&'static Place> {
         .get_or_init(|| {
             let host = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
             let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
-            let boot: String = boot.chars().filter(char::is_ascii_hexdigit).take(8).collect();
+            let boot: String = boot
+                .chars()
+                .filter(char::is_ascii_hexdigit)
+                .take(8)
+                .collect();
             let ns = std::fs::metadata("/proc/self/ns/pid").ok()?.ino();
             (boot.len() == 8).then(|| Place {
                 host: host_tag(host.trim_end_matches('\n')),
@@ -108,7 +112,10 @@ pub fn own_prefix(kind: &str) -> String {
     let pid = std::process::id();
     let start = start_time("self").unwrap_or(0);
     match own_place() {
-        Some(p) => format!("{kind}{VERSION}_{}_{}_{}_{pid}_{start}_", p.host, p.boot, p.ns),
+        Some(p) => format!(
+            "{kind}{VERSION}_{}_{}_{}_{pid}_{start}_",
+            p.host, p.boot, p.ns
+        ),
         None => format!("{kind}{VERSION}_+none_0_0_{pid}_{start}_"),
     }
 }
@@ -305,6 +312,9 @@ mod tests {
         );
         std::fs::write(dir.path().join(&theirs), b"in progress").unwrap();
         assert!(sweep_stale_temps(dir.path()).is_empty());
-        assert_eq!(std::fs::read(dir.path().join(&theirs)).unwrap(), b"in progress");
+        assert_eq!(
+            std::fs::read(dir.path().join(&theirs)).unwrap(),
+            b"in progress"
+        );
     }
 }
