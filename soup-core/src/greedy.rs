@@ -398,4 +398,39 @@ mod tests {
         let e = silent.score(Path::new("x")).unwrap_err().to_string();
         assert!(e.contains("printed nothing"), "{e}");
     }
+
+    #[test]
+    fn an_interrupt_ends_the_evaluators_whole_group() {
+        static STOP: AtomicBool = AtomicBool::new(false);
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("pid");
+        // The shell stays (two commands), its child sleeps: both must go.
+        let template = format!("sleep 30 & echo $! > '{}'; wait #", pid_file.display());
+        let mut scorer = CommandScorer::new(template).unwrap().interrupt_on(&STOP);
+        let watched = pid_file.clone();
+        let setter = std::thread::spawn(move || {
+            while std::fs::read_to_string(&watched).map_or(true, |t| !t.ends_with('\n')) {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            STOP.store(true, Ordering::Relaxed);
+        });
+        let started = Instant::now();
+        let e = scorer.score(Path::new("x")).unwrap_err();
+        setter.join().unwrap();
+        assert!(matches!(e, Error::Interrupted), "{e}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        let sleeper = std::fs::read_to_string(&pid_file).unwrap();
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", sleeper.trim()));
+        // Gone, or a zombie waiting for a parent that does not reap.
+        assert!(
+            stat.map_or(true, |s| s
+                .rsplit_once(')')
+                .unwrap()
+                .1
+                .trim_start()
+                .starts_with('Z')),
+            "the evaluator's child {} still runs",
+            sleeper.trim()
+        );
+    }
 }
