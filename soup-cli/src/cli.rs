@@ -116,6 +116,10 @@ pub struct MergeArgs {
     pub greedy: bool,
     /// Command that scores a checkpoint: `{}` is replaced by its path, and
     /// the last line printed must be a number (higher is better).
+    ///
+    /// It runs in a process group of its own: when soup is interrupted
+    /// (Ctrl-C, SIGTERM, SIGHUP), soup ends the whole group (SIGTERM, then
+    /// SIGKILL two seconds later) instead of waiting for it.
     #[arg(long, value_name = "CMD", requires = "greedy")]
     pub eval_cmd: Option<String>,
     /// First-round scores of the inputs, in order, instead of evaluating

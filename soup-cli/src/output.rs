@@ -83,6 +83,12 @@ impl Context {
         }
     }
 
+    /// The flag that SIGINT, SIGTERM and SIGHUP set, for work that must
+    /// stop something of its own (a greedy soup's evaluator).
+    pub fn interrupt_flag(&self) -> &'static AtomicBool {
+        self.interrupt
+    }
+
     /// The soup-core control for long operations.
     pub fn control(&self) -> Control<'_> {
         Control {

@@ -62,6 +62,8 @@ impl TensorEntry {
 #[derive(Debug)]
 struct Shard {
     path: PathBuf,
+    /// The file as it was opened, for [`Checkpoint::check_unchanged`].
+    stamp: crate::safety::FileStamp,
     /// Declared before `map` so that the SIGBUS handler forgets the range
     /// before it is unmapped.
     _guard: crate::safety::MappedGuard,
@@ -87,9 +89,9 @@ impl Shard {
 #[derive(Debug)]
 pub struct Checkpoint {
     path: PathBuf,
-    /// The index file of a sharded set.
-    index: Option<PathBuf>,
     shards: Vec<Shard>,
+    /// The index of a sharded set as it was read.
+    index: Option<(PathBuf, crate::safety::FileStamp)>,
     tensors: Vec<TensorEntry>,
     /// Tensor numbers sorted by name (4 bytes per tensor, where a map from
     /// names would copy every name).
@@ -165,8 +167,8 @@ impl Checkpoint {
         shard.release_header(header.data_start);
         let mut ck = Checkpoint {
             path: path.to_path_buf(),
-            index: None,
             shards: vec![shard],
+            index: None,
             tensors: Vec::new(),
             by_name: Vec::new(),
             metadata: std::mem::take(&mut header.metadata),
@@ -185,8 +187,12 @@ impl Checkpoint {
             metadata: BTreeMap<String, serde_json::Value>,
             weight_map: BTreeMap<String, String>,
         }
-        let text = std::io::read_to_string(open_regular(index)?)
-            .map_err(|e| Error::io(index, "cannot read", e))?;
+        let file = open_regular(index)?;
+        let index_stamp = file
+            .metadata()
+            .map(|m| crate::safety::FileStamp::of(&m))
+            .map_err(|e| Error::io(index, "cannot stat", e))?;
+        let text = std::io::read_to_string(file).map_err(|e| Error::io(index, "cannot read", e))?;
         let parsed: Index = serde_json::from_str(&text)
             .map_err(|e| Error::format(index, format!("invalid index JSON: {e}")))?;
         if parsed.weight_map.is_empty() {
@@ -215,8 +221,8 @@ impl Checkpoint {
             .collect();
         let mut ck = Checkpoint {
             path: folder.to_path_buf(),
-            index: Some(index.to_path_buf()),
             shards: Vec::new(),
+            index: Some((index.to_path_buf(), index_stamp)),
             tensors: Vec::new(),
             by_name: Vec::new(),
             metadata: BTreeMap::new(),
@@ -362,7 +368,26 @@ impl Checkpoint {
     /// Every file the checkpoint was read from: the shards, then the index
     /// of a sharded set. These are what an output must never replace.
     pub fn files_with_index(&self) -> impl Iterator<Item = &Path> {
-        self.files().chain(self.index.as_deref())
+        self.files()
+            .chain(self.index.as_ref().map(|(path, _)| path.as_path()))
+    }
+
+    /// Checks that every file of the checkpoint (each shard, and the index
+    /// of a sharded set) is still the file that was opened, unchanged: the
+    /// path names the same device and inode, with the same size,
+    /// modification and status-change times. Writers call it before moving
+    /// an output into place, so that a file rewritten in place (even with
+    /// the same size) or replaced meanwhile fails the run
+    /// ([`Error::InputChanged`]) instead of giving an output that mixes the
+    /// old content with the new one.
+    pub fn check_unchanged(&self) -> Result<()> {
+        for shard in &self.shards {
+            shard.stamp.check(&shard.path)?;
+        }
+        match &self.index {
+            Some((path, stamp)) => stamp.check(path),
+            None => Ok(()),
+        }
     }
 
     /// The file holding `tensor`.
@@ -479,6 +504,10 @@ fn open_regular(path: &Path) -> Result<File> {
 /// The contract of [`Checkpoint::open_mmap`].
 unsafe fn map_file(path: &Path) -> Result<Shard> {
     let file = open_regular(path)?;
+    let stamp = file
+        .metadata()
+        .map(|m| crate::safety::FileStamp::of(&m))
+        .map_err(|e| Error::io(path, "cannot stat", e))?;
     // SAFETY: the map is read-only and the caller guarantees that the file
     // is not modified while mapped (`Checkpoint::open_mmap`); should another
     // process truncate it anyway, the handler of `crate::safety` turns the
@@ -487,6 +516,7 @@ unsafe fn map_file(path: &Path) -> Result<Shard> {
     let _ = map.advise(Advice::Sequential);
     Ok(Shard {
         path: path.to_path_buf(),
+        stamp,
         _guard: crate::safety::MappedGuard::new(&map, path),
         map,
     })

@@ -77,6 +77,17 @@ pub enum Error {
         /// What is there, in a few words.
         what: String,
     },
+    /// An input file was truncated, overwritten or replaced while it was
+    /// being read (found before anything was written).
+    #[error(
+        "{}: the file changed while being read (truncated or overwritten in place?); \
+         nothing was written",
+        path.display()
+    )]
+    InputChanged {
+        /// The file.
+        path: PathBuf,
+    },
 
     // ----- several inputs -----
     /// Inputs that cannot be combined (different names, shapes, dtypes,

@@ -11,7 +11,9 @@
 //! trials recorded in its recipe.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -36,10 +38,25 @@ impl<F: FnMut(&Path) -> Result<f64>> Scorer for F {
 /// checkpoint path (shell-quoted; appended when there is no `{}`). The last
 /// non-empty line the command prints on standard output must be a finite
 /// number. Its standard error passes through.
+///
+/// The command runs in a process group of its own. With an interrupt flag
+/// ([`CommandScorer::interrupt_on`]), the scorer stops waiting once the
+/// flag is set: it sends SIGTERM to the command's whole group, SIGKILL
+/// after a grace period of two seconds, reaps it and returns
+/// [`Error::Interrupted`]. So a SIGTERM sent to soup alone (by `kill`, or
+/// a Ctrl-C, which the terminal no longer delivers to the command's own
+/// group) ends the evaluation too, instead of waiting for it.
 #[derive(Debug, Clone)]
 pub struct CommandScorer {
     template: String,
+    interrupt: Option<&'static AtomicBool>,
 }
+
+/// How long an interrupted evaluator gets between SIGTERM and SIGKILL.
+const GRACE: Duration = Duration::from_secs(2);
+
+/// How often a running evaluator is polled for its end or an interrupt.
+const POLL: Duration = Duration::from_millis(20);
 
 impl CommandScorer {
     /// A scorer for `template`, e.g. `python eval.py --checkpoint {}`.
@@ -48,7 +65,21 @@ impl CommandScorer {
         if template.trim().is_empty() {
             return Err(Error::invalid("the evaluation command is empty"));
         }
-        Ok(CommandScorer { template })
+        Ok(CommandScorer {
+            template,
+            interrupt: None,
+        })
+    }
+
+    /// Stops a running evaluation when `flag` is set (see the type's
+    /// documentation).
+    pub fn interrupt_on(mut self, flag: &'static AtomicBool) -> CommandScorer {
+        self.interrupt = Some(flag);
+        self
+    }
+
+    fn interrupted(&self) -> bool {
+        self.interrupt.is_some_and(|f| f.load(Ordering::Relaxed))
     }
 
     /// The command line for `path`.
@@ -66,23 +97,75 @@ fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
+/// Sends `signal` to the process group `group`.
+fn signal_group(group: u32, signal: libc::c_int) {
+    let Ok(group) = libc::pid_t::try_from(group) else {
+        return;
+    };
+    // SAFETY: kill(2) with a negative PID signals that process group; it
+    // touches no memory of this process.
+    unsafe { libc::kill(-group, signal) };
+}
+
+/// Ends the process group led by `child`: SIGTERM, SIGKILL after
+/// [`GRACE`], then reaps the leader.
+fn stop_group(child: &mut Child) {
+    let group = child.id();
+    signal_group(group, libc::SIGTERM);
+    let deadline = Instant::now() + GRACE;
+    while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
+        std::thread::sleep(POLL);
+    }
+    // Also the members that outlive the leader; the leader is not reaped
+    // yet or just was, so the group's number is not reused meanwhile.
+    signal_group(group, libc::SIGKILL);
+    let _ = child.wait();
+}
+
 impl Scorer for CommandScorer {
     fn score(&mut self, path: &Path) -> Result<f64> {
+        use std::io::Read;
+        use std::os::unix::process::CommandExt;
         let line = self.command_line(path);
-        let out = Command::new("sh")
+        let mut child = Command::new("sh")
             .arg("-c")
             .arg(&line)
+            .process_group(0)
             .stdin(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
-            .output()
+            .spawn()
             .map_err(|e| Error::Evaluator(format!("cannot run `{line}`: {e}")))?;
-        if !out.status.success() {
-            return Err(Error::Evaluator(format!(
-                "`{line}` failed ({})",
-                out.status
-            )));
+        let mut stdout = child.stdout.take().expect("piped");
+        let reader = std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            stdout.read_to_end(&mut bytes).map(|_| bytes)
+        });
+        let status = loop {
+            if self.interrupted() {
+                stop_group(&mut child);
+                // The reader ends when the group's last member is gone;
+                // one that left the group may hold the pipe: not waited for.
+                drop(reader);
+                return Err(Error::Interrupted);
+            }
+            match child.try_wait() {
+                Ok(Some(status)) => break status,
+                Ok(None) => std::thread::sleep(POLL),
+                Err(e) => {
+                    stop_group(&mut child);
+                    return Err(Error::Evaluator(format!("cannot wait for `{line}`: {e}")));
+                }
+            }
+        };
+        let stdout = reader
+            .join()
+            .expect("the reader does not panic")
+            .map_err(|e| Error::Evaluator(format!("cannot read the output of `{line}`: {e}")))?;
+        if !status.success() {
+            return Err(Error::Evaluator(format!("`{line}` failed ({status})")));
         }
-        let text = String::from_utf8_lossy(&out.stdout);
+        let text = String::from_utf8_lossy(&stdout);
         let last = text.lines().rev().find(|l| !l.trim().is_empty());
         let Some(last) = last else {
             return Err(Error::Evaluator(format!(
@@ -213,6 +296,9 @@ pub fn greedy_soup(
         .prefix(&crate::safety::own_prefix(crate::safety::GREEDY_PREFIX))
         .tempdir_in(parent)
         .map_err(|e| Error::io(parent, "cannot create trial folder in", e))?;
+    // Before any trial file in it: a bus error removes the files first,
+    // then this folder. Declared after `scratch`, so dropped before it.
+    let scratch_guard = crate::safety::TempGuard::folder(scratch.path());
     let trial_options = MergeOptions {
         output: Default::default(),
         recipe_extra: Default::default(),
@@ -271,6 +357,7 @@ pub fn greedy_soup(
         .map(|&i| Checkpoint::open(candidates[i].path()))
         .collect::<Result<_>>()?;
     let report = merge(&soup, target, &final_options, control)?;
+    drop(scratch_guard);
     drop(scratch);
     Ok(GreedyReport {
         chosen: chosen
@@ -313,5 +400,40 @@ mod tests {
         let mut silent = CommandScorer::new("true #").unwrap();
         let e = silent.score(Path::new("x")).unwrap_err().to_string();
         assert!(e.contains("printed nothing"), "{e}");
+    }
+
+    #[test]
+    fn an_interrupt_ends_the_evaluators_whole_group() {
+        static STOP: AtomicBool = AtomicBool::new(false);
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("pid");
+        // The shell stays (two commands), its child sleeps: both must go.
+        let template = format!("sleep 30 & echo $! > '{}'; wait #", pid_file.display());
+        let mut scorer = CommandScorer::new(template).unwrap().interrupt_on(&STOP);
+        let watched = pid_file.clone();
+        let setter = std::thread::spawn(move || {
+            while std::fs::read_to_string(&watched).map_or(true, |t| !t.ends_with('\n')) {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            STOP.store(true, Ordering::Relaxed);
+        });
+        let started = Instant::now();
+        let e = scorer.score(Path::new("x")).unwrap_err();
+        setter.join().unwrap();
+        assert!(matches!(e, Error::Interrupted), "{e}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        let sleeper = std::fs::read_to_string(&pid_file).unwrap();
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", sleeper.trim()));
+        // Gone, or a zombie waiting for a parent that does not reap.
+        assert!(
+            stat.map_or(true, |s| s
+                .rsplit_once(')')
+                .unwrap()
+                .1
+                .trim_start()
+                .starts_with('Z')),
+            "the evaluator's child {} still runs",
+            sleeper.trim()
+        );
     }
 }

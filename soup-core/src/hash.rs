@@ -23,6 +23,7 @@ use sha2::{Digest, Sha256};
 
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
+use crate::safety::FileStamp;
 use crate::stream::{drive, no_lag, CheckpointRows, Control, Units};
 
 /// Lower-case hex of bytes.
@@ -148,10 +149,27 @@ pub fn combine_with<'a>(
 
 /// The sha256 of the whole file at `path`, as bare lower-case hex: what the
 /// Hugging Face Hub (and `sha256sum`) show for a stored file.
+///
+/// The file is read, not mapped, so a change while it is read would go
+/// into the digest unseen: the file must read to exactly its size, and
+/// afterwards the open file and the path must still show the size,
+/// inode and times it had when opened; otherwise the result is
+/// [`Error::InputChanged`], never a digest of a mix.
 pub fn file_sha256(path: &Path) -> Result<String> {
-    let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, "cannot open", e))?;
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, "cannot open", e))?;
+    let before = file
+        .metadata()
+        .map(|m| FileStamp::of(&m))
+        .map_err(|e| Error::io(path, "cannot stat", e))?;
+    sha256_of_open(path, file, before)
+}
+
+/// [`file_sha256`] of the open `file` of `path`, stamped `before` when it
+/// was opened.
+fn sha256_of_open(path: &Path, mut file: std::fs::File, before: FileStamp) -> Result<String> {
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
+    let mut read = 0u64;
     loop {
         let n = file
             .read(&mut buf)
@@ -159,8 +177,16 @@ pub fn file_sha256(path: &Path) -> Result<String> {
         if n == 0 {
             break;
         }
+        read += n as u64;
         h.update(&buf[..n]);
     }
+    let open_now = file.metadata().map(|m| FileStamp::of(&m));
+    if read != before.size() || open_now.ok() != Some(before) {
+        return Err(Error::InputChanged {
+            path: path.to_path_buf(),
+        });
+    }
+    before.check(path)?;
     Ok(hex(&h.finalize()))
 }
 
@@ -185,7 +211,9 @@ pub struct CheckpointHash {
 /// Streams through `checkpoint` once and hashes every tensor with the
 /// algorithm of `control.digest`. The tensors of a window are hashed in
 /// parallel (a tensor's own pieces in order, and a large piece's bytes in
-/// parallel too, with BLAKE3).
+/// parallel too, with BLAKE3). A file of the checkpoint that changed
+/// meanwhile is an error ([`Checkpoint::check_unchanged`]), not a digest
+/// of a mix.
 pub fn hash_checkpoint(checkpoint: &Checkpoint, control: &Control) -> Result<CheckpointHash> {
     let rows = CheckpointRows::all(checkpoint, None);
     // The hashers of tensors cut by a window boundary (a tensor's pieces
@@ -225,6 +253,7 @@ pub fn hash_checkpoint(checkpoint: &Checkpoint, control: &Control) -> Result<Che
             Ok(())
         },
     )?;
+    checkpoint.check_unchanged()?;
     digests.sort();
     let digest = combine_with(
         control.digest,
@@ -288,5 +317,60 @@ mod tests {
             file_sha256(&path).unwrap(),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
+    }
+
+    /// Opens `path` as [`file_sha256`] does, lets `change` act on the file,
+    /// then hashes what the open file holds.
+    fn hash_after(path: &Path, change: impl FnOnce()) -> Result<String> {
+        let file = std::fs::File::open(path).unwrap();
+        let before = FileStamp::of(&file.metadata().unwrap());
+        change();
+        sha256_of_open(path, file, before)
+    }
+
+    #[test]
+    fn file_sha256_fails_when_the_file_changes_while_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, vec![7u8; 3 << 20]).unwrap();
+        let changed = |r: Result<String>| {
+            let e = r.unwrap_err();
+            assert!(matches!(e, Error::InputChanged { .. }), "{e}");
+            assert!(e.to_string().contains("changed while being read"), "{e}");
+        };
+        // Shrunk: fewer bytes than the size at open.
+        changed(hash_after(&path, || {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .unwrap()
+                .set_len(1 << 20)
+                .unwrap();
+        }));
+        // Rewritten in place with the same size, once the clock of the
+        // file system has moved on.
+        std::fs::write(&path, vec![7u8; 3 << 20]).unwrap();
+        changed(hash_after(&path, || {
+            use std::os::unix::fs::FileExt;
+            let old = std::fs::metadata(&path).unwrap().modified().unwrap();
+            let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+            for _ in 0..300 {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+                file.write_all_at(&[8u8; 64], 1 << 20).unwrap();
+                if std::fs::metadata(&path).unwrap().modified().unwrap() != old {
+                    return;
+                }
+            }
+            panic!("the modification time never changed");
+        }));
+        // Replaced by rename: the path names another file.
+        std::fs::write(&path, vec![7u8; 3 << 20]).unwrap();
+        changed(hash_after(&path, || {
+            let other = dir.path().join("g");
+            std::fs::write(&other, vec![7u8; 3 << 20]).unwrap();
+            std::fs::rename(&other, &path).unwrap();
+        }));
+        // Unchanged: the digest.
+        assert!(hash_after(&path, || {}).is_ok());
     }
 }

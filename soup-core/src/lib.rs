@@ -12,8 +12,11 @@
 //! [`apply_mask`]), hashes and inspects them. Every file it writes appears
 //! atomically and records its provenance. An input that shrinks while it is
 //! mapped is an error naming the file once [`install_sigbus_handler`] has
-//! run, not a crash; temporary files of killed runs are swept by the next
-//! write into their folder ([`sweep_stale_temps`]).
+//! run, not a crash, and an input changed in any other way while it is
+//! read is an error before anything is written; temporary files of killed
+//! runs are swept by the next write into their folder
+//! ([`sweep_stale_temps`]), on the host and in the container that wrote
+//! them.
 //!
 //! The modules are private: everything public is re-exported below, under
 //! one path each.
@@ -83,8 +86,8 @@ pub use prune::{
     TensorsPrune,
 };
 pub use safety::{
-    install_sigbus_handler, sweep_stale_temps, temp_path_for, GREEDY_PREFIX, SIGBUS_EXIT,
-    TEMP_PREFIX,
+    install_sigbus_handler, own_prefix as own_temp_prefix, sweep_stale_temps, GREEDY_PREFIX,
+    SIGBUS_EXIT, TEMP_PREFIX,
 };
 pub use select::Selection;
 pub use stream::{Control, NoProgress, Progress, StreamOptions};

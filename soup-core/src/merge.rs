@@ -286,6 +286,9 @@ pub fn merge(
     let mut metadata = provenance::common_metadata(&refs);
     provenance::record(&mut metadata, "merge", recipe, &describe(&hashes));
     *output.metadata_mut() = metadata;
+    for input in inputs {
+        input.check_unchanged()?;
+    }
     let outputs = output.commit()?;
     Ok(MergeReport {
         outputs,

@@ -8,9 +8,9 @@
 //! renames. Dropping an uncommitted output deletes the temporary files, so a
 //! failed or interrupted run leaves nothing behind.
 //!
-//! Temporary names carry the writer's PID, and creating an output first
-//! sweeps the folder of temporaries left by killed writers (see
-//! [`crate::safety`]). An existing output is replaced only when asked
+//! Temporary names carry the writer's host, PID namespace and PID, and
+//! creating an output first sweeps the folder of temporaries left by killed
+//! writers (see [`crate::safety`]). An existing output is replaced only when asked
 //! (`force`), and only if it is a regular file (single-file output) or a
 //! folder holding exactly a sharded checkpoint, its index and the shards the
 //! index names (sharded output); a folder is swapped for the new one in one

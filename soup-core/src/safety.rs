@@ -4,20 +4,69 @@
 
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicPtr, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Once;
+
+mod temps;
+#[cfg(test)]
+pub(crate) use temps::dead_prefix;
+pub use temps::{own_prefix, parent_of, sweep_stale_temps, GREEDY_PREFIX, TEMP_PREFIX};
 
 /// Exit status after an input changed under the memory map.
 pub const SIGBUS_EXIT: i32 = 2;
 
-/// Names of temporary outputs start with this, then the writer's PID and a
-/// dash.
-pub const TEMP_PREFIX: &str = ".soup-tmp-";
+/// The one line that reports an input changed while soup read it.
+pub(crate) fn changed_message(path: &Path) -> String {
+    format!(
+        "{}: the file changed while being read (truncated or overwritten in place?); \
+         nothing was written",
+        path.display()
+    )
+}
 
-/// Names of greedy-soup trial folders start with this, then the writer's
-/// PID and a dash.
-pub const GREEDY_PREFIX: &str = ".soup-greedy-";
+/// What says that a file still holds what was read: its identity (device
+/// and inode), size, and modification and status-change times. A write
+/// into the file changes the times, a rename over its path the inode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FileStamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl FileStamp {
+    /// The stamp of `meta` (of an open file, or of a path).
+    pub(crate) fn of(meta: &std::fs::Metadata) -> FileStamp {
+        use std::os::unix::fs::MetadataExt;
+        FileStamp {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.size(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+        }
+    }
+
+    /// The size recorded.
+    pub(crate) fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Checks that the path `path` still names the file stamped, unchanged
+    /// (see [`install_sigbus_handler`]); the error is the one line of
+    /// [`changed_message`].
+    pub(crate) fn check(&self, path: &Path) -> crate::error::Result<()> {
+        match std::fs::metadata(path) {
+            Ok(now) if FileStamp::of(&now) == *self => Ok(()),
+            _ => Err(crate::error::Error::InputChanged {
+                path: path.to_path_buf(),
+            }),
+        }
+    }
+}
 
 const SLOTS: usize = 4096;
 const FREE: u8 = 0;
@@ -92,11 +141,7 @@ impl MappedGuard {
     /// Registers the mapped bytes `map` of the file `path`.
     pub fn new(map: &[u8], path: &Path) -> MappedGuard {
         let start = map.as_ptr() as usize;
-        let line = format!(
-            "{}: the file changed while being read (truncated or overwritten in place?); \
-             nothing was written\n",
-            path.display()
-        );
+        let line = changed_message(path) + "\n";
         MappedGuard(claim(&MAPS, start, start + map.len(), line.into_bytes()))
     }
 }
@@ -149,19 +194,27 @@ impl Drop for TempGuard {
 ///   address belongs to, unlinks the registered temporary files and folders,
 ///   and ends the process with [`SIGBUS_EXIT`] through `_exit(2)`.
 /// - **Processes killed outright.** SIGKILL cannot be caught, so temporary
-///   names carry the writer's PID ([`TEMP_PREFIX`]`<pid>-...`), and a writer
-///   first removes the temporary files of processes that no longer exist
-///   from its output folder ([`sweep_stale_temps`]). A file of a live process
-///   is never touched.
+///   names carry the writer's host, PID namespace and PID
+///   ([`TEMP_PREFIX`]`v2_<host>_<boot>_<ns>_<pid>_<start>_...`), and a
+///   writer first removes from its output folder the temporary files of
+///   processes of its own host and namespace that no longer run
+///   ([`sweep_stale_temps`]). A file of a live process, or of another host
+///   or container sharing the folder, is never touched.
 ///
-/// What soup guarantees when an input changes while it runs: a file
-/// truncated or replaced in place (`truncate`, `cp new old`) either reads
-/// consistently to the end, or the run stops with one line naming the file
-/// and exit status 2, leaving no temporary file. A file replaced by rename
-/// (`mv`, atomic writers) is not seen at all: soup keeps reading the old
-/// inode. Bytes rewritten in place without a change of size cannot be
-/// detected; the content digests in the provenance then describe what was
-/// read.
+/// What soup guarantees when an input changes while it runs: every writer
+/// of an output (merge, prune, edit, apply-mask, shard, greedy
+/// soups) checks, before the output is moved into place, that each input
+/// file it read still has the device, inode, size, modification time and
+/// status-change time it had when it was opened. A file truncated,
+/// overwritten in place (`cp new old`, also with the same size) or
+/// replaced by rename (`mv`) meanwhile stops the run with one line naming
+/// it and exit status 2, and nothing is written; a truncation that a read
+/// runs into ends the same way through this handler. The content digests
+/// in the provenance therefore describe the files as they are. (A rewrite
+/// within the same tick of the file system's clock as the write before
+/// the open, on file systems with coarse timestamps, is the one change
+/// the times cannot show.) `soup hash --file`, which reads rather than
+/// maps, checks the same and also that it read exactly the file's size.
 ///
 /// Registered messages and paths are small and are never freed (a handler
 /// might be reading them); a process that opens many thousands of files
@@ -242,122 +295,5 @@ extern "C" fn on_sigbus(_: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc
             }
         }
         libc::_exit(SIGBUS_EXIT);
-    }
-}
-
-/// A fresh temporary path beside `target` for a writer that creates the
-/// file itself: `.soup-tmp-<pid>-<n>-<file name>`, unique within the
-/// process. Call [`sweep_stale_temps`] on the folder first.
-pub fn temp_path_for(target: &Path) -> PathBuf {
-    static COUNTER: AtomicUsize = AtomicUsize::new(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let name = target
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    parent_of(target).join(format!("{TEMP_PREFIX}{}-{n}-{name}", std::process::id()))
-}
-
-/// The prefix of this process's temporary names with `kind`
-/// ([`TEMP_PREFIX`] or [`GREEDY_PREFIX`]): `<kind><pid>-`.
-pub fn own_prefix(kind: &str) -> String {
-    format!("{kind}{}-", std::process::id())
-}
-
-/// The folder a path lives in (`.` for a bare name).
-pub fn parent_of(target: &Path) -> &Path {
-    match target.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    }
-}
-
-/// The PID a temporary name of soup's carries, if `name` is one.
-fn temp_owner(name: &str) -> Option<u32> {
-    let rest = name
-        .strip_prefix(TEMP_PREFIX)
-        .or_else(|| name.strip_prefix(GREEDY_PREFIX))?;
-    let (pid, _) = rest.split_once('-')?;
-    pid.parse().ok()
-}
-
-/// Removes from `folder` the temporary files and folders that soup's
-/// writers (soup, the trainer) left when they were killed: names starting
-/// with [`TEMP_PREFIX`] or [`GREEDY_PREFIX`] whose PID is not a live
-/// process. Returns the paths removed. Does nothing where live processes
-/// cannot be told apart (no `/proc`). Processes in another PID namespace
-/// sharing the folder look dead; do not share output folders across
-/// containers while writing.
-pub fn sweep_stale_temps(folder: &Path) -> Vec<PathBuf> {
-    let mut removed = Vec::new();
-    if !Path::new("/proc/self").exists() {
-        return removed;
-    }
-    let Ok(entries) = std::fs::read_dir(folder) else {
-        return removed;
-    };
-    let own = std::process::id();
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(pid) = temp_owner(&name.to_string_lossy()) else {
-            continue;
-        };
-        if pid == own || Path::new(&format!("/proc/{pid}")).exists() {
-            continue;
-        }
-        let path = entry.path();
-        let Ok(meta) = std::fs::symlink_metadata(&path) else {
-            continue;
-        };
-        let gone = if meta.is_dir() {
-            std::fs::remove_dir_all(&path)
-        } else {
-            std::fs::remove_file(&path)
-        };
-        if gone.is_ok() {
-            removed.push(path);
-        }
-    }
-    removed
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sweep_removes_dead_writers_temps_only() {
-        let dir = tempfile::tempdir().unwrap();
-        // PID 0x7fff_fff0 cannot exist (pid_max is at most 2^22).
-        let dead = dir
-            .path()
-            .join(format!("{TEMP_PREFIX}2147483632-x.safetensors"));
-        let dead_dir = dir.path().join(format!("{GREEDY_PREFIX}2147483632-abc"));
-        let live = dir
-            .path()
-            .join(format!("{TEMP_PREFIX}{}-y.safetensors", std::process::id()));
-        let init = dir.path().join(format!("{TEMP_PREFIX}1-z"));
-        let other = dir.path().join(".soup-tmp-notapid");
-        let user = dir.path().join("model.safetensors");
-        for f in [&dead, &live, &init, &other, &user] {
-            std::fs::write(f, b"x").unwrap();
-        }
-        std::fs::create_dir(&dead_dir).unwrap();
-        std::fs::write(dead_dir.join("trial.safetensors"), b"x").unwrap();
-        let removed = sweep_stale_temps(dir.path());
-        assert_eq!(removed.len(), 2, "{removed:?}");
-        assert!(!dead.exists() && !dead_dir.exists());
-        assert!(live.exists() && init.exists() && other.exists() && user.exists());
-    }
-
-    #[test]
-    fn temp_paths_carry_the_pid_and_differ() {
-        let a = temp_path_for(Path::new("run/x.safetensors"));
-        let b = temp_path_for(Path::new("run/x.safetensors"));
-        assert_ne!(a, b);
-        let name = a.file_name().unwrap().to_string_lossy().into_owned();
-        assert_eq!(temp_owner(&name), Some(std::process::id()));
-        assert!(name.ends_with("-x.safetensors"));
-        assert_eq!(a.parent().unwrap(), Path::new("run"));
     }
 }

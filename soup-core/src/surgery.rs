@@ -323,6 +323,7 @@ fn write_streamed(
     let mut metadata = metadata;
     provenance::record(&mut metadata, operation, recipe, &[(name, sha.clone())]);
     *output.metadata_mut() = metadata;
+    input.check_unchanged()?;
     Ok((output.commit()?, sha))
 }
 
@@ -547,6 +548,8 @@ pub fn apply_mask(
     let mut metadata = provenance::common_metadata(&[input]);
     provenance::record(&mut metadata, "apply-mask", recipe, &describe(&sha));
     *output.metadata_mut() = metadata;
+    input.check_unchanged()?;
+    mask.check_unchanged()?;
     let outputs = output.commit()?;
     let masked: Vec<MaskedTensor> = tensors
         .iter()

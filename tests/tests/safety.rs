@@ -349,7 +349,7 @@ fn signal_during_merge(signal: &str) {
     wait_for_temp(&scratch.out());
     let temp = files_in(&scratch.out()).remove(0);
     assert!(
-        temp.starts_with(&format!(".soup-tmp-{}-", child.id())),
+        temp.starts_with(".soup-tmp-v2_") && temp.contains(&format!("_{}_", child.id())),
         "temporary names carry the PID: {temp}"
     );
     let sent = Command::new("kill")
@@ -380,20 +380,35 @@ fn sighup_ends_a_merge_cleanly() {
 #[test]
 fn writes_sweep_temporary_files_of_dead_processes_only() {
     let scratch = Scratch::new();
-    // No process has PID 2147483632 (pid_max is at most 2^22); this test's
-    // own process is alive.
+    // This test's own names, `<kind>v2_<host>_<boot>_<ns>_<pid>_<start>_`,
+    // with a PID no process has (pid_max is at most 2^22).
+    let dead_prefix = |kind: &str| {
+        let own = soup_core::own_temp_prefix(kind);
+        let mut fields: Vec<&str> = own.split('_').collect();
+        let n = fields.len();
+        fields[n - 3] = "2147483632";
+        fields.join("_")
+    };
     let dead = [
-        ".soup-tmp-2147483632-abc.safetensors",
-        ".soup-greedy-2147483632-xyz",
-        ".soup-tmp-2147483632-0-x.safetensors",
+        format!("{}abc.safetensors", dead_prefix(soup_core::TEMP_PREFIX)),
+        format!("{}xyz", dead_prefix(soup_core::GREEDY_PREFIX)),
+        format!("{}0x", dead_prefix(soup_core::TEMP_PREFIX)),
     ];
-    let live = format!(".soup-tmp-{}-def.safetensors", std::process::id());
+    // This process is alive; a name of the older format says nothing of
+    // its host, so it may be a live writer's elsewhere.
+    let live = format!(
+        "{}def.safetensors",
+        soup_core::own_temp_prefix(soup_core::TEMP_PREFIX)
+    );
+    let old_format = ".soup-tmp-2147483632-0-x.safetensors".to_string();
     for name in &dead[..2] {
         std::fs::write(scratch.out().join(name), vec![0u8; 4096]).unwrap();
     }
-    std::fs::create_dir(scratch.out().join(dead[2])).unwrap();
-    std::fs::write(scratch.out().join(dead[2]).join("f"), b"x").unwrap();
-    std::fs::write(scratch.out().join(&live), b"in progress").unwrap();
+    std::fs::create_dir(scratch.out().join(&dead[2])).unwrap();
+    std::fs::write(scratch.out().join(&dead[2]).join("f"), b"x").unwrap();
+    for name in [&live, &old_format] {
+        std::fs::write(scratch.out().join(name), b"in progress").unwrap();
+    }
     std::fs::write(scratch.out().join("notes.txt"), b"mine").unwrap();
     let out = scratch.out().join("merged.safetensors");
     let run = soup([
@@ -406,6 +421,7 @@ fn writes_sweep_temporary_files_of_dead_processes_only() {
     assert_eq!(run.code, 0, "{}", run.stderr);
     let mut expected = vec![
         live,
+        old_format,
         "merged.safetensors".to_string(),
         "notes.txt".to_string(),
     ];

@@ -182,11 +182,16 @@ mod tests {
     #[test]
     fn atomic_write_sweeps_temps_of_dead_writers_and_leaves_live_ones() {
         let dir = tempfile::tempdir().unwrap();
-        // No process has PID 2147483632 (pid_max is at most 2^22).
-        let dead = dir.path().join(".soup-tmp-2147483632-0-x.safetensors");
-        let live = dir
+        // This process's own prefix, `<kind>v2_<host>_<boot>_<ns>_<pid>_<start>_`,
+        // and the same with a PID no process has (pid_max is at most 2^22).
+        let own = soup_core::own_temp_prefix(soup_core::TEMP_PREFIX);
+        let mut fields: Vec<&str> = own.split('_').collect();
+        let n = fields.len();
+        fields[n - 3] = "2147483632";
+        let dead = dir
             .path()
-            .join(format!(".soup-tmp-{}-99-y.safetensors", std::process::id()));
+            .join(format!("{}x.safetensors", fields.join("_")));
+        let live = dir.path().join(format!("{own}y.safetensors"));
         fs::write(&dead, b"left by a killed run").unwrap();
         fs::write(&live, b"being written").unwrap();
         write_atomic(&dir.path().join("x.safetensors"), b"new").unwrap();

@@ -76,7 +76,9 @@ fn greedy(
     ctx: &Context,
 ) -> Result<Outcome> {
     let command = args.eval_cmd.as_deref().expect("clap requires --eval-cmd");
-    let mut scorer = CommandScorer::new(command)?;
+    // A signal to soup alone also stops the evaluator (which runs in a
+    // process group of its own) instead of waiting for it.
+    let mut scorer = CommandScorer::new(command)?.interrupt_on(ctx.interrupt_flag());
     let options = GreedyOptions {
         strict: args.strict,
         scores: args.scores.clone(),

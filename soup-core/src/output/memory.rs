@@ -95,11 +95,28 @@ pub fn write_tensors(
 /// part. An existing regular file is replaced; a folder, symbolic link,
 /// device, FIFO or socket is refused ([`Error::OutputIsFolder`],
 /// [`Error::NotReplaceable`]).
+///
+/// The temporary name ends in random characters and the file is created
+/// only if nothing has that name (`O_CREAT | O_EXCL`), so a link planted
+/// in a shared output folder can neither guess the name nor be followed.
 pub fn write_file_atomic(target: &Path, bytes: &[u8]) -> Result<()> {
     write_atomic_with(target, |f| {
         use std::io::Write;
         f.write_all(bytes)
     })
+}
+
+/// Creates the file `path` for writing only if nothing exists there (not
+/// even a dangling link: `O_CREAT | O_EXCL` never follows one), with the
+/// permissions of an ordinary new file (0666 less the umask).
+fn create_exclusive(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o666)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
 }
 
 /// [`write_file_atomic`] with the content written by `fill`.
@@ -118,19 +135,61 @@ fn write_atomic_with(
     }
     let parent = parent_of(target);
     crate::safety::sweep_stale_temps(parent);
-    let tmp = crate::safety::temp_path_for(target);
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&crate::safety::own_prefix(crate::safety::TEMP_PREFIX))
+        .make_in(parent, create_exclusive)
+        .map_err(|e| Error::io(parent, "cannot create output in folder", super::plain(e)))?;
     let written = (|| {
-        let mut f = File::create(&tmp)?;
-        fill(&mut f)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, target)
+        fill(tmp.as_file_mut())?;
+        tmp.as_file().sync_all()?;
+        tmp.persist(target).map_err(|e| e.error)
     })();
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(Error::io(target, "cannot write", e));
-    }
+    // On failure the temporary file is removed as `tmp` is dropped.
+    written.map_err(|e| Error::io(target, "cannot write", e))?;
     if let Ok(dir) = File::open(parent) {
         let _ = dir.sync_all();
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exclusive_creation_never_follows_a_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"precious").unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&victim, &link).unwrap();
+        let e = create_exclusive(&link).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::AlreadyExists, "{e}");
+        let dangling = dir.path().join("dangling");
+        std::os::unix::fs::symlink(dir.path().join("new"), &dangling).unwrap();
+        assert!(create_exclusive(&dangling).is_err());
+        assert!(!dir.path().join("new").exists());
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+    }
+
+    #[test]
+    fn links_planted_at_predictable_temp_names_are_not_followed() {
+        // The names an earlier version used: `.soup-tmp-<pid>-<n>-<name>`
+        // with a per-process counter.
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"precious").unwrap();
+        let out = dir.path().join("out");
+        std::fs::create_dir(&out).unwrap();
+        let target = out.join("state.bin");
+        for n in 0..2000 {
+            let name = format!(".soup-tmp-{}-{n}-state.bin", std::process::id());
+            std::os::unix::fs::symlink(&victim, out.join(name)).unwrap();
+        }
+        write_file_atomic(&target, b"overwritten").unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+        let meta = std::fs::symlink_metadata(&target).unwrap();
+        assert!(meta.is_file(), "the output is a file of its own");
+        assert_eq!(std::fs::read(&target).unwrap(), b"overwritten");
+    }
 }

@@ -153,11 +153,13 @@ fn in_memory_tensors_with_wrong_lengths_or_twice_the_same_name_are_refused() {
 #[test]
 fn atomic_file_write_sweeps_temps_of_dead_writers_and_leaves_live_ones() {
     let dir = tempfile::tempdir().unwrap();
-    // No process has PID 2147483632 (pid_max is at most 2^22).
-    let dead = dir.path().join(".soup-tmp-2147483632-0-x.json");
+    let kind = crate::safety::TEMP_PREFIX;
+    let dead = dir
+        .path()
+        .join(format!("{}x.json", crate::safety::dead_prefix(kind)));
     let live = dir
         .path()
-        .join(format!(".soup-tmp-{}-99-y.json", std::process::id()));
+        .join(format!("{}y.json", crate::safety::own_prefix(kind)));
     std::fs::write(&dead, b"left by a killed run").unwrap();
     std::fs::write(&live, b"being written").unwrap();
     let target = dir.path().join("x.json");

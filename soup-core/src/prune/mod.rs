@@ -348,6 +348,7 @@ fn run(
             &[(input.path().display().to_string(), sha.clone())],
         );
         *out.metadata_mut() = metadata;
+        input.check_unchanged()?;
         report.outputs = out.commit()?;
         report.input_digest = Some(sha);
     }
