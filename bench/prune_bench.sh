@@ -85,6 +85,7 @@ soup_row=$(run soup "$soup" prune "$in" -o "$out" --sparsity $sparsity --quiet)
 rows=("$floor" "$soup_row")
 if [ -n "${SOUP_BASE:-}" ]; then
     rows+=("$(run soup-base "$SOUP_BASE" prune "$in" -o "$out" --sparsity $sparsity --quiet)")
+    rm -f "$out" "$work/soup.safetensors"
     "$soup" prune "$in" -o "$work/soup.safetensors" --sparsity $sparsity --quiet >/dev/null
     "$SOUP_BASE" prune "$in" -o "$out" --sparsity $sparsity --quiet >/dev/null
     "$soup" diff "$work/soup.safetensors" "$out" >/dev/null || {
@@ -93,6 +94,7 @@ if [ -n "${SOUP_BASE:-}" ]; then
     }
 fi
 if [ -z "$dtype" ]; then
+    rm -f "$work/soup.safetensors"
     "$soup" prune "$in" -o "$work/soup.safetensors" --sparsity $sparsity --quiet >/dev/null
     rows+=("$(run numpy "$py" bench/prune_numpy.py prune "$in" "$out" $sparsity)")
     "$soup" diff "$work/soup.safetensors" "$out" >/dev/null || {
