@@ -4,10 +4,11 @@
 # mergekit's linear merge. Targets: merge <= 1.15x floor, check-mask <=
 # 0.85x cat, peak RSS <= 256 MiB.
 #
-#   bench/merge_bench.sh [SIZE_MIB ...]        (default: 256 1024)
+#   bench/merge_bench.sh [--dtype f32|bf16|f16] [SIZE_MIB ...]   (default: f32, 256 1024)
 #
-# For each size it generates m = 5 F32 candidates of SIZE_MIB MiB sharing one
-# mask (bench/gen_candidates.py; not timed), then measures side by side, in
+# For each size it generates m = 5 candidates of SIZE_MIB MiB of F32 sharing
+# one mask (bench/gen_candidates.py; not timed), stored as DTYPE (BF16 and
+# F16 hold the same elements in half the bytes), then measures side by side, in
 # rounds (each round runs every command once, after one `cat` pass that warms
 # the page cache the same way for all):
 #   floor       cat of all inputs to /dev/null, then cp of one input, fsynced
@@ -16,7 +17,9 @@
 #   merge-base  the same with the SOUP_BASE binary (only when SOUP_BASE is
 #               set: an older build, to compare two versions side by side)
 #   check-mask  soup check-mask IN...
-#   python      bench/stream_average.py OUT IN... (safetensors + numpy)
+#   check-mask-base  the same with the SOUP_BASE binary (when set)
+#   python      bench/stream_average.py OUT IN... (safetensors + numpy; F32
+#               only, numpy has no BF16)
 #   mergekit    mergekit-pytorch CONFIG OUT_DIR, a linear merge with equal
 #               weights in float32 (only when mergekit is installed: the
 #               MERGEKIT_PYTORCH executable, or mergekit-pytorch beside
@@ -33,6 +36,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
+dtype=f32
+if [ "${1:-}" = --dtype ]; then
+    dtype=${2:?--dtype needs f32, bf16 or f16}
+    shift 2
+fi
+case $dtype in
+f32 | bf16 | f16) ;;
+*)
+    echo "merge_bench.sh: unknown dtype $dtype (f32, bf16, f16)" >&2
+    exit 2
+    ;;
+esac
 sizes=("$@")
 [ ${#sizes[@]} -gt 0 ] || sizes=(256 1024)
 repeat=${REPEAT:-5}
@@ -46,7 +61,9 @@ if [ -z "${SOUP:-}" ]; then
 fi
 
 mergekit=${MERGEKIT_PYTORCH:-$(dirname "$SOUP_PYTHON")/mergekit-pytorch}
-if [ -x "$mergekit" ]; then
+if [ "$dtype" != f32 ]; then
+    mergekit=
+elif [ -x "$mergekit" ]; then
     echo "mergekit column: $mergekit" >&2
 else
     echo "mergekit-pytorch not found (MERGEKIT_PYTORCH): no mergekit column" >&2
@@ -73,8 +90,8 @@ echo "| size | command | median s | best s | ratio (median) | peak RSS MiB | tar
 echo "|---|---|---:|---:|---:|---:|---|"
 for size in "${sizes[@]}"; do
     data="$scratch/$size"
-    echo "generating 5 x $size MiB in $data" >&2
-    "$SOUP_PYTHON" bench/gen_candidates.py "$data" "$size" 5
+    echo "generating 5 x $size MiB ($dtype) in $data" >&2
+    "$SOUP_PYTHON" bench/gen_candidates.py "$data" "$size" 5 0.5 "$dtype"
     inputs=("$data"/candidate-*.safetensors)
     out="$data/out.safetensors"
     results="$scratch/results-$size"
@@ -103,14 +120,19 @@ for size in "${sizes[@]}"; do
             rm -f "$out"
         fi
         measure check-mask "$SOUP" check-mask --quiet "${inputs[@]}"
-        measure python "$SOUP_PYTHON" bench/stream_average.py "$out" "${inputs[@]}"
-        rm -f "$out"
+        if [ -n "${SOUP_BASE:-}" ]; then
+            measure check-mask-base "$SOUP_BASE" check-mask --quiet "${inputs[@]}"
+        fi
+        if [ "$dtype" = f32 ]; then
+            measure python "$SOUP_PYTHON" bench/stream_average.py "$out" "${inputs[@]}"
+            rm -f "$out"
+        fi
         if [ -n "$mergekit" ]; then
             measure mergekit "$mergekit" "$data/mergekit.yml" "$data/mergekit-out"
             rm -rf "$data/mergekit-out"
         fi
     done
-    "$SOUP_PYTHON" - "$results" "$size" <<'PY'
+    "$SOUP_PYTHON" - "$results" "$size MiB $dtype" <<'PY'
 import statistics, sys
 rows = {}
 for line in open(sys.argv[1]):
@@ -118,10 +140,10 @@ for line in open(sys.argv[1]):
     rows.setdefault(name, []).append((int(us) / 1e6, int(kib) / 1024))
 med = {n: statistics.median(t for t, _ in v) for n, v in rows.items()}
 base = {"floor": "floor", "cat": "floor", "merge": "floor", "merge-base": "floor", "python": "floor",
-        "mergekit": "floor", "check-mask": "cat"}
+        "mergekit": "floor", "check-mask": "cat", "check-mask-base": "cat"}
 # soup's targets: (ratio limit, peak RSS limit in MiB).
 targets = {"merge": (1.15, 256), "check-mask": (0.85, 256)}
-for name in ["floor", "cat", "merge", "merge-base", "check-mask", "python", "mergekit"]:
+for name in ["floor", "cat", "merge", "merge-base", "check-mask", "check-mask-base", "python", "mergekit"]:
     if name not in rows:
         continue
     v = rows[name]
@@ -132,7 +154,7 @@ for name in ["floor", "cat", "merge", "merge-base", "check-mask", "python", "mer
         limit, rss_limit = targets[name]
         met = ratio <= limit and rss <= rss_limit
         target = f"<= {limit}x, <= {rss_limit} MiB: {'met' if met else 'MISSED'}"
-    print(f"| 5 x {sys.argv[2]} MiB | {name} | {med[name]:.3f} | {min(t for t, _ in v):.3f} "
+    print(f"| 5 x {sys.argv[2]} | {name} | {med[name]:.3f} | {min(t for t, _ in v):.3f} "
           f"| {ratio:.2f}x {base[name]} | {rss:.0f} | {target} |")
 PY
     rm -rf "$data"

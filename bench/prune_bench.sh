@@ -6,25 +6,58 @@
 # RSS (/usr/bin/time -v). The input stays in the page cache for every run
 # (the same for all three). Checks that soup and numpy write the same values.
 #
-# usage: bench/prune_bench.sh [GIB=1] [REPS=3]   (env WORK=folder on disk)
+# usage: bench/prune_bench.sh [--dtype f32|bf16|f16] [GIB=1] [REPS=3]
+#        (env WORK=folder on disk)
+#
+# With --dtype, the input is instead one candidate of bench/gen_candidates.py
+# (GIB may be a fraction: GIB GiB of F32 values with half of each weight
+# zero, stored as DTYPE, so BF16 and F16 files are half that size) pruned at
+# --sparsity 0.8, and the numpy column is left out (numpy has no BF16).
+# SOUP_BASE (a soup binary of another build) adds a soup-base row, checked
+# to write the same values; SOUP (a built soup binary) and SOUP_PYTHON skip
+# the build and the set-up.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+dtype=
+if [ "${1:-}" = --dtype ]; then
+    dtype=${2:?--dtype needs f32, bf16 or f16}
+    shift 2
+    case $dtype in
+    f32 | bf16 | f16) ;;
+    *)
+        echo "prune_bench.sh: unknown dtype $dtype (f32, bf16, f16)" >&2
+        exit 2
+        ;;
+    esac
+fi
 gib=${1:-1}
 reps=${2:-3}
 sparsity=0.9
-eval "$(scripts/setup.sh --full)"
+[ -z "$dtype" ] || sparsity=0.8
+if [ -z "${SOUP_PYTHON:-}" ]; then
+    eval "$(scripts/setup.sh --full)"
+fi
 py=$SOUP_PYTHON
-target=${CARGO_TARGET_DIR:-target}
-cargo build --release --bins -p soup-cli >&2
-soup=$target/release/soup
+soup=${SOUP:-}
+if [ -z "$soup" ]; then
+    target=${CARGO_TARGET_DIR:-target}
+    cargo build --release --bins -p soup-cli >&2
+    soup=$target/release/soup
+fi
 # Priority, scratch folder and GNU time: see bench/common.sh.
 . bench/common.sh
 BENCH_DIR=${WORK:-${BENCH_DIR:-}} bench_setup soup-prune-bench
 work=$scratch
 in=$work/in.safetensors
 out=$work/out.safetensors
-echo "generating a $gib GiB F32 checkpoint in $work" >&2
-"$py" bench/prune_numpy.py make "$in" "$gib"
+if [ -z "$dtype" ]; then
+    echo "generating a $gib GiB F32 checkpoint in $work" >&2
+    "$py" bench/prune_numpy.py make "$in" "$gib"
+else
+    echo "generating a $gib GiB (as F32) $dtype candidate in $work" >&2
+    "$py" bench/gen_candidates.py "$work/gen" "$(awk -v g="$gib" 'BEGIN {print g * 1024}')" 1 0.5 "$dtype"
+    mv "$work/gen/candidate-0.safetensors" "$in"
+fi
 cat "$in" >/dev/null
 
 # run NAME CMD...: REPS timed runs; prints "NAME median_seconds max_rss_kib".
@@ -49,20 +82,38 @@ run() {
 
 floor=$(run floor sh -c "cat '$in' >/dev/null && dd if='$in' of='$work/copy' bs=16M conv=fsync status=none")
 soup_row=$(run soup "$soup" prune "$in" -o "$out" --sparsity $sparsity --quiet)
-"$soup" prune "$in" -o "$work/soup.safetensors" --sparsity $sparsity --quiet >/dev/null
-numpy_row=$(run numpy "$py" bench/prune_numpy.py prune "$in" "$out" $sparsity)
-"$soup" diff "$work/soup.safetensors" "$out" >/dev/null || {
-    echo "soup and numpy disagree" >&2
-    exit 1
-}
+rows=("$floor" "$soup_row")
+if [ -n "${SOUP_BASE:-}" ]; then
+    rows+=("$(run soup-base "$SOUP_BASE" prune "$in" -o "$out" --sparsity $sparsity --quiet)")
+    rm -f "$out" "$work/soup.safetensors"
+    "$soup" prune "$in" -o "$work/soup.safetensors" --sparsity $sparsity --quiet >/dev/null
+    "$SOUP_BASE" prune "$in" -o "$out" --sparsity $sparsity --quiet >/dev/null
+    "$soup" diff "$work/soup.safetensors" "$out" >/dev/null || {
+        echo "soup and SOUP_BASE disagree" >&2
+        exit 1
+    }
+fi
+if [ -z "$dtype" ]; then
+    rm -f "$work/soup.safetensors"
+    "$soup" prune "$in" -o "$work/soup.safetensors" --sparsity $sparsity --quiet >/dev/null
+    rows+=("$(run numpy "$py" bench/prune_numpy.py prune "$in" "$out" $sparsity)")
+    "$soup" diff "$work/soup.safetensors" "$out" >/dev/null || {
+        echo "soup and numpy disagree" >&2
+        exit 1
+    }
+fi
 
 floor_s=$(echo "$floor" | awk '{print $2}')
 echo "| what | wall s (median of $reps) | x floor | peak RSS MiB | runs |"
 echo "|---|---:|---:|---:|---|"
-for row in "$floor" "$soup_row" "$numpy_row"; do
+for row in "${rows[@]}"; do
     echo "$row" | awk -v f="$floor_s" '{runs=""; for(i=4;i<=NF;i++) runs=runs (i>4?" ":"") $i; printf "| %s | %.2f | %.2f | %.0f | %s |\n", $1, $2, $2/f, $3/1024, runs}'
 done
 echo
-echo "input: $gib GiB F32 ($((gib * 16)) matrices 4096x4096 + biases), --sparsity $sparsity --scope global; soup and numpy outputs equal (soup diff)"
+if [ -z "$dtype" ]; then
+    echo "input: $gib GiB F32 ($((gib * 16)) matrices 4096x4096 + biases), --sparsity $sparsity --scope global; soup and numpy outputs equal (soup diff)"
+else
+    echo "input: one bench/gen_candidates.py candidate of $gib GiB as F32, stored as $dtype ($(du -m "$in" | cut -f1) MiB, half of each weight zero), --sparsity $sparsity --scope global"
+fi
 echo "priority: ${prio[*]:-none}"
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo) RAM, $(lscpu | awk -F: '/Model name/ {gsub(/^ +/, "", $2); print $2}'), load before: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -6,8 +6,10 @@
 //! - Magnitude: the key is the bit pattern of `|w|`, which for IEEE floats
 //!   with the sign cleared orders like the magnitude. F32, F16 and BF16
 //!   convert exactly to F32, so their keys are F32 bit patterns
-//!   ([`Key32`]); a selection holding an F64 tensor uses F64 bit patterns
-//!   ([`Key64`]).
+//!   ([`Key32`]; a BF16 key is the 16 bits shifted up, an F16 key comes
+//!   from a table of the 32768 magnitudes, [`f16_keys`], so 16-bit data is
+//!   never converted); a selection holding an F64 tensor uses F64 bit
+//!   patterns ([`Key64`]).
 //! - Random: the key of a non-zero element is a hash of the seed, the
 //!   tensor's name and the element's index ([`RandomKey`]), so the choice
 //!   is a uniformly random subset that depends on the seed alone, not on
@@ -87,9 +89,12 @@ impl Key for Key32 {
             FloatType::BF16 => each_chunk::<2>(bytes, |i, b| {
                 f(i, (((u16::from_le_bytes(b) as u32) << 16) & ABS32) as u64)
             }),
-            FloatType::F16 => each_chunk::<2>(bytes, |i, b| {
-                f(i, (f16::from_le_bytes(b).to_f32().to_bits() & ABS32) as u64)
-            }),
+            FloatType::F16 => {
+                let table = f16_keys();
+                each_chunk::<2>(bytes, |i, b| {
+                    f(i, table[(u16::from_le_bytes(b) & 0x7fff) as usize] as u64)
+                })
+            }
             FloatType::F64 => unreachable!("selections with F64 tensors use 64-bit keys"),
         }
     }
@@ -118,6 +123,32 @@ impl Key for Key64 {
     }
     fn threshold(&self, key: u64) -> Option<f64> {
         Some(f64::from_bits(key))
+    }
+}
+
+/// The F32 magnitude key of every F16 magnitude (the bits without the
+/// sign), computed once: the key of a 16-bit word `w` is
+/// `f16_keys()[w & 0x7fff]`, so that loops over F16 data need no
+/// conversion.
+pub(crate) fn f16_keys() -> &'static [u32; 1 << 15] {
+    static KEYS: std::sync::OnceLock<Box<[u32; 1 << 15]>> = std::sync::OnceLock::new();
+    KEYS.get_or_init(|| {
+        let mut keys = Box::new([0u32; 1 << 15]);
+        for (w, k) in keys.iter_mut().enumerate() {
+            *k = f16::from_bits(w as u16).to_f32().to_bits() & ABS32;
+        }
+        keys
+    })
+}
+
+/// The F32 magnitude key of the 16-bit word `w` of type `ty` (BF16 or
+/// F16), as [`Key32`] computes it; `f16` is [`f16_keys`].
+#[inline(always)]
+pub(crate) fn key16(w: u16, ty: FloatType, f16: &[u32; 1 << 15]) -> u32 {
+    if ty == FloatType::BF16 {
+        ((w & 0x7fff) as u32) << 16
+    } else {
+        f16[(w & 0x7fff) as usize]
     }
 }
 

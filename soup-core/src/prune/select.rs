@@ -10,9 +10,10 @@
 
 use std::sync::Mutex;
 
-use super::score::{Key, ABS32};
+use super::score::{f16_keys, key16, Key, ABS32};
 use super::source::Source;
 use super::{removal_count, PruneOptions};
+use crate::dtype::FloatType;
 use crate::error::Result;
 use crate::stream::{Control, Piece};
 
@@ -96,8 +97,11 @@ pub(crate) fn find_cut<S: Source, K: Key>(
                 let slot = rayon::current_thread_index().unwrap_or(0) % shared.len();
                 let mut h = shared[slot].lock().expect("not poisoned");
                 let h: &mut [u64; 1 << 16] = h.as_mut_slice().try_into().expect("65536 bins");
-                if K::F32_MAGNITUDE && ty == crate::dtype::FloatType::F32 {
+                if K::F32_MAGNITUDE && ty == FloatType::F32 {
                     return Ok(histogram_f32(bytes, above as u32, pre as u32, sh, h));
+                }
+                if K::F32_MAGNITUDE && ty.size() == 2 {
+                    return Ok(histogram_16(bytes, ty, above as u32, pre as u32, sh, h));
                 }
                 let mut zc = 0u64;
                 key.each(i, p.elems.start, bytes, ty, |_, k| {
@@ -146,7 +150,14 @@ pub(crate) fn find_cut<S: Source, K: Key>(
         }
         less = cum;
         prefix |= (b as u64) << shift;
-        if shift == 0 {
+        // BF16 keys are 16 bits shifted up: with only BF16 in the group the
+        // last digit is 0 for all, so the next pass would count the same
+        // elements into bin 0 and choose it.
+        let bf16_only = K::F32_MAGNITUDE
+            && members
+                .iter()
+                .all(|&i| source.float_type(i) == Some(FloatType::BF16));
+        if shift == 0 || (bf16_only && shift == 16) {
             result.cut = Cut {
                 thr: prefix,
                 ties: r - less,
@@ -164,10 +175,44 @@ pub(crate) fn find_cut<S: Source, K: Key>(
 /// `prefix`, and returns the zeros. The first pass (no bits above) needs no
 /// test at all.
 fn histogram_f32(bytes: &[u8], above: u32, prefix: u32, shift: u32, h: &mut [u64; 1 << 16]) -> u64 {
-    let mut zeros = 0u64;
     let keys = bytes
         .chunks_exact(4)
         .map(|c| u32::from_le_bytes(c.try_into().expect("4 bytes")) & ABS32);
+    histogram_keys(keys, above, prefix, shift, h)
+}
+
+/// [`histogram_f32`] for BF16 or F16 data (`ty`): the same F32 magnitude
+/// keys, made from the 16-bit words without converting them.
+fn histogram_16(
+    bytes: &[u8],
+    ty: FloatType,
+    above: u32,
+    prefix: u32,
+    shift: u32,
+    h: &mut [u64; 1 << 16],
+) -> u64 {
+    let table = f16_keys();
+    let words = bytes
+        .chunks_exact(2)
+        .map(|c| u16::from_le_bytes(c.try_into().expect("2 bytes")));
+    if ty == FloatType::BF16 {
+        let keys = words.map(|w| key16(w, FloatType::BF16, table));
+        histogram_keys(keys, above, prefix, shift, h)
+    } else {
+        let keys = words.map(|w| key16(w, FloatType::F16, table));
+        histogram_keys(keys, above, prefix, shift, h)
+    }
+}
+
+#[inline(always)]
+fn histogram_keys(
+    keys: impl Iterator<Item = u32>,
+    above: u32,
+    prefix: u32,
+    shift: u32,
+    h: &mut [u64; 1 << 16],
+) -> u64 {
+    let mut zeros = 0u64;
     if above == 0 {
         for k in keys {
             zeros += (k == 0) as u64;

@@ -6,7 +6,7 @@
 
 use rayon::prelude::*;
 
-use super::score::{magnitude_at, Key, ABS32};
+use super::score::{f16_keys, key16, magnitude_at, Key, ABS32};
 use super::select::Cut;
 use super::source::{Sink, Source};
 use crate::dtype::FloatType;
@@ -125,26 +125,17 @@ fn prune_piece<S: Source, K: Key>(
                 out.write(p.tensor, offset, &buf)?;
             }
         }
+        (Some(cut), Some(ty)) if K::F32_MAGNITUDE && ty.size() == 2 => {
+            let mut buf = vec![0u8; if sink.is_some() { bytes.len() } else { 0 }];
+            counts = prune_16(bytes, ty, cut.thr as u32, budget, &mut buf);
+            if let Some(out) = sink {
+                out.write(p.tensor, offset, &buf)?;
+            }
+        }
         (Some(cut), Some(ty)) => {
-            let size = ty.size();
             let mut buf = sink.map(|_| bytes.to_vec());
-            let mut budget = budget;
-            let thr = cut.thr;
-            key.each(p.tensor, p.elems.start, bytes, ty, |j, k| {
-                if k == 0 {
-                    counts.zeros_before += 1;
-                } else if k < thr || (k == thr && budget > 0) {
-                    if k == thr {
-                        budget -= 1;
-                    }
-                    counts.removed += 1;
-                    let m = magnitude_at(bytes, ty, j);
-                    counts.sum_squares += m * m;
-                    if let Some(b) = buf.as_mut() {
-                        b[j * size..(j + 1) * size].fill(0);
-                    }
-                }
-            });
+            let at = (p.tensor, p.elems.start);
+            counts = prune_keys(key, at, bytes, ty, cut.thr, budget, buf.as_deref_mut());
             if let (Some(out), Some(buf)) = (sink, buf) {
                 out.write(p.tensor, offset, &buf)?;
             }
@@ -164,6 +155,90 @@ fn prune_piece<S: Source, K: Key>(
         }
     }
     Ok(counts)
+}
+
+/// [`prune_piece`] for any keys and float type, element by element:
+/// removes from `bytes` (the elements from `start` on of tensor `tensor`)
+/// the keys below `thr` and up to `budget` keys equal to it, zeroing them
+/// in `buf` (a copy of `bytes`) when there is one.
+fn prune_keys<K: Key>(
+    key: &K,
+    (tensor, start): (usize, usize),
+    bytes: &[u8],
+    ty: FloatType,
+    thr: u64,
+    mut budget: u64,
+    mut buf: Option<&mut [u8]>,
+) -> Counts {
+    let size = ty.size();
+    let mut counts = Counts::default();
+    key.each(tensor, start, bytes, ty, |j, k| {
+        if k == 0 {
+            counts.zeros_before += 1;
+        } else if k < thr || (k == thr && budget > 0) {
+            if k == thr {
+                budget -= 1;
+            }
+            counts.removed += 1;
+            let m = magnitude_at(bytes, ty, j);
+            counts.sum_squares += m * m;
+            if let Some(b) = buf.as_mut() {
+                b[j * size..(j + 1) * size].fill(0);
+            }
+        }
+    });
+    counts
+}
+
+/// [`prune_keys`] for BF16 or F16 data (`ty`) with F32 keys, on the 16-bit
+/// words: the keys come from the bits (see [`key16`]) and the removed
+/// magnitudes from the keys, so nothing is converted, and there is no
+/// branch. The sum of squares is added up in storage order, as
+/// [`prune_keys`] adds it (adding `+0.0` for a kept element changes no
+/// bit of a sum that starts at `+0.0`). `out` (empty when only counting)
+/// receives the pruned bytes.
+fn prune_16(bytes: &[u8], ty: FloatType, thr: u32, budget: u64, out: &mut [u8]) -> Counts {
+    let table = f16_keys();
+    if ty == FloatType::BF16 {
+        prune_16_with(bytes, thr, budget, out, |w| {
+            key16(w, FloatType::BF16, table)
+        })
+    } else {
+        prune_16_with(bytes, thr, budget, out, |w| key16(w, FloatType::F16, table))
+    }
+}
+
+#[inline(always)]
+fn prune_16_with(
+    bytes: &[u8],
+    thr: u32,
+    mut budget: u64,
+    out: &mut [u8],
+    key: impl Fn(u16) -> u32,
+) -> Counts {
+    let write = !out.is_empty();
+    let (mut zeros, mut removed, mut squares) = (0u64, 0u64, 0f64);
+    for (j, c) in bytes.chunks_exact(2).enumerate() {
+        let w = u16::from_le_bytes(c.try_into().expect("2 bytes"));
+        let k = key(w);
+        let nonzero = k != 0;
+        let tie = (k == thr) & (budget > 0);
+        let gone = nonzero & ((k < thr) | tie);
+        budget -= (gone & tie) as u64;
+        zeros += (!nonzero) as u64;
+        removed += gone as u64;
+        let m = f32::from_bits(k) as f64;
+        squares += if gone { m * m } else { 0.0 };
+        if write {
+            let v = if gone { 0 } else { w };
+            out[2 * j..2 * j + 2].copy_from_slice(&v.to_le_bytes());
+        }
+    }
+    Counts {
+        zeros_before: zeros,
+        removed,
+        sum_squares: squares,
+    }
 }
 
 /// [`prune_piece`] for F32 data with F32 keys, the common case, written so
@@ -248,3 +323,7 @@ fn prune_f32(bytes: &[u8], thr: u32, budget: u64, out: &mut [u8]) -> Counts {
     }
     counts
 }
+
+#[cfg(test)]
+#[path = "write_tests.rs"]
+mod write_tests;
