@@ -346,24 +346,20 @@ pub fn parse(path: &Path, file: &[u8]) -> Result<Header> {
 /// data section) and `metadata`, padded with spaces so that the data section
 /// starts at a multiple of 8 bytes. Returns the full prefix: length + JSON.
 pub fn serialize(tensors: &[RawTensor], metadata: &BTreeMap<String, String>) -> Vec<u8> {
-    let mut map = serde_json::Map::new();
-    if !metadata.is_empty() {
-        map.insert(
-            "__metadata__".into(),
-            serde_json::to_value(metadata).expect("string map"),
-        );
-    }
-    for t in tensors {
-        map.insert(
-            t.name.clone(),
-            serde_json::json!({
-                "dtype": crate::dtype::name(t.dtype),
-                "shape": t.shape,
-                "data_offsets": [t.start, t.end],
-            }),
-        );
-    }
-    let mut json = serde_json::to_vec(&map).expect("serialisable");
+    let mut order: Vec<usize> = (0..tensors.len()).collect();
+    order.sort_by(|&a, &b| tensors[a].name.cmp(&tensors[b].name));
+    let entry = |k: usize| {
+        let t = &tensors[order[k]];
+        EntryRef {
+            name: &t.name,
+            dtype: t.dtype,
+            shape: &t.shape,
+            start: t.start,
+            end: t.end,
+        }
+    };
+    let mut json = Vec::new();
+    write_json(&mut json, metadata, tensors.len(), entry).expect("writing to memory");
     while (8 + json.len()) % 8 != 0 {
         json.push(b' ');
     }
@@ -371,6 +367,86 @@ pub fn serialize(tensors: &[RawTensor], metadata: &BTreeMap<String, String>) -> 
     out.extend_from_slice(&(json.len() as u64).to_le_bytes());
     out.extend_from_slice(&json);
     out
+}
+
+/// One tensor entry of a header being written, borrowed from wherever the
+/// writer keeps its layout.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct EntryRef<'a> {
+    /// Tensor name.
+    pub(crate) name: &'a str,
+    /// Element type.
+    pub(crate) dtype: Dtype,
+    /// Shape.
+    pub(crate) shape: &'a [usize],
+    /// Byte range inside the data section.
+    pub(crate) start: usize,
+    /// End of the byte range.
+    pub(crate) end: usize,
+}
+
+/// Writes the JSON of a header (no length prefix, no padding) to `out`:
+/// the `count` entries `entry(0..count)`, which must come in name order,
+/// and `__metadata__` in its place among them (left out when empty).
+///
+/// The bytes are those of serialising a `serde_json::Map` of the same
+/// entries (keys in byte order, each tensor's fields in key order), but
+/// nothing is built per tensor: a header with a million tensors costs no
+/// memory beyond `out`'s buffer. The JSON's length does not depend on the
+/// order of the entries, so a writer that only needs the length can pass
+/// them unsorted.
+pub(crate) fn write_json<'a, W: std::io::Write>(
+    out: W,
+    metadata: &BTreeMap<String, String>,
+    count: usize,
+    entry: impl Fn(usize) -> EntryRef<'a>,
+) -> std::io::Result<()> {
+    use serde::ser::{SerializeMap, Serializer};
+
+    struct Entry<'a>(EntryRef<'a>);
+    impl serde::Serialize for Entry<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+            let mut map = s.serialize_map(Some(3))?;
+            map.serialize_entry("data_offsets", &[self.0.start, self.0.end])?;
+            map.serialize_entry("dtype", &crate::dtype::name(self.0.dtype))?;
+            map.serialize_entry("shape", self.0.shape)?;
+            map.end()
+        }
+    }
+
+    struct Json<'m, F> {
+        metadata: &'m BTreeMap<String, String>,
+        count: usize,
+        entry: F,
+    }
+    impl<'a, F: Fn(usize) -> EntryRef<'a>> serde::Serialize for Json<'_, F> {
+        fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+            const KEY: &str = "__metadata__";
+            // A tensor of that name would replace the metadata in a map.
+            let mut pending =
+                !self.metadata.is_empty() && !(0..self.count).any(|k| (self.entry)(k).name == KEY);
+            let mut map = s.serialize_map(Some(self.count + usize::from(pending)))?;
+            for k in 0..self.count {
+                let e = (self.entry)(k);
+                if pending && KEY < e.name {
+                    map.serialize_entry(KEY, self.metadata)?;
+                    pending = false;
+                }
+                map.serialize_entry(e.name, &Entry(e))?;
+            }
+            if pending {
+                map.serialize_entry(KEY, self.metadata)?;
+            }
+            map.end()
+        }
+    }
+
+    let json = Json {
+        metadata,
+        count,
+        entry,
+    };
+    serde_json::to_writer(out, &json).map_err(std::io::Error::from)
 }
 
 #[cfg(test)]
