@@ -6,7 +6,9 @@
 //! (`pwrite`). Data goes to a temporary file (or folder) beside the target;
 //! [`Output::commit`] rewrites the header with the final metadata, fsyncs and
 //! renames. Dropping an uncommitted output deletes the temporary files, so a
-//! failed or interrupted run leaves nothing behind.
+//! failed or interrupted run leaves nothing behind. Shard files are opened
+//! when written to and only a few stay open (see `layout`), so that an
+//! output of thousands of shards fits the limit of open files.
 //!
 //! Temporary names carry the writer's PID, and creating an output first
 //! sweeps the folder of temporaries left by killed writers (see
@@ -284,13 +286,15 @@ impl Output {
         let parent = parent_of(target);
         crate::safety::sweep_stale_temps(parent);
         // Shards hold consecutive tensors of the caller's order.
+        let all = 0..tensors.len();
+        let first = 0..0;
         let groups = match options.shard_size {
-            None => vec![0..tensors.len()],
+            None => vec![all],
             Some(size) => {
                 if size == 0 {
                     return Err(Error::ShardSizeZero);
                 }
-                let mut groups = vec![0..0];
+                let mut groups = vec![first];
                 let mut used = 0u64;
                 for (i, t) in tensors.iter().enumerate() {
                     let n = t.nbytes() as u64;
