@@ -92,6 +92,12 @@ impl Engine {
             Engine::Sha256(h) => format!("sha256:{}", hex(&h.finalize())),
         }
     }
+    fn finish_raw(self) -> [u8; 32] {
+        match self {
+            Engine::Blake3(h) => *h.finalize().as_bytes(),
+            Engine::Sha256(h) => h.finalize().into(),
+        }
+    }
 }
 
 /// The bytes a tensor's digest covers before its data: a version tag, the
@@ -129,6 +135,10 @@ impl TensorHasher {
     pub fn finish(self) -> String {
         self.0.finish()
     }
+    /// The digest's 32 bytes (what [`TensorHasher::finish`] writes in hex).
+    pub(crate) fn finish_raw(self) -> [u8; 32] {
+        self.0.finish_raw()
+    }
 }
 
 /// Combines per-tensor digests (name, digest) into the checkpoint digest
@@ -143,6 +153,29 @@ pub fn combine_with<'a>(
     h.update(b"soup-checkpoint-v1\0");
     for (_, digest) in sorted {
         h.update(digest.as_bytes());
+    }
+    h.finish()
+}
+
+/// [`combine_with`] for tensor digests of algorithm `kind` held as their
+/// 32 bytes (32 bytes per tensor, where a `(name, digest)` pair of strings
+/// costs about 160), given already in name order.
+pub(crate) fn combine_raw<'a>(
+    kind: DigestKind,
+    in_name_order: impl IntoIterator<Item = &'a [u8; 32]>,
+) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut h = Engine::new(kind);
+    h.update(b"soup-checkpoint-v1\0");
+    let mut text = format!("{}:", kind.name()).into_bytes();
+    let prefix = text.len();
+    for digest in in_name_order {
+        text.truncate(prefix);
+        for b in digest {
+            text.push(HEX[usize::from(b >> 4)]);
+            text.push(HEX[usize::from(b & 15)]);
+        }
+        h.update(&text);
     }
     h.finish()
 }
@@ -292,6 +325,26 @@ mod tests {
         assert_eq!(DigestKind::Blake3.placeholder().len(), b.len());
         assert!(combine_with(DigestKind::Sha256, [("w", s.as_str())]).starts_with("sha256:"));
         assert!(combine_with(DigestKind::Blake3, [("w", b.as_str())]).starts_with("blake3:"));
+    }
+
+    #[test]
+    fn digests_combine_alike_as_text_and_as_bytes() {
+        for kind in [DigestKind::Blake3, DigestKind::Sha256] {
+            let digests: Vec<(String, String, [u8; 32])> = ["b", "a", "c"]
+                .iter()
+                .map(|name| {
+                    let h = TensorHasher::with_kind(kind, name, Dtype::F32, &[1]);
+                    (name.to_string(), h.clone().finish(), h.finish_raw())
+                })
+                .collect();
+            let text = combine_with(
+                kind,
+                digests.iter().map(|(n, d, _)| (n.as_str(), d.as_str())),
+            );
+            let mut sorted: Vec<_> = digests.iter().collect();
+            sorted.sort_by(|a, b| a.0.cmp(&b.0));
+            assert_eq!(combine_raw(kind, sorted.iter().map(|d| &d.2)), text);
+        }
     }
 
     #[test]

@@ -26,6 +26,7 @@ use crate::output::{Output, OutputOptions, OutputTensor};
 use crate::provenance;
 use crate::stream::{drive, no_lag, CheckpointRows, Control, Piece, Units};
 use crate::tree_hash::{self, PieceHasher, Subtree};
+use safetensors::Dtype;
 
 /// What to do when the inputs' masks differ.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -225,6 +226,8 @@ pub fn merge(
     let refs: Vec<&Checkpoint> = inputs.iter().collect();
     let rows = align(&refs)?;
     let (kernel, weights) = Kernel::new(&options.method, inputs.len())?;
+    let count = rows.len();
+    let averaged = rows.iter().filter(|r| r[0].float_type().is_some()).count();
 
     let out_tensors: Vec<OutputTensor> = rows
         .iter()
@@ -272,16 +275,25 @@ pub fn merge(
         &input_paths,
         &options.output,
     )?;
+    // The output keeps its own compact copy of the layout.
+    let bytes = out_tensors.iter().map(|t| t.nbytes() as u64).sum();
+    let out_dtypes: Vec<Dtype> = out_tensors.iter().map(|t| t.dtype).collect();
+    drop(out_tensors);
 
+    // BLAKE3 is hashed inside each piece's work, while its bytes are in
+    // the cache (see crate::tree_hash); SHA-256 must see each input in
+    // order, so it runs on the side.
+    let in_pieces = control.digest == DigestKind::Blake3;
+    let rows = CheckpointRows::new(refs.clone(), rows, (!in_pieces).then_some(control.digest));
     let plan = Plan {
         inputs,
         rows: &rows,
-        out_tensors: &out_tensors,
+        out_dtypes: &out_dtypes,
         kernel: &kernel,
         options,
         output: &output,
     };
-    let (hashes, mask_differences) = plan.run(control)?;
+    let (hashes, mask_differences) = plan.run(control, in_pieces)?;
 
     let mut metadata = provenance::common_metadata(&refs);
     provenance::record(&mut metadata, "merge", recipe, &describe(&hashes));
@@ -295,9 +307,9 @@ pub fn merge(
         inputs: inputs.iter().map(|c| c.path().to_path_buf()).collect(),
         input_digest: hashes,
         weights,
-        tensors: rows.len(),
-        averaged: rows.iter().filter(|r| r[0].float_type().is_some()).count(),
-        bytes: out_tensors.iter().map(|t| t.nbytes() as u64).sum(),
+        tensors: count,
+        averaged,
+        bytes,
         mask_policy: options.mask_policy,
         mask_differences,
     })
@@ -309,8 +321,9 @@ type MaskDifferences = Vec<(String, Vec<u64>)>;
 
 struct Plan<'a> {
     inputs: &'a [Checkpoint],
-    rows: &'a [Vec<&'a TensorEntry>],
-    out_tensors: &'a [OutputTensor],
+    rows: &'a CheckpointRows<'a>,
+    /// The output's dtype of each row.
+    out_dtypes: &'a [Dtype],
     kernel: &'a Kernel,
     options: &'a MergeOptions,
     output: &'a Output,
@@ -321,19 +334,12 @@ impl Plan<'_> {
     /// the inputs' bytes are hashed on the side, then checks masks. Written
     /// data is handed to the disk window by window (see
     /// [`Output::sync_data`]), so the final fsync finds little left to do.
-    fn run(&self, control: &Control) -> Result<(Vec<String>, MaskDifferences)> {
+    fn run(&self, control: &Control, in_pieces: bool) -> Result<(Vec<String>, MaskDifferences)> {
         let n = self.inputs.len();
-        // BLAKE3 is hashed inside each piece's work, while its bytes are in
-        // the cache (see crate::tree_hash); SHA-256 must see each input in
-        // order, so it runs on the side.
-        let in_pieces = control.digest == DigestKind::Blake3;
-        let rows = CheckpointRows::new(
-            self.inputs.iter().collect(),
-            self.rows.to_vec(),
-            (!in_pieces).then_some(control.digest),
-        );
+        let rows = self.rows;
         let mut trees = TreeDigests::new(n);
-        let mut diffs: Vec<Vec<u64>> = vec![vec![0; n]; self.rows.len()];
+        // Per row and input, one flat array.
+        let mut diffs = vec![0u64; self.out_dtypes.len() * n];
         let (sync_request, sync_wanted) = std::sync::mpsc::sync_channel::<()>(1);
         std::thread::scope(|scope| -> Result<()> {
             // Hands what is written so far to the disk while the merge goes
@@ -346,20 +352,21 @@ impl Plan<'_> {
                 Ok(())
             });
             drive(
-                &rows,
+                rows,
                 control,
                 "merging",
                 Units::Pieces,
                 |_| Ok(()),
-                |piece, _, _| self.merge_piece(&rows, piece, in_pieces),
+                |piece, _, _| self.merge_piece(rows, piece, in_pieces),
                 no_lag(),
                 |window, merged| {
                     for (piece, merged) in window.iter().zip(merged) {
-                        for (total, d) in diffs[piece.tensor].iter_mut().zip(&merged.diffs) {
+                        let t = piece.tensor;
+                        for (total, d) in diffs[t * n..(t + 1) * n].iter_mut().zip(&merged.diffs) {
                             *total += d;
                         }
                         if in_pieces {
-                            trees.add(self.rows[piece.tensor][0], piece, &merged.subtrees);
+                            trees.add(rows.entry(t, 0), piece, &merged.subtrees);
                         }
                     }
                     if self.options.mask_policy == MaskPolicy::Refuse {
@@ -374,25 +381,25 @@ impl Plan<'_> {
             syncer.join().expect("syncer does not panic")
         })?;
         let hashes = match in_pieces {
-            true => trees.digests(),
+            true => trees.digests(&rows.name_order(0)),
             false => rows.digests().expect("hashed"),
         };
-        let differences = self
-            .rows
-            .iter()
-            .zip(diffs)
+        let differences = diffs
+            .chunks_exact(n)
+            .enumerate()
             .filter(|(_, d)| d.iter().any(|&x| x > 0))
-            .map(|(row, d)| (row[0].name.clone(), d))
+            .map(|(t, d)| (rows.entry(t, 0).name.clone(), d.to_vec()))
             .collect();
         Ok((hashes, differences))
     }
 
-    fn refuse_on_difference(&self, window: &[Piece], diffs: &[Vec<u64>]) -> Result<()> {
+    fn refuse_on_difference(&self, window: &[Piece], diffs: &[u64]) -> Result<()> {
+        let n = self.inputs.len();
         for piece in window.iter().filter(|p| p.last) {
-            let d = &diffs[piece.tensor];
+            let d = &diffs[piece.tensor * n..(piece.tensor + 1) * n];
             if let Some(k) = d.iter().position(|&x| x > 0) {
                 return Err(Error::MasksDiffer {
-                    tensor: self.rows[piece.tensor][0].name.clone(),
+                    tensor: self.rows.entry(piece.tensor, 0).name.clone(),
                     positions: d[k],
                     input: self.inputs[k].path().to_path_buf(),
                     reference: self.inputs[0].path().to_path_buf(),
@@ -406,7 +413,7 @@ impl Plan<'_> {
     /// where its mask differs from the first input's, and with `hash` the
     /// BLAKE3 subtrees of the piece.
     fn merge_piece(&self, rows: &CheckpointRows, piece: &Piece, hash: bool) -> Result<Merged> {
-        let row = &self.rows[piece.tensor];
+        let row = rows.row(piece.tensor);
         let n = self.inputs.len();
         let bytes: Vec<&[u8]> = (0..n).map(|k| rows.bytes(k, piece)).collect();
         let range = row[0].byte_range(&piece.elems);
@@ -450,7 +457,7 @@ impl Plan<'_> {
             self.output.write(piece.tensor, offset, bytes[0])?;
             return Ok(finish(hashers, vec![0; n]));
         };
-        let out_type = crate::dtype::FloatType::of(self.out_tensors[piece.tensor].dtype)
+        let out_type = crate::dtype::FloatType::of(self.out_dtypes[piece.tensor])
             .expect("float output for float input");
         let diffs = SCRATCH.with(|scratch| {
             let scratch = &mut *scratch.borrow_mut();
@@ -566,8 +573,9 @@ struct Merged {
 struct TreeDigests {
     /// Per input, the subtrees of the tensor in progress.
     open: Vec<Vec<Subtree>>,
-    /// Per input, (name, digest) of the finished tensors.
-    done: Vec<Vec<(String, String)>>,
+    /// Per input, the digest of each finished tensor, in row order (32
+    /// bytes each).
+    done: Vec<Vec<[u8; 32]>>,
 }
 
 impl TreeDigests {
@@ -586,21 +594,20 @@ impl TreeDigests {
                 let prefix = crate::hash::tensor_prefix(&t.name, t.dtype, &t.shape);
                 let total = (prefix.len() + t.nbytes()) as u64;
                 let hash = tree_hash::combine(&self.open[k], total);
-                self.done[k].push((t.name.clone(), format!("blake3:{}", hash.to_hex())));
+                self.done[k].push(*hash.as_bytes());
                 self.open[k].clear();
             }
         }
     }
 
-    /// The checkpoint digest of each input.
-    fn digests(&self) -> Vec<String> {
+    /// The checkpoint digest of each input; `name_order` lists the rows
+    /// in name order.
+    fn digests(&self, name_order: &[u32]) -> Vec<String> {
         self.done
             .iter()
             .map(|done| {
-                crate::hash::combine_with(
-                    DigestKind::Blake3,
-                    done.iter().map(|(a, b)| (a.as_str(), b.as_str())),
-                )
+                let sorted = name_order.iter().map(|&r| &done[r as usize]);
+                crate::hash::combine_raw(DigestKind::Blake3, sorted)
             })
             .collect()
     }

@@ -6,7 +6,9 @@
 //! (`pwrite`). Data goes to a temporary file (or folder) beside the target;
 //! [`Output::commit`] rewrites the header with the final metadata, fsyncs and
 //! renames. Dropping an uncommitted output deletes the temporary files, so a
-//! failed or interrupted run leaves nothing behind.
+//! failed or interrupted run leaves nothing behind. Shard files are opened
+//! when written to and only a few stay open (see `layout`), so that an
+//! output of thousands of shards fits the limit of open files.
 //!
 //! Temporary names carry the writer's host, PID namespace and PID, and
 //! creating an output first sweeps the folder of temporaries left by killed
@@ -33,10 +35,12 @@ use safetensors::Dtype;
 
 use crate::checkpoint::INDEX_FILE;
 
+mod layout;
 mod memory;
 mod target;
 use crate::error::{Error, Result};
-use crate::header::{self, RawTensor};
+use crate::header;
+use layout::{Layout, ShardFiles};
 pub use memory::{write_file_atomic, write_tensors, TensorBytes};
 use target::sharded_files;
 pub use target::{check_replaceable, check_target};
@@ -89,8 +93,9 @@ impl OutputTensor {
 #[derive(Debug)]
 struct ShardOut {
     file_name: String,
-    file: File,
-    tensors: Vec<RawTensor>,
+    path: PathBuf,
+    /// The tensors it holds: consecutive ones in the caller's order.
+    tensors: std::ops::Range<usize>,
     reserved: usize,
 }
 
@@ -117,8 +122,8 @@ pub struct Output {
     _guards: Vec<crate::safety::TempGuard>,
     staging: Staging,
     shards: Vec<ShardOut>,
-    /// (shard, absolute offset) of each tensor, in the caller's order.
-    placement: Vec<(usize, u64)>,
+    layout: Layout,
+    files: ShardFiles,
     metadata: BTreeMap<String, String>,
 }
 
@@ -177,21 +182,25 @@ impl Output {
         }
         let parent = parent_of(target);
         crate::safety::sweep_stale_temps(parent);
+        // Shards hold consecutive tensors of the caller's order.
+        let all = 0..tensors.len();
+        let first = 0..0;
         let groups = match options.shard_size {
-            None => vec![(0..tensors.len()).collect::<Vec<_>>()],
+            None => vec![all],
             Some(size) => {
                 if size == 0 {
                     return Err(Error::ShardSizeZero);
                 }
-                let mut groups: Vec<Vec<usize>> = vec![Vec::new()];
+                let mut groups = vec![first];
                 let mut used = 0u64;
                 for (i, t) in tensors.iter().enumerate() {
                     let n = t.nbytes() as u64;
-                    if !groups.last().unwrap().is_empty() && used + n > size {
-                        groups.push(Vec::new());
+                    let last = groups.last_mut().unwrap();
+                    if last.end > last.start && used + n > size {
+                        groups.push(i..i);
                         used = 0;
                     }
-                    groups.last_mut().unwrap().push(i);
+                    groups.last_mut().unwrap().end = i + 1;
                     used += n;
                 }
                 groups
@@ -219,53 +228,45 @@ impl Output {
             Staging::Folder(d) => crate::safety::TempGuard::folder(d.path()),
         }];
         let count = groups.len();
-        let mut placement = vec![(0usize, 0u64); tensors.len()];
+        let layout = Layout::new(tensors, &groups);
         let mut shards = Vec::with_capacity(count);
-        for (s, group) in groups.iter().enumerate() {
-            let mut raw = Vec::with_capacity(group.len());
-            let mut offset = 0usize;
-            for &i in group {
-                let t = &tensors[i];
-                let n = t.nbytes();
-                raw.push(RawTensor {
-                    name: t.name.clone(),
-                    dtype: t.dtype,
-                    shape: t.shape.clone(),
-                    start: offset,
-                    end: offset + n,
-                });
-                offset += n;
-            }
+        for (s, group) in groups.into_iter().enumerate() {
             let mut probe = metadata.clone();
             probe.insert("soup.shard".into(), format!("{}/{}", s + 1, count));
-            let reserved = header::serialize(&raw, &probe).len() + HEADER_SLACK;
-            for (k, &i) in group.iter().enumerate() {
-                placement[i] = (s, (reserved + raw[k].start) as u64);
-            }
-            let (file_name, file) = match &staging {
-                Staging::File(tmp) => (
-                    String::new(),
-                    tmp.reopen()
-                        .map_err(|e| Error::io(tmp.path(), "cannot reopen", e))?,
-                ),
+            let reserved = layout.header_len(&group, &probe) + HEADER_SLACK;
+            let (file_name, path) = match &staging {
+                Staging::File(tmp) => (String::new(), tmp.path().to_path_buf()),
                 Staging::Folder(dir) => {
                     let name = format!("model-{:05}-of-{:05}.safetensors", s + 1, count);
                     let path = dir.path().join(&name);
                     guards.push(crate::safety::TempGuard::file(&path));
-                    let file =
-                        File::create(&path).map_err(|e| Error::io(&path, "cannot create", e))?;
-                    (name, file)
+                    (name, path)
                 }
             };
-            file.set_len((reserved + offset) as u64)
-                .map_err(|e| Error::io(target, "cannot size output", e))?;
+            let size = (reserved as u64) + layout.data_len(&group);
+            match &staging {
+                Staging::File(tmp) => tmp.as_file().set_len(size),
+                // Closed again at once: shards are opened when written to,
+                // a few at a time (see `ShardFiles`).
+                Staging::Folder(_) => File::create(&path)
+                    .map_err(|e| Error::io(&path, "cannot create", e))?
+                    .set_len(size),
+            }
+            .map_err(|e| Error::io(target, "cannot size output", e))?;
             shards.push(ShardOut {
                 file_name,
-                file,
-                tensors: raw,
+                path,
+                tensors: group,
                 reserved,
             });
         }
+        let files = match &staging {
+            Staging::File(tmp) => ShardFiles::One(
+                tmp.reopen()
+                    .map_err(|e| Error::io(tmp.path(), "cannot reopen", e))?,
+            ),
+            Staging::Folder(_) => ShardFiles::many(count),
+        };
         test_pause();
         Ok(Output {
             target: target.to_path_buf(),
@@ -273,7 +274,8 @@ impl Output {
             _guards: guards,
             staging,
             shards,
-            placement,
+            layout,
+            files,
             metadata,
         })
     }
@@ -281,23 +283,28 @@ impl Output {
     /// Writes `bytes` at byte `offset` of tensor `index` (in the order given
     /// to [`Output::create`]). Safe to call from several threads at once.
     pub fn write(&self, index: usize, offset: usize, bytes: &[u8]) -> Result<()> {
-        let (shard, base) = self.placement[index];
-        self.shards[shard]
-            .file
-            .write_all_at(bytes, base + offset as u64)
-            .map_err(|e| Error::io(&self.target, "cannot write", e))
+        let shard = self.shards.partition_point(|s| s.tensors.end <= index);
+        let base = (self.shards[shard].reserved as u64) + self.layout.starts[index];
+        self.files
+            .with(shard, &self.shards[shard].path, |file| {
+                file.write_all_at(bytes, base + offset as u64)
+            })
+            .map_err(|e| Error::io(&self.target, "cannot write", e))?;
+        self.files.written(shard);
+        Ok(())
     }
 
     /// Writes the data written so far to the disk (fdatasync of every
-    /// file). Long writers call it from a helper thread now and then, so
-    /// that the disk works while they compute and [`Output::commit`] finds
-    /// little left to flush.
+    /// file written to since the last call). Long writers call it from a
+    /// helper thread now and then, so that the disk works while they
+    /// compute and [`Output::commit`] finds little left to flush.
     pub fn sync_data(&self) -> Result<()> {
-        for shard in &self.shards {
-            shard
-                .file
-                .sync_data()
-                .map_err(|e| Error::io(&self.target, "cannot sync", e))?;
+        for (s, shard) in self.shards.iter().enumerate() {
+            if self.files.take_dirty(s) {
+                self.files
+                    .with(s, &shard.path, File::sync_data)
+                    .map_err(|e| Error::io(&self.target, "cannot sync", e))?;
+            }
         }
         Ok(())
     }
@@ -317,39 +324,30 @@ impl Output {
     pub fn commit(self) -> Result<Vec<PathBuf>> {
         let count = self.shards.len();
         let sharded = matches!(self.staging, Staging::Folder(_));
-        let mut weight_map = BTreeMap::new();
-        let mut total = 0u64;
         for (s, shard) in self.shards.iter().enumerate() {
             let mut meta = self.metadata.clone();
             if sharded {
                 meta.insert("soup.shard".into(), format!("{}/{}", s + 1, count));
             }
-            let mut head = header::serialize(&shard.tensors, &meta);
-            if head.len() > shard.reserved {
+            let len = self.layout.header_len(&shard.tensors, &meta);
+            if len > shard.reserved {
                 return Err(Error::invalid(format!(
                     "{}: metadata too large for the reserved header ({} > {} bytes)",
                     self.target.display(),
-                    head.len(),
+                    len,
                     shard.reserved
                 )));
             }
-            // Pad the JSON with spaces up to the reserved length and fix the
-            // length prefix accordingly.
-            head.resize(shard.reserved, b' ');
-            let json_len = (shard.reserved - 8) as u64;
-            head[..8].copy_from_slice(&json_len.to_le_bytes());
-            shard
-                .file
-                .write_all_at(&head, 0)
+            self.files
+                .with(s, &shard.path, |file| {
+                    self.layout
+                        .write_header(file, &shard.tensors, &meta, shard.reserved)
+                })
                 .map_err(|e| Error::io(&self.target, "cannot write", e))?;
-            shard
-                .file
-                .sync_all()
+            self.files
+                .with(s, &shard.path, File::sync_all)
                 .map_err(|e| Error::io(&self.target, "cannot sync", e))?;
-            for t in &shard.tensors {
-                weight_map.insert(t.name.clone(), shard.file_name.clone());
-                total += (t.end - t.start) as u64;
-            }
+            self.files.close(s);
         }
         let parent = parent_of(&self.target).to_path_buf();
         let files = match self.staging {
@@ -369,13 +367,9 @@ impl Output {
                 vec![self.target.clone()]
             }
             Staging::Folder(dir) => {
-                let index = serde_json::json!({
-                    "metadata": { "total_size": total },
-                    "weight_map": weight_map,
-                });
                 let index_path = dir.path().join(INDEX_FILE);
-                let text = serde_json::to_string_pretty(&index).expect("serialisable");
-                std::fs::write(&index_path, text)
+                File::create(&index_path)
+                    .and_then(|f| layout::write_index(f, &self.layout, &self.shards))
                     .map_err(|e| Error::io(&index_path, "cannot write", e))?;
                 File::open(&index_path)
                     .and_then(|f| f.sync_all())

@@ -358,13 +358,16 @@ pub(crate) fn drive<Q: Rows, P: Sync, R: Send + Sync>(
 struct InputHasher {
     kind: DigestKind,
     current: Option<TensorHasher>,
-    done: Vec<(String, String)>,
+    /// The digest of each finished row, in row order.
+    done: Vec<[u8; 32]>,
 }
 
-/// Rows of checkpoints: row `r` is `entries[r][k]` of input `k`.
+/// Rows of checkpoints: row `r` is `entries[r * n + k]` of input `k` (one
+/// flat array, where a vector per row would cost 32 more bytes a row).
 pub(crate) struct CheckpointRows<'a> {
     inputs: Vec<&'a Checkpoint>,
-    entries: Vec<Vec<&'a TensorEntry>>,
+    entries: Vec<&'a TensorEntry>,
+    count: usize,
     extra: Vec<usize>,
     hashers: Option<Vec<Mutex<InputHasher>>>,
 }
@@ -379,13 +382,30 @@ impl<'a> CheckpointRows<'a> {
         digest: Option<DigestKind>,
     ) -> CheckpointRows<'a> {
         let n = inputs.len();
+        let mut flat = Vec::with_capacity(entries.len() * n);
+        for row in entries {
+            assert_eq!(row.len(), n, "one entry per input");
+            flat.extend(row);
+        }
+        CheckpointRows::flat(inputs, flat, digest)
+    }
+
+    /// Rows given as one flat array (see the type's documentation).
+    fn flat(
+        inputs: Vec<&'a Checkpoint>,
+        entries: Vec<&'a TensorEntry>,
+        digest: Option<DigestKind>,
+    ) -> CheckpointRows<'a> {
+        let n = inputs.len();
         let hasher = |kind| InputHasher {
             kind,
             current: None,
             done: Vec::new(),
         };
+        let count = entries.len() / n.max(1);
         CheckpointRows {
-            extra: vec![0; entries.len()],
+            count,
+            extra: vec![0; count],
             hashers: digest.map(|kind| (0..n).map(|_| Mutex::new(hasher(kind))).collect()),
             inputs,
             entries,
@@ -394,8 +414,13 @@ impl<'a> CheckpointRows<'a> {
 
     /// Every tensor of one checkpoint, one row each.
     pub(crate) fn all(input: &'a Checkpoint, digest: Option<DigestKind>) -> CheckpointRows<'a> {
-        let entries = input.tensors().iter().map(|t| vec![t]).collect();
-        CheckpointRows::new(vec![input], entries, digest)
+        CheckpointRows::flat(vec![input], input.tensors().iter().collect(), digest)
+    }
+
+    /// Row `row`: its entry in every input.
+    pub(crate) fn row(&self, row: usize) -> &[&'a TensorEntry] {
+        let n = self.inputs.len();
+        &self.entries[row * n..(row + 1) * n]
     }
 
     /// Adds, per row, bytes per element that the operation reads elsewhere
@@ -407,52 +432,63 @@ impl<'a> CheckpointRows<'a> {
 
     /// The entry of row `row` in input `k`.
     pub(crate) fn entry(&self, row: usize, k: usize) -> &'a TensorEntry {
-        self.entries[row][k]
+        self.row(row)[k]
     }
 
     /// The bytes of `piece` in input `k`.
     pub(crate) fn bytes(&self, k: usize, piece: &Piece) -> &'a [u8] {
-        let t = self.entries[piece.tensor][k];
+        let t = self.entry(piece.tensor, k);
         self.inputs[k].bytes(t, t.byte_range(&piece.elems))
     }
 
     /// The inputs' content hashes (when asked for), in input order.
-    pub(crate) fn digests(self) -> Option<Vec<String>> {
-        self.hashers.map(|hs| {
-            hs.into_iter()
-                .map(|h| {
-                    let h = h.into_inner().expect("not poisoned");
-                    crate::hash::combine_with(
-                        h.kind,
-                        h.done.iter().map(|(a, b)| (a.as_str(), b.as_str())),
-                    )
-                })
-                .collect()
-        })
+    pub(crate) fn digests(&self) -> Option<Vec<String>> {
+        let hashers = self.hashers.as_ref()?;
+        let digests = hashers
+            .iter()
+            .enumerate()
+            .map(|(k, h)| {
+                let h = h.lock().expect("not poisoned");
+                let order = self.name_order(k);
+                crate::hash::combine_raw(h.kind, order.iter().map(|&r| &h.done[r as usize]))
+            })
+            .collect();
+        Some(digests)
+    }
+
+    /// The rows sorted by the names of their tensors in input `k`.
+    pub(crate) fn name_order(&self, k: usize) -> Vec<u32> {
+        let count = u32::try_from(self.rows()).expect("fewer than 2^32 tensors");
+        let mut order: Vec<u32> = (0..count).collect();
+        order.sort_unstable_by(|&a, &b| {
+            let a = &self.entry(a as usize, k).name;
+            a.cmp(&self.entry(b as usize, k).name)
+        });
+        order
     }
 }
 
 impl Rows for CheckpointRows<'_> {
     fn rows(&self) -> usize {
-        self.entries.len()
+        self.count
     }
     fn numel(&self, row: usize) -> usize {
-        self.entries[row][0].numel()
+        self.entry(row, 0).numel()
     }
     fn elem_bytes(&self, row: usize) -> usize {
-        self.entries[row]
+        self.row(row)
             .iter()
             .map(|t| t.dtype.bitsize().div_ceil(8))
             .sum::<usize>()
             + self.extra[row]
     }
     fn prefetch(&self, piece: &Piece) {
-        for (k, t) in self.entries[piece.tensor].iter().enumerate() {
+        for (k, t) in self.row(piece.tensor).iter().enumerate() {
             self.inputs[k].prefetch(t, t.byte_range(&piece.elems));
         }
     }
     fn release(&self, piece: &Piece) {
-        for (k, t) in self.entries[piece.tensor].iter().enumerate() {
+        for (k, t) in self.row(piece.tensor).iter().enumerate() {
             self.inputs[k].release(t, t.byte_range(&piece.elems));
         }
     }
@@ -463,7 +499,7 @@ impl Rows for CheckpointRows<'_> {
         let hashers = self.hashers.as_ref().expect("hashing");
         let mut state = hashers[k].lock().expect("not poisoned");
         for piece in window {
-            let t = self.entries[piece.tensor][k];
+            let t = self.entry(piece.tensor, k);
             if piece.first {
                 state.current = Some(TensorHasher::with_kind(
                     state.kind, &t.name, t.dtype, &t.shape,
@@ -475,8 +511,8 @@ impl Rows for CheckpointRows<'_> {
                 .expect("started")
                 .update(self.bytes(k, piece));
             if piece.last {
-                let digest = state.current.take().expect("started").finish();
-                state.done.push((t.name.clone(), digest));
+                let digest = state.current.take().expect("started").finish_raw();
+                state.done.push(digest);
             }
         }
     }

@@ -248,3 +248,42 @@ fn the_metadata_key_is_no_tensor_name() {
     assert!(is_reserved(&err), "{err}");
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
+
+/// The index is written entry by entry; its bytes must stay those of
+/// `serde_json::to_string_pretty` of the whole index. More shards than are
+/// kept open at once, written out of order, read back.
+#[test]
+fn many_shards_written_out_of_order_read_back_with_a_pretty_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("sharded");
+    let tensors: Vec<OutputTensor> = (0..100).map(|i| tensor(&format!("t{i:03}"), 1)).collect();
+    let opts = OutputOptions {
+        shard_size: Some(4),
+        force: false,
+    };
+    let out = Output::create(&target, &tensors, BTreeMap::new(), &[], &opts).unwrap();
+    for i in (0..100).rev().step_by(2).chain((0..100).step_by(2)) {
+        out.write(i, 0, &(i as f32).to_le_bytes()).unwrap();
+    }
+    out.sync_data().unwrap();
+    let files = out.commit().unwrap();
+    assert_eq!(files.len(), 101);
+    let weight_map: BTreeMap<String, String> = (0..100)
+        .map(|i| {
+            let file = format!("model-{:05}-of-00100.safetensors", i + 1);
+            (format!("t{i:03}"), file)
+        })
+        .collect();
+    let expected = serde_json::to_string_pretty(&serde_json::json!({
+        "metadata": { "total_size": 400 },
+        "weight_map": weight_map,
+    }))
+    .unwrap();
+    let index = std::fs::read_to_string(target.join(INDEX_FILE)).unwrap();
+    assert_eq!(index, expected);
+    let ck = Checkpoint::open(&target).unwrap();
+    for i in 0..100 {
+        let t = ck.get(&format!("t{i:03}")).unwrap();
+        assert_eq!(ck.data(t), (i as f32).to_le_bytes());
+    }
+}
