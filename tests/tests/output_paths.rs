@@ -4,74 +4,20 @@
 //! the reserved tensor name `__metadata__`, file names with control
 //! characters in result lines, and NaN in `soup diff`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use fixtures::{write_checkpoint, Tensor};
 use soup_core::{Checkpoint, DiffReport, Dtype};
-use soup_tests::{files_in, soup, Run};
+use soup_tests::{files_in, soup};
 
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+mod common;
+use common::{assert_one_error_line, model, s, Scratch};
 
-fn model(shift: f64) -> Vec<Tensor> {
-    vec![
-        Tensor::new(
-            "a.weight",
-            Dtype::F32,
-            &[2, 4],
-            vec![1.0 + shift, 0.0, 2.0, 0.0, 3.0, 0.0, 4.0, 5.0],
-        ),
-        Tensor::new("a.bias", Dtype::F32, &[2], vec![0.5, -0.5]),
-    ]
-}
-
-/// A scratch folder with inputs `a`, `b` (single files), `ck` (sharded)
-/// and an empty `out/`.
-struct Scratch {
-    dir: tempfile::TempDir,
-}
-
-impl Scratch {
-    fn new() -> Scratch {
-        let dir = tempfile::tempdir().unwrap();
-        let scratch = Scratch { dir };
-        std::fs::create_dir(scratch.path("out")).unwrap();
-        scratch.write("a.safetensors", &model(0.0));
-        scratch.write("b.safetensors", &model(1.0));
-        write_checkpoint(&scratch.path("ck"), &model(2.0), &[], Some(16)).unwrap();
-        scratch
-    }
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-    fn out(&self) -> PathBuf {
-        self.path("out")
-    }
-    fn write(&self, name: &str, tensors: &[Tensor]) -> PathBuf {
-        let path = self.path(name);
-        write_checkpoint(&path, tensors, &[("format", "pt")], None).unwrap();
-        path
-    }
-}
-
-#[track_caller]
-fn assert_one_error_line(run: &Run, names: &[&str]) {
-    assert_eq!(
-        run.code, 2,
-        "exit status; stdout: {}; stderr: {}",
-        run.stdout, run.stderr
-    );
-    let lines: Vec<&str> = run.stderr.lines().collect();
-    assert_eq!(lines.len(), 1, "one line on stderr: {:?}", run.stderr);
-    assert!(lines[0].starts_with("soup: error: "), "{}", lines[0]);
-    for name in names {
-        assert!(
-            lines[0].contains(name),
-            "should name `{name}`: {}",
-            lines[0]
-        );
-    }
+/// [`Scratch::new`] with a sharded input `ck` as well.
+fn scratch() -> Scratch {
+    let scratch = Scratch::new();
+    write_checkpoint(&scratch.path("ck"), &model(2.0), &[], Some(16)).unwrap();
+    scratch
 }
 
 /// Every writer of soup, writing to `target`: single-file outputs, then
@@ -118,7 +64,7 @@ fn with_force(mut args: Vec<String>, force: bool) -> Vec<String> {
 /// with a link `stdout` to a regular file, so it fails without root too.
 #[test]
 fn output_link_to_a_regular_file_is_refused_by_every_writer() {
-    let scratch = Scratch::new();
+    let scratch = scratch();
     let redirected = scratch.out().join("redirected.log");
     std::fs::write(&redirected, b"earlier output").unwrap();
     let link = scratch.out().join("stdout");
@@ -149,7 +95,7 @@ fn output_link_to_a_regular_file_is_refused_by_every_writer() {
 
 #[test]
 fn output_link_to_dev_null_or_a_folder_is_refused() {
-    let scratch = Scratch::new();
+    let scratch = scratch();
     let null = scratch.out().join("null");
     std::os::unix::fs::symlink("/dev/null", &null).unwrap();
     let run = soup([
@@ -198,7 +144,7 @@ fn output_link_to_dev_null_or_a_folder_is_refused() {
 
 #[test]
 fn dangling_output_link_is_refused() {
-    let scratch = Scratch::new();
+    let scratch = scratch();
     let link = scratch.out().join("dangling.safetensors");
     let nowhere = scratch.path("nowhere.safetensors");
     std::os::unix::fs::symlink(&nowhere, &link).unwrap();
@@ -212,7 +158,7 @@ fn dangling_output_link_is_refused() {
 
 #[test]
 fn force_never_replaces_the_index_of_a_sharded_input() {
-    let scratch = Scratch::new();
+    let scratch = scratch();
     let ck = scratch.path("ck");
     let index = ck.join("model.safetensors.index.json");
     let before = std::fs::read(&index).unwrap();
@@ -255,7 +201,7 @@ fn force_never_replaces_the_index_of_a_sharded_input() {
 
 #[test]
 fn renaming_a_tensor_to_metadata_is_refused() {
-    let scratch = Scratch::new();
+    let scratch = scratch();
     let out = scratch.out().join("out.safetensors");
     let run = soup([
         "edit",
@@ -276,7 +222,7 @@ fn renaming_a_tensor_to_metadata_is_refused() {
 /// escape sequence could drive the terminal.
 #[test]
 fn file_names_are_escaped_in_result_lines() {
-    let scratch = Scratch::new();
+    let scratch = scratch();
     let strange = scratch.path("x\u{1b}[2Jy\nverdict: equal");
     std::fs::create_dir(&strange).unwrap();
     let a = strange.join("a\n.safetensors");
@@ -370,7 +316,7 @@ fn file_names_are_escaped_in_result_lines() {
 /// L2 distance of 0 in both.
 #[test]
 fn diff_reports_nan_differences_as_nan_in_table_and_json() {
-    let scratch = Scratch::new();
+    let scratch = scratch();
     let x = scratch.write(
         "x.safetensors",
         &[Tensor::new("t", Dtype::F32, &[3], vec![f64::NAN, 2.0, 3.0])],

@@ -2,17 +2,16 @@
 //! inputs rewritten in place with the same size, signals and bus errors in
 //! the middle of a greedy soup's evaluation. One regression test per defect.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use fixtures::{write_checkpoint, Tensor};
+use fixtures::Tensor;
 use soup_core::Dtype;
-use soup_tests::{files_in, soup_bin, Run};
+use soup_tests::{files_in, Run};
 
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+mod common;
+use common::{s, spawn, wait_for, Scratch};
 
 /// A 1 MiB checkpoint (one tensor), so that its data lies on pages far
 /// past its header. Every shift has the same mask.
@@ -29,56 +28,14 @@ fn big(shift: f64) -> Vec<Tensor> {
     )]
 }
 
-/// A scratch folder with the inputs `a`, `b` and a mask `m`, and an empty
-/// `out/`.
-struct Scratch {
-    dir: tempfile::TempDir,
-}
-
-impl Scratch {
-    fn new() -> Scratch {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir(dir.path().join("out")).unwrap();
-        let scratch = Scratch { dir };
-        for (name, shift) in [("a", 0.0), ("b", 1.0), ("m", 2.0), ("c", 5.0)] {
-            let path = scratch.path(&format!("{name}.safetensors"));
-            write_checkpoint(&path, &big(shift), &[("format", "pt")], None).unwrap();
-        }
-        scratch
+/// A scratch folder with the 1 MiB inputs `a`, `b`, `c` and a mask `m`,
+/// and an empty `out/`.
+fn scratch() -> Scratch {
+    let scratch = Scratch::empty();
+    for (name, shift) in [("a", 0.0), ("b", 1.0), ("m", 2.0), ("c", 5.0)] {
+        scratch.write(&format!("{name}.safetensors"), &big(shift));
     }
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-    fn out(&self) -> PathBuf {
-        self.path("out")
-    }
-}
-
-fn spawn(args: &[&str], env: &[(&str, &str)]) -> Child {
-    let mut cmd = Command::new(soup_bin());
-    cmd.args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.spawn().unwrap()
-}
-
-/// Waits up to `secs` for `child`; kills it and returns `None` if it is
-/// still running then.
-fn wait_for(mut child: Child, secs: u64) -> Option<Run> {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while Instant::now() < deadline {
-        if child.try_wait().unwrap().is_some() {
-            return Some(child.wait_with_output().unwrap().into());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    None
+    scratch
 }
 
 /// Polls until `dir` holds an entry whose name starts with `prefix`.
@@ -132,7 +89,7 @@ fn rewrite_in_place(victim: &Path, source: &Path) {
 
 #[test]
 fn same_size_rewrite_of_an_input_during_any_write_is_refused() {
-    let scratch = Scratch::new();
+    let scratch = scratch();
     let (a, b, m) = (
         scratch.path("a.safetensors"),
         scratch.path("b.safetensors"),
@@ -172,7 +129,7 @@ fn same_size_rewrite_of_an_input_during_any_write_is_refused() {
 
 #[test]
 fn input_replaced_by_rename_during_a_merge_is_refused() {
-    let scratch = Scratch::new();
+    let scratch = scratch();
     let (a, b) = (scratch.path("a.safetensors"), scratch.path("b.safetensors"));
     let out = scratch.out().join("merged.safetensors");
     let child = spawn(
@@ -190,7 +147,7 @@ fn input_replaced_by_rename_during_a_merge_is_refused() {
 
 #[test]
 fn input_truncated_during_a_greedy_trial_leaves_no_trial_folder() {
-    let scratch = Scratch::new();
+    let scratch = scratch();
     let (a, b) = (scratch.path("a.safetensors"), scratch.path("b.safetensors"));
     let out = scratch.out().join("soup.safetensors");
     // Given scores: the first merge is the trial soup of b and a.
@@ -239,7 +196,7 @@ fn alive(pid: u32) -> bool {
 
 #[test]
 fn sigterm_to_soup_alone_stops_a_running_evaluator() {
-    let scratch = Scratch::new();
+    let scratch = scratch();
     let (a, b) = (scratch.path("a.safetensors"), scratch.path("b.safetensors"));
     let out = scratch.out().join("soup.safetensors");
     let pid_file = scratch.path("evaluator.pid");

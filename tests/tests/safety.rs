@@ -5,87 +5,20 @@
 //! killed runs, overflowing weights, terminal escapes in names, absurd
 //! thread counts, and lesser header and index problems).
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use fixtures::{write_checkpoint, Tensor};
 use soup_core::Dtype;
-use soup_tests::{files_in, soup, soup_bin, Run};
+use soup_tests::{files_in, soup, Run};
 
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-fn model(shift: f64) -> Vec<Tensor> {
-    vec![
-        Tensor::new(
-            "a.weight",
-            Dtype::F32,
-            &[2, 4],
-            vec![1.0 + shift, 0.0, 2.0, 0.0, 3.0, 0.0, 4.0, 5.0],
-        ),
-        Tensor::new("a.bias", Dtype::F32, &[2], vec![0.5, -0.5]),
-    ]
-}
-
-/// A scratch folder with inputs `a` and `b` and an empty `out/`.
-struct Scratch {
-    dir: tempfile::TempDir,
-}
-
-impl Scratch {
-    fn new() -> Scratch {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir(dir.path().join("out")).unwrap();
-        let scratch = Scratch { dir };
-        scratch.write("a.safetensors", &model(0.0));
-        scratch.write("b.safetensors", &model(1.0));
-        scratch
-    }
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-    fn out(&self) -> PathBuf {
-        self.path("out")
-    }
-    fn write(&self, name: &str, tensors: &[Tensor]) -> PathBuf {
-        let path = self.path(name);
-        write_checkpoint(&path, tensors, &[("format", "pt")], None).unwrap();
-        path
-    }
-}
+mod common;
+use common::{assert_one_error_line, model, s, spawn, wait_for, Scratch};
 
 fn mkfifo(path: &Path) {
     let ok = Command::new("mkfifo").arg(path).status().unwrap().success();
     assert!(ok, "mkfifo {}", path.display());
-}
-
-/// Waits up to `secs` for `child`; kills it and returns `None` if it is
-/// still running then (a hang is a failure, not a stuck test run).
-fn wait_for(mut child: Child, secs: u64) -> Option<Run> {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while Instant::now() < deadline {
-        if child.try_wait().unwrap().is_some() {
-            return Some(child.wait_with_output().unwrap().into());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    None
-}
-
-fn spawn(args: &[&str], env: &[(&str, &str)]) -> Child {
-    let mut cmd = Command::new(soup_bin());
-    cmd.args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.spawn().unwrap()
 }
 
 fn soup_within(args: &[&str], secs: u64) -> Run {
@@ -103,21 +36,6 @@ fn wait_for_temp(dir: &Path) {
         std::thread::sleep(Duration::from_millis(10));
     }
     panic!("no temporary output appeared in {}", dir.display());
-}
-
-#[track_caller]
-fn assert_one_error_line(run: &Run, names: &[&str]) {
-    assert_eq!(run.code, 2, "exit status; stderr: {}", run.stderr);
-    let lines: Vec<&str> = run.stderr.lines().collect();
-    assert_eq!(lines.len(), 1, "one line on stderr: {:?}", run.stderr);
-    assert!(lines[0].starts_with("soup: error: "), "{}", lines[0]);
-    for name in names {
-        assert!(
-            lines[0].contains(name),
-            "should name `{name}`: {}",
-            lines[0]
-        );
-    }
 }
 
 // ----- defect 1: --force never replaces a device, FIFO or socket -----

@@ -6,6 +6,10 @@
 // Each test binary uses only some of them.
 #![allow(dead_code)]
 
+mod scratch;
+#[allow(unused_imports)] // the cli_* tests use none of them
+pub use scratch::*;
+
 use std::path::{Path, PathBuf};
 
 use fixtures::{perturb, prune, small_model, write_checkpoint, Rng};
