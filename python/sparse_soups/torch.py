@@ -187,7 +187,7 @@ def recalibrate_bn(
     a tensor or a structure of tensors that is passed as the model's one
     argument. The input's tensors are moved to the model's device. Returns
     the number of batches used. The model's training mode and momenta are
-    restored.
+    restored, and so are the statistics if a batch raises.
     """
     if mode not in ("cumulative", "ema"):
         raise ValueError(f"mode must be cumulative or ema, got {mode!r}")
@@ -202,6 +202,8 @@ def recalibrate_bn(
         return 0
     was_training = {m: m.training for m in model.modules()}
     momenta = {m: m.momentum for m in norms}
+    # Restored if a batch fails (or Ctrl-C): no half-recalibrated model.
+    saved = {m: [b.clone() for b in m.buffers(recurse=False)] for m in norms}
     try:
         model.train()
         for m in model.modules():
@@ -220,6 +222,11 @@ def recalibrate_bn(
             model(_to_device(x, device))
             used += 1
         return used
+    except BaseException:
+        for m, buffers in saved.items():
+            for b, old in zip(m.buffers(recurse=False), buffers, strict=True):
+                b.copy_(old)
+        raise
     finally:
         for m, momentum in momenta.items():
             m.momentum = momentum
