@@ -38,7 +38,8 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from ._memory import as_state_dict, merge_named, prune_with_report
+from ._memory import merge_state_dicts, prune_with_report
+from ._memory import as_state_dict, merge_named
 from ._scores import score_of
 from ._types import PruneReport
 from .errors import InvalidArgument
