@@ -7,8 +7,8 @@ command line):
   :func:`inspect`, :func:`diff`, :func:`hash` and :func:`distance`, working on safetensors
   files and sharded folders and returning what ``soup ... --json`` prints;
 - the in-memory API, :func:`merge_state_dicts`, :func:`prune_state_dict`
-  and :func:`mask_fingerprints`, over state dicts of CPU tensors or numpy
-  arrays, bit for bit the file API's results;
+  and :func:`mask_fingerprints`, over state dicts of tensors (CPU or GPU)
+  or numpy arrays, bit for bit the file API's results;
 - :mod:`sparse_soups.torch` (needs PyTorch): mask enforcement during
   training, batch-norm recalibration, uniform and greedy soups and pruning
   of live models, for writing the sparse-model-soups loop in any training

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterable, Sequence
-from typing import Literal, cast
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Literal, cast
 
 from . import _core
+from ._scores import score_of
 from ._types import (
     DiffReport,
     DistanceReport,
@@ -33,10 +34,50 @@ PathLike = str | os.PathLike[str]
 Digest = Literal["blake3", "sha256"]
 
 
-def _paths(paths: Iterable[PathLike]) -> list[str]:
+# What to call instead when a file function is given tensors in memory.
+_IN_MEMORY = {
+    "merge": "sparse_soups.merge_state_dicts()",
+    "greedy_merge": "sparse_soups.torch.greedy_soup()",
+    "check_mask": "sparse_soups.mask_fingerprints()",
+    "prune": "sparse_soups.prune_state_dict() (or sparse_soups.torch.prune_model() for a model)",
+}
+
+
+def _in_memory(value: Any) -> str | None:
+    """What ``value`` is if it is a state dict, a module or a tensor rather
+    than a path."""
+    if isinstance(value, Mapping):
+        return "a state dict"
+    if callable(getattr(value, "state_dict", None)):
+        return "a module"
+    if hasattr(value, "shape") and hasattr(value, "dtype"):
+        return "a tensor"
+    return None
+
+
+def _path(path: PathLike, function: str, what: str = "path") -> str:
+    """``os.fspath(path)``, or a TypeError that points a state dict, a
+    module or a tensor to the in-memory function."""
+    kind = _in_memory(path)
+    if kind is not None:
+        instead = _IN_MEMORY.get(function)
+        hint = (
+            f"for state dicts in memory use {instead}"
+            if instead
+            else "save it with safetensors first"
+        )
+        raise TypeError(
+            f"{function}() takes paths of safetensors files, but its {what} is {kind}; {hint}"
+        )
+    return os.fspath(path)
+
+
+def _paths(paths: Iterable[PathLike], function: str) -> list[str]:
     if isinstance(paths, (str, os.PathLike)):
         raise TypeError("expected a sequence of paths, got a single path")
-    return [os.fspath(p) for p in paths]
+    if _in_memory(paths) is not None:
+        _path(cast(PathLike, paths), function, "paths argument")
+    return [_path(p, function, f"item {i}") for i, p in enumerate(paths)]
 
 
 def merge(
@@ -66,7 +107,7 @@ def merge(
     input digests recorded as provenance.
     """
     report = _core.merge(
-        _paths(paths),
+        _paths(paths, "merge"),
         os.fspath(out),
         None if weights is None else [float(w) for w in weights],
         mask_policy,
@@ -104,12 +145,20 @@ def greedy_merge(
     plus it scores at least as well (strictly better with ``strict=True``).
     Trial soups are written to a temporary folder beside ``out`` and
     removed. An exception raised by ``evaluate`` stops the soup and
-    propagates unchanged; nothing is written.
+    propagates unchanged; nothing is written. So does a score that is not
+    a finite number (``None``, a string, NaN or an infinity, also among
+    ``scores``): :class:`~sparse_soups.errors.EvaluatorError` names the
+    file being scored (:class:`~sparse_soups.errors.InvalidArgument` for
+    ``scores``).
     """
+
+    def scored(path: str) -> float:
+        return score_of(evaluate(path), os.fspath(path))
+
     report = _core.greedy_merge(
-        _paths(paths),
+        _paths(paths, "greedy_merge"),
         os.fspath(out),
-        evaluate,
+        scored,
         strict,
         None if scores is None else [float(s) for s in scores],
         mask_policy,
@@ -138,8 +187,8 @@ def check_mask(
     difference is a finding, not an error: look at ``report["identical"]``.
     """
     report = _core.check_mask(
-        _paths(paths),
-        None if reference is None else os.fspath(reference),
+        _paths(paths, "check_mask"),
+        None if reference is None else _path(reference, "check_mask", "reference"),
         list(include or []),
         list(exclude or []),
         budget,
@@ -173,7 +222,7 @@ def prune(
     broken by position, so the result depends on the input alone.
     """
     report = _core.prune(
-        os.fspath(path),
+        _path(path, "prune"),
         None if out is None else os.fspath(out),
         float(sparsity),
         scope,
@@ -191,7 +240,7 @@ def prune(
 def inspect(path: PathLike, *, headers_only: bool = False, budget: int | None = None) -> Inspection:
     """Tensors, dtypes, shapes, sparsity and metadata of a checkpoint
     (``soup inspect``); ``headers_only=True`` skips counting zeros."""
-    return cast(Inspection, json.loads(_core.inspect(os.fspath(path), not headers_only, budget)))
+    return cast(Inspection, json.loads(_core.inspect(_path(path, "inspect"), not headers_only, budget)))
 
 
 def diff(
@@ -205,7 +254,13 @@ def diff(
     """Compare two checkpoints tensor by tensor (``soup diff``). Values
     count as equal when ``|a - b| <= atol + rtol * |b|``; a difference is a
     finding (``report["equal"]``), not an error."""
-    report = _core.diff(os.fspath(a), os.fspath(b), float(atol), float(rtol), budget)
+    report = _core.diff(
+        _path(a, "diff", "first checkpoint"),
+        _path(b, "diff", "second checkpoint"),
+        float(atol),
+        float(rtol),
+        budget,
+    )
     return cast(DiffReport, json.loads(report))
 
 
@@ -217,7 +272,7 @@ def hash(  # noqa: A001 (mirrors `soup hash`)
     dtypes, shapes and data, unchanged by metadata, tensor order or
     sharding. It is what outputs record as provenance (``digest`` there is
     the algorithm of the recorded input digests)."""
-    return cast(HashReport, json.loads(_core.hash(os.fspath(path), digest, budget)))
+    return cast(HashReport, json.loads(_core.hash(_path(path, "hash"), digest, budget)))
 
 
 def distance(
@@ -231,5 +286,5 @@ def distance(
     of the checkpoints' float tensors (selected by the ``include`` /
     ``exclude`` regular expressions), and each one's distance to their
     mean. At least two checkpoints."""
-    report = _core.distance(_paths(paths), list(include or []), list(exclude or []), budget)
+    report = _core.distance(_paths(paths, "distance"), list(include or []), list(exclude or []), budget)
     return cast(DistanceReport, json.loads(report))

@@ -1,5 +1,6 @@
 """The in-memory API: soup-core's merge, prune and mask fingerprints over
-state dicts of CPU tensors or numpy arrays.
+state dicts of tensors or numpy arrays (or modules, whose ``state_dict()``
+is taken).
 
 These functions run exactly the code of the file API, so their results are
 bit for bit those of :func:`sparse_soups.merge` and
@@ -11,12 +12,17 @@ Where data is copied:
   temporary folder). The bytes are written straight from each tensor's own
   buffer, with no intermediate copy, when the tensor is a contiguous,
   little-endian CPU tensor or numpy array. A non-contiguous tensor is made
-  contiguous first, and a tensor on another device is moved to the CPU
-  first: both are extra copies.
+  contiguous first, and a tensor on another device (a GPU) is copied to
+  the CPU first: both are extra copies.
 - The result is read back from the output file into new arrays (one copy),
   returned as torch tensors if the first input held torch tensors and as
   numpy arrays otherwise. BF16 results in numpy form are ``uint16`` bit
-  patterns (numpy has no bfloat16).
+  patterns (numpy has no bfloat16). Each result tensor is moved to the
+  device of the first input's tensor of that name (one more copy for a
+  GPU), so GPU state dicts give GPU results.
+
+Errors name the inputs as the caller knows them ("state dict 1", or the
+candidate of a soup), never the temporary files.
 
 Tensors are written in the dict's order, which is the storage order that
 pruning's tie-break follows (see :func:`sparse_soups.prune`).
@@ -35,6 +41,7 @@ import numpy as np
 
 from . import _files
 from ._types import PruneReport
+from .errors import SoupError
 
 __all__ = ["merge_state_dicts", "prune_state_dict", "mask_fingerprints"]
 
@@ -87,15 +94,19 @@ def _as_array(name: str, value: Any) -> tuple[str, np.ndarray]:
     return tag, array
 
 
-def _write(path: str, state_dict: StateDict) -> None:
-    """Writes ``state_dict`` as a safetensors file, in dict order."""
+def _write(path: str, state_dict: StateDict, label: str = "state dict") -> None:
+    """Writes ``state_dict`` as a safetensors file, in dict order; errors
+    name it ``label``."""
     header: dict[str, Any] = {}
     arrays = []
     offset = 0
     for name, value in state_dict.items():
         if not isinstance(name, str):
-            raise TypeError(f"state dict keys must be strings, got {name!r}")
-        tag, array = _as_array(name, value)
+            raise TypeError(f"{label}: keys must be strings, got {name!r}")
+        try:
+            tag, array = _as_array(name, value)
+        except TypeError as e:
+            raise TypeError(f"{label}: {e}") from None
         header[name] = {
             "dtype": tag,
             "shape": list(array.shape),
@@ -143,11 +154,86 @@ def _scratch() -> tempfile.TemporaryDirectory[str]:
 
 
 def _ordered(result: dict[str, Any], like: StateDict) -> dict[str, Any]:
-    return {name: result[name] for name in like}
+    """``result`` in the key order of ``like``, each torch tensor on the
+    device of ``like``'s tensor of the same name."""
+    out = {}
+    for name, value in like.items():
+        r = result[name]
+        device = getattr(value, "device", None) if _is_torch(value) else None
+        if device is not None and device.type != "cpu" and _is_torch(r):
+            r = r.to(device)
+        out[name] = r
+    return out
+
+
+def as_state_dict(item: Any, label: str) -> StateDict:
+    """``item`` itself if it is a mapping, the ``state_dict()`` of a module,
+    and a TypeError naming ``label`` for anything else."""
+    if isinstance(item, Mapping):
+        return item
+    if isinstance(item, (str, bytes, os.PathLike)):
+        raise TypeError(
+            f"{label} is a path, not a state dict: for files use sparse_soups.merge() "
+            "(or prune(), check_mask())"
+        )
+    state_dict = getattr(item, "state_dict", None)
+    if callable(state_dict):
+        return state_dict()  # type: ignore[no-any-return]
+    raise TypeError(
+        f"{label} is a {type(item).__name__}, not a state dict "
+        "(a mapping of names to tensors or arrays) or a module"
+    )
+
+
+class _Named:
+    """Turns a soup-core error about the temporary files ``names`` (path to
+    the caller's name for it) into the same error about those names."""
+
+    def __init__(self, names: Mapping[str, str]) -> None:
+        self.names = names
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: Any, error: Any, tb: Any) -> None:
+        if isinstance(error, SoupError):
+            message = str(error)
+            # Longest first: no path is then a prefix of a later one.
+            for path in sorted(self.names, key=len, reverse=True):
+                message = message.replace(path, self.names[path])
+            message = message.replace("see check_mask()", "see mask_fingerprints()")
+            raise type(error)(message) from None
+
+
+def merge_named(
+    state_dicts: Sequence[Any],
+    names: Sequence[str],
+    weights: Sequence[float] | None = None,
+    mask_policy: Literal["refuse", "union", "intersect"] = "refuse",
+    dtype: str | None = None,
+    *,
+    int_policy: Literal["equal", "first"] = "equal",
+) -> dict[str, Any]:
+    """:func:`merge_state_dicts` whose errors call input ``i``
+    ``names[i]``."""
+    if not state_dicts:
+        raise ValueError("merge_state_dicts needs at least one state dict")
+    dicts = [as_state_dict(sd, name) for sd, name in zip(state_dicts, names, strict=True)]
+    as_torch = any(_is_torch(v) for v in dicts[0].values())
+    with _scratch() as tmp:
+        paths = {}
+        for i, (sd, name) in enumerate(zip(dicts, names, strict=True)):
+            path = os.path.join(tmp, f"input-{i}.safetensors")
+            _write(path, sd, name)
+            paths[path] = name
+        out = os.path.join(tmp, "merged.safetensors")
+        with _Named(paths):
+            _files.merge(list(paths), out, weights, mask_policy, dtype, int_policy=int_policy)
+        return _ordered(_read(out, as_torch), dicts[0])
 
 
 def merge_state_dicts(
-    state_dicts: Sequence[StateDict],
+    state_dicts: Sequence[StateDict | Any],
     weights: Sequence[float] | None = None,
     mask_policy: Literal["refuse", "union", "intersect"] = "refuse",
     dtype: str | None = None,
@@ -156,18 +242,17 @@ def merge_state_dicts(
 ) -> dict[str, Any]:
     """Average state dicts with soup-core's merge (see
     :func:`sparse_soups.merge` for weights and policies); returns a new
-    state dict in the first one's key order."""
-    if not state_dicts:
-        raise ValueError("merge_state_dicts needs at least one state dict")
-    as_torch = any(_is_torch(v) for v in state_dicts[0].values())
-    with _scratch() as tmp:
-        paths = []
-        for i, sd in enumerate(state_dicts):
-            paths.append(os.path.join(tmp, f"input-{i}.safetensors"))
-            _write(paths[-1], sd)
-        out = os.path.join(tmp, "merged.safetensors")
-        _files.merge(paths, out, weights, mask_policy, dtype, int_policy=int_policy)
-        return _ordered(_read(out, as_torch), state_dicts[0])
+    state dict in the first one's key order, its tensors on the first
+    one's devices. A module may stand for its ``state_dict()``. Errors call
+    the inputs "state dict 0", "state dict 1", ... in the order given."""
+    return merge_named(
+        state_dicts,
+        [f"state dict {i}" for i in range(len(state_dicts))],
+        weights,
+        mask_policy,
+        dtype,
+        int_policy=int_policy,
+    )
 
 
 def prune_with_report(
@@ -178,16 +263,20 @@ def prune_with_report(
     *,
     include: Sequence[str] | None = None,
     exclude: Sequence[str] | None = None,
+    label: str = "the state dict",
 ) -> tuple[dict[str, Any], PruneReport]:
-    """:func:`prune_state_dict`, also returning soup-core's report."""
+    """:func:`prune_state_dict`, also returning soup-core's report; errors
+    call the input ``label``."""
+    state_dict = as_state_dict(state_dict, label)
     as_torch = any(_is_torch(v) for v in state_dict.values())
     with _scratch() as tmp:
         src = os.path.join(tmp, "input.safetensors")
         out = os.path.join(tmp, "pruned.safetensors")
-        _write(src, state_dict)
-        report = _files.prune(
-            src, out, sparsity, scope, of_remaining, include=include, exclude=exclude
-        )
+        _write(src, state_dict, label)
+        with _Named({src: label}):
+            report = _files.prune(
+                src, out, sparsity, scope, of_remaining, include=include, exclude=exclude
+            )
         return _ordered(_read(out, as_torch), state_dict), report
 
 
@@ -201,7 +290,8 @@ def prune_state_dict(
     exclude: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Prune a state dict by magnitude with soup-core (the rules of
-    :func:`sparse_soups.prune`); returns a new state dict."""
+    :func:`sparse_soups.prune`); returns a new state dict, its tensors on
+    the input's devices."""
     pruned, _ = prune_with_report(
         state_dict, sparsity, scope, of_remaining, include=include, exclude=exclude
     )
@@ -217,8 +307,11 @@ def mask_fingerprints(
     ``include``/``exclude`` regular expressions), as
     :func:`sparse_soups.check_mask` reports it: two tensors of one name
     share a mask (``w != 0``) exactly when their fingerprints are equal."""
+    label = "the state dict"
+    state_dict = as_state_dict(state_dict, label)
     with _scratch() as tmp:
         src = os.path.join(tmp, "input.safetensors")
-        _write(src, state_dict)
-        report = _files.check_mask([src], reference=src, include=include, exclude=exclude)
+        _write(src, state_dict, label)
+        with _Named({src: label}):
+            report = _files.check_mask([src], reference=src, include=include, exclude=exclude)
     return {t["name"]: t["reference_fingerprint"] for t in report["tensors"]}

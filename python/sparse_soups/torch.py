@@ -39,7 +39,10 @@ import torch
 from torch import nn
 
 from ._memory import merge_state_dicts, prune_with_report
+from ._memory import as_state_dict, merge_named
+from ._scores import score_of
 from ._types import PruneReport
+from .errors import InvalidArgument
 
 __all__ = [
     "MaskEnforcer",
@@ -124,8 +127,38 @@ class MaskEnforcer:
         return zeros / total if total else 0.0
 
 
-def _inputs(batch: Any) -> Any:
-    return batch[0] if isinstance(batch, (tuple, list)) else batch
+def _default_input(batch: Any, index: int) -> Any:
+    """The input of a batch that is a tensor or a tuple/list whose first
+    item is a tensor; a TypeError naming what was found otherwise."""
+    if isinstance(batch, torch.Tensor):
+        return batch
+    if isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], torch.Tensor):
+        return batch[0]
+    if isinstance(batch, Mapping):
+        found = f"a {type(batch).__name__} with keys {list(batch)[:8]}"
+    elif isinstance(batch, (tuple, list)):
+        first = type(batch[0]).__name__ if batch else "nothing"
+        found = f"a {type(batch).__name__} whose first item is {first}"
+    else:
+        found = f"a {type(batch).__name__}"
+    raise TypeError(
+        f"recalibrate_bn: batch {index} is {found}; without input_fn a batch must be a "
+        "tensor of inputs or a tuple/list (inputs, targets, ...) whose first item is the "
+        "input tensor: pass input_fn=lambda batch: ... returning the model's input "
+        "(e.g. input_fn=lambda b: b['image'])"
+    )
+
+
+def _to_device(value: Any, device: torch.device) -> Any:
+    """``value`` with every tensor in it (also inside tuples, lists and
+    dicts) moved to ``device``."""
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, Mapping):
+        return {k: _to_device(v, device) for k, v in value.items()}
+    if isinstance(value, (tuple, list)):
+        return type(value)(_to_device(v, device) for v in value)
+    return value
 
 
 @torch.no_grad()
@@ -136,6 +169,7 @@ def recalibrate_bn(
     mode: Literal["cumulative", "ema"] = "cumulative",
     *,
     batches: int | None = None,
+    input_fn: Callable[[Any], Any] | None = None,
 ) -> int:
     """Recompute the running statistics of every batch-norm layer.
 
@@ -149,8 +183,12 @@ def recalibrate_bn(
     plain average over those batches of the batch means and (unbiased)
     variances; ``mode="ema"`` uses each layer's own momentum (0.1 by
     default) as the reference SMS code does. A batch is a tensor or a
-    tuple/list whose first item is the input. Returns the number of
-    batches used. The model's training mode and momenta are restored.
+    tuple/list whose first item is the input tensor; for other batches
+    (dicts, custom objects) ``input_fn(batch)`` returns the model's input,
+    a tensor or a structure of tensors that is passed as the model's one
+    argument. The input's tensors are moved to the model's device. Returns
+    the number of batches used. The model's training mode and momenta are
+    restored, and so are the statistics if a batch raises.
     """
     if mode not in ("cumulative", "ema"):
         raise ValueError(f"mode must be cumulative or ema, got {mode!r}")
@@ -165,6 +203,8 @@ def recalibrate_bn(
         return 0
     was_training = {m: m.training for m in model.modules()}
     momenta = {m: m.momentum for m in norms}
+    # Restored if a batch fails (or Ctrl-C): no half-recalibrated model.
+    saved = {m: [b.clone() for b in m.buffers(recurse=False)] for m in norms}
     try:
         model.train()
         for m in model.modules():
@@ -179,9 +219,15 @@ def recalibrate_bn(
         for batch in loader:
             if used == batches:
                 break
-            model(_inputs(batch).to(device))
+            x = input_fn(batch) if input_fn is not None else _default_input(batch, used)
+            model(_to_device(x, device))
             used += 1
         return used
+    except BaseException:
+        for m, buffers in saved.items():
+            for b, old in zip(m.buffers(recurse=False), buffers, strict=True):
+                b.copy_(old)
+        raise
     finally:
         for m, momentum in momenta.items():
             m.momentum = momentum
@@ -189,8 +235,45 @@ def recalibrate_bn(
             m.train(training)
 
 
-def _state_dict(item: nn.Module | Mapping[str, torch.Tensor]) -> Mapping[str, torch.Tensor]:
-    return item.state_dict() if isinstance(item, nn.Module) else item
+# Key prefixes of wrapped models: torch.compile's OptimizedModule and
+# DistributedDataParallel / DataParallel (and FSDP-style wrappers).
+_WRAPPER_PREFIXES = ("_orig_mod.", "module.")
+
+
+def _unwrapped_module(model: nn.Module) -> nn.Module:
+    """The plain model inside torch.compile and data-parallel wrappers."""
+    while True:
+        inner = getattr(model, "_orig_mod", None)
+        if isinstance(inner, nn.Module):
+            model = inner
+            continue
+        if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+            model = model.module
+            continue
+        return model
+
+
+def _unwrapped_keys(sd: Mapping[str, torch.Tensor]) -> Mapping[str, torch.Tensor]:
+    """``sd`` without a ``_orig_mod.`` or ``module.`` prefix that every key
+    carries (repeatedly, for a compiled DDP model)."""
+    keys = list(sd)
+    stripped = 0
+    while keys:
+        prefix = next((p for p in _WRAPPER_PREFIXES if all(k.startswith(p) for k in keys)), None)
+        if prefix is None:
+            break
+        keys = [k[len(prefix) :] for k in keys]
+        stripped += len(prefix)
+    if not stripped:
+        return sd
+    return {k[stripped:]: v for k, v in sd.items()}
+
+
+def _state_dict(item: Any, label: str) -> Mapping[str, torch.Tensor]:
+    """The state dict of a candidate, as the plain (unwrapped) model has it."""
+    if isinstance(item, nn.Module):
+        return _unwrapped_module(item).state_dict()
+    return _unwrapped_keys(as_state_dict(item, label))
 
 
 def uniform_soup(
@@ -205,9 +288,17 @@ def uniform_soup(
     differ raise :class:`~sparse_soups.errors.MaskMismatch` unless
     ``mask_policy`` says how to combine them. Integer buffers (batch
     norm's ``num_batches_tracked``) must be equal unless
-    ``int_policy="first"``. Recalibrate batch norm after loading it."""
-    return merge_state_dicts(
-        [_state_dict(c) for c in models_or_state_dicts],
+    ``int_policy="first"``. Recalibrate batch norm after loading it.
+
+    Models wrapped by ``torch.compile`` or ``DistributedDataParallel`` /
+    ``DataParallel`` are unwrapped, and a ``_orig_mod.`` or ``module.``
+    prefix that all keys of a state dict share is removed, so the soup
+    loads into the plain model. Its tensors are on the first candidate's
+    devices. Errors call the inputs "candidate 0", "candidate 1", ..."""
+    labels = [f"candidate {i}" for i in range(len(models_or_state_dicts))]
+    return merge_named(
+        [_state_dict(c, n) for c, n in zip(models_or_state_dicts, labels, strict=True)],
+        labels,
         mask_policy=mask_policy,
         int_policy=int_policy,
     )
@@ -259,33 +350,49 @@ def greedy_soup(
     for SMS it should load it, recalibrate batch norm and return the
     validation accuracy. The result is always the averaged soup of the
     chosen candidates, even when only the best one is chosen.
+
+    Scores follow the rule of :func:`sparse_soups.greedy_merge`: a score
+    is a finite number (a Python or numpy number or a one-element
+    tensor). ``evaluate`` returning ``None``, a string, NaN or an infinity
+    raises :class:`~sparse_soups.errors.EvaluatorError` naming the
+    candidate or trial soup it was scoring; non-finite ``scores`` raise
+    :class:`~sparse_soups.errors.InvalidArgument`. Candidates are
+    unwrapped as in :func:`uniform_soup`, and errors call them "candidate
+    0", "candidate 1", ... in the input order.
     """
     if not candidates:
-        raise ValueError("greedy soup needs at least one candidate")
-    dicts = [_state_dict(c) for c in candidates]
+        raise InvalidArgument("greedy soup needs at least one candidate")
+    labels = [f"candidate {i}" for i in range(len(candidates))]
+    dicts = [_state_dict(c, n) for c, n in zip(candidates, labels, strict=True)]
     if scores is None:
-        first = [float(evaluate(dict(sd))) for sd in dicts]
+        first = [score_of(evaluate(dict(sd)), n) for sd, n in zip(dicts, labels, strict=True)]
     else:
         first = [float(s) for s in scores]
         if len(first) != len(dicts):
-            raise ValueError(f"{len(first)} scores given for {len(dicts)} candidates")
-    if any(not math.isfinite(s) for s in first):
-        raise ValueError(f"scores must be finite, got {first}")
+            raise InvalidArgument(f"{len(first)} scores given for {len(dicts)} candidates")
+        bad = next((s for s in first if not math.isfinite(s)), None)
+        if bad is not None:
+            raise InvalidArgument(f"scores must be finite, got {bad}")
     order = sorted(range(len(dicts)), key=lambda i: -first[i])
 
     def soup(indices: list[int]) -> dict[str, torch.Tensor]:
-        return merge_state_dicts(
-            [dicts[i] for i in indices], mask_policy=mask_policy, int_policy=int_policy
+        return merge_named(
+            [dicts[i] for i in indices],
+            [labels[i] for i in indices],
+            mask_policy=mask_policy,
+            int_policy=int_policy,
         )
+
+    def described(indices: list[int], c: int) -> str:
+        kept = ", ".join(str(i) for i in indices)
+        return f"the soup of candidates {kept} with candidate {c}"
 
     best = order[0]
     chosen = [best]
     current = first[best]
     trials = [GreedyTrial(best, first[best], first[best], True)]
     for c in order[1:]:
-        s = float(evaluate(soup(chosen + [c])))
-        if not math.isfinite(s):
-            raise ValueError(f"evaluate returned {s} for the soup with candidate {c}")
+        s = score_of(evaluate(soup(chosen + [c])), described(chosen, c))
         kept = s > current if strict else s >= current
         if kept:
             chosen.append(c)
@@ -313,7 +420,7 @@ def prune_model(
     existing optimizer still holds them."""
     live = model.state_dict(keep_vars=False)
     pruned, report = prune_with_report(
-        live, sparsity, scope, of_remaining, include=include, exclude=exclude
+        live, sparsity, scope, of_remaining, include=include, exclude=exclude, label="the model"
     )
     changed = {t["name"] for t in report["tensors"]}
     for name in changed:

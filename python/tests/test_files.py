@@ -157,7 +157,7 @@ def test_greedy_merge_passes_evaluator_exceptions_through(family, tmp_path: Path
     out = tmp_path / "g.safetensors"
     with pytest.raises(Broken):
         ss.greedy_merge([family["c0"], family["c1"]], out, evaluate)
-    with pytest.raises(TypeError):
+    with pytest.raises(ss.EvaluatorError, match="'high'"):
         ss.greedy_merge([family["c0"], family["c1"]], out, lambda p: "high")
     assert not out.exists() and not list(tmp_path.glob(".soup-greedy-*"))
 
