@@ -245,17 +245,21 @@ pub(crate) fn count_equal<S: Source, K: Key>(source: &S, key: &K, p: &Piece, thr
 
 /// [`count_equal`] for BF16 or F16 data with F32 keys, on the 16-bit words.
 pub(crate) fn count_equal_16(bytes: &[u8], ty: FloatType, thr: u32) -> u64 {
-    let table = f16_keys();
-    let words = bytes
-        .chunks_exact(2)
-        .map(|c| u16::from_le_bytes(c.try_into().expect("2 bytes")));
-    if ty == FloatType::BF16 {
-        words
-            .map(|w| (key16(w, FloatType::BF16, table) == thr) as u64)
-            .sum()
-    } else {
-        words
-            .map(|w| (key16(w, FloatType::F16, table) == thr) as u64)
-            .sum()
+    #[inline(always)]
+    fn plain(bytes: &[u8], ty: FloatType, thr: u32) -> u64 {
+        let table = f16_keys();
+        let words = bytes
+            .chunks_exact(2)
+            .map(|c| u16::from_le_bytes(c.try_into().expect("2 bytes")));
+        if ty == FloatType::BF16 {
+            words
+                .map(|w| (key16(w, FloatType::BF16, table) == thr) as u64)
+                .sum()
+        } else {
+            words
+                .map(|w| (key16(w, FloatType::F16, table) == thr) as u64)
+                .sum()
+        }
     }
+    crate::dtype::avx2_or_plain!(avx2, plain, (bytes: &[u8], ty: FloatType, thr: u32) -> u64);
 }

@@ -206,14 +206,22 @@ fn prune_keys<K: Key>(
 /// adding `+0.0` to a sum that starts at `+0.0` and only grows leaves it
 /// as it is.
 fn prune_16(bytes: &[u8], ty: FloatType, thr: u32, budget: u64, out: &mut [u8]) -> Counts {
-    let table = f16_keys();
-    if ty == FloatType::BF16 {
-        prune_16_with(bytes, thr, budget, out, |w| {
-            key16(w, FloatType::BF16, table)
-        })
-    } else {
-        prune_16_with(bytes, thr, budget, out, |w| key16(w, FloatType::F16, table))
+    #[inline(always)]
+    fn plain(bytes: &[u8], ty: FloatType, thr: u32, budget: u64, out: &mut [u8]) -> Counts {
+        let table = f16_keys();
+        if ty == FloatType::BF16 {
+            prune_16_with(bytes, thr, budget, out, |w| {
+                key16(w, FloatType::BF16, table)
+            })
+        } else {
+            prune_16_with(bytes, thr, budget, out, |w| key16(w, FloatType::F16, table))
+        }
     }
+    crate::dtype::avx2_or_plain!(
+        avx2,
+        plain,
+        (bytes: &[u8], ty: FloatType, thr: u32, budget: u64, out: &mut [u8]) -> Counts
+    );
 }
 
 /// Elements per block of [`prune_16_with`] (its buffers stay in the L1
@@ -238,18 +246,25 @@ fn prune_16_with(
     let write = !out.is_empty();
     let (mut zeros, mut removed, mut squares) = (0u64, 0u64, 0f64);
     let mut gone = [0u8; BLOCK16];
+    let mut squares_all = [0f64; BLOCK16];
     let mut packed = [0f64; BLOCK16];
     let word = |c: &[u8]| u16::from_le_bytes(c.try_into().expect("2 bytes"));
     for (b, block) in bytes.chunks(2 * BLOCK16).enumerate() {
         let len = block.len() / 2;
         let gone = &mut gone[..len];
         let mut ties = 0u64;
-        for (g, c) in gone.iter_mut().zip(block.chunks_exact(2)) {
+        for ((g, sq), c) in gone
+            .iter_mut()
+            .zip(&mut squares_all)
+            .zip(block.chunks_exact(2))
+        {
             let k = key(word(c));
             let nonzero = k != 0;
             *g = (nonzero & (k < below)) as u8;
             zeros += (!nonzero) as u64;
             ties += (nonzero & (k == thr)) as u64;
+            let m = f32::from_bits(k) as f64;
+            *sq = m * m;
         }
         if budget > 0 && ties > 0 {
             for (g, c) in gone.iter_mut().zip(block.chunks_exact(2)) {
@@ -264,9 +279,8 @@ fn prune_16_with(
             }
         }
         let mut n = 0;
-        for (&g, c) in gone.iter().zip(block.chunks_exact(2)) {
-            let m = f32::from_bits(key(word(c))) as f64;
-            packed[n] = m * m;
+        for (&g, &sq) in gone.iter().zip(&squares_all) {
+            packed[n] = sq;
             n += g as usize;
         }
         removed += n as u64;
