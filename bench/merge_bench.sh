@@ -26,7 +26,8 @@
 #               SOUP_PYTHON; its output is not fsynced)
 # and prints a Markdown table: median and best wall time of REPEAT rounds,
 # the median as a ratio (merge, python and mergekit to the floor,
-# check-mask to cat), the peak RSS (/usr/bin/time -v's maximum resident set
+# check-mask to cat), the median CPU time (user + system, all threads) and
+# its ratio to the same reference, the peak RSS (/usr/bin/time -v's maximum resident set
 # size), and whether soup met its target.
 #
 # Environment: REPEAT (default 5), SOUP_BASE (see merge-base), BENCH_NICE (see below), BENCH_DIR (scratch folder on the disk to
@@ -75,19 +76,21 @@ fi
 bench_setup soup-bench
 
 # measure NAME CMD...: runs CMD under /usr/bin/time, appends
-# "NAME seconds peak_kib" to $results.
+# "NAME microseconds peak_kib cpu_seconds" (user + system) to $results.
 measure() {
     local name=$1
     shift
     local t0 t1
     t0=$(date +%s%N)
-    "${prio[@]}" /usr/bin/time -f "%M" -o "$scratch/rss" "$@" >/dev/null
+    "${prio[@]}" /usr/bin/time -f "%M %U %S" -o "$scratch/rss" "$@" >/dev/null
     t1=$(date +%s%N)
-    echo "$name $(( (t1 - t0) / 1000 )) $(tail -1 "$scratch/rss")" >>"$results"
+    local rss user sys
+    read -r rss user sys < <(tail -1 "$scratch/rss")
+    echo "$name $(( (t1 - t0) / 1000 )) $rss $(awk -v u="$user" -v s="$sys" 'BEGIN {print u + s}')" >>"$results"
 }
 
-echo "| size | command | median s | best s | ratio (median) | peak RSS MiB | target |"
-echo "|---|---|---:|---:|---:|---:|---|"
+echo "| size | command | median s | best s | ratio (median) | median CPU s | CPU ratio | peak RSS MiB | target |"
+echo "|---|---|---:|---:|---:|---:|---:|---:|---|"
 for size in "${sizes[@]}"; do
     data="$scratch/$size"
     echo "generating 5 x $size MiB ($dtype) in $data" >&2
@@ -136,9 +139,10 @@ for size in "${sizes[@]}"; do
 import statistics, sys
 rows = {}
 for line in open(sys.argv[1]):
-    name, us, kib = line.split()
-    rows.setdefault(name, []).append((int(us) / 1e6, int(kib) / 1024))
-med = {n: statistics.median(t for t, _ in v) for n, v in rows.items()}
+    name, us, kib, cpu = line.split()
+    rows.setdefault(name, []).append((int(us) / 1e6, int(kib) / 1024, float(cpu)))
+med = {n: statistics.median(t for t, _, _ in v) for n, v in rows.items()}
+cpu = {n: statistics.median(c for _, _, c in v) for n, v in rows.items()}
 base = {"floor": "floor", "cat": "floor", "merge": "floor", "merge-base": "floor", "python": "floor",
         "mergekit": "floor", "check-mask": "cat", "check-mask-base": "cat"}
 # soup's targets: (ratio limit, peak RSS limit in MiB).
@@ -148,14 +152,15 @@ for name in ["floor", "cat", "merge", "merge-base", "check-mask", "check-mask-ba
         continue
     v = rows[name]
     ratio = med[name] / med[base[name]]
-    rss = max(r for _, r in v)
+    rss = max(r for _, r, _ in v)
+    cpu_ratio = f"{cpu[name] / cpu[base[name]]:.2f}x" if cpu[base[name]] > 0 else "-"
     target = ""
     if name in targets:
         limit, rss_limit = targets[name]
         met = ratio <= limit and rss <= rss_limit
         target = f"<= {limit}x, <= {rss_limit} MiB: {'met' if met else 'MISSED'}"
-    print(f"| 5 x {sys.argv[2]} | {name} | {med[name]:.3f} | {min(t for t, _ in v):.3f} "
-          f"| {ratio:.2f}x {base[name]} | {rss:.0f} | {target} |")
+    print(f"| 5 x {sys.argv[2]} | {name} | {med[name]:.3f} | {min(t for t, _, _ in v):.3f} "
+          f"| {ratio:.2f}x {base[name]} | {cpu[name]:.2f} | {cpu_ratio} | {rss:.0f} | {target} |")
 PY
     rm -rf "$data"
 done

@@ -2,7 +2,7 @@
 # Global magnitude pruning of a 1 GiB F32 checkpoint, side by side with
 #   - the floor: `cat` of the input plus an fsynced copy of it, and
 #   - a numpy implementation (bench/prune_numpy.py) of the same rule.
-# Reports wall time (median of REPS runs), the ratio to the floor and peak
+# Reports wall time and CPU time, user + system (medians of REPS runs), their ratios to the floor and peak
 # RSS (/usr/bin/time -v). The input stays in the page cache for every run
 # (the same for all three). Checks that soup and numpy write the same values.
 #
@@ -60,11 +60,12 @@ else
 fi
 cat "$in" >/dev/null
 
-# run NAME CMD...: REPS timed runs; prints "NAME median_seconds max_rss_kib".
+# run NAME CMD...: REPS timed runs; prints "NAME median_seconds max_rss_kib
+# median_cpu_seconds wall_seconds...", CPU time being user + system.
 run() {
     local name=$1
     shift
-    local times=() rss=0
+    local times=() cpus=() rss=0
     for _ in $(seq "$reps"); do
         rm -rf "$out" "$work/copy"
         sync
@@ -73,11 +74,14 @@ run() {
         wall=$(awk -F': ' '/Elapsed \(wall clock\)/ {n=split($2,p,":"); s=0; for(i=1;i<=n;i++) s=s*60+p[i]; print s}' "$work/time.txt")
         r=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$work/time.txt")
         times+=("$wall")
+        cpus+=("$(awk -F': ' '/User time|System time/ {s += $2} END {print s}' "$work/time.txt")")
         [ "$r" -gt "$rss" ] && rss=$r
     done
     local median
     median=$(printf '%s\n' "${times[@]}" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
-    echo "$name $median $rss ${times[*]}"
+    local cpu
+    cpu=$(printf '%s\n' "${cpus[@]}" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
+    echo "$name $median $rss $cpu ${times[*]}"
 }
 
 floor=$(run floor sh -c "cat '$in' >/dev/null && dd if='$in' of='$work/copy' bs=16M conv=fsync status=none")
@@ -104,10 +108,11 @@ if [ -z "$dtype" ]; then
 fi
 
 floor_s=$(echo "$floor" | awk '{print $2}')
-echo "| what | wall s (median of $reps) | x floor | peak RSS MiB | runs |"
-echo "|---|---:|---:|---:|---|"
+floor_cpu=$(echo "$floor" | awk '{print $4}')
+echo "| what | wall s (median of $reps) | x floor | CPU s (median) | CPU x floor | peak RSS MiB | runs |"
+echo "|---|---:|---:|---:|---:|---:|---|"
 for row in "${rows[@]}"; do
-    echo "$row" | awk -v f="$floor_s" '{runs=""; for(i=4;i<=NF;i++) runs=runs (i>4?" ":"") $i; printf "| %s | %.2f | %.2f | %.0f | %s |\n", $1, $2, $2/f, $3/1024, runs}'
+    echo "$row" | awk -v f="$floor_s" -v fc="$floor_cpu" '{runs=""; for(i=5;i<=NF;i++) runs=runs (i>5?" ":"") $i; printf "| %s | %.2f | %.2f | %.2f | %.2f | %.0f | %s |\n", $1, $2, $2/f, $4, (fc > 0 ? $4/fc : 0), $3/1024, runs}'
 done
 echo
 if [ -z "$dtype" ]; then

@@ -17,6 +17,7 @@ pub use safetensors::Dtype;
 use crate::error::{Error, Result};
 
 mod fast;
+pub(crate) use fast::avx2_or_plain;
 #[cfg(test)]
 mod fast_tests;
 

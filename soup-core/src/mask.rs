@@ -4,6 +4,13 @@
 //! mask is packed into bits (see [`crate::dtype::pack_mask`]) piece by piece;
 //! the packed bits are compared with the reference's and hashed into a
 //! fingerprint, so no mask is ever held whole in memory.
+//!
+//! Masks are usually equal, so an input's mask is hashed only from the first
+//! piece where it differs from the reference's: until then its hash would be
+//! the reference's, which is where it starts from (the reference's hash at
+//! the start of the window, kept aside between windows, fed the reference's
+//! pieces of the window before that piece). An input whose mask equals the
+//! reference's over the whole tensor gets the reference's fingerprint.
 
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -144,16 +151,24 @@ pub fn check_masks(
     // Per input: the hash of the tensor in progress, and the finished
     // digests (32 bytes per tensor).
     let hashers: Vec<Mutex<Fingerprints>> = (0..n).map(|_| Mutex::default()).collect();
+    // The reference's hash of the tensor in progress at the start of the
+    // window whose fingerprints are being hashed (set between windows).
+    let window_start: Mutex<Option<Sha256>> = Mutex::default();
     let fingerprint = |k: usize, window: &[Piece], packed: &[PackedPiece]| {
         let mut f = hashers[k].lock().expect("not poisoned");
-        for (piece, p) in window.iter().zip(packed) {
+        for (i, (piece, p)) in window.iter().zip(packed).enumerate() {
             if piece.first {
-                f.current = Some(Sha256::new());
+                f.current = (k == 0).then(Sha256::new);
             }
-            f.current.as_mut().expect("started").update(p.mask(k));
+            if f.current.is_none() && p.per_input[k] > 0 {
+                f.current = Some(reference_hash(window, packed, i, &window_start));
+            }
+            if let Some(h) = f.current.as_mut() {
+                h.update(p.mask(k));
+            }
             if piece.last {
-                let digest = f.current.take().expect("started").finalize();
-                f.done.push(Fingerprint(digest.into()));
+                let digest = f.current.take().map(|h| Fingerprint(h.finalize().into()));
+                f.done.push(digest);
             }
         }
     };
@@ -169,6 +184,10 @@ pub fn check_masks(
             run: fingerprint,
         },
         |window, packed| {
+            // No task runs now, and the reference's fingerprint task has
+            // hashed every window before this one.
+            *window_start.lock().expect("not poisoned") =
+                hashers[0].lock().expect("not poisoned").current.clone();
             for (piece, p) in window.iter().zip(packed) {
                 let t = piece.tensor;
                 zeros[t] += p.zeros;
@@ -180,10 +199,20 @@ pub fn check_masks(
             Ok(())
         },
     )?;
-    let digests: Vec<Vec<Fingerprint>> = hashers
+    let mut hashed = hashers
         .into_iter()
-        .map(|f| f.into_inner().expect("not poisoned").done)
+        .map(|f| f.into_inner().expect("not poisoned").done);
+    let reference_digests: Vec<Fingerprint> = hashed
+        .next()
+        .expect("a reference")
+        .into_iter()
+        .map(|d| d.expect("the reference is always hashed"))
         .collect();
+    let mut digests: Vec<Vec<Fingerprint>> = vec![reference_digests];
+    for done in hashed {
+        let own = done.into_iter().zip(&digests[0]);
+        digests.push(own.map(|(d, r)| d.unwrap_or(*r)).collect());
+    }
     let firsts: Vec<&TensorEntry> = (0..count).map(|t| rows.entry(t, 0)).collect();
     // The rows of every input are not needed for the report.
     drop(rows);
@@ -275,11 +304,37 @@ fn pack_piece(rows: &CheckpointRows, n: usize, piece: &Piece) -> PackedPiece {
     }
 }
 
+/// The reference's hash (checkpoint 0) of the tensor of piece `i` of
+/// `window`, up to that piece: from the tensor's first piece when it is in
+/// the window, else from `window_start`.
+fn reference_hash(
+    window: &[Piece],
+    packed: &[PackedPiece],
+    i: usize,
+    window_start: &Mutex<Option<Sha256>>,
+) -> Sha256 {
+    let (mut h, from) = match window[..=i].iter().rposition(|p| p.first) {
+        Some(first) => (Sha256::new(), first),
+        None => {
+            let start = window_start.lock().expect("not poisoned");
+            (start.clone().expect("a tensor in progress"), 0)
+        }
+    };
+    for p in &packed[from..i] {
+        h.update(p.mask(0));
+    }
+    h
+}
+
 /// The mask fingerprints of one input.
 #[derive(Default)]
 struct Fingerprints {
+    /// The hash of the tensor in progress; `None` for an input other than
+    /// the reference while its mask has equalled the reference's.
     current: Option<Sha256>,
-    done: Vec<Fingerprint>,
+    /// Per finished tensor: the fingerprint, or `None` where the mask
+    /// equals the reference's.
+    done: Vec<Option<Fingerprint>>,
 }
 
 /// One piece's masks (bit-packed, per checkpoint, in one buffer) and counts.
@@ -327,6 +382,96 @@ mod tests {
             assert!(bad.parse::<Fingerprint>().is_err(), "{bad}");
         }
         assert_eq!(std::mem::size_of::<Fingerprint>(), 32);
+    }
+
+    /// Fingerprints are the sha256 of each whole packed mask whether an
+    /// input's mask equals the reference's throughout, differs from its
+    /// first piece on, or first differs in a later piece of a later window
+    /// (where its hash starts from the reference's), with the reference
+    /// first among the inputs or separate, and in any stream layout.
+    #[test]
+    fn fingerprints_are_the_hash_of_each_whole_mask() {
+        use crate::dtype::FloatType;
+        use crate::output::write_test_checkpoint;
+        use crate::stream::StreamOptions;
+        let dir = tempfile::tempdir().unwrap();
+        let n = 1000;
+        let base: Vec<f32> = (0..n)
+            .map(|i| if i % 3 == 0 { 0.0 } else { i as f32 })
+            .collect();
+        // Input k differs from the reference at `flips[k]` (per tensor).
+        let flips: [&[usize]; 4] = [&[], &[], &[0, 500], &[999]];
+        let mut paths = Vec::new();
+        for (k, f) in flips.iter().enumerate() {
+            let tensors: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> = ["a", "b"]
+                .iter()
+                .enumerate()
+                .map(|(t, name)| {
+                    let mut w = base.clone();
+                    for &i in f.iter() {
+                        let i = (i + 7 * t) % n;
+                        w[i] = if w[i] == 0.0 { 1.0 } else { 0.0 };
+                    }
+                    let bytes = w.iter().flat_map(|v| v.to_le_bytes()).collect();
+                    (name.to_string(), safetensors::Dtype::F32, vec![n], bytes)
+                })
+                .collect();
+            let path = dir.path().join(format!("c{k}.safetensors"));
+            write_test_checkpoint(&path, &tensors);
+            paths.push(path);
+        }
+        let open = |p: &PathBuf| Checkpoint::open(p).unwrap();
+        let expected = |c: &Checkpoint| -> Vec<Fingerprint> {
+            c.tensors()
+                .iter()
+                .map(|t| {
+                    let mut bits = Vec::new();
+                    crate::dtype::pack_mask(c.data(t), FloatType::F32, &mut bits);
+                    Fingerprint(Sha256::digest(&bits).into())
+                })
+                .collect()
+        };
+        for (budget, piece) in [(64 << 20, 1 << 18), (4000, 64), (900, 8), (10_000, 200)] {
+            let control = Control {
+                options: StreamOptions {
+                    budget_bytes: budget,
+                    piece_elems: piece,
+                },
+                ..Control::default()
+            };
+            let inputs: Vec<Checkpoint> = paths.iter().map(open).collect();
+            let report = check_masks(&inputs, None, &Selection::default(), &control).unwrap();
+            let reference = open(&paths[0]);
+            let reports = [
+                report,
+                check_masks(
+                    &inputs[1..],
+                    Some(&reference),
+                    &Selection::default(),
+                    &control,
+                )
+                .unwrap(),
+            ];
+            for (r, report) in reports.iter().enumerate() {
+                let want: Vec<Vec<Fingerprint>> = inputs[r..].iter().map(expected).collect();
+                for (t, tensor) in report.tensors.iter().enumerate() {
+                    let what = format!("budget {budget}, piece {piece}, {}", tensor.name);
+                    assert_eq!(
+                        tensor.reference_fingerprint,
+                        expected(&reference)[t],
+                        "{what}"
+                    );
+                    let got: Vec<Fingerprint> = tensor.fingerprints.clone();
+                    let want: Vec<Fingerprint> = want.iter().map(|w| w[t]).collect();
+                    assert_eq!(got, want, "{what}");
+                }
+                // Input 1 equals the reference; inputs 2 and 3 do not.
+                let f = &report.tensors[1].fingerprints;
+                assert_eq!(f[1 - r], report.tensors[1].reference_fingerprint);
+                assert_ne!(f[2 - r], f[1 - r]);
+                assert_ne!(f[3 - r], f[1 - r]);
+            }
+        }
     }
 
     mod hex {

@@ -57,6 +57,7 @@ macro_rules! avx2_or_plain {
         return $plain($($arg),*);
     };
 }
+pub(crate) use avx2_or_plain;
 
 /// Decodes BF16 `bytes` into `out` (one slot per element).
 pub(crate) fn decode_bf16(bytes: &[u8], out: &mut [f32]) {

@@ -234,8 +234,32 @@ pub(crate) fn count_equal<S: Source, K: Key>(source: &S, key: &K, p: &Piece, thr
     let bytes = source.bytes(p.tensor, &p.elems);
     let mut n = 0u64;
     let ty = source.float_type(p.tensor).expect("float");
+    if K::F32_MAGNITUDE && ty.size() == 2 {
+        return count_equal_16(bytes, ty, thr as u32);
+    }
     key.each(p.tensor, p.elems.start, bytes, ty, |_, k| {
         n += (k == thr) as u64
     });
     n
+}
+
+/// [`count_equal`] for BF16 or F16 data with F32 keys, on the 16-bit words.
+pub(crate) fn count_equal_16(bytes: &[u8], ty: FloatType, thr: u32) -> u64 {
+    #[inline(always)]
+    fn plain(bytes: &[u8], ty: FloatType, thr: u32) -> u64 {
+        let table = f16_keys();
+        let words = bytes
+            .chunks_exact(2)
+            .map(|c| u16::from_le_bytes(c.try_into().expect("2 bytes")));
+        if ty == FloatType::BF16 {
+            words
+                .map(|w| (key16(w, FloatType::BF16, table) == thr) as u64)
+                .sum()
+        } else {
+            words
+                .map(|w| (key16(w, FloatType::F16, table) == thr) as u64)
+                .sum()
+        }
+    }
+    crate::dtype::avx2_or_plain!(avx2, plain, (bytes: &[u8], ty: FloatType, thr: u32) -> u64);
 }

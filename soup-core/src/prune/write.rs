@@ -192,46 +192,111 @@ fn prune_keys<K: Key>(
 
 /// [`prune_keys`] for BF16 or F16 data (`ty`) with F32 keys, on the 16-bit
 /// words: the keys come from the bits (see [`key16`]) and the removed
-/// magnitudes from the keys, so nothing is converted, and there is no
-/// branch. The sum of squares is added up in storage order, as
-/// [`prune_keys`] adds it (adding `+0.0` for a kept element changes no
-/// bit of a sum that starts at `+0.0`). `out` (empty when only counting)
-/// receives the pruned bytes.
+/// magnitudes from the keys, so nothing is converted. `out` (empty when
+/// only counting) receives the pruned bytes.
+///
+/// The sum of squares must be the same bits as [`prune_keys`]'s, which adds
+/// the square of each removed element in storage order. That chain of
+/// dependent additions is what limits the speed, so it holds only the
+/// removed elements: per block, a loop without branches decides which
+/// elements go (the first `budget` ties in storage order go too, marked in
+/// a second loop only for blocks that hold a tie while the budget lasts),
+/// the squares of those are packed in order into a buffer, and the buffer
+/// is added up in order. Skipping the kept elements changes no bit:
+/// adding `+0.0` to a sum that starts at `+0.0` and only grows leaves it
+/// as it is.
 fn prune_16(bytes: &[u8], ty: FloatType, thr: u32, budget: u64, out: &mut [u8]) -> Counts {
-    let table = f16_keys();
-    if ty == FloatType::BF16 {
-        prune_16_with(bytes, thr, budget, out, |w| {
-            key16(w, FloatType::BF16, table)
-        })
-    } else {
-        prune_16_with(bytes, thr, budget, out, |w| key16(w, FloatType::F16, table))
+    #[inline(always)]
+    fn plain(bytes: &[u8], ty: FloatType, thr: u32, budget: u64, out: &mut [u8]) -> Counts {
+        let table = f16_keys();
+        if ty == FloatType::BF16 {
+            prune_16_with(bytes, thr, budget, out, |w| {
+                key16(w, FloatType::BF16, table)
+            })
+        } else {
+            prune_16_with(bytes, thr, budget, out, |w| key16(w, FloatType::F16, table))
+        }
     }
+    crate::dtype::avx2_or_plain!(
+        avx2,
+        plain,
+        (bytes: &[u8], ty: FloatType, thr: u32, budget: u64, out: &mut [u8]) -> Counts
+    );
 }
+
+/// Elements per block of [`prune_16_with`] (its buffers stay in the L1
+/// cache).
+const BLOCK16: usize = 512;
 
 #[inline(always)]
 fn prune_16_with(
     bytes: &[u8],
     thr: u32,
-    mut budget: u64,
+    budget: u64,
     out: &mut [u8],
     key: impl Fn(u16) -> u32,
 ) -> Counts {
+    // A budget of u64::MAX removes every tie: keys up to `thr` go
+    // (thr <= ABS32 < u32::MAX, so `thr + 1` cannot overflow).
+    let (below, mut budget) = if budget == u64::MAX {
+        (thr + 1, 0)
+    } else {
+        (thr, budget)
+    };
     let write = !out.is_empty();
     let (mut zeros, mut removed, mut squares) = (0u64, 0u64, 0f64);
-    for (j, c) in bytes.chunks_exact(2).enumerate() {
-        let w = u16::from_le_bytes(c.try_into().expect("2 bytes"));
-        let k = key(w);
-        let nonzero = k != 0;
-        let tie = (k == thr) & (budget > 0);
-        let gone = nonzero & ((k < thr) | tie);
-        budget -= (gone & tie) as u64;
-        zeros += (!nonzero) as u64;
-        removed += gone as u64;
-        let m = f32::from_bits(k) as f64;
-        squares += if gone { m * m } else { 0.0 };
+    let mut gone = [0u8; BLOCK16];
+    let mut squares_all = [0f64; BLOCK16];
+    let mut packed = [0f64; BLOCK16];
+    let word = |c: &[u8]| u16::from_le_bytes(c.try_into().expect("2 bytes"));
+    for (b, block) in bytes.chunks(2 * BLOCK16).enumerate() {
+        let len = block.len() / 2;
+        let gone = &mut gone[..len];
+        let mut ties = 0u64;
+        for ((g, sq), c) in gone
+            .iter_mut()
+            .zip(&mut squares_all)
+            .zip(block.chunks_exact(2))
+        {
+            let k = key(word(c));
+            let nonzero = k != 0;
+            *g = (nonzero & (k < below)) as u8;
+            zeros += (!nonzero) as u64;
+            ties += (nonzero & (k == thr)) as u64;
+            let m = f32::from_bits(k) as f64;
+            *sq = m * m;
+        }
+        if budget > 0 && ties > 0 {
+            for (g, c) in gone.iter_mut().zip(block.chunks_exact(2)) {
+                if budget == 0 {
+                    break;
+                }
+                let k = key(word(c));
+                if k == thr && k != 0 {
+                    *g = 1;
+                    budget -= 1;
+                }
+            }
+        }
+        let mut n = 0;
+        for (&g, &sq) in gone.iter().zip(&squares_all) {
+            packed[n] = sq;
+            n += g as usize;
+        }
+        removed += n as u64;
+        for &s in &packed[..n] {
+            squares += s;
+        }
         if write {
-            let v = if gone { 0 } else { w };
-            out[2 * j..2 * j + 2].copy_from_slice(&v.to_le_bytes());
+            let dst = &mut out[2 * BLOCK16 * b..][..2 * len];
+            for ((o, c), &g) in dst
+                .chunks_exact_mut(2)
+                .zip(block.chunks_exact(2))
+                .zip(&*gone)
+            {
+                let keep = (g as u16).wrapping_sub(1);
+                o.copy_from_slice(&(word(c) & keep).to_le_bytes());
+            }
         }
     }
     Counts {

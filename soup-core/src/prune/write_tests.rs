@@ -39,11 +39,45 @@ fn words(n: usize, seed: u64) -> Vec<u16> {
         .collect()
 }
 
+fn same_sum(a: f64, b: f64, what: &str) {
+    if a.is_nan() || b.is_nan() {
+        assert!(a.is_nan() && b.is_nan(), "{what}: {a} against {b}");
+    } else {
+        assert_eq!(a.to_bits(), b.to_bits(), "{what}");
+    }
+}
+
+/// The element-by-element form of [`prune_16`]: the square of every
+/// element is added in storage order (`+0.0` for a kept one).
+fn prune_16_serial(bytes: &[u8], ty: FloatType, thr: u32, mut budget: u64) -> Counts {
+    let table = f16_keys();
+    let mut c = Counts::default();
+    for w in bytes.chunks_exact(2) {
+        let k = key16(u16::from_le_bytes([w[0], w[1]]), ty, table);
+        let nonzero = k != 0;
+        let tie = (k == thr) & (budget > 0);
+        let gone = nonzero & ((k < thr) | tie);
+        budget -= (gone & tie) as u64;
+        c.zeros_before += (!nonzero) as u64;
+        c.removed += gone as u64;
+        let m = f32::from_bits(k) as f64;
+        c.sum_squares += if gone { m * m } else { 0.0 };
+    }
+    c
+}
+
 #[test]
 fn prune_16_matches_prune_keys_bit_for_bit() {
     let table = f16_keys();
     for ty in [FloatType::BF16, FloatType::F16] {
-        for (n, seed) in [(0usize, 1u64), (1, 2), (17, 3), (300, 4), (4096, 5)] {
+        for (n, seed) in [
+            (0usize, 1u64),
+            (1, 2),
+            (17, 3),
+            (300, 4),
+            (4096, 5),
+            (2000, 6),
+        ] {
             let w = words(n, seed);
             let bytes: Vec<u8> = w.iter().flat_map(|x| x.to_le_bytes()).collect();
             // Thresholds: 0, keys found in the data (NaN ones included)
@@ -51,7 +85,8 @@ fn prune_16_matches_prune_keys_bit_for_bit() {
             let mut thrs: Vec<u32> = vec![0, u32::MAX >> 1];
             thrs.extend(w.iter().step_by(7).map(|&x| key16(x, ty, table)));
             for thr in thrs {
-                for budget in [0, 1, 3, u64::MAX] {
+                // 200 and 1000 ties run over several blocks of the fast path.
+                for budget in [0, 1, 3, 200, 1000, u64::MAX] {
                     let mut fast = vec![0u8; bytes.len()];
                     let got = prune_16(&bytes, ty, thr, budget, &mut fast);
                     let mut plain = bytes.clone();
@@ -68,17 +103,30 @@ fn prune_16_matches_prune_keys_bit_for_bit() {
                     assert_eq!(fast, plain, "{what}");
                     assert_eq!(got.zeros_before, want.zeros_before, "{what}");
                     assert_eq!(got.removed, want.removed, "{what}");
+                    // The element-by-element loop that the blocks replace
+                    // gives the same bits, NaN sums included.
+                    let serial = prune_16_serial(&bytes, ty, thr, budget);
                     assert_eq!(
                         got.sum_squares.to_bits(),
-                        want.sum_squares.to_bits(),
+                        serial.sum_squares.to_bits(),
                         "{what}"
                     );
+                    assert_eq!(
+                        (got.zeros_before, got.removed),
+                        (serial.zeros_before, serial.removed),
+                        "{what}"
+                    );
+                    // Against prune_keys: the same bits, except that a sum
+                    // made NaN by a removed NaN may be another NaN (the F16
+                    // widening of prune_keys and the key table give NaNs of
+                    // other payloads).
+                    same_sum(got.sum_squares, want.sum_squares, &what);
                     // Counting only gives the same counts.
                     let counted = prune_16(&bytes, ty, thr, budget, &mut []);
                     assert_eq!(counted.removed, want.removed, "{what}");
                     assert_eq!(
                         counted.sum_squares.to_bits(),
-                        want.sum_squares.to_bits(),
+                        got.sum_squares.to_bits(),
                         "{what}"
                     );
                 }
@@ -148,6 +196,25 @@ fn bf16_and_f16_tensors_are_cut_where_their_f32_values_are() {
                     assert_eq!(got.masks, want.masks, "{ty:?} x {n} at {sparsity}");
                 }
             }
+        }
+    }
+}
+
+/// The count of elements equal to the cut, on the 16-bit words, is the
+/// count of [`Key32`] keys equal to it.
+#[test]
+fn count_equal_16_matches_the_keys() {
+    for ty in [FloatType::BF16, FloatType::F16] {
+        let w = words(3000, 21);
+        let bytes: Vec<u8> = w.iter().flat_map(|x| x.to_le_bytes()).collect();
+        let table = f16_keys();
+        let mut thrs: Vec<u32> = vec![0, u32::MAX >> 1];
+        thrs.extend(w.iter().step_by(13).map(|&x| key16(x, ty, table)));
+        for thr in thrs {
+            let mut want = 0u64;
+            Key32.each(0, 0, &bytes, ty, |_, k| want += (k == thr as u64) as u64);
+            let got = crate::prune::select::count_equal_16(&bytes, ty, thr);
+            assert_eq!(got, want, "{ty:?} thr {thr:#x}");
         }
     }
 }
