@@ -15,7 +15,15 @@ from torch import nn
 from ._memory import mask_fingerprints
 from .errors import MaskMismatch
 from .schedules import PretrainKind, RetrainKind, allr_peak, phase_sparsities, retrain_lr
-from .torch import MaskEnforcer, greedy_soup, model_sparsity, prune_model, recalibrate_bn, uniform_soup
+from .torch import (
+    MaskEnforcer,
+    _selected,
+    greedy_soup,
+    model_sparsity,
+    prune_model,
+    recalibrate_bn,
+    uniform_soup,
+)
 
 
 @torch.no_grad()
@@ -179,6 +187,9 @@ def sms_phases(
     )
     retrain_lr(0, iterations, **{**options, "peak": lr})  # reject bad settings now
 
+    def masks_of(m: nn.Module) -> dict[str, Any]:
+        return dict(mask_fingerprints({n: p.detach() for n, p in _selected(m, None, exclude)}))
+
     def finish(m: nn.Module) -> nn.Module:
         if recalibrate is not None:
             recalibrate_bn(m, recalibrate, fraction=recal_fraction, mode=recal_mode)
@@ -192,15 +203,17 @@ def sms_phases(
         peak = allr_peak(before, param_norm(parent), q, lr, retrain_epochs, pretrain_epochs)
         if schedule != "allr":
             peak = lr
-        masks = mask_fingerprints(parent.state_dict())
+        masks = masks_of(parent)
         trained = []
         for index in range(candidates):
             cand = copy.deepcopy(parent)
             info = Candidate(phase, index, iterations, peak, {**options, "peak": peak, "exclude": exclude}, cand)
             retrain(cand, info)
-            if mask_fingerprints(cand.state_dict()) != masks:
+            kept = masks_of(cand)
+            lost = [name for name in masks if kept.get(name) != masks[name]]
+            if lost:
                 raise MaskMismatch(
-                    f"phase {phase} candidate {index} lost the pruned parent's mask: "
+                    f"phase {phase} candidate {index} lost the pruned parent's mask of {lost[0]}: "
                     "call candidate.prepare(optimizer) in the training function"
                 )
             trained.append(finish(cand))
