@@ -11,7 +11,10 @@ in-memory API:
   soup-core (the same arithmetic as ``soup merge``), the greedy one with
   the acceptance rule of ``soup merge --greedy``;
 - :func:`prune_model` prunes a live ``nn.Module`` by magnitude with
-  soup-core.
+  soup-core, and :func:`model_sparsity` measures its prunable weights;
+- :func:`sms_phases` runs the whole loop below around a training
+  function, with :class:`RetrainLR`, the retraining learning rate of
+  :mod:`sparse_soups.schedules` as a PyTorch scheduler.
 
 One phase of the method, for a model ``parent``::
 

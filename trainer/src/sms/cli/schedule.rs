@@ -103,3 +103,49 @@ pub fn schedule_json(args: &ScheduleArgs) -> Result<serde_json::Value> {
         "pretrain_lr": pretrain_lr,
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(kind: RetrainKind, total: u64) -> ScheduleArgs {
+        ScheduleArgs {
+            sparsity: 0.75,
+            phases: 2,
+            kind,
+            total,
+            lr: 0.1,
+            pretrain_schedule: ScheduleKind::Cosine,
+            pretrain_total: 20,
+            pretrain_warmup: 0,
+            norm_before: 10.0,
+            norm_after: 8.0,
+            fraction: Some(0.36),
+            retrain_epochs: 2.0,
+            pretrain_epochs: 10.0,
+        }
+    }
+
+    #[test]
+    fn prints_the_pipelines_values() {
+        let v = schedule_json(&args(RetrainKind::Allr, 5)).unwrap();
+        assert!((v["prune_fraction"].as_f64().unwrap() - 0.5).abs() < 1e-12);
+        let after: Vec<f64> = serde_json::from_value(v["target_sparsity"].clone()).unwrap();
+        assert!((after[0] - 0.5).abs() < 1e-12 && (after[1] - 0.75).abs() < 1e-12);
+        // d / sqrt(q) = 0.6 / 0.6 = 1: the peak is eta_max.
+        assert!((v["allr_peak"].as_f64().unwrap() - 0.1).abs() < 1e-12);
+        // T = 5 warms up for round(0.5) = 1 iteration.
+        assert_eq!(v["warmup"], 1);
+        let lr: Vec<f64> = serde_json::from_value(v["lr"].clone()).unwrap();
+        assert_eq!(lr.len(), 5);
+        assert!((lr[0] - 0.1).abs() < 1e-12 && (lr[2] - 0.075).abs() < 1e-12);
+        assert_eq!(v["pretrain_lr"].as_array().unwrap().len(), 20);
+    }
+
+    #[test]
+    fn refuses_a_bad_sparsity() {
+        let mut a = args(RetrainKind::Llr, 3);
+        a.sparsity = 1.0;
+        assert!(schedule_json(&a).is_err());
+    }
+}
