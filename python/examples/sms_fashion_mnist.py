@@ -8,11 +8,12 @@ user would write it in their own PyTorch training code:
 2. run the phases with `sms_phases`: in each of `--phases` phases it prunes
    the parent (the dense model, then the previous soup) by global
    magnitude, removing the fraction q = 1 - (1 - s)^(1/k) of the remaining
-   weights, retrains `--candidates` copies with `retrain` below (seeds
+   weights, retrains `--candidates` copies with `train` below (seeds
    base + i, the ALLR schedule and a `MaskEnforcer` from
    `candidate.prepare`), checks their masks, averages them and
    recalibrates batch norm;
-3. next to it run IMP (the same chain with one candidate) as the baseline.
+3. next to it run IMP (the same chain with one candidate) as the baseline;
+   print the data set and its split, then the table.
 
 Every reported model (candidate, soup, IMP) is recalibrated the same way
 before it is evaluated. Defaults are those of `scripts/demo.sh`. Prints one
