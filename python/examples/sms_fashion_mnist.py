@@ -5,15 +5,15 @@ user would write it in their own PyTorch training code:
 
 1. train the small `cnn` densely (SGD, momentum 0.9, Nesterov, weight decay
    5e-4, cosine learning rate from 0.1);
-2. in each of `--phases` phases, prune the parent (the dense model, then the
-   previous soup) by global magnitude with `prune_model`, removing the
-   fraction q = 1 - (1 - s)^(1/k) of the remaining weights;
-3. retrain `--candidates` copies with seeds base + i under the ALLR
-   schedule, each with a `MaskEnforcer` that keeps the pruned weights and
-   their momentum at zero;
-4. average them with `uniform_soup`, check that the soup kept the parent's
-   mask (`mask_fingerprints`), recalibrate batch norm, evaluate;
-5. next to it run IMP (the same chain with one candidate) as the baseline.
+2. run the phases with `sms_phases`: in each of `--phases` phases it prunes
+   the parent (the dense model, then the previous soup) by global
+   magnitude, removing the fraction q = 1 - (1 - s)^(1/k) of the remaining
+   weights, retrains `--candidates` copies with `train` below (seeds
+   base + i, the ALLR schedule and a `MaskEnforcer` from
+   `candidate.prepare`), checks their masks, averages them and
+   recalibrates batch norm;
+3. next to it run IMP (the same chain with one candidate) as the baseline;
+   print the data set and its split, then the table.
 
 Every reported model (candidate, soup, IMP) is recalibrated the same way
 before it is evaluated. Defaults are those of `scripts/demo.sh`. Prints one
@@ -25,7 +25,6 @@ table of test accuracies; `--json PATH` also writes the numbers.
 from __future__ import annotations
 
 import argparse
-import copy
 import gzip
 import json
 import math
@@ -37,8 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sparse_soups import mask_fingerprints
-from sparse_soups.torch import MaskEnforcer, prune_model, recalibrate_bn, uniform_soup
+from sparse_soups.schedules import iterations as phase_iterations
+from sparse_soups.torch import Candidate, recalibrate_bn, sms_phases
 
 
 def read_idx(folder: Path, stem: str) -> torch.Tensor:
@@ -113,54 +112,24 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     return 100.0 * correct / len(x)
 
 
-def train(model: nn.Module, data: Data, seed: int, iterations: int, lr_at, args, enforce: bool) -> None:
-    """SGD (momentum, Nesterov with weight decay) for `iterations` steps at
-    learning rate `lr_at(step)`, keeping zeros with a MaskEnforcer."""
+def train(model: nn.Module, data: Data, seed: int, iterations: int, args, candidate: Candidate | None = None) -> None:
+    """SGD (momentum, Nesterov with weight decay) for `iterations` steps:
+    dense pretraining under a cosine schedule, or a candidate's retraining
+    under its phase's schedule with its mask kept."""
     opt = torch.optim.SGD(
-        model.parameters(), lr=lr_at(0), momentum=0.9, weight_decay=args.weight_decay, nesterov=args.weight_decay > 0
+        model.parameters(), lr=args.lr, momentum=0.9, weight_decay=args.weight_decay, nesterov=args.weight_decay > 0
     )
-    if enforce:
-        MaskEnforcer(model, opt)
+    if candidate is None:
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda it: 0.5 * (1 + math.cos(math.pi * it / iterations)))
+    else:
+        sched = candidate.prepare(opt)
     model.train()
     torch.manual_seed(seed)
-    for step, (x, y) in zip(range(iterations), data.batches(seed)):
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step)
+    for _, (x, y) in zip(range(iterations), data.batches(seed)):
         opt.zero_grad()
         F.cross_entropy(model(x), y).backward()
         opt.step()
-
-
-def allr(total: int, peak: float):
-    """ALLR after its peak is known: half-cosine warm-up over round(0.1 T)
-    iterations, then linear to 0."""
-    warmup = round(0.1 * total)
-
-    def lr(it: int) -> float:
-        if it < warmup:
-            return peak * 0.5 * (1 - math.cos(math.pi * (it + 1) / warmup))
-        return peak * (1 - (it - warmup) / max(total - warmup, 1))
-
-    return lr
-
-
-def norm(model: nn.Module) -> float:
-    return math.sqrt(sum(float(p.detach().double().pow(2).sum()) for p in model.parameters()))
-
-
-def prune_phase(model: nn.Module, q: float, args) -> float:
-    """Prunes in place; returns ALLR's peak for the retraining."""
-    before = norm(model)
-    prune_model(model, q, of_remaining=True)
-    after = norm(model)
-    d = math.sqrt(abs(before**2 - after**2)) / before
-    lo = min(args.epochs_per_phase / args.pretrain_epochs, 1.0) * args.lr
-    return min(max(d / math.sqrt(q) * args.lr, lo), args.lr)
-
-
-def sparsity(model: nn.Module) -> float:
-    ws = [p for n, p in model.named_parameters() if n.endswith("weight") and p.dim() > 1]
-    return 100.0 * sum(int((p == 0).sum()) for p in ws) / sum(p.numel() for p in ws)
+        sched.step()
 
 
 def main() -> None:
@@ -185,52 +154,49 @@ def main() -> None:
     data = Data(args.data, args.seed, args.batch_size)
     recal = data.recalibration_batches()
 
-    def finish(model: nn.Module) -> dict[str, float]:
-        recalibrate_bn(model, recal, fraction=args.recal_fraction)
+    def scores(model: nn.Module) -> dict[str, float]:
         return {"val": accuracy(model, data.val_x, data.val_y), "test": accuracy(model, data.test_x, data.test_y)}
 
     torch.manual_seed(args.seed)
     dense = Cnn()
-    total = data.per_epoch * args.pretrain_epochs
-    train(dense, data, args.seed, total, lambda it: args.lr * 0.5 * (1 + math.cos(math.pi * it / total)), args, False)
-    dense_acc = finish(dense)
+    train(dense, data, args.seed, data.per_epoch * args.pretrain_epochs, args)
+    recalibrate_bn(dense, recal, fraction=args.recal_fraction)
+    dense_acc = scores(dense)
 
-    q = 1 - (1 - args.sparsity) ** (1 / args.phases)
-    iterations = max(1, round(args.epochs_per_phase * data.per_epoch))
-    parent, imp = dense, copy.deepcopy(dense)
+    def chain(candidates: int):
+        return sms_phases(
+            dense,
+            lambda model, c: train(model, data, args.seed + c.index, c.iterations, args, c),
+            sparsity=args.sparsity,
+            phases=args.phases,
+            candidates=candidates,
+            iterations=phase_iterations(args.epochs_per_phase, data.per_epoch),
+            lr=args.lr,
+            retrain_epochs=args.epochs_per_phase,
+            pretrain_epochs=args.pretrain_epochs,
+            recalibrate=recal,
+            recal_fraction=args.recal_fraction,
+        )
+
     rows = []
-    for phase in range(1, args.phases + 1):
-        parent = copy.deepcopy(parent)
-        peak = prune_phase(parent, q, args)
-        parent_masks = mask_fingerprints(parent.state_dict())
-        candidates, cand_acc = [], []
-        for i in range(args.candidates):
-            cand = copy.deepcopy(parent)
-            train(cand, data, args.seed + i, iterations, allr(iterations, peak), args, True)
-            cand_acc.append(finish(cand))
-            candidates.append(cand)
-        soup = copy.deepcopy(parent)
-        soup.load_state_dict(uniform_soup(candidates))
-        assert mask_fingerprints(soup.state_dict()) == parent_masks, "the soup lost the parent's mask"
-        soup_acc = finish(soup)
-        imp_peak = prune_phase(imp, q, args)
-        train(imp, data, args.seed, iterations, allr(iterations, imp_peak), args, True)
-        imp_acc = finish(imp)
+    for sms, imp in zip(chain(args.candidates), chain(1)):
+        # sms_phases recalibrated every model with `recal` already.
+        cand_acc = [scores(c) for c in sms.candidates]
         best = max(range(args.candidates), key=lambda i: cand_acc[i]["val"])
         rows.append(
             {
-                "phase": phase,
-                "sparsity": sparsity(soup),
-                "soup": soup_acc["test"],
+                "phase": sms.phase,
+                "sparsity": 100.0 * sms.sparsity,
+                "soup": scores(sms.soup)["test"],
                 "best_cand": cand_acc[best]["test"],
                 "mean_cand": sum(a["test"] for a in cand_acc) / len(cand_acc),
-                "imp": imp_acc["test"],
+                "imp": scores(imp.soup)["test"],
             }
         )
-        parent = soup
 
     print(
-        f"cnn on fashion-mnist, {args.candidates} candidates per phase, uniform soup "
+        f"cnn on {args.data} ({len(data.train_x)} training, {len(data.val_x)} validation, "
+        f"{len(data.test_x)} test images), {args.candidates} candidates per phase, uniform soup "
         f"(sparse_soups example); test top-1 accuracy in %, dense parent {dense_acc['test']:.2f}"
     )
     print(f"{'phase':>5}  {'sparsity%':>9}  {'soup':>5}  {'best_cand':>9}  {'mean_cand':>9}  {'imp':>5}")

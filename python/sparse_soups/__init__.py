@@ -12,7 +12,10 @@ command line):
 - :mod:`sparse_soups.torch` (needs PyTorch): mask enforcement during
   training, batch-norm recalibration, uniform and greedy soups and pruning
   of live models, for writing the sparse-model-soups loop in any training
-  code.
+  code, and :func:`sparse_soups.torch.sms_phases`, the whole loop around
+  a training function;
+- :mod:`sparse_soups.schedules`: the method's per-phase sparsities and
+  retraining learning rates, as the ``trainer`` computes them.
 
 Errors are :class:`SoupError` and its subclasses (see
 :mod:`sparse_soups.errors`).
@@ -20,10 +23,11 @@ Errors are :class:`SoupError` and its subclasses (see
 
 from __future__ import annotations
 
-from . import errors
+from . import errors, schedules
 from ._core import core_version as _core_version
 from ._files import check_mask, diff, distance, greedy_merge, hash, inspect, merge, prune
 from ._memory import mask_fingerprints, merge_state_dicts, prune_state_dict
+from .schedules import phase_sparsities
 from ._types import (
     DiffReport,
     DistanceReport,
@@ -59,6 +63,8 @@ __all__ = [
     "merge_state_dicts",
     "prune_state_dict",
     "mask_fingerprints",
+    "phase_sparsities",
+    "schedules",
     "MergeReport",
     "GreedyReport",
     "MaskReport",

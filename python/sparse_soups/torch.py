@@ -11,7 +11,10 @@ in-memory API:
   soup-core (the same arithmetic as ``soup merge``), the greedy one with
   the acceptance rule of ``soup merge --greedy``;
 - :func:`prune_model` prunes a live ``nn.Module`` by magnitude with
-  soup-core.
+  soup-core, and :func:`model_sparsity` measures its prunable weights;
+- :func:`sms_phases` runs the whole loop below around a training
+  function, with :class:`RetrainLR`, the retraining learning rate of
+  :mod:`sparse_soups.schedules` as a PyTorch scheduler.
 
 One phase of the method, for a model ``parent``::
 
@@ -31,12 +34,20 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
+import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import torch
-from torch import nn
+try:
+    import torch
+    from torch import nn
+except ImportError as e:  # pragma: no cover - exercised in a subprocess
+    raise ImportError(
+        "sparse_soups.torch needs PyTorch, which is not installed: "
+        'pip install "sparse-soups[torch]" (or pip install torch)'
+    ) from e
 
 from ._memory import merge_state_dicts, prune_with_report
 from ._memory import as_state_dict, merge_named
@@ -52,6 +63,12 @@ __all__ = [
     "GreedyTrial",
     "GreedyResult",
     "prune_model",
+    "model_sparsity",
+    "param_norm",
+    "RetrainLR",
+    "Candidate",
+    "SmsPhase",
+    "sms_phases",
 ]
 
 
@@ -59,6 +76,43 @@ def _prunable(name: str, p: torch.Tensor) -> bool:
     """soup-core's default selection: float tensors of rank >= 2 whose
     names end in ``weight`` (convolution and linear weights)."""
     return p.is_floating_point() and p.dim() >= 2 and name.endswith("weight")
+
+
+def _selected(
+    model: nn.Module, include: Sequence[str] | None, exclude: Sequence[str] | None
+) -> list[tuple[str, nn.Parameter]]:
+    """The parameters soup-core would prune (:func:`_prunable`), or those
+    matching an ``include`` regular expression, less ``exclude`` matches."""
+    inc = [re.compile(p) for p in include or []]
+    exc = [re.compile(p) for p in exclude or []]
+    chosen = []
+    for name, p in model.named_parameters():
+        if inc:
+            keep = p.is_floating_point() and any(r.search(name) for r in inc)
+        else:
+            keep = _prunable(name, p)
+        if keep and not any(r.search(name) for r in exc):
+            chosen.append((name, p))
+    return chosen
+
+
+@torch.no_grad()
+def model_sparsity(
+    model: nn.Module,
+    *,
+    include: Sequence[str] | None = None,
+    exclude: Sequence[str] | None = None,
+) -> float:
+    """The fraction of exact zeros over the prunable weights of ``model``
+    (those :func:`prune_model` and :class:`MaskEnforcer` select, with the
+    same ``include``/``exclude`` rules); 0.0 when there are none."""
+    chosen = _selected(model, include, exclude)
+    total = sum(p.numel() for _, p in chosen)
+    zeros = sum(int((p == 0).sum()) for _, p in chosen)
+    return zeros / total if total else 0.0
+
+
+_ENFORCED: weakref.WeakKeyDictionary[torch.optim.Optimizer, MaskEnforcer] = weakref.WeakKeyDictionary()
 
 
 class MaskEnforcer:
@@ -75,8 +129,15 @@ class MaskEnforcer:
     decay, a pruned weight's gradient is non-zero, so without this the
     step would revive it; with it, each step ends with the zeros exact.
 
-    Call :meth:`remove` to detach the hook; without an optimizer, call
-    :meth:`apply` yourself.
+    Call :meth:`remove` to detach the hook, or use the enforcer as a
+    context manager (``with MaskEnforcer(model, opt):``), which removes it
+    on exit; without an optimizer, call :meth:`apply` yourself.
+
+    Guards: a model with no zeros in the selected weights (an enforcer made
+    before pruning) warns; an optimizer that does not hold the model's
+    selected parameters (one built before a ``deepcopy``) raises
+    ``ValueError``, and so does a second enforcer on an optimizer that
+    already has one attached.
     """
 
     def __init__(
@@ -87,21 +148,40 @@ class MaskEnforcer:
         include: Sequence[str] | None = None,
         exclude: Sequence[str] | None = None,
     ) -> None:
-        inc = [re.compile(p) for p in include or []]
-        exc = [re.compile(p) for p in exclude or []]
         self.optimizer = optimizer
-        self.masks: dict[str, tuple[nn.Parameter, torch.Tensor]] = {}
-        for name, p in model.named_parameters():
-            if inc:
-                chosen = p.is_floating_point() and any(r.search(name) for r in inc)
-            else:
-                chosen = _prunable(name, p)
-            if chosen and not any(r.search(name) for r in exc):
-                self.masks[name] = (p, p.detach() == 0)
+        self.masks: dict[str, tuple[nn.Parameter, torch.Tensor]] = {
+            name: (p, p.detach() == 0) for name, p in _selected(model, include, exclude)
+        }
+        if not any(bool(m.any()) for _, m in self.masks.values()):
+            warnings.warn(
+                "MaskEnforcer: the model has no zeros to keep in the selected weights "
+                "(create the enforcer after pruning)",
+                stacklevel=2,
+            )
         self._handle = None
         if optimizer is not None:
+            held = {id(p) for group in optimizer.param_groups for p in group["params"]}
+            missing = [n for n, (p, _) in self.masks.items() if p.requires_grad and id(p) not in held]
+            if missing:
+                raise ValueError(
+                    f"MaskEnforcer: the optimizer does not hold the model's parameter(s) "
+                    f"{', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}: build the "
+                    "optimizer from this model's parameters (after any deepcopy)"
+                )
+            if optimizer in _ENFORCED:
+                raise ValueError(
+                    "MaskEnforcer: this optimizer already has an enforcer attached; "
+                    "call its remove() (or leave its `with` block) first"
+                )
             self._handle = optimizer.register_step_post_hook(lambda *_: self.apply())
+            _ENFORCED[optimizer] = self
         self.apply()
+
+    def __enter__(self) -> MaskEnforcer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.remove()
 
     @torch.no_grad()
     def apply(self) -> None:
@@ -118,6 +198,8 @@ class MaskEnforcer:
         if self._handle is not None:
             self._handle.remove()
             self._handle = None
+            if self.optimizer is not None and _ENFORCED.get(self.optimizer) is self:
+                del _ENFORCED[self.optimizer]
 
     @property
     def sparsity(self) -> float:
@@ -313,8 +395,10 @@ class GreedyTrial:
     candidate_score: float
     """Its own score."""
     score: float
-    """Score of the soup of the chosen candidates plus this one."""
+    """Score of the soup of the chosen candidates plus this one (for the
+    first trial, the best candidate alone: its own score)."""
     kept: bool
+    """Whether the candidate joined the soup."""
 
 
 @dataclass
@@ -328,6 +412,7 @@ class GreedyResult:
     score: float
     """The soup's score (that of the last kept trial)."""
     trials: list[GreedyTrial] = field(default_factory=list)
+    """Every candidate tried, best first: one :class:`GreedyTrial` each."""
 
 
 def greedy_soup(
@@ -426,3 +511,6 @@ def prune_model(
     for name in changed:
         live[name].copy_(pruned[name])
     return report
+
+
+from ._sms import Candidate, RetrainLR, SmsPhase, param_norm, sms_phases  # noqa: E402

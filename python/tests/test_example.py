@@ -45,6 +45,8 @@ def test_example_runs_end_to_end(tmp_path: Path) -> None:
     p = subprocess.run([sys.executable, EXAMPLE, *map(str, args)], capture_output=True, text=True, check=False)
     assert p.returncode == 0, p.stderr
     assert "phase  sparsity%   soup  best_cand  mean_cand    imp" in p.stdout
+    # It names the data it was given and its split.
+    assert f"cnn on {tmp_path} (576 training, 64 validation, 200 test images)" in p.stdout
     results = json.loads(out.read_text())
     phases = results["phases"]
     assert [r["phase"] for r in phases] == [1, 2]

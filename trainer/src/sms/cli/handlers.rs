@@ -21,6 +21,9 @@ fn interactive(session: &mut Session, quiet: bool) {
 pub fn run(command: SmsCommand) -> Result<()> {
     let exe = std::env::args().next().unwrap_or_else(|| "trainer".into());
     match command {
+        SmsCommand::Schedule(args) => {
+            println!("{}", super::schedule_json(&args)?);
+        }
         SmsCommand::Sms(args) => {
             let cfg = args.config()?;
             if args.executor == Executor::Slurm {

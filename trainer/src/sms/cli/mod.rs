@@ -3,8 +3,10 @@
 //! carries each one out.
 
 mod handlers;
+mod schedule;
 
 pub use handlers::run;
+pub use schedule::{schedule_json, ScheduleArgs};
 
 use std::path::PathBuf;
 
@@ -41,6 +43,10 @@ pub enum SmsCommand {
     Baseline(BaselineArgs),
     /// Write report.json, report.csv and the plot, and print the table.
     Report(RunArg),
+    /// Print the per-phase sparsities and one phase's learning rates as
+    /// JSON (for checking other implementations of the schedules).
+    #[command(hide = true)]
+    Schedule(ScheduleArgs),
 }
 
 /// `--run RUN`.
