@@ -223,10 +223,12 @@ def sms_phases(
         else:
             assert evaluate is not None
 
-            def score(sd: dict[str, torch.Tensor]) -> float:
+            def score(sd: dict[str, torch.Tensor]) -> Any:
+                # Unconverted: greedy_soup checks it by the one rule for
+                # scores and names the candidate in its error.
                 m = copy.deepcopy(parent)
                 m.load_state_dict(sd)
-                return float(evaluate(finish(m)))
+                return evaluate(finish(m))
 
             result = greedy_soup(trained, score, strict=strict)
             chosen, state = result.chosen, result.state_dict

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sparse_soups import mask_fingerprints
-from sparse_soups.errors import MaskMismatch
+from sparse_soups.errors import EvaluatorError, MaskMismatch
 from sparse_soups.schedules import allr_peak, phase_sparsities, retrain_lr
 from sparse_soups.torch import Candidate, RetrainLR, model_sparsity, param_norm, prune_model, sms_phases
 
@@ -139,3 +139,16 @@ def test_sms_phases_greedy_soup_and_imp() -> None:
     with pytest.raises(ValueError, match="greedy soup needs evaluate"):
         next(sms_phases(small_net(), lambda m, c: None, sparsity=0.5, phases=1, candidates=2, iterations=1,
                         lr=0.1, retrain_epochs=1, pretrain_epochs=1, soup="greedy"))  # fmt: skip
+
+
+@pytest.mark.parametrize("bad", [None, "0.9", float("nan")])
+def test_sms_phases_greedy_scores_follow_the_one_rule(bad: object) -> None:
+    data = batches()
+
+    def evaluate(model: nn.Module) -> object:
+        return bad
+
+    with pytest.raises(EvaluatorError, match="candidate 0"):
+        next(sms_phases(small_net(), lambda m, c: sgd_train(m, c, data), sparsity=0.5, phases=1,
+                        candidates=2, iterations=2, lr=0.1, retrain_epochs=1, pretrain_epochs=1,
+                        soup="greedy", evaluate=evaluate))  # fmt: skip

@@ -316,6 +316,11 @@ pub fn greedy_soup(
     }];
     for (step, &c) in order.iter().enumerate().skip(1) {
         control.check()?;
+        // Every trial and the soup merge the files that were scored: a
+        // candidate rewritten or replaced meanwhile stops the run.
+        for &i in chosen.iter().chain([&c]) {
+            candidates[i].check_unchanged()?;
+        }
         let opened: Vec<Checkpoint> = chosen
             .iter()
             .chain([&c])
@@ -352,6 +357,9 @@ pub fn greedy_soup(
             "score": current,
         }),
     );
+    for &i in &chosen {
+        candidates[i].check_unchanged()?;
+    }
     let soup: Vec<Checkpoint> = chosen
         .iter()
         .map(|&i| Checkpoint::open(candidates[i].path()))

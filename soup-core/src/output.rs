@@ -349,6 +349,13 @@ impl Output {
                 .map_err(|e| Error::io(&self.target, "cannot sync", e))?;
             self.files.close(s);
         }
+        if self.files.close_failed() {
+            return Err(Error::io(
+                &self.target,
+                "cannot write",
+                std::io::Error::other("closing a shard file failed, so its data may be incomplete"),
+            ));
+        }
         let parent = parent_of(&self.target).to_path_buf();
         let files = match self.staging {
             Staging::File(tmp) => {
@@ -423,11 +430,19 @@ fn replace_folder(staged: &Path, target: &Path, force: bool) -> Result<()> {
     let old = if exchange(staged, target).is_ok() {
         staged.to_path_buf()
     } else {
-        let old = staged.with_extension("old");
+        // The whole staged name plus `.old` (a host name's dots must not
+        // cut it short): still a temporary name of this writer, so a
+        // crash between the two renames leaves something the sweep removes.
+        let mut aside = staged.as_os_str().to_owned();
+        aside.push(".old");
+        let old = PathBuf::from(aside);
         std::fs::rename(target, &old)
             .map_err(|e| Error::io(target, "cannot move old output aside", e))?;
-        std::fs::rename(staged, target)
-            .map_err(|e| Error::io(target, "cannot move output into place", e))?;
+        if let Err(e) = std::fs::rename(staged, target) {
+            // Put the previous output back rather than leave it aside.
+            let _ = std::fs::rename(&old, target);
+            return Err(Error::io(target, "cannot move output into place", e));
+        }
         old
     };
     for file in sharded_files(&old).unwrap_or_default() {

@@ -143,6 +143,41 @@ fn input_replaced_by_rename_during_a_merge_is_refused() {
     assert!(files_in(&scratch.out()).is_empty());
 }
 
+/// A greedy soup merges the files it scored: a candidate replaced by
+/// rename while the evaluator runs (here, by the evaluator itself on its
+/// first call) stops the run before any trial or soup is made from it.
+#[test]
+fn candidate_replaced_during_greedy_evaluation_is_refused() {
+    let scratch = scratch();
+    let (a, b, c) = (
+        scratch.path("a.safetensors"),
+        scratch.path("b.safetensors"),
+        scratch.path("c.safetensors"),
+    );
+    let out = scratch.out().join("soup.safetensors");
+    let eval = format!("mv -f '{}' '{}' 2>/dev/null; echo 1 #", s(&c), s(&a));
+    let run = wait_for(
+        spawn(
+            &[
+                "merge",
+                "--greedy",
+                "--eval-cmd",
+                &eval,
+                s(&a),
+                s(&b),
+                "-o",
+                s(&out),
+            ],
+            &[],
+        ),
+        60,
+    )
+    .expect("greedy merge ended");
+    assert!(!c.exists(), "the evaluator replaced a");
+    assert_changed_error(&run, &a);
+    assert!(files_in(&scratch.out()).is_empty());
+}
+
 // ----- a bus error in the middle of a greedy trial -----
 
 #[test]

@@ -268,10 +268,44 @@ pub(super) enum ShardFiles {
     One(File),
     Many {
         /// Open shards, least recently used first.
-        open: Mutex<Vec<(usize, Arc<File>)>>,
+        open: Mutex<Vec<(usize, Arc<ShardFile>)>>,
         /// Per shard: written to since the last [`ShardFiles::take_dirty`].
         dirty: Vec<AtomicBool>,
+        /// Set when closing a shard file failed (see [`ShardFile`]).
+        close_failed: Arc<AtomicBool>,
     },
+}
+
+/// A shard file that reports a failed `close`. Some file systems (NFS,
+/// CIFS, quotas) report a failed write only when the file is closed; a
+/// file closed by the cache while others are written would otherwise lose
+/// that error, and a later fsync through a new descriptor can succeed.
+#[derive(Debug)]
+pub(super) struct ShardFile {
+    file: std::mem::ManuallyDrop<File>,
+    failed: Arc<AtomicBool>,
+}
+
+impl std::ops::Deref for ShardFile {
+    type Target = File;
+    fn deref(&self) -> &File {
+        &self.file
+    }
+}
+
+impl Drop for ShardFile {
+    fn drop(&mut self) {
+        use std::os::fd::IntoRawFd;
+        // SAFETY: the file is taken out exactly once, here, and not used
+        // after.
+        let file = unsafe { std::mem::ManuallyDrop::take(&mut self.file) };
+        let fd = file.into_raw_fd();
+        // SAFETY: `fd` is an open descriptor that this value owned and
+        // nothing else refers to; it is closed exactly once.
+        if unsafe { libc::close(fd) } != 0 {
+            self.failed.store(true, Ordering::Release);
+        }
+    }
 }
 
 impl ShardFiles {
@@ -280,6 +314,7 @@ impl ShardFiles {
         ShardFiles::Many {
             open: Mutex::new(Vec::new()),
             dirty: (0..count).map(|_| AtomicBool::new(false)).collect(),
+            close_failed: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -291,9 +326,11 @@ impl ShardFiles {
         path: &Path,
         f: impl FnOnce(&File) -> std::io::Result<T>,
     ) -> std::io::Result<T> {
-        let open = match self {
+        let (open, close_failed) = match self {
             ShardFiles::One(file) => return f(file),
-            ShardFiles::Many { open, .. } => open,
+            ShardFiles::Many {
+                open, close_failed, ..
+            } => (open, close_failed),
         };
         let file = {
             let mut open = open.lock().expect("not poisoned");
@@ -309,7 +346,12 @@ impl ShardFiles {
                         // Closed once the threads writing to it are done.
                         open.remove(0);
                     }
-                    let file = Arc::new(std::fs::OpenOptions::new().write(true).open(path)?);
+                    let file = Arc::new(ShardFile {
+                        file: std::mem::ManuallyDrop::new(
+                            std::fs::OpenOptions::new().write(true).open(path)?,
+                        ),
+                        failed: Arc::clone(close_failed),
+                    });
                     open.push((shard, Arc::clone(&file)));
                     file
                 }
@@ -331,6 +373,15 @@ impl ShardFiles {
         match self {
             ShardFiles::One(_) => true,
             ShardFiles::Many { dirty, .. } => dirty[shard].swap(false, Ordering::Acquire),
+        }
+    }
+
+    /// Whether closing a shard file has failed so far: the data written
+    /// through it may not have reached the file.
+    pub(super) fn close_failed(&self) -> bool {
+        match self {
+            ShardFiles::One(_) => false,
+            ShardFiles::Many { close_failed, .. } => close_failed.load(Ordering::Acquire),
         }
     }
 

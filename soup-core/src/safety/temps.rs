@@ -18,10 +18,15 @@
 //! sweep therefore removes only what is provably stale: a name of this
 //! host, this boot and this PID namespace whose process is gone (no
 //! `/proc/<pid>`, or a process there that started at another time, its PID
-//! reused). Everything else is left alone: names of other hosts, boots or
-//! namespaces, names that do not parse, and names of the format before
-//! this one (`<kind><pid>-...`, which does not say where it was written);
-//! remove those by hand once their writers are known to be gone.
+//! reused), and owned by the sweeping user (where `/proc` hides other
+//! users' processes, theirs would look gone). Everything else is left
+//! alone: names of other users, hosts, boots or namespaces, names that do
+//! not parse, and names of the format before this one (`<kind><pid>-...`,
+//! which does not say where it was written); remove those by hand once
+//! their writers are known to be gone. Where the mounted `/proc` is not
+//! this process's PID namespace, or its own start time cannot be read, a
+//! writer names its files with the place `+none_0_0`, which no sweep
+//! removes, and sweeps nothing itself.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -84,6 +89,12 @@ fn own_place() -> Option<&'static Place> {
                 .take(8)
                 .collect();
             let ns = std::fs::metadata("/proc/self/ns/pid").ok()?.ino();
+            // The /proc mounted here must be this process's PID namespace
+            // (not the host's, bind-mounted into a container), or the PIDs
+            // that the sweep looks up in it are other processes.
+            if !proc_is_own() {
+                return None;
+            }
             (boot.len() == 8).then(|| Place {
                 host: host_tag(host.trim_end_matches('\n')),
                 boot,
@@ -91,6 +102,15 @@ fn own_place() -> Option<&'static Place> {
             })
         })
         .as_ref()
+}
+
+/// Whether `/proc/self` names this process by the PID it knows itself by:
+/// false where the mounted `/proc` belongs to another PID namespace.
+fn proc_is_own() -> bool {
+    std::fs::read_link("/proc/self")
+        .ok()
+        .and_then(|p| p.to_str()?.parse::<u32>().ok())
+        == Some(std::process::id())
 }
 
 /// The start time of process `pid` (clock ticks after boot), or `None`
@@ -110,13 +130,15 @@ fn start_time(pid: &str) -> Option<u64> {
 /// missing, the place is `+none_0_0`, which no sweep ever removes.
 pub fn own_prefix(kind: &str) -> String {
     let pid = std::process::id();
-    let start = start_time("self").unwrap_or(0);
-    match own_place() {
-        Some(p) => format!(
+    // Without its own start time a name could not be told from one of a
+    // reused PID: such names get the place no sweep removes.
+    let start = start_time("self");
+    match own_place().zip(start) {
+        Some((p, start)) => format!(
             "{kind}{VERSION}_{}_{}_{}_{pid}_{start}_",
             p.host, p.boot, p.ns
         ),
-        None => format!("{kind}{VERSION}_+none_0_0_{pid}_{start}_"),
+        None => format!("{kind}{VERSION}_+none_0_0_{pid}_0_"),
     }
 }
 
@@ -179,6 +201,12 @@ fn is_stale(owner: &Owner, here: &Place) -> bool {
     }
 }
 
+/// The effective user ID of this process.
+fn own_uid() -> u32 {
+    // SAFETY: geteuid takes no arguments, cannot fail and touches no memory.
+    unsafe { libc::geteuid() }
+}
+
 /// Removes from `folder` the temporary files and folders that soup's
 /// writers (soup, the trainer) left when they were killed, and only those
 /// that are provably stale: names of this host, boot and PID namespace
@@ -206,6 +234,11 @@ pub fn sweep_stale_temps(folder: &Path) -> Vec<PathBuf> {
         let Ok(meta) = std::fs::symlink_metadata(&path) else {
             continue;
         };
+        // Only this user's own files: where /proc hides other users'
+        // processes (hidepid), theirs would look dead.
+        if meta.uid() != own_uid() {
+            continue;
+        }
         let gone = if meta.is_dir() {
             std::fs::remove_dir_all(&path)
         } else {
@@ -250,6 +283,35 @@ mod tests {
         assert_ne!(odd, host_tag("node_18"));
         assert_ne!(host_tag(&"n".repeat(41)), host_tag(&"n".repeat(42)));
         assert!(!host_tag("a/b_c d").contains(['/', '_', ' ']));
+    }
+
+    /// A file that looks stale but belongs to another user stays: where
+    /// `/proc` hides other users' processes, a live writer of theirs would
+    /// look gone. (Needs root to give the file away; skipped otherwise.)
+    #[test]
+    fn temps_of_another_user_are_not_swept() {
+        if own_uid() != 0 {
+            eprintln!("skipped: giving a file to another user needs root");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let theirs = dir
+            .path()
+            .join(name_of(TEMP_PREFIX, 2_147_483_632, 5, "theirs"));
+        let mine = dir
+            .path()
+            .join(name_of(TEMP_PREFIX, 2_147_483_632, 5, "mine"));
+        std::fs::write(&theirs, b"x").unwrap();
+        std::fs::write(&mine, b"x").unwrap();
+        std::os::unix::fs::chown(&theirs, Some(12_345), None).unwrap();
+        assert_eq!(sweep_stale_temps(dir.path()), vec![mine.clone()]);
+        assert!(theirs.exists() && !mine.exists());
+    }
+
+    #[test]
+    fn this_process_sees_its_own_proc() {
+        assert!(proc_is_own(), "tests run in the PID namespace of /proc");
+        assert!(!own_prefix(TEMP_PREFIX).contains("+none"));
     }
 
     #[test]
