@@ -159,7 +159,7 @@ impl<'de> serde::de::Visitor<'de> for &mut Entries<'_> {
         };
         while let Some(name) = map.next_key::<String>()? {
             let Strict(value) = map.next_value()?;
-            if name == "__metadata__" {
+            if name == METADATA_KEY {
                 if self.metadata.is_some() {
                     return Err(serde::de::Error::custom("duplicate key `__metadata__`"));
                 }
@@ -445,21 +445,20 @@ pub(crate) fn write_json<'a, W: std::io::Write>(
     }
     impl<'a, F: Fn(usize) -> EntryRef<'a>> serde::Serialize for Json<'_, F> {
         fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-            const KEY: &str = "__metadata__";
             // A tensor of that name would replace the metadata in a map.
-            let mut pending =
-                !self.metadata.is_empty() && !(0..self.count).any(|k| (self.entry)(k).name == KEY);
+            let mut pending = !self.metadata.is_empty()
+                && !(0..self.count).any(|k| (self.entry)(k).name == METADATA_KEY);
             let mut map = s.serialize_map(Some(self.count + usize::from(pending)))?;
             for k in 0..self.count {
                 let e = (self.entry)(k);
-                if pending && KEY < e.name {
-                    map.serialize_entry(KEY, self.metadata)?;
+                if pending && METADATA_KEY < e.name {
+                    map.serialize_entry(METADATA_KEY, self.metadata)?;
                     pending = false;
                 }
                 map.serialize_entry(e.name, &Entry(e))?;
             }
             if pending {
-                map.serialize_entry(KEY, self.metadata)?;
+                map.serialize_entry(METADATA_KEY, self.metadata)?;
             }
             map.end()
         }

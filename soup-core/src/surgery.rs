@@ -139,7 +139,10 @@ pub fn edit(
     }
     for pair in &options.set_meta {
         let (key, value) = split_pair(PairKind::Metadata, pair)?;
-        if key.is_empty() || key.starts_with(provenance::PREFIX) || key == "__metadata__" {
+        if key.is_empty()
+            || key.starts_with(provenance::PREFIX)
+            || key == crate::header::METADATA_KEY
+        {
             return Err(Error::invalid(format!(
                 "cannot set metadata key `{key}` (empty, reserved, or soup's own)"
             )));

@@ -91,39 +91,49 @@ pub fn assert_same_report(a: &Path, b: &Path) {
 /// Two reports agree as [`assert_same_report`] says.
 #[allow(dead_code)] // used by the sms and slurm targets, not by `it`
 pub fn assert_same_json(a: &serde_json::Value, b: &serde_json::Value) {
-    fn same(x: &serde_json::Value, y: &serde_json::Value, path: &str) {
-        use serde_json::Value::*;
-        match (x, y) {
-            (Object(p), Object(q)) => {
-                assert_eq!(
-                    p.keys().collect::<Vec<_>>(),
-                    q.keys().collect::<Vec<_>>(),
-                    "{path}"
-                );
-                for (k, v) in p {
-                    same(v, &q[k], &format!("{path}.{k}"));
-                }
-            }
-            (Array(p), Array(q)) => {
-                assert_eq!(p.len(), q.len(), "{path}");
-                for (i, (v, w)) in p.iter().zip(q).enumerate() {
-                    same(v, w, &format!("{path}[{i}]"));
-                }
-            }
-            (Number(p), Number(q)) if path.ends_with("acc") || p.is_u64() => {
-                assert_eq!(p, q, "{path}")
-            }
-            (Number(p), Number(q)) => {
-                let (p, q) = (p.as_f64().unwrap(), q.as_f64().unwrap());
-                assert!(
-                    (p - q).abs() <= 1e-12 * p.abs().max(q.abs()),
-                    "{path}: {p} vs {q}"
-                );
-            }
-            _ => assert_eq!(x, y, "{path}"),
+    walk_json(a, b, "report", &|path, p, q| {
+        if path.ends_with("acc") || p.is_u64() {
+            assert_eq!(p, q, "{path}");
+        } else {
+            let (p, q) = (p.as_f64().unwrap(), q.as_f64().unwrap());
+            assert!(
+                (p - q).abs() <= 1e-12 * p.abs().max(q.abs()),
+                "{path}: {p} vs {q}"
+            );
         }
+    })
+}
+
+/// Walks two JSON trees side by side: the same keys in the same order, the
+/// same array lengths, equal strings, booleans and nulls; each pair of
+/// numbers, with its path (`report.phases[0].ece`), goes to `numbers`.
+fn walk_json(
+    x: &serde_json::Value,
+    y: &serde_json::Value,
+    path: &str,
+    numbers: &dyn Fn(&str, &serde_json::Number, &serde_json::Number),
+) {
+    use serde_json::Value::*;
+    match (x, y) {
+        (Object(p), Object(q)) => {
+            assert_eq!(
+                p.keys().collect::<Vec<_>>(),
+                q.keys().collect::<Vec<_>>(),
+                "{path}"
+            );
+            for (k, v) in p {
+                walk_json(v, &q[k], &format!("{path}.{k}"), numbers);
+            }
+        }
+        (Array(p), Array(q)) => {
+            assert_eq!(p.len(), q.len(), "{path}");
+            for (i, (v, w)) in p.iter().zip(q).enumerate() {
+                walk_json(v, w, &format!("{path}[{i}]"), numbers);
+            }
+        }
+        (Number(p), Number(q)) => numbers(path, p, q),
+        _ => assert_eq!(x, y, "{path}"),
     }
-    same(a, b, "report")
 }
 
 /// How far a report made on another CPU model may stray from a recorded one
@@ -172,45 +182,24 @@ impl Portable {
 /// within the bounds of `tol`.
 #[allow(dead_code)] // used by the sms target
 pub fn assert_like_json(expected: &serde_json::Value, got: &serde_json::Value, tol: &Portable) {
-    fn like(x: &serde_json::Value, y: &serde_json::Value, path: &str, tol: &Portable) {
-        use serde_json::Value::*;
-        match (x, y) {
-            (Object(p), Object(q)) => {
-                assert_eq!(
-                    p.keys().collect::<Vec<_>>(),
-                    q.keys().collect::<Vec<_>>(),
-                    "{path}"
-                );
-                for (k, v) in p {
-                    like(v, &q[k], &format!("{path}.{k}"), tol);
-                }
-            }
-            (Array(p), Array(q)) => {
-                assert_eq!(p.len(), q.len(), "{path}");
-                for (i, (v, w)) in p.iter().zip(q).enumerate() {
-                    like(v, w, &format!("{path}[{i}]"), tol);
-                }
-            }
-            (Number(p), Number(q)) if p.is_u64() || p.is_i64() => assert_eq!(p, q, "{path}"),
-            (Number(p), Number(q)) => {
-                let (p, q) = (p.as_f64().unwrap(), q.as_f64().unwrap());
-                let field = path.rsplit('.').next().unwrap_or(path);
-                let bound = if path.contains(".layer_sparsity.") {
-                    tol.layer_sparsity
-                } else if field.ends_with("sparsity") || field.ends_with("sparsity_all_params") {
-                    0.0
-                } else if field.ends_with("acc") {
-                    tol.accuracy
-                } else if path.contains(".geometry.l2") || path.contains(".geometry.to_barycentre")
-                {
-                    tol.distance * p.abs().max(q.abs())
-                } else {
-                    tol.relative * p.abs().max(q.abs())
-                };
-                assert!((p - q).abs() <= bound, "{path}: {p} vs {q} (bound {bound})");
-            }
-            _ => assert_eq!(x, y, "{path}"),
+    walk_json(expected, got, "report", &|path, p, q| {
+        if p.is_u64() || p.is_i64() {
+            assert_eq!(p, q, "{path}");
+            return;
         }
-    }
-    like(expected, got, "report", tol)
+        let (p, q) = (p.as_f64().unwrap(), q.as_f64().unwrap());
+        let field = path.rsplit('.').next().unwrap_or(path);
+        let bound = if path.contains(".layer_sparsity.") {
+            tol.layer_sparsity
+        } else if field.ends_with("sparsity") || field.ends_with("sparsity_all_params") {
+            0.0
+        } else if field.ends_with("acc") {
+            tol.accuracy
+        } else if path.contains(".geometry.l2") || path.contains(".geometry.to_barycentre") {
+            tol.distance * p.abs().max(q.abs())
+        } else {
+            tol.relative * p.abs().max(q.abs())
+        };
+        assert!((p - q).abs() <= bound, "{path}: {p} vs {q} (bound {bound})");
+    })
 }
