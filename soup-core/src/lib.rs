@@ -49,6 +49,7 @@ mod header;
 mod inspect;
 mod mask;
 mod merge;
+mod nm;
 mod output;
 mod provenance;
 mod prune;
@@ -77,6 +78,7 @@ pub use mask::{check_masks, Fingerprint, MaskReport, TensorMask};
 pub use merge::{
     merge, normalise_weights, IntPolicy, MaskPolicy, MergeMethod, MergeOptions, MergeReport,
 };
+pub use nm::{count_violations, NmCount, NmGeometry, NmPattern, NmShapeProblem};
 pub use output::{
     write_file_atomic, write_tensors, Output, OutputOptions, OutputTensor, TensorBytes,
 };
