@@ -38,6 +38,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod array;
 mod checkpoint;
 mod diff;
 mod distance;
@@ -60,6 +61,7 @@ mod stream;
 mod surgery;
 mod tree_hash;
 
+pub use array::Element;
 pub use checkpoint::{align, Checkpoint, TensorEntry, INDEX_FILE};
 pub use diff::{diff, DiffOptions, DiffReport, TensorDiff};
 pub use distance::{distance, DistanceReport};
@@ -78,6 +80,8 @@ pub use mask::{check_masks, Fingerprint, MaskReport, TensorMask};
 pub use merge::{
     merge, normalise_weights, IntPolicy, MaskPolicy, MergeMethod, MergeOptions, MergeReport,
 };
+/// The `ndarray` version whose arrays [`Checkpoint::array`] returns.
+pub use ndarray;
 pub use nm::{count_violations, NmCount, NmGeometry, NmPattern, NmShapeProblem};
 pub use output::{
     write_file_atomic, write_tensors, Output, OutputOptions, OutputTensor, TensorBytes,
