@@ -649,4 +649,6 @@ fn xor_count(a: &[u8], b: &[u8]) -> u64 {
 }
 
 #[cfg(test)]
+mod pinned;
+#[cfg(test)]
 mod tests;
