@@ -5,6 +5,7 @@
 //! they hold as long as those merges stay byte-identical.
 
 use super::*;
+use crate::dtype::Accumulator;
 use crate::greedy::{greedy_soup, GreedyOptions};
 use crate::hash::{hash_checkpoint, DigestKind};
 use crate::output::write_test_checkpoint;
@@ -124,7 +125,7 @@ fn merges_keep_their_pinned_digests() {
         &Control::default(),
     );
     let weighted = MergeOptions {
-        method: MergeMethod::Weighted(vec![0.5, 0.3, 0.2]),
+        method: MergeMethod::weighted(vec![0.5, 0.3, 0.2]),
         ..MergeOptions::default()
     };
     run(
