@@ -518,6 +518,15 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     Ok(bytes as u64)
 }
 
+/// The names of the merge methods, from soup-core's registry.
+fn method_names() -> clap::builder::PossibleValuesParser {
+    clap::builder::PossibleValuesParser::new(
+        soup_core::METHODS
+            .iter()
+            .map(|m| clap::builder::PossibleValue::new(m.name).help(m.summary)),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -537,13 +546,4 @@ mod tests {
         use clap::CommandFactory;
         Cli::command().debug_assert();
     }
-}
-
-/// The names of the merge methods, from soup-core's registry.
-fn method_names() -> clap::builder::PossibleValuesParser {
-    clap::builder::PossibleValuesParser::new(
-        soup_core::METHODS
-            .iter()
-            .map(|m| clap::builder::PossibleValue::new(m.name).help(m.summary)),
-    )
 }
