@@ -313,6 +313,9 @@ impl Plan<'_> {
                     }
                 }
             }
+            // The block is final here (kernel and mask policy applied): a
+            // per-tensor check of the result, such as an N:M pattern, reads
+            // `scratch.acc` here (elements `piece.elems.start + start..`).
             let dst = &mut out[start * out_type.size()..end * out_type.size()];
             A::encode_into(&scratch.acc, out_type, dst);
             start = end;
