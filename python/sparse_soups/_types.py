@@ -31,17 +31,26 @@ class MergeReport(TypedDict):
 
     outputs: list[str]
     """Files written."""
+    method: str
+    """The merge method (``uniform``, ``weighted``, ...)."""
+    base: str | None
+    """The base model of a task-vector merge."""
+    base_digest: str | None
     inputs: list[str]
     input_digest: list[str]
     """Content digest of each input, as :func:`sparse_soups.hash` gives it."""
     weights: list[float]
-    """Normalised weights, summing to 1."""
+    """Normalised weights, summing to 1 (task-vector methods: as given)."""
     tensors: int
     averaged: int
     bytes: int
     mask_policy: str
     mask_differences: list[list[Any]]
     """Per tensor whose masks differ: ``[name, [positions per input]]``."""
+    task_vectors: list[dict[str, Any]]
+    """Under the ``base`` mask policy, per fine-tune: ``input``, ``norm``
+    and ``dropped`` (the L2 norm of its task vector where the base is
+    zero)."""
 
 
 class GreedyTrial(TypedDict):

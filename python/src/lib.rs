@@ -223,8 +223,8 @@ fn merge(
     let weights_given = weights.clone();
     let options = MergeOptions {
         method: match weights {
-            None => MergeMethod::Uniform,
-            Some(w) => MergeMethod::Weighted(w),
+            None => MergeMethod::uniform(),
+            Some(w) => MergeMethod::weighted(w),
         },
         mask_policy: self::mask_policy(py, mask_policy)?,
         int_policy: self::int_policy(py, int_policy)?,
@@ -266,7 +266,7 @@ fn greedy_merge(
         strict,
         scores,
         merge: MergeOptions {
-            method: MergeMethod::Uniform,
+            method: MergeMethod::uniform(),
             mask_policy: self::mask_policy(py, mask_policy)?,
             int_policy: self::int_policy(py, int_policy)?,
             dtype: float_type(py, dtype)?,

@@ -74,26 +74,67 @@ pub enum Command {
     Unshard(UnshardArgs),
 }
 
-/// Average checkpoints that share one sparsity mask.
+/// Average checkpoints that share one sparsity mask, or merge fine-tunes of
+/// a base model (task arithmetic, TIES, DARE) keeping the base's mask.
 ///
-/// Float tensors (F64, F32, F16, BF16) are averaged in f32 (f64 for F64);
+/// Float tensors (F64, F32, F16, BF16) are combined in f32 (f64 for F64);
 /// integer and bool tensors must be equal in all inputs. The masks are
 /// checked as `soup check-mask` does, and the merge is refused if they differ
 /// unless --mask-policy says how to resolve it.
+///
+/// With --base, the inputs are fine-tunes of BASE and --method names a
+/// task-vector method; by default (--mask-policy base) the result is zero
+/// exactly where the base is, and fine-tunes whose masks differ are reported
+/// with the share of their task vector's norm that the base's mask removed.
 #[derive(Debug, Args)]
 pub struct MergeArgs {
-    /// Checkpoints to average (files or sharded folders).
-    #[arg(required = true, num_args = 2.., value_name = "CHECKPOINT")]
+    /// Checkpoints to average, or fine-tunes of --base (files or sharded
+    /// folders).
+    #[arg(required = true, num_args = 1.., value_name = "CHECKPOINT")]
     pub inputs: Vec<PathBuf>,
     /// Output file, or folder with --shard-size.
     #[arg(short, long, value_name = "PATH")]
     pub output: PathBuf,
-    /// Weighted mean, one weight per input: 0.5,0.3,0.2 (normalised).
-    #[arg(long, value_delimiter = ',', value_name = "W,W,...")]
+    /// The base model the inputs were fine-tuned from (task-vector methods).
+    #[arg(long, value_name = "BASE", conflicts_with = "greedy")]
+    pub base: Option<PathBuf>,
+    /// Merge method: uniform (default), weighted (default with --weights),
+    /// or with --base: task-arithmetic, ties, dare-linear, dare-ties.
+    ///
+    /// TIES: Yadav et al. 2023; DARE: Yu et al. 2024; both as mergekit
+    /// computes them (see the README).
+    #[arg(long, value_name = "METHOD", value_parser = method_names())]
+    pub method: Option<String>,
+    /// Task-vector methods: factor of the combined task vector (default 1).
+    #[arg(
+        long,
+        value_name = "L",
+        conflicts_with = "weights",
+        allow_hyphen_values = true
+    )]
+    pub scale: Option<f64>,
+    /// ties, dare-linear, dare-ties: share of each task vector's surviving
+    /// weights kept, in (0, 1].
+    #[arg(long, value_name = "D")]
+    pub density: Option<f64>,
+    /// dare-linear, dare-ties: seed of the random drop (default 0). The drop
+    /// depends only on the seed, tensor name and element, not on --budget
+    /// or --threads.
+    #[arg(long, value_name = "S")]
+    pub seed: Option<u64>,
+    /// Weighted mean, one weight per input: 0.5,0.3,0.2 (normalised); with
+    /// --base, the weight of each fine-tune's task vector (as given).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "W,W,...",
+        allow_hyphen_values = true
+    )]
     pub weights: Option<Vec<f64>>,
-    /// What to do when the inputs' masks differ.
-    #[arg(long, value_enum, default_value_t = MaskPolicyArg::Refuse)]
-    pub mask_policy: MaskPolicyArg,
+    /// What to do when the inputs' masks differ (default: refuse; base with
+    /// --base).
+    #[arg(long, value_enum)]
+    pub mask_policy: Option<MaskPolicyArg>,
     /// What to do with integer and bool tensors that differ.
     #[arg(long, value_enum, default_value_t = IntPolicyArg::Equal)]
     pub int_policy: IntPolicyArg,
@@ -407,6 +448,11 @@ pub enum MaskPolicyArg {
     Union,
     /// Zero wherever any input is zero.
     Intersect,
+    /// With --base: zero exactly where the base is (fine-tunes' weights
+    /// outside the base's mask are dropped and reported).
+    Base,
+    /// With --base: no mask handling (the dense result).
+    None,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -423,6 +469,8 @@ impl From<MaskPolicyArg> for soup_core::MaskPolicy {
             MaskPolicyArg::Refuse => soup_core::MaskPolicy::Refuse,
             MaskPolicyArg::Union => soup_core::MaskPolicy::Union,
             MaskPolicyArg::Intersect => soup_core::MaskPolicy::Intersect,
+            MaskPolicyArg::Base => soup_core::MaskPolicy::Base,
+            MaskPolicyArg::None => soup_core::MaskPolicy::Dense,
         }
     }
 }
@@ -468,6 +516,15 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         return Err(format!("size `{s}` out of range"));
     }
     Ok(bytes as u64)
+}
+
+/// The names of the merge methods, from soup-core's registry.
+fn method_names() -> clap::builder::PossibleValuesParser {
+    clap::builder::PossibleValuesParser::new(
+        soup_core::METHODS
+            .iter()
+            .map(|m| clap::builder::PossibleValue::new(m.name).help(m.summary)),
+    )
 }
 
 #[cfg(test)]

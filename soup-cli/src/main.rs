@@ -69,7 +69,7 @@ fn main() -> ExitCode {
                 Some(soup_core::Error::OutputExists { .. }) => " (use --force to replace it)",
                 Some(soup_core::Error::NotReplaceable { .. }) => " (not even with --force)",
                 Some(soup_core::Error::MasksDiffer { .. }) => {
-                    "; see `soup check-mask`, or merge anyway with --mask-policy union|intersect"
+                    "; see `soup check-mask`, or merge anyway with --mask-policy union|intersect (base|none with --base)"
                 }
                 Some(soup_core::Error::IntegersDiffer { .. }) => {
                     " (use --int-policy first to take the first input's)"

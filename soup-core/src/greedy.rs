@@ -240,7 +240,7 @@ pub fn greedy_soup(
     if candidates.is_empty() {
         return Err(Error::invalid("greedy soup needs at least one candidate"));
     }
-    if options.merge.method != MergeMethod::Uniform {
+    if options.merge.method != MergeMethod::uniform() {
         return Err(Error::invalid(
             "greedy soups are uniform: weights are not allowed",
         ));

@@ -5,7 +5,8 @@
 //! sets) through memory maps after validating their headers completely,
 //! and streams through them in bounded windows spread over all cores, so
 //! memory stays flat however large the checkpoints are. On top of that it
-//! averages checkpoints ([`merge()`]), compares sparsity masks
+//! averages checkpoints ([`merge()`]), merges fine-tunes of a base with
+//! task arithmetic, TIES or DARE while keeping its mask ([`merge_with_base`]), compares sparsity masks
 //! ([`check_masks`]), prunes by magnitude with exact counts ([`prune()`]),
 //! builds greedy soups with any [`Scorer`] ([`greedy_soup`]), compares
 //! ([`diff()`]), edits and reshards checkpoints ([`edit()`], [`relayout`],
@@ -78,7 +79,8 @@ pub use header::{
 pub use inspect::{inspect, Inspection, TensorSummary};
 pub use mask::{check_masks, Fingerprint, MaskReport, TensorMask};
 pub use merge::{
-    merge, normalise_weights, IntPolicy, MaskPolicy, MergeMethod, MergeOptions, MergeReport,
+    merge, merge_with_base, normalise_weights, IntPolicy, MaskPolicy, MergeMethod, MergeOptions,
+    MergeReport, MethodEntry, MethodParams, Param, TaskVectorNorm, METHODS,
 };
 /// The `ndarray` version whose arrays [`Checkpoint::array`] returns.
 pub use ndarray;

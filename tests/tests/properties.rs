@@ -79,7 +79,7 @@ fn control(options: StreamOptions) -> Control<'static> {
 
 fn merged(inputs: &[PathBuf], out: &Path, weights: Option<Vec<f64>>, options: StreamOptions) {
     let opts = MergeOptions {
-        method: weights.map_or(MergeMethod::Uniform, MergeMethod::Weighted),
+        method: weights.map_or_else(MergeMethod::uniform, MergeMethod::weighted),
         ..MergeOptions::default()
     };
     merge(&open(inputs), out, &opts, &control(options)).unwrap();

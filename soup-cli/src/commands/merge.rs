@@ -1,10 +1,12 @@
-//! `soup merge`: uniform or weighted mean of checkpoints sharing one mask.
+//! `soup merge`: uniform or weighted mean of checkpoints sharing one mask,
+//! or a task-vector merge of fine-tunes of a base model.
 
 use std::io::Write;
 
 use anyhow::Result;
 use soup_core::{greedy_soup, CommandScorer, GreedyOptions};
-use soup_core::{merge, FloatType, MergeMethod, MergeOptions, OutputOptions};
+use soup_core::{merge, merge_with_base, FloatType, MergeMethod, MergeOptions, OutputOptions};
+use soup_core::{MaskPolicy, MergeReport, MethodParams};
 
 use crate::cli::MergeArgs;
 use crate::output::{bytes, escape_path, write_json, Context, Outcome, Table};
@@ -19,12 +21,27 @@ pub fn run(args: MergeArgs, out: &mut dyn Write, ctx: &Context) -> Result<Outcom
             })?)
         }
     };
+    let name = match (&args.method, &args.weights) {
+        (Some(m), _) => m.as_str(),
+        (None, _) if args.base.is_some() => {
+            anyhow::bail!("--base needs --method (task-arithmetic, ties, dare-linear, dare-ties)")
+        }
+        (None, Some(_)) => "weighted",
+        (None, None) => "uniform",
+    };
+    let params = MethodParams {
+        weights: args.weights.clone(),
+        scale: args.scale,
+        density: args.density,
+        seed: args.seed,
+    };
+    let default_policy = match args.base {
+        Some(_) => MaskPolicy::Base,
+        None => MaskPolicy::Refuse,
+    };
     let options = MergeOptions {
-        method: match &args.weights {
-            Some(w) => MergeMethod::Weighted(w.clone()),
-            None => MergeMethod::Uniform,
-        },
-        mask_policy: args.mask_policy.into(),
+        method: MergeMethod::named(name, params),
+        mask_policy: args.mask_policy.map_or(default_policy, Into::into),
         int_policy: args.int_policy.into(),
         dtype,
         output: OutputOptions {
@@ -36,12 +53,25 @@ pub fn run(args: MergeArgs, out: &mut dyn Write, ctx: &Context) -> Result<Outcom
     if args.greedy {
         return greedy(args, options, out, ctx);
     }
-    // Reject bad weights before opening anything.
-    options.method.weights(args.inputs.len())?;
+    if args.base.is_none() && args.inputs.len() < 2 {
+        anyhow::bail!("merge needs at least two checkpoints (or --base and one fine-tune)");
+    }
+    // Reject a bad method or bad weights before opening anything.
+    options
+        .method
+        .check(args.inputs.len(), args.base.is_some())?;
     let inputs = super::open_all(&args.inputs)?;
-    let report = merge(&inputs, &args.output, &options, &ctx.control())?;
+    let report = match &args.base {
+        Some(base) => {
+            let base = super::open_all(std::slice::from_ref(base))?.remove(0);
+            merge_with_base(&base, &inputs, &args.output, &options, &ctx.control())?
+        }
+        None => merge(&inputs, &args.output, &options, &ctx.control())?,
+    };
     if ctx.json {
         write_json(out, &report)?;
+    } else if report.base.is_some() {
+        write_base_merge(out, &report, &args.output)?;
     } else {
         writeln!(
             out,
@@ -65,6 +95,66 @@ pub fn run(args: MergeArgs, out: &mut dyn Write, ctx: &Context) -> Result<Outcom
         }
     }
     Ok(Outcome::Clean)
+}
+
+/// The human report of a merge with a base: the method, the weights, the
+/// tensors whose masks differ from the base's (as `check-mask` lists
+/// them), and what the base's mask removed from each task vector.
+fn write_base_merge(
+    out: &mut dyn Write,
+    report: &MergeReport,
+    target: &std::path::Path,
+) -> Result<()> {
+    let base = report.base.as_deref().expect("a base");
+    writeln!(
+        out,
+        "merged {} fine-tunes of {} with {} into {} ({} tensors, {} merged, {})",
+        report.inputs.len(),
+        escape_path(base),
+        report.method,
+        escape_path(target),
+        report.tensors,
+        report.averaged,
+        bytes(report.bytes)
+    )?;
+    for (path, w) in report.inputs.iter().zip(&report.weights) {
+        writeln!(out, "  weight {w:.4}  {}", escape_path(path))?;
+    }
+    if !report.mask_differences.is_empty() {
+        writeln!(
+            out,
+            "masks differ from the base's in {} tensors (--mask-policy {}):",
+            report.mask_differences.len(),
+            policy_name(report.mask_policy)
+        )?;
+        let mut table = Table::new(&[("tensor", false), ("fine-tune", false), ("positions", true)]);
+        for (tensor, diffs) in &report.mask_differences {
+            for (path, &d) in report.inputs.iter().zip(diffs).filter(|(_, &d)| d > 0) {
+                table.row(vec![
+                    tensor.clone(),
+                    path.display().to_string(),
+                    d.to_string(),
+                ]);
+            }
+        }
+        table.write(out)?;
+    }
+    for tv in report.task_vectors.iter().filter(|tv| tv.dropped > 0.0) {
+        writeln!(
+            out,
+            "  the base's mask removed {:.2}% of the task vector's norm of {}",
+            100.0 * tv.dropped / tv.norm,
+            escape_path(&tv.input)
+        )?;
+    }
+    Ok(())
+}
+
+fn policy_name(policy: MaskPolicy) -> String {
+    serde_json::to_value(policy)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
 }
 
 /// `soup merge --greedy`: score, rank, and grow the soup one candidate at a

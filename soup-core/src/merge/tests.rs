@@ -51,7 +51,7 @@ fn refusals_are_structured() {
     // anything is written.
     let a = Checkpoint::open(dir.path().join("a.safetensors")).unwrap();
     let options = MergeOptions {
-        method: MergeMethod::Weighted(vec![1.0]),
+        method: MergeMethod::weighted(vec![1.0]),
         ..MergeOptions::default()
     };
     let e = merge(&[a], &target, &options, &control);

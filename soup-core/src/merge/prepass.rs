@@ -1,0 +1,162 @@
+//! The pre-pass: per-tensor statistics a method needs before it combines,
+//! gathered by streaming through the base and the candidates on the same
+//! driver as the merge (bounded memory, all cores).
+//!
+//! [`Statistic::TopMagnitude`] (the trim of TIES) finds, per tensor and
+//! candidate, the smallest magnitude among the `floor(density * n)` largest
+//! magnitudes of the task vector, by an exact radix selection over the
+//! bits of the f32 magnitudes (non-negative floats order like their bits):
+//! a first sweep counts the magnitudes per top 16 bits, a second one the
+//! low 16 bits inside the bucket that holds the threshold. With the base
+//! mask kept, only the base's surviving elements are counted and ranked.
+
+use std::collections::HashMap;
+
+use super::method::Statistic;
+use crate::dtype::{Accumulator, FloatType};
+use crate::error::Result;
+use crate::stream::{drive, no_lag, CheckpointRows, Control, Units};
+
+const BUCKETS: usize = 1 << 16;
+
+/// Per row and candidate (row-major), the threshold of the statistic:
+/// magnitudes at or above it are kept (NaN keeps nothing; 0 everything).
+pub(super) fn thresholds(
+    rows: &CheckpointRows,
+    statistic: Statistic,
+    masked: bool,
+    control: &Control,
+) -> Result<Vec<f32>> {
+    let Statistic::TopMagnitude { density } = statistic;
+    let count = crate::stream::Rows::rows(rows);
+    let n = rows.row(0).len() - 1;
+    // Per row and candidate: (top bits of the threshold, rank left in that
+    // bucket), from the first sweep.
+    let mut found = vec![(0u32, 0u64); count * n];
+    let mut result = vec![0f32; count * n];
+    for sweep in 0..2 {
+        let mut open: HashMap<usize, Vec<u64>> = HashMap::new();
+        let mut next = found.clone();
+        let found_ref = &found;
+        drive(
+            rows,
+            control,
+            "pre-pass",
+            Units::Pieces,
+            |_| Ok(()),
+            |piece, _, _| -> Result<Vec<u64>> {
+                let row = rows.row(piece.tensor);
+                let Some(in_type) = row[0].float_type() else {
+                    return Ok(Vec::new());
+                };
+                let base = rows.bytes(0, piece);
+                let mut hist = vec![0u64; n * BUCKETS + 1];
+                let wanted = |k: usize| found_ref[piece.tensor * n + k].0;
+                MAGNITUDES.with(|m| {
+                    let m = &mut *m.borrow_mut();
+                    for k in 0..n {
+                        magnitudes(base, rows.bytes(k + 1, piece), in_type, masked, m);
+                        let h = &mut hist[k * BUCKETS..(k + 1) * BUCKETS];
+                        for &bits in m.iter() {
+                            if sweep == 0 {
+                                h[(bits >> 16) as usize] += 1;
+                            } else if bits >> 16 == wanted(k) {
+                                h[(bits & 0xffff) as usize] += 1;
+                            }
+                        }
+                        if k == 0 {
+                            hist[n * BUCKETS] = m.len() as u64;
+                        }
+                    }
+                });
+                Ok(hist)
+            },
+            no_lag(),
+            |window, hists| {
+                for (piece, hist) in window.iter().zip(hists) {
+                    if hist.is_empty() {
+                        continue;
+                    }
+                    let t = piece.tensor;
+                    let total = open.entry(t).or_insert_with(|| vec![0; n * BUCKETS + 1]);
+                    for (a, b) in total.iter_mut().zip(hist) {
+                        *a += b;
+                    }
+                    if !piece.last {
+                        continue;
+                    }
+                    let total = open.remove(&t).expect("opened");
+                    let eligible = total[n * BUCKETS];
+                    for k in 0..n {
+                        let h = &total[k * BUCKETS..(k + 1) * BUCKETS];
+                        let slot = t * n + k;
+                        if sweep == 0 {
+                            let keep = (density * eligible as f64).floor() as u64;
+                            next[slot] = match keep {
+                                0 => (u32::MAX, 0),
+                                _ => select(h, keep),
+                            };
+                        } else if found[slot].0 == u32::MAX {
+                            result[slot] = f32::NAN;
+                        } else {
+                            let (low, _) = select(h, found[slot].1);
+                            result[slot] = f32::from_bits(found[slot].0 << 16 | low);
+                        }
+                    }
+                }
+                Ok(())
+            },
+        )?;
+        found = next;
+    }
+    Ok(result)
+}
+
+/// The bucket holding the `rank`-th largest value (from 1) of histogram
+/// `h`, and the rank left inside that bucket.
+fn select(h: &[u64], rank: u64) -> (u32, u64) {
+    let mut above = 0u64;
+    for (bucket, &c) in h.iter().enumerate().rev() {
+        if above + c >= rank {
+            return (bucket as u32, rank - above);
+        }
+        above += c;
+    }
+    // Fewer values than the rank (not reached: rank <= count): keep all.
+    (0, 1)
+}
+
+/// The f32 bits of `|candidate - base|` of the eligible elements (all, or
+/// those where the base is not zero) into `out`.
+fn magnitudes(base: &[u8], candidate: &[u8], t: FloatType, masked: bool, out: &mut Vec<u32>) {
+    out.clear();
+    let elems = base.len() / t.size();
+    for start in (0..elems).step_by(BLOCK) {
+        let end = (start + BLOCK).min(elems);
+        let range = start * t.size()..end * t.size();
+        if t == FloatType::F64 {
+            push::<f64>(&base[range.clone()], &candidate[range], t, masked, out);
+        } else {
+            push::<f32>(&base[range.clone()], &candidate[range], t, masked, out);
+        }
+    }
+}
+
+fn push<A: Accumulator>(base: &[u8], cand: &[u8], t: FloatType, masked: bool, out: &mut Vec<u32>) {
+    let mut b: Vec<A> = Vec::with_capacity(BLOCK);
+    let mut c: Vec<A> = Vec::with_capacity(BLOCK);
+    A::decode(base, t, &mut b);
+    A::decode(cand, t, &mut c);
+    for (&b, &c) in b.iter().zip(&c) {
+        if masked && b == A::ZERO {
+            continue;
+        }
+        out.push(((c - b).to_f64() as f32).abs().to_bits());
+    }
+}
+
+const BLOCK: usize = 2048;
+
+thread_local! {
+    static MAGNITUDES: std::cell::RefCell<Vec<u32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
