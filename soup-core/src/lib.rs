@@ -48,6 +48,7 @@ mod hash;
 mod header;
 mod inspect;
 mod mask;
+mod maskfile;
 mod merge;
 mod output;
 mod provenance;
@@ -73,7 +74,12 @@ pub use header::{
     RawTensor, MAX_HEADER_LEN, METADATA_KEY,
 };
 pub use inspect::{inspect, Inspection, TensorSummary};
-pub use mask::{check_masks, Fingerprint, MaskReport, TensorMask};
+pub use mask::{check_masks, check_masks_against, Fingerprint, MaskReport, TensorMask};
+pub use maskfile::{
+    combine_masks, extract_mask, from_torch_prune, to_torch_prune, Combination, CombineOptions,
+    CombineReport, MaskFileReport, MaskFileTensor, MaskSource, MaskTensor, TorchPruneReport,
+    TorchPruneTensor, MASK_FORMAT, MASK_FORMAT_KEY,
+};
 pub use merge::{
     merge, normalise_weights, IntPolicy, MaskPolicy, MergeMethod, MergeOptions, MergeReport,
 };

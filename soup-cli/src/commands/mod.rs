@@ -8,6 +8,7 @@ mod distance;
 mod edit;
 mod hash;
 mod inspect;
+pub mod mask;
 mod merge;
 mod prune;
 mod shard;
@@ -35,6 +36,7 @@ pub fn run(command: Command, out: &mut dyn Write, ctx: &Context) -> Result<Outco
         Command::ApplyMask(args) => apply_mask::run(args, out, ctx),
         Command::Shard(args) => shard::shard(args, out, ctx),
         Command::Unshard(args) => shard::unshard(args, out, ctx),
+        Command::Mask(args) => mask::run(args, out, ctx),
     }
 }
 
