@@ -73,6 +73,7 @@ pub enum Command {
     Shard(ShardArgs),
     Unshard(UnshardArgs),
     Mask(crate::commands::mask::MaskArgs),
+    FoldLora(crate::commands::fold_lora::FoldLoraArgs),
 }
 
 /// Average checkpoints that share one sparsity mask.

@@ -47,6 +47,7 @@ mod greedy;
 mod hash;
 mod header;
 mod inspect;
+mod lora;
 mod mask;
 mod maskfile;
 mod merge;
@@ -74,6 +75,9 @@ pub use header::{
     RawTensor, MAX_HEADER_LEN, METADATA_KEY,
 };
 pub use inspect::{inspect, Inspection, TensorSummary};
+pub use lora::{
+    fold_lora, FoldOptions, FoldReport, FoldedTensor, LoraAdapter, ADAPTER_CONFIG, ADAPTER_WEIGHTS,
+};
 pub use mask::{check_masks, check_masks_against, Fingerprint, MaskReport, TensorMask};
 pub use maskfile::{
     combine_masks, extract_mask, from_torch_prune, to_torch_prune, Combination, CombineOptions,

@@ -6,6 +6,7 @@ mod check_mask;
 mod diff;
 mod distance;
 mod edit;
+pub mod fold_lora;
 mod hash;
 mod inspect;
 pub mod mask;
@@ -37,6 +38,7 @@ pub fn run(command: Command, out: &mut dyn Write, ctx: &Context) -> Result<Outco
         Command::Shard(args) => shard::shard(args, out, ctx),
         Command::Unshard(args) => shard::unshard(args, out, ctx),
         Command::Mask(args) => mask::run(args, out, ctx),
+        Command::FoldLora(args) => fold_lora::run(args, out, ctx),
     }
 }
 

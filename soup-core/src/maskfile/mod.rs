@@ -382,4 +382,3 @@ impl Rows for MaskRows<'_> {
         }
     }
 }
-
