@@ -168,3 +168,19 @@ def test_bad_adapters_are_one_line_and_write_nothing(tmp_path, soup):
         assert not out.exists()
     code, _, err = soup("fold-lora", base, cases[0][0], "-o", out)
     assert "layers.9.v_proj.weight" in err
+
+
+def test_python_fold_lora(tmp_path):
+    import sparse_soups
+
+    base, folder, expected, _ = make_case(tmp_path, rslora=True, fan_in_fan_out=False)
+    out = tmp_path / "folded.safetensors"
+    report = sparse_soups.fold_lora(base, folder, out)
+    assert report["keep_mask"] and len(report["tensors"]) == 4
+    got = load_file(out)
+    for name, want in expected.items():
+        tol = 2e-3 if want.dtype == np.float16 else 1e-6
+        np.testing.assert_allclose(got[name], want, rtol=tol, atol=tol)
+    assert sparse_soups.check_mask([out], reference=base)["identical"]
+    with pytest.raises(sparse_soups.BadCheckpoint, match="not a PEFT adapter folder"):
+        sparse_soups.fold_lora(base, tmp_path / "nowhere", tmp_path / "x.safetensors")

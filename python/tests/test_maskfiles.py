@@ -208,3 +208,32 @@ def test_torch_prune_bad_inputs(tmp_path, soup):
         assert code == 2 and problem in cli_error(err), (name, err)
         assert len(err.strip().splitlines()) == 1
         assert not (tmp_path / "out.safetensors").exists()
+
+
+def test_python_api_writes_and_combines_mask_files(tmp_path):
+    import sparse_soups
+
+    states = [sparse_state(20 + i, density=0.6) for i in range(3)]
+    paths = []
+    for i, s in enumerate(states):
+        save_file(s, tmp_path / f"m{i}.safetensors")
+        paths.append(tmp_path / f"m{i}.safetensors")
+    report = sparse_soups.mask_extract(paths[0], tmp_path / "m0.mask")
+    assert {t["name"] for t in report["tensors"]} == {"a.weight", "b.weight", "b.bias"}
+    for name, m in unpack(tmp_path / "m0.mask").items():
+        np.testing.assert_array_equal(m, states[0][name] != 0)
+    check = sparse_soups.check_mask([paths[0]], reference=tmp_path / "m0.mask")
+    assert check["identical"]
+    inputs = [tmp_path / "m0.mask", paths[1], paths[2]]
+    for how, k, need in (("vote", None, 2), ("vote", 3, 3), ("union", None, 1), ("intersect", None, 3)):
+        out = tmp_path / f"{how}-{need}.mask"
+        report = sparse_soups.mask_combine(inputs, out, how, k)
+        assert report["min_votes"] == need
+        for name, m in unpack(out).items():
+            votes = sum((s[name] != 0).astype(int) for s in states)
+            np.testing.assert_array_equal(m, votes >= need)
+    with pytest.raises(sparse_soups.InvalidArgument, match="between 1 and 3 votes"):
+        sparse_soups.mask_combine(inputs, tmp_path / "x.mask", "vote", 4)
+    with pytest.raises(sparse_soups.InvalidArgument, match="min_votes"):
+        sparse_soups.mask_combine(inputs, tmp_path / "x.mask", "union", 1)
+    assert not (tmp_path / "x.mask").exists()
