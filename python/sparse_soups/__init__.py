@@ -26,6 +26,14 @@ from __future__ import annotations
 from . import errors, schedules
 from ._core import core_version as _core_version
 from ._files import check_mask, diff, distance, greedy_merge, hash, inspect, merge, prune
+from ._maskfile import (
+    CombineReport,
+    FoldReport,
+    MaskFileReport,
+    fold_lora,
+    mask_combine,
+    mask_extract,
+)
 from ._memory import mask_fingerprints, merge_state_dicts, prune_state_dict
 from .schedules import phase_sparsities
 from ._types import (
@@ -60,6 +68,9 @@ __all__ = [
     "diff",
     "hash",
     "distance",
+    "fold_lora",
+    "mask_extract",
+    "mask_combine",
     "merge_state_dicts",
     "prune_state_dict",
     "mask_fingerprints",
@@ -73,6 +84,9 @@ __all__ = [
     "DiffReport",
     "HashReport",
     "DistanceReport",
+    "MaskFileReport",
+    "CombineReport",
+    "FoldReport",
     "errors",
     "SoupError",
     "BadCheckpoint",

@@ -72,3 +72,39 @@ def distance(paths: list[str], include: list[str], exclude: list[str], budget: i
 
 def core_version() -> str:
     """The version of the soup-core this module was built from."""
+
+def fold_lora(
+    base: str,
+    adapter: str,
+    out: str,
+    keep_mask: bool,
+    shard_size: int | None,
+    force: bool,
+    digest: str,
+    budget: int | None,
+) -> str:
+    """Fold a PEFT LoRA adapter into its base; returns the fold report as JSON."""
+
+def mask_extract(
+    path: str,
+    out: str,
+    include: list[str],
+    exclude: list[str],
+    force: bool,
+    digest: str,
+    budget: int | None,
+) -> str:
+    """Write a model's masks as a mask file; returns the report as JSON."""
+
+def mask_combine(
+    paths: list[str],
+    out: str,
+    how: str,
+    min_votes: int | None,
+    include: list[str],
+    exclude: list[str],
+    force: bool,
+    digest: str,
+    budget: int | None,
+) -> str:
+    """Combine masks into a mask file; returns the report as JSON."""

@@ -153,6 +153,10 @@ fn open_all(py: Python<'_>, paths: &[PathBuf]) -> PyResult<Vec<Checkpoint>> {
     paths.iter().map(|p| open(py, p)).collect()
 }
 
+fn open_mask(py: Python<'_>, path: &Path) -> PyResult<soup_core::MaskSource> {
+    soup_core::MaskSource::open(path).map_err(|e| to_py_err(py, e))
+}
+
 fn invalid(py: Python<'_>, message: String) -> PyErr {
     raise(py, "InvalidArgument", message)
 }
@@ -316,10 +320,11 @@ fn check_mask(
         ));
     }
     let selection = Selection::new(&include, &exclude).map_err(|e| to_py_err(py, e))?;
-    let reference = reference.map(|p| open(py, &p)).transpose()?;
+    let reference = reference.map(|p| open_mask(py, &p)).transpose()?;
     let inputs = open_all(py, &paths)?;
-    let report = run(py, budget, DigestKind::default(), |c| {
-        soup_core::check_masks(&inputs, reference.as_ref(), &selection, c)
+    let report = run(py, budget, DigestKind::default(), |c| match &reference {
+        Some(r) => soup_core::check_masks_against(&inputs, r, &selection, c),
+        None => soup_core::check_masks(&inputs, None, &selection, c),
     })?;
     if report.compared == 0 {
         return Err(invalid(
@@ -471,6 +476,116 @@ fn hash(py: Python<'_>, path: PathBuf, digest: &str, budget: Option<usize>) -> P
     })
 }
 
+/// Folds a PEFT LoRA adapter folder into its base; returns the fold report
+/// as JSON.
+#[pyfunction]
+#[pyo3(signature = (base, adapter, out, keep_mask, shard_size, force, digest, budget))]
+#[allow(clippy::too_many_arguments)]
+fn fold_lora(
+    py: Python<'_>,
+    base: PathBuf,
+    adapter: PathBuf,
+    out: PathBuf,
+    keep_mask: bool,
+    shard_size: Option<u64>,
+    force: bool,
+    digest: &str,
+    budget: Option<usize>,
+) -> PyResult<String> {
+    let digest = digest_kind(py, digest)?;
+    let options = soup_core::FoldOptions {
+        keep_mask,
+        output: OutputOptions { shard_size, force },
+    };
+    let base = open(py, &base)?;
+    let adapter = soup_core::LoraAdapter::open(&adapter).map_err(|e| to_py_err(py, e))?;
+    let report = run(py, budget, digest, |c| {
+        soup_core::fold_lora(&base, &adapter, &out, &options, c)
+    })?;
+    json(&report)
+}
+
+/// Writes a model's masks as a mask file; returns the report as JSON.
+#[pyfunction]
+#[pyo3(signature = (path, out, include, exclude, force, digest, budget))]
+#[allow(clippy::too_many_arguments)]
+fn mask_extract(
+    py: Python<'_>,
+    path: PathBuf,
+    out: PathBuf,
+    include: Vec<String>,
+    exclude: Vec<String>,
+    force: bool,
+    digest: &str,
+    budget: Option<usize>,
+) -> PyResult<String> {
+    let digest = digest_kind(py, digest)?;
+    let selection = Selection::new(&include, &exclude).map_err(|e| to_py_err(py, e))?;
+    let input = open(py, &path)?;
+    let output = OutputOptions {
+        shard_size: None,
+        force,
+    };
+    let report = run(py, budget, digest, |c| {
+        soup_core::extract_mask(&input, &out, &selection, &output, c)
+    })?;
+    json(&report)
+}
+
+/// Combines the masks of models or mask files into a mask file; returns
+/// the report as JSON.
+#[pyfunction]
+#[pyo3(signature = (paths, out, how, min_votes, include, exclude, force, digest, budget))]
+#[allow(clippy::too_many_arguments)]
+fn mask_combine(
+    py: Python<'_>,
+    paths: Vec<PathBuf>,
+    out: PathBuf,
+    how: &str,
+    min_votes: Option<usize>,
+    include: Vec<String>,
+    exclude: Vec<String>,
+    force: bool,
+    digest: &str,
+    budget: Option<usize>,
+) -> PyResult<String> {
+    use soup_core::Combination;
+    let combination = match (how, min_votes) {
+        ("vote", k) => Combination::Vote { min_votes: k },
+        ("union", None) => Combination::Union,
+        ("intersect", None) => Combination::Intersect,
+        ("union" | "intersect", Some(_)) => {
+            return Err(invalid(py, "min_votes applies to how=\"vote\" only".into()))
+        }
+        (other, _) => {
+            return Err(invalid(
+                py,
+                format!("how must be vote, union or intersect, got {other:?}"),
+            ))
+        }
+    };
+    let digest = digest_kind(py, digest)?;
+    combination
+        .threshold(paths.len())
+        .map_err(|e| to_py_err(py, e))?;
+    let options = soup_core::CombineOptions {
+        combination,
+        selection: Selection::new(&include, &exclude).map_err(|e| to_py_err(py, e))?,
+        output: OutputOptions {
+            shard_size: None,
+            force,
+        },
+    };
+    let inputs: Vec<soup_core::MaskSource> = paths
+        .iter()
+        .map(|p| open_mask(py, p))
+        .collect::<PyResult<_>>()?;
+    let report = run(py, budget, digest, |c| {
+        soup_core::combine_masks(&inputs, &out, &options, c)
+    })?;
+    json(&report)
+}
+
 /// The version of the soup-core this module was built from.
 #[pyfunction]
 fn core_version() -> &'static str {
@@ -488,6 +603,9 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(diff, m)?)?;
     m.add_function(wrap_pyfunction!(hash, m)?)?;
     m.add_function(wrap_pyfunction!(distance, m)?)?;
+    m.add_function(wrap_pyfunction!(fold_lora, m)?)?;
+    m.add_function(wrap_pyfunction!(mask_extract, m)?)?;
+    m.add_function(wrap_pyfunction!(mask_combine, m)?)?;
     m.add_function(wrap_pyfunction!(core_version, m)?)?;
     Ok(())
 }

@@ -72,6 +72,8 @@ pub enum Command {
     ApplyMask(ApplyMaskArgs),
     Shard(ShardArgs),
     Unshard(UnshardArgs),
+    Mask(crate::commands::mask::MaskArgs),
+    FoldLora(crate::commands::fold_lora::FoldLoraArgs),
 }
 
 /// Average checkpoints that share one sparsity mask, or merge fine-tunes of
@@ -337,7 +339,8 @@ pub struct ApplyMaskArgs {
     /// The checkpoint to mask.
     #[arg(value_name = "CHECKPOINT")]
     pub input: PathBuf,
-    /// The checkpoint whose zeros are applied.
+    /// The checkpoint whose zeros are applied, or a mask file (`soup mask
+    /// extract`).
     #[arg(long, value_name = "REF")]
     pub mask: PathBuf,
     /// Output file.
@@ -399,7 +402,8 @@ pub struct CheckMaskArgs {
     /// Checkpoints to compare.
     #[arg(required = true, value_name = "CHECKPOINT")]
     pub inputs: Vec<PathBuf>,
-    /// Compare every input with this checkpoint's mask (the pruned parent).
+    /// Compare every input with this checkpoint's mask (the pruned parent),
+    /// or with a mask file (`soup mask extract`).
     #[arg(long, value_name = "PARENT")]
     pub reference: Option<PathBuf>,
     /// Only tensors whose names match this regex (repeatable).

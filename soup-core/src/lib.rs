@@ -49,7 +49,9 @@ mod greedy;
 mod hash;
 mod header;
 mod inspect;
+mod lora;
 mod mask;
+mod maskfile;
 mod merge;
 mod nm;
 mod output;
@@ -77,7 +79,15 @@ pub use header::{
     RawTensor, MAX_HEADER_LEN, METADATA_KEY,
 };
 pub use inspect::{inspect, Inspection, TensorSummary};
-pub use mask::{check_masks, Fingerprint, MaskReport, TensorMask};
+pub use lora::{
+    fold_lora, FoldOptions, FoldReport, FoldedTensor, LoraAdapter, ADAPTER_CONFIG, ADAPTER_WEIGHTS,
+};
+pub use mask::{check_masks, check_masks_against, Fingerprint, MaskReport, TensorMask};
+pub use maskfile::{
+    combine_masks, extract_mask, from_torch_prune, to_torch_prune, Combination, CombineOptions,
+    CombineReport, MaskFileReport, MaskFileTensor, MaskSource, MaskTensor, TorchPruneReport,
+    TorchPruneTensor, MASK_FORMAT, MASK_FORMAT_KEY,
+};
 pub use merge::{
     merge, merge_with_base, normalise_weights, IntPolicy, MaskPolicy, MergeMethod, MergeOptions,
     MergeReport, MethodEntry, MethodParams, Param, TaskVectorNorm, METHODS,

@@ -20,6 +20,7 @@ use sha2::{Digest, Sha256};
 
 use crate::checkpoint::{align, Checkpoint, TensorEntry};
 use crate::error::{Error, Result};
+use crate::maskfile::{MaskSource, MaskTensor};
 use crate::select::Selection;
 use crate::stream::{drive, CheckpointRows, Control, Lagged, Piece, Units};
 
@@ -128,8 +129,40 @@ pub fn check_masks(
     selection: &Selection,
     control: &Control,
 ) -> Result<MaskReport> {
+    compare(inputs, reference, None, selection, control)
+}
+
+/// [`check_masks`] against a reference that may be a mask file: every
+/// selected float tensor of the inputs must have a mask of its shape there.
+pub fn check_masks_against(
+    inputs: &[Checkpoint],
+    reference: &MaskSource,
+    selection: &Selection,
+    control: &Control,
+) -> Result<MaskReport> {
+    match reference.is_mask_file() {
+        false => compare(
+            inputs,
+            Some(reference.checkpoint()),
+            None,
+            selection,
+            control,
+        ),
+        true => compare(inputs, None, Some(reference), selection, control),
+    }
+}
+
+/// [`check_masks`], or with `packed` against a mask file (its masks then
+/// stand in for those of checkpoint 0, which is the first input again).
+fn compare(
+    inputs: &[Checkpoint],
+    reference: Option<&Checkpoint>,
+    packed: Option<&MaskSource>,
+    selection: &Selection,
+    control: &Control,
+) -> Result<MaskReport> {
     let mut all: Vec<&Checkpoint> = Vec::with_capacity(inputs.len() + 1);
-    let reference_is_input = reference.is_none();
+    let reference_is_input = reference.is_none() && packed.is_none();
     all.extend(reference.or(inputs.first()));
     let skip = usize::from(reference_is_input);
     all.extend(inputs.iter().skip(skip));
@@ -137,6 +170,16 @@ pub fn check_masks(
         .into_iter()
         .filter(|row| row[0].float_type().is_some() && selection.matches(&row[0].name))
         .collect();
+    let packed: Option<(&MaskSource, Vec<MaskTensor>)> = match packed {
+        None => None,
+        Some(source) => {
+            let masks = rows
+                .iter()
+                .map(|row| source.find(&row[0].name, &row[0].shape, inputs[0].path()))
+                .collect::<Result<_>>()?;
+            Some((source, masks))
+        }
+    };
     let n = all.len();
     let count = rows.len();
     // Per tensor: flat arrays, one slot per tensor (and input), rather
@@ -144,7 +187,10 @@ pub fn check_masks(
     let mut zeros = vec![0u64; count];
     let mut differing = vec![0u64; count];
     let mut per_input = vec![0u64; count * n];
-    let rows = CheckpointRows::new(all.clone(), rows, None);
+    let mut rows = CheckpointRows::new(all.clone(), rows, None);
+    if packed.is_some() {
+        rows = rows.with_extra(vec![1; count]);
+    }
     // Fingerprints are sequential per input, so they lag one window behind:
     // while the threads pack window w (memory-bound), they also hash the
     // masks of window w - 1 (compute-bound), one lagged task per input.
@@ -178,7 +224,10 @@ pub fn check_masks(
         "comparing masks",
         Units::Pieces,
         |_| Ok(()),
-        |piece, _, _| Ok(pack_piece(&rows, n, piece)),
+        |piece, _, _| {
+            let reference = packed.as_ref().map(|(s, m)| (*s, &m[piece.tensor]));
+            Ok(pack_piece(&rows, n, piece, reference))
+        },
         Lagged {
             tasks: n,
             run: fingerprint,
@@ -240,7 +289,10 @@ pub fn check_masks(
     let all_zeros: u64 = tensors.iter().map(|t| t.zeros).sum();
     let all_elements: u64 = tensors.iter().map(|t| t.numel).sum();
     Ok(MaskReport {
-        reference: all[0].path().to_path_buf(),
+        reference: match &packed {
+            Some((source, _)) => source.path().to_path_buf(),
+            None => all[0].path().to_path_buf(),
+        },
         reference_is_input,
         inputs: inputs.iter().map(|c| c.path().to_path_buf()).collect(),
         compared: tensors.len(),
@@ -253,8 +305,14 @@ pub fn check_masks(
 }
 
 /// Packs every checkpoint's mask of `piece` and counts the positions where
-/// each differs from the reference's (the first checkpoint's).
-fn pack_piece(rows: &CheckpointRows, n: usize, piece: &Piece) -> PackedPiece {
+/// each differs from the reference's (the first checkpoint's, or the mask
+/// `reference` when given).
+fn pack_piece(
+    rows: &CheckpointRows,
+    n: usize,
+    piece: &Piece,
+    reference: Option<(&MaskSource, &MaskTensor)>,
+) -> PackedPiece {
     let ty = rows
         .entry(piece.tensor, 0)
         .float_type()
@@ -263,7 +321,14 @@ fn pack_piece(rows: &CheckpointRows, n: usize, piece: &Piece) -> PackedPiece {
     let mut masks = vec![0u8; stride * n];
     let mut nonzero_ref = 0;
     for (k, bits) in masks.chunks_exact_mut(stride.max(1)).enumerate().take(n) {
-        let nz = crate::dtype::pack_mask_into(rows.bytes(k, piece), ty, bits);
+        let nz = match reference {
+            Some((source, mask)) if k == 0 => {
+                let nz = source.pack_into(mask, piece.elems.clone(), bits);
+                source.release(mask, piece.elems.clone());
+                nz
+            }
+            _ => crate::dtype::pack_mask_into(rows.bytes(k, piece), ty, bits),
+        };
         if k == 0 {
             nonzero_ref = nz;
         }

@@ -30,6 +30,16 @@ impl Selection {
         self.include.is_empty() && self.exclude.is_empty()
     }
 
+    /// The include patterns, as given (for provenance).
+    pub fn include_patterns(&self) -> Vec<&str> {
+        self.include.iter().map(Regex::as_str).collect()
+    }
+
+    /// The exclude patterns, as given (for provenance).
+    pub fn exclude_patterns(&self) -> Vec<&str> {
+        self.exclude.iter().map(Regex::as_str).collect()
+    }
+
     /// Whether `name` is selected.
     pub fn matches(&self, name: &str) -> bool {
         (self.include.is_empty() || self.include.iter().any(|r| r.is_match(name)))

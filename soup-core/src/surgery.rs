@@ -12,9 +12,10 @@ use std::path::{Path, PathBuf};
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 
-use crate::checkpoint::{Checkpoint, TensorEntry};
+use crate::checkpoint::Checkpoint;
 use crate::dtype::{Accumulator, FloatType};
 use crate::error::{Error, PairKind, Result};
+use crate::maskfile::{MaskSource, MaskTensor};
 use crate::output::{Output, OutputOptions, OutputTensor};
 use crate::provenance;
 use crate::select::Selection;
@@ -432,47 +433,25 @@ pub struct ApplyMaskReport {
     pub zeroed: u64,
 }
 
-/// Zeros `input` wherever `mask` is zero (`w == 0`, so `-0.0` too), in the
-/// selected float tensors; other tensors are copied. Every selected tensor
-/// must exist in `mask` as a float tensor of the same shape.
+/// Zeros `input` wherever `mask` is zero (a model's `w == 0`, so `-0.0`
+/// too, or a mask file's cleared bit), in the selected float tensors; other
+/// tensors are copied. Every selected tensor must have a mask of the same
+/// shape in `mask`.
 pub fn apply_mask(
     input: &Checkpoint,
-    mask: &Checkpoint,
+    mask: &MaskSource,
     target: &Path,
     options: &MaskOptions,
     control: &Control,
 ) -> Result<ApplyMaskReport> {
     let selection = Selection::new(&options.include, &options.exclude)?;
     let tensors = input.tensors();
-    let mut partner: Vec<Option<&TensorEntry>> = vec![None; tensors.len()];
+    let mut partner: Vec<Option<MaskTensor>> = vec![None; tensors.len()];
     for (i, t) in tensors.iter().enumerate() {
         if t.float_type().is_none() || !selection.matches(&t.name) {
             continue;
         }
-        let m = mask.get(&t.name).ok_or_else(|| Error::NotInMask {
-            tensor: t.name.clone(),
-            input: input.path().to_path_buf(),
-            mask: mask.path().to_path_buf(),
-        })?;
-        if m.shape != t.shape {
-            return Err(Error::Mismatch(format!(
-                "tensor `{}` has shape {:?} in {} but {:?} in the mask {}",
-                t.name,
-                t.shape,
-                input.path().display(),
-                m.shape,
-                mask.path().display()
-            )));
-        }
-        if m.float_type().is_none() {
-            return Err(Error::Mismatch(format!(
-                "tensor `{}` of the mask {} is {:?}, not a float tensor",
-                t.name,
-                mask.path().display(),
-                m.dtype
-            )));
-        }
-        partner[i] = Some(m);
+        partner[i] = Some(mask.find(&t.name, &t.shape, input.path())?);
     }
     if partner.iter().all(Option::is_none) {
         return Err(Error::invalid(format!(
@@ -486,7 +465,7 @@ pub fn apply_mask(
         "include": options.include,
         "exclude": options.exclude,
     });
-    let mask_hash = crate::hash::hash_checkpoint(mask, control)?.digest;
+    let mask_hash = crate::hash::hash_checkpoint(mask.checkpoint(), control)?.digest;
     let name = input.path().display().to_string();
     let describe = |sha: &str| {
         vec![
@@ -502,12 +481,12 @@ pub fn apply_mask(
         &describe(&control.digest.placeholder()),
     );
     let mut files: Vec<&Path> = input.files_with_index().collect();
-    files.extend(mask.files_with_index());
+    files.extend(mask.checkpoint().files_with_index());
     let mut output = Output::create(target, &layout, metadata, &files, &options.output)?;
     let mut counts = vec![(0u64, 0u64); tensors.len()];
     let sha = crate::rewrite::stream(
         input,
-        &|i| partner[i].map_or(0, |m| m.dtype.bitsize() / 8),
+        &|i| partner[i].map_or(0, |m| m.elem_bytes()),
         control,
         "masking",
         true,
@@ -521,13 +500,9 @@ pub fn apply_mask(
                 return Ok((0, 0));
             };
             let ty = t.float_type().expect("float");
-            let mrange = m.byte_range(&p.elems);
-            let mbytes = mask.bytes(m, mrange.clone());
             let mut keep = vec![true; p.elems.len()];
-            crate::dtype::for_each_nonzero(mbytes, m.float_type().expect("float"), |j, nz| {
-                keep[j] = nz
-            });
-            mask.release(m, mrange);
+            mask.for_each(&m, p.elems.clone(), |j, nz| keep[j] = nz);
+            mask.release(&m, p.elems.clone());
             let size = ty.size();
             let mut out = bytes.to_vec();
             let (mut zeros, mut zeroed) = (0u64, 0u64);
@@ -552,7 +527,7 @@ pub fn apply_mask(
     provenance::record(&mut metadata, "apply-mask", recipe, &describe(&sha));
     *output.metadata_mut() = metadata;
     input.check_unchanged()?;
-    mask.check_unchanged()?;
+    mask.checkpoint().check_unchanged()?;
     let outputs = output.commit()?;
     let masked: Vec<MaskedTensor> = tensors
         .iter()

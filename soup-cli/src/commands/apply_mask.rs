@@ -3,7 +3,7 @@
 use std::io::Write;
 
 use anyhow::Result;
-use soup_core::{apply_mask, Checkpoint, MaskOptions, OutputOptions};
+use soup_core::{apply_mask, Checkpoint, MaskOptions, MaskSource, OutputOptions};
 
 use crate::cli::ApplyMaskArgs;
 use crate::output::{escape_path, write_json, Context, Outcome, Table};
@@ -19,7 +19,7 @@ pub fn run(args: ApplyMaskArgs, out: &mut dyn Write, ctx: &Context) -> Result<Ou
     };
     soup_core::Selection::new(&options.include, &options.exclude)?;
     let input = Checkpoint::open(&args.input)?;
-    let mask = Checkpoint::open(&args.mask)?;
+    let mask = MaskSource::open(&args.mask)?;
     let report = apply_mask(&input, &mask, &args.output, &options, &ctx.control())?;
     if ctx.json {
         write_json(out, &report)?;

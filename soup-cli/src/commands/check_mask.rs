@@ -3,7 +3,7 @@
 use std::io::Write;
 
 use anyhow::{bail, Result};
-use soup_core::{check_masks, Checkpoint, Selection};
+use soup_core::{check_masks, check_masks_against, MaskSource, Selection};
 
 use crate::cli::CheckMaskArgs;
 use crate::output::{escape_path, percent, shape, write_json, Context, Outcome, Table};
@@ -13,9 +13,12 @@ pub fn run(args: CheckMaskArgs, out: &mut dyn Write, ctx: &Context) -> Result<Ou
         bail!("check-mask needs two checkpoints, or one with --reference PARENT");
     }
     let selection = Selection::new(&args.include, &args.exclude)?;
-    let reference = args.reference.as_ref().map(Checkpoint::open).transpose()?;
+    let reference = args.reference.as_ref().map(MaskSource::open).transpose()?;
     let inputs = super::open_all(&args.inputs)?;
-    let report = check_masks(&inputs, reference.as_ref(), &selection, &ctx.control())?;
+    let report = match &reference {
+        Some(r) => check_masks_against(&inputs, r, &selection, &ctx.control())?,
+        None => check_masks(&inputs, None, &selection, &ctx.control())?,
+    };
     if report.compared == 0 {
         bail!("no float tensors selected for comparison");
     }

@@ -6,8 +6,10 @@ mod check_mask;
 mod diff;
 mod distance;
 mod edit;
+pub mod fold_lora;
 mod hash;
 mod inspect;
+pub mod mask;
 mod merge;
 mod prune;
 mod shard;
@@ -35,6 +37,8 @@ pub fn run(command: Command, out: &mut dyn Write, ctx: &Context) -> Result<Outco
         Command::ApplyMask(args) => apply_mask::run(args, out, ctx),
         Command::Shard(args) => shard::shard(args, out, ctx),
         Command::Unshard(args) => shard::unshard(args, out, ctx),
+        Command::Mask(args) => mask::run(args, out, ctx),
+        Command::FoldLora(args) => fold_lora::run(args, out, ctx),
     }
 }
 
