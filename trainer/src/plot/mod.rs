@@ -170,6 +170,8 @@ const DESC_FONT: f64 = 16.0;
 const TICK_FONT: f64 = 15.0;
 /// Marker radius and error-bar cap half width, in pixels.
 const MARK: i32 = 4;
+/// Pixels between series side by side where a panel has error bars.
+const DODGE: i32 = 5;
 
 /// The colours of series, in legend order (matplotlib's "tab10").
 const PALETTE: [RGBColor; 10] = [
@@ -193,14 +195,18 @@ enum Shape {
     TriangleUp,
     Diamond,
     TriangleDown,
+    TriangleLeft,
+    TriangleRight,
 }
 
-const SHAPES: [Shape; 5] = [
+const SHAPES: [Shape; 7] = [
     Shape::Circle,
     Shape::Square,
     Shape::TriangleUp,
     Shape::Diamond,
     Shape::TriangleDown,
+    Shape::TriangleLeft,
+    Shape::TriangleRight,
 ];
 
 /// How the series of one label look.
@@ -376,22 +382,38 @@ fn draw_panel<DB: DrawingBackend>(
         .bold_line_style(RGBColor(0xe4, 0xe4, 0xe4))
         .light_line_style(TRANSPARENT)
         .draw()?;
-    for s in &panel.series {
+    // Where a panel has error bars, each series is drawn a few pixels to
+    // the side of the next, so that bars at the same x stay apart.
+    let bars = panel
+        .series
+        .iter()
+        .flat_map(|s| &s.points)
+        .any(|p| p.bar().is_some());
+    let n = panel.series.len() as i32;
+    for (i, s) in panel.series.iter().enumerate() {
         let look = looks(&s.label);
+        let dx = if bars {
+            DODGE * (2 * i as i32 - (n - 1)) / 2
+        } else {
+            0
+        };
         let points: Vec<&Point> = s.points.iter().filter(|p| p.is_finite()).collect();
-        chart.draw_series(LineSeries::new(
-            points.iter().map(|p| (p.x, p.y)),
-            look.color.stroke_width(2),
-        ))?;
+        chart.plotting_area().draw(&Line {
+            points: points.iter().map(|p| (p.x, p.y)).collect(),
+            dx,
+            color: look.color,
+        })?;
         chart.draw_series(points.iter().filter_map(|p| {
             p.bar().map(|e| ErrorLines {
                 points: [(p.x, p.y - e), (p.x, p.y + e)],
+                dx,
                 color: look.color,
             })
         }))?;
         for p in &points {
             chart.plotting_area().draw(&Marker {
                 at: (p.x, p.y),
+                dx,
                 look,
             })?;
         }
@@ -399,10 +421,38 @@ fn draw_panel<DB: DrawingBackend>(
     Ok(())
 }
 
+/// A series' line through its points, `dx` pixels to the side.
+struct Line {
+    points: Vec<(f64, f64)>,
+    dx: i32,
+    color: RGBColor,
+}
+
+impl<'a> PointCollection<'a, (f64, f64)> for &'a Line {
+    type Point = &'a (f64, f64);
+    type IntoIter = &'a [(f64, f64)];
+    fn point_iter(self) -> Self::IntoIter {
+        &self.points
+    }
+}
+
+impl<DB: DrawingBackend> Drawable<DB> for Line {
+    fn draw<I: Iterator<Item = BackendCoord>>(
+        &self,
+        pos: I,
+        backend: &mut DB,
+        _: (u32, u32),
+    ) -> Result<(), DrawingErrorKind<DB::ErrorType>> {
+        let path = pos.map(|(x, y)| (x + self.dx, y));
+        backend.draw_path(path, &self.color.stroke_width(2))
+    }
+}
+
 /// An error bar: a vertical line from `points[0]` to `points[1]` with a
 /// short cap at each end, drawn as three `<line>`s in the series' colour.
 struct ErrorLines {
     points: [(f64, f64); 2],
+    dx: i32,
     color: RGBColor,
 }
 
@@ -421,12 +471,13 @@ impl<DB: DrawingBackend> Drawable<DB> for ErrorLines {
         backend: &mut DB,
         _: (u32, u32),
     ) -> Result<(), DrawingErrorKind<DB::ErrorType>> {
-        let (Some(lo), Some(hi)) = (pos.next(), pos.next()) else {
+        let (Some((x, lo)), Some((_, hi))) = (pos.next(), pos.next()) else {
             return Ok(());
         };
+        let (x, lo, hi) = (x + self.dx, (x + self.dx, lo), (x + self.dx, hi));
         let style = self.color.stroke_width(2);
         backend.draw_line(lo, hi, &style)?;
-        for (x, y) in [lo, hi] {
+        for (_, y) in [lo, hi] {
             backend.draw_line((x - MARK - 1, y), (x + MARK + 1, y), &style)?;
         }
         Ok(())
@@ -437,6 +488,8 @@ impl<DB: DrawingBackend> Drawable<DB> for ErrorLines {
 /// markers of series that coincide stay visible one inside the other.
 struct Marker<C> {
     at: C,
+    /// Pixels to the side.
+    dx: i32,
     look: Look,
 }
 
@@ -458,6 +511,7 @@ impl<C, DB: DrawingBackend> Drawable<DB> for Marker<C> {
         let Some((x, y)) = pos.next() else {
             return Ok(());
         };
+        let x = x + self.dx;
         let style = self.look.color.stroke_width(2);
         // Sizes differ by shape, so that markers of coinciding points of
         // two series do not hide each other.
@@ -467,6 +521,8 @@ impl<C, DB: DrawingBackend> Drawable<DB> for Marker<C> {
             Shape::TriangleUp => vec![(0, -6), (5, 4), (-5, 4)],
             Shape::Diamond => vec![(0, -6), (5, 0), (0, 6), (-5, 0)],
             Shape::TriangleDown => vec![(0, 6), (5, -4), (-5, -4)],
+            Shape::TriangleLeft => vec![(-6, 0), (4, -5), (4, 5)],
+            Shape::TriangleRight => vec![(6, 0), (-4, -5), (-4, 5)],
         };
         // A closed outline: back to the first corner.
         let first = corners[0];
@@ -488,7 +544,11 @@ fn draw_legend<DB: DrawingBackend>(
             vec![(6, y), (38, y)],
             look.color.stroke_width(2),
         ))?;
-        area.draw(&Marker { at: (22, y), look })?;
+        area.draw(&Marker {
+            at: (22, y),
+            dx: 0,
+            look,
+        })?;
         area.draw_text(
             label,
             &font(TICK_FONT).pos(Pos::new(HPos::Left, VPos::Center)),
