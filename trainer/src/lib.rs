@@ -38,6 +38,7 @@ pub mod methods;
 pub mod model;
 pub mod optim;
 pub mod pdt;
+pub mod plot;
 pub mod rng;
 pub mod robust;
 pub mod run;

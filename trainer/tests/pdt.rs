@@ -9,6 +9,8 @@ use std::process::Command;
 use soup_core::{check_masks, Checkpoint, Control, Selection};
 
 mod support;
+#[path = "support/svg.rs"]
+mod svg;
 use support::{assert_same_report, tiny_dataset};
 
 fn scratch_with_data() -> (tempfile::TempDir, PathBuf) {
@@ -187,7 +189,19 @@ fn gmp_prunes_on_the_cubic_schedule_and_soups_keep_the_mask() {
         assert!((z as f64 - 0.8 * n as f64).abs() <= 1.0);
         assert_eq!(r["epochs"], 3);
     }
-    assert!(run.join("report.csv").exists() && run.join("pdt.svg").exists());
+    assert!(run.join("report.csv").exists());
+    // The plot: a line per run with a marker per curve point, in the
+    // sparsity panel from 0 at epoch 0, and one in the legend.
+    let drawn = svg::read(&std::fs::read_to_string(run.join("pdt.svg")).unwrap());
+    assert_eq!(drawn.legend, names);
+    let points: usize = report["curves"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| 2 * c["points"].as_array().unwrap().len() + 2)
+        .sum();
+    assert_eq!(drawn.markers.values().sum::<usize>(), points);
+    svg::assert_round_ticks(&drawn, 3);
 }
 
 #[test]
@@ -458,8 +472,9 @@ fn gmp_on_a_fashion_mnist_subset_reports_every_run_as_evaluated() {
         let delivered = runs.iter().find(|r| r["name"] == name).unwrap();
         assert_eq!(last["test_acc"], delivered["test_acc"], "{name}");
     }
-    let svg = std::fs::read_to_string(run.join("pdt.svg")).unwrap();
-    assert!(svg.contains("gmp-long") && svg.contains("<polyline"));
+    let drawn = svg::read(&std::fs::read_to_string(run.join("pdt.svg")).unwrap());
+    assert_eq!(drawn.legend, ["gmp", "gmp+sms", "gmp-long"]);
+    svg::assert_round_ticks(&drawn, 3);
 }
 
 #[test]

@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::write_atomic;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::pdt::run::{Chain, PdtRun};
+use crate::plot::{self, Axis, Figure, Panel, Point, Series};
 
 /// One delivered model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -129,13 +130,6 @@ pub fn build(run: &PdtRun) -> Result<PdtReport> {
     })
 }
 
-/// `s` safe inside SVG text (a data set may be any folder name).
-fn xml(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-}
-
 fn pct(x: Option<f64>) -> String {
     x.map_or("-".into(), |v| format!("{:.2}", 100.0 * v))
 }
@@ -192,105 +186,50 @@ impl PdtReport {
         s
     }
 
-    /// Two panels against epochs: sparsity, and test accuracy.
-    pub fn svg(&self) -> String {
-        const COLORS: [&str; 6] = [
-            "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#7f7f7f",
-        ];
-        let (panel_w, legend_w, h) = (440.0, 140.0, 380.0);
-        let w = 2.0 * panel_w + legend_w;
-        let mut s = format!(
-            r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">
-<rect width="100%" height="100%" fill="white"/>
-"#
-        );
-        let x1 = self
-            .curves
-            .iter()
-            .flat_map(|c| c.points.iter().map(|p| p.epoch))
-            .fold(0.0f64, f64::max)
-            .max(1e-9);
-        let panels: [(&str, Metric); 2] = [
-            ("sparsity (%)", |p| p.sparsity),
-            ("test accuracy (%)", |p| p.test_acc),
-        ];
-        for (n, (label, get)) in panels.iter().enumerate() {
-            let ox = n as f64 * panel_w;
-            let (left, right, top, bottom) = (ox + 60.0, ox + panel_w - 10.0, 40.0, h - 50.0);
-            let ys: Vec<f64> = self
+    /// The plot (see [`crate::plot`]): two panels against epochs,
+    /// sparsity (from 0 at the start) and test accuracy, one line per run.
+    pub fn figure(&self) -> Figure {
+        let panel = |title: &str, y: &str, start: Option<Point>, get: Metric| Panel {
+            title: title.into(),
+            x: Axis::new("epoch"),
+            y: Axis::percent(y),
+            series: self
                 .curves
                 .iter()
-                .flat_map(|c| c.points.iter().map(get))
-                .collect();
-            let y0 = ys.iter().copied().fold(f64::MAX, f64::min).min(1.0);
-            let y1 = ys.iter().copied().fold(f64::MIN, f64::max).max(0.0);
-            let (y0, y1) = if y1 - y0 < 1e-9 {
-                (y0 - 0.01, y1 + 0.01)
-            } else {
-                (y0, y1)
-            };
-            let px = |x: f64| left + x / x1 * (right - left);
-            let py = |y: f64| bottom - (y - y0) / (y1 - y0) * (bottom - top);
-            let _ = writeln!(
-                s,
-                r#"<text x="{}" y="22" font-size="14" text-anchor="middle">{} on {}: {label}</text>"#,
-                (left + right) / 2.0,
+                .map(|c| {
+                    let points = start
+                        .into_iter()
+                        .chain(c.points.iter().map(|p| Point::new(p.epoch, 100.0 * get(p))));
+                    Series::new(c.name.clone(), points.collect())
+                })
+                .collect(),
+        };
+        Figure {
+            title: format!(
+                "{} on {} with {}, target sparsity {}%, {} candidates per soup",
+                self.model,
+                plot::last_component(&self.data),
                 self.method,
-                xml(&self.data)
-            );
-            let _ = writeln!(
-                s,
-                r#"<rect x="{left}" y="{top}" width="{}" height="{}" fill="none" stroke="black"/>"#,
-                right - left,
-                bottom - top
-            );
-            for i in 0..=4 {
-                let fx = x1 * i as f64 / 4.0;
-                let fy = y0 + (y1 - y0) * i as f64 / 4.0;
-                let _ = writeln!(
-                    s,
-                    r#"<text x="{:.1}" y="{}" text-anchor="middle">{fx:.2}</text><text x="{}" y="{:.1}" text-anchor="end">{:.1}</text>"#,
-                    px(fx),
-                    bottom + 18.0,
-                    left - 6.0,
-                    py(fy) + 4.0,
-                    100.0 * fy
-                );
-            }
-            let _ = writeln!(
-                s,
-                r#"<text x="{}" y="{}" text-anchor="middle">epoch</text>"#,
-                (left + right) / 2.0,
-                h - 12.0
-            );
-            for (c, curve) in self.curves.iter().enumerate() {
-                let color = COLORS[c % COLORS.len()];
-                let pts: Vec<String> = std::iter::once((0.0, if n == 0 { 0.0 } else { f64::NAN }))
-                    .filter(|p| !p.1.is_nan())
-                    .chain(curve.points.iter().map(|p| (p.epoch, get(p))))
-                    .map(|(x, y)| format!("{:.1},{:.1}", px(x), py(y)))
-                    .collect();
-                let _ = writeln!(
-                    s,
-                    r#"<polyline fill="none" stroke="{color}" stroke-width="2" points="{}"/>"#,
-                    pts.join(" ")
-                );
-            }
+                plot::tick_label(100.0 * self.target_sparsity),
+                self.candidates
+            ),
+            panels: vec![
+                panel(
+                    "sparsity",
+                    "sparsity over pruned weights (%)",
+                    Some(Point::new(0.0, 0.0)),
+                    |p| p.sparsity,
+                ),
+                panel("test accuracy", "test top-1 accuracy (%)", None, |p| {
+                    p.test_acc
+                }),
+            ],
         }
-        for (c, curve) in self.curves.iter().enumerate() {
-            let color = COLORS[c % COLORS.len()];
-            let (x, y) = (2.0 * panel_w + 4.0, 54.0 + 20.0 * c as f64);
-            let _ = writeln!(
-                s,
-                r#"<line x1="{x}" y1="{y}" x2="{}" y2="{y}" stroke="{color}" stroke-width="2"/><text x="{}" y="{}">{}</text>"#,
-                x + 24.0,
-                x + 30.0,
-                y + 4.0,
-                curve.name
-            );
-        }
-        s.push_str("</svg>\n");
-        s
+    }
+
+    /// The plot as SVG.
+    pub fn svg(&self) -> Result<String> {
+        self.figure().svg().map_err(|e| Error::Run(e.to_string()))
     }
 
     /// Writes `report.json`, `report.csv` and `pdt.svg` into `root`.
@@ -299,6 +238,6 @@ impl PdtReport {
         json.push('\n');
         write_atomic(&root.join("report.json"), json.as_bytes())?;
         write_atomic(&root.join("report.csv"), self.csv().as_bytes())?;
-        write_atomic(&root.join("pdt.svg"), self.svg().as_bytes())
+        write_atomic(&root.join("pdt.svg"), self.svg()?.as_bytes())
     }
 }

@@ -4,7 +4,7 @@
 //! ```text
 //! RUN/config.toml           the configuration, with `repeats = R`
 //! RUN/repeat-R/             a complete run with base seed `seed + 1000 R`
-//! RUN/summary.json, summary.csv
+//! RUN/summary.json, summary.csv, summary.svg
 //! ```
 //!
 //! One run cannot tell a real gain from the luck of a batch order, so the
@@ -12,6 +12,8 @@
 //! deviation over repeats, and the paired differences soup minus each
 //! other model (per repeat, then mean and standard deviation): pairing
 //! removes what the models of one repeat share (dense parent, data order).
+//! `summary.svg` is the plot of a single run with each point the mean over
+//! repeats and an error bar of ± one standard deviation.
 //! Each repeat folder is an ordinary run, resumable on its own; repeats run
 //! in sequence or side by side in child processes.
 
@@ -24,8 +26,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::write_atomic;
 use crate::error::{Error, Result};
+use crate::plot::{Figure, Point, Series};
 use crate::sms::config::SmsConfig;
-use crate::sms::report::{PhaseRow, Report};
+use crate::sms::report::{plot_panels, plot_title, PhaseRow, Report, PLOTTED};
 use crate::sms::session::{write_config, Session};
 
 /// Base seeds of repeats are this far apart, so that candidate seeds
@@ -326,12 +329,42 @@ impl Summary {
         out
     }
 
-    /// Writes `summary.json` and `summary.csv` into `root`.
+    /// The plot of a single run's report (see [`Report::figure`]) with each
+    /// model's mean over repeats and an error bar of ± one standard
+    /// deviation, at the soups' mean sparsity.
+    pub fn figure(&self) -> Figure {
+        let series = |metric: &dyn Fn(&ModelStats) -> Option<&Stat>| -> Vec<Series> {
+            PLOTTED
+                .iter()
+                .map(|(key, label)| {
+                    let points = self.phases.iter().filter_map(|p| {
+                        let s = metric(p.models.get(*key)?)?;
+                        let x = 100.0 * p.sparsity.mean;
+                        Some(Point::with_std(x, 100.0 * s.mean, 100.0 * s.std))
+                    });
+                    Series::new(*label, points.collect())
+                })
+                .filter(|s| !s.points.is_empty())
+                .collect()
+        };
+        let title = plot_title(&self.model, &self.data, self.candidates, &self.soup);
+        Figure {
+            title: format!("{title}; mean ± std over {} repeats", self.seeds.len()),
+            panels: plot_panels(
+                series(&|m| Some(&m.test_acc)),
+                series(&|m| m.ood_acc.as_ref()),
+            ),
+        }
+    }
+
+    /// Writes `summary.json`, `summary.csv` and `summary.svg` into `root`.
     pub fn write(&self, root: &Path) -> Result<()> {
         let mut json = serde_json::to_string_pretty(self).expect("serialisable");
         json.push('\n');
+        let svg = self.figure().svg().map_err(|e| Error::Run(e.to_string()))?;
         write_atomic(&root.join("summary.json"), json.as_bytes())?;
-        write_atomic(&root.join("summary.csv"), self.csv().as_bytes())
+        write_atomic(&root.join("summary.csv"), self.csv().as_bytes())?;
+        write_atomic(&root.join("summary.svg"), svg.as_bytes())
     }
 }
 

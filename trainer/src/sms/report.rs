@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::write_atomic;
 use crate::error::{Error, Result};
+use crate::plot::{self, Axis, Figure, Panel, Point};
 use crate::sms::config::Baseline;
 use crate::sms::layout::Chain;
 use crate::sms::records::{CandidateInfo, Evaluation, PhaseInfo};
@@ -268,8 +269,46 @@ pub fn build(session: &Session, dense: &Evaluation, phases: &[PhaseInfo]) -> Res
     })
 }
 
-/// A plotted line: label, colour, (sparsity, accuracy) points.
-type Series = (&'static str, &'static str, Vec<(f64, f64)>);
+/// The plotted models in legend order: the name a repeats summary gives
+/// each (see [`crate::sms::repeats`]) and its label in the plot.
+pub const PLOTTED: [(&str, &str); 7] = [
+    ("soup", "SMS soup"),
+    ("best_candidate", "best candidate"),
+    ("mean_candidate", "mean candidate"),
+    ("ensemble", "ensemble"),
+    ("imp", "IMP"),
+    ("imp-long", "IMP long"),
+    ("reprune", "IMP-RePrune"),
+];
+
+/// The plot's title over its panels.
+pub fn plot_title(model: &str, data: &str, candidates: u32, soup: &str) -> String {
+    format!(
+        "{model} on {}, {candidates} candidates per phase, {soup} soup",
+        plot::last_component(data)
+    )
+}
+
+/// The plot's panels for the `test` and (when measured) `ood` series:
+/// test accuracy against sparsity, and accuracy under corruptions.
+pub fn plot_panels(test: Vec<plot::Series>, ood: Vec<plot::Series>) -> Vec<Panel> {
+    let sparsity = || Axis::percent("sparsity over prunable weights (%)");
+    let mut panels = vec![Panel {
+        title: "test accuracy".into(),
+        x: sparsity(),
+        y: Axis::percent("test top-1 accuracy (%)"),
+        series: test,
+    }];
+    if !ood.is_empty() {
+        panels.push(Panel {
+            title: "under corruptions (OOD)".into(),
+            x: sparsity(),
+            y: Axis::percent("mean corrupted top-1 accuracy (%)"),
+            series: ood,
+        });
+    }
+    panels
+}
 
 fn pct(x: f64) -> String {
     format!("{:.2}", 100.0 * x)
@@ -389,91 +428,66 @@ impl Report {
         out
     }
 
-    /// The plotted lines of one metric: (sparsity, value) per phase for
-    /// the soup, the best and mean candidate, the ensemble and each baseline
-    /// (at the model's own sparsity), leaving out models without the metric.
-    fn series(&self, metric: &dyn Fn(&ModelRow) -> Option<f64>) -> Vec<Series> {
-        let find = |r: &PhaseRow, name: &str| r.models.iter().find(|m| m.name == name).cloned();
-        let point = |m: Option<ModelRow>| m.and_then(|m| metric(&m).map(|v| (m.sparsity, v)));
-        let line = |label, color, f: &dyn Fn(&PhaseRow) -> Option<(f64, f64)>| -> Series {
-            (label, color, self.phases.iter().filter_map(f).collect())
+    /// The plotted lines of one metric, in percent: (sparsity, value) per
+    /// phase for the soup, the best and mean candidate, the ensemble and
+    /// each baseline (at the model's own sparsity), leaving out models
+    /// without the metric.
+    fn series(&self, metric: &dyn Fn(&ModelRow) -> Option<f64>) -> Vec<plot::Series> {
+        let point = |r: &PhaseRow, key: &str| -> Option<Point> {
+            let find = |name: &str| r.models.iter().find(|m| m.name == name);
+            let (sparsity, value) = match key {
+                "best_candidate" => {
+                    let m = find(&format!("candidate-{}", r.best_candidate))?;
+                    (m.sparsity, metric(m)?)
+                }
+                "mean_candidate" => {
+                    let cands: Vec<&ModelRow> = r
+                        .models
+                        .iter()
+                        .filter(|m| m.name.starts_with("candidate-"))
+                        .collect();
+                    let values: Vec<f64> =
+                        cands.iter().map(|m| metric(m)).collect::<Option<_>>()?;
+                    let first = cands.first()?;
+                    (
+                        first.sparsity,
+                        values.iter().sum::<f64>() / values.len() as f64,
+                    )
+                }
+                name => {
+                    let m = find(name)?;
+                    (m.sparsity, metric(m)?)
+                }
+            };
+            Some(Point::new(100.0 * sparsity, 100.0 * value))
         };
-        let mut series = vec![
-            line("SMS soup", "#d62728", &|r| point(find(r, "soup"))),
-            line("best candidate", "#1f77b4", &|r| {
-                point(find(r, &format!("candidate-{}", r.best_candidate)))
-            }),
-            line("mean candidate", "#7f7f7f", &|r| {
-                let cands: Vec<&ModelRow> = r
-                    .models
-                    .iter()
-                    .filter(|m| m.name.starts_with("candidate-"))
-                    .collect();
-                let values: Option<Vec<f64>> = cands.iter().map(|m| metric(m)).collect();
-                let values = values.filter(|v| !v.is_empty())?;
-                Some((
-                    cands[0].sparsity,
-                    values.iter().sum::<f64>() / values.len() as f64,
-                ))
-            }),
-            line("ensemble", "#8c564b", &|r| point(find(r, "ensemble"))),
-            line("IMP", "#2ca02c", &|r| point(find(r, "imp"))),
-            line("IMP long", "#9467bd", &|r| point(find(r, "imp-long"))),
-            line("IMP-RePrune", "#ff7f0e", &|r| point(find(r, "reprune"))),
-        ];
-        series.retain(|s| !s.2.is_empty());
-        series
+        PLOTTED
+            .iter()
+            .map(|(key, label)| {
+                plot::Series::new(
+                    *label,
+                    self.phases.iter().filter_map(|r| point(r, key)).collect(),
+                )
+            })
+            .filter(|s| !s.points.is_empty())
+            .collect()
     }
 
-    /// Line plots against sparsity: test accuracy, and beside it accuracy
-    /// under corruptions when the run measured it.
-    pub fn svg(&self) -> String {
-        let test = self.series(&|m| Some(m.test_acc));
-        let ood = self.series(&|m| m.ood_acc);
-        let panel_w = 470.0;
-        let legend_w = 150.0;
-        let panels = if ood.is_empty() { 1.0 } else { 2.0 };
-        let (w, h) = (panels * panel_w + legend_w, 420.0);
-        let mut s = String::new();
-        let _ = writeln!(
-            s,
-            r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">"#
-        );
-        let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
-        panel(
-            &mut s,
-            &test,
-            0.0,
-            panel_w,
-            h,
-            &format!("{} on {}: test accuracy", self.model, self.data),
-            "test top-1 accuracy (%)",
-        );
-        if !ood.is_empty() {
-            panel(
-                &mut s,
-                &ood,
-                panel_w,
-                panel_w,
-                h,
-                "under corruptions (OOD)",
-                "mean corrupted top-1 accuracy (%)",
-            );
+    /// The plot (see [`crate::plot`]): test accuracy against sparsity, and
+    /// beside it accuracy under corruptions when the run measured it.
+    pub fn figure(&self) -> Figure {
+        Figure {
+            title: plot_title(&self.model, &self.data, self.candidates, &self.soup),
+            panels: plot_panels(
+                self.series(&|m| Some(m.test_acc)),
+                self.series(&|m| m.ood_acc),
+            ),
         }
-        for (k, (name, color, _)) in test.iter().enumerate() {
-            let ly = 54.0 + 20.0 * k as f64;
-            let x = panels * panel_w;
-            let _ = writeln!(
-                s,
-                r#"<line x1="{0}" y1="{ly}" x2="{1}" y2="{ly}" stroke="{color}" stroke-width="2"/><text x="{2}" y="{3}">{name}</text>"#,
-                x + 4.0,
-                x + 28.0,
-                x + 34.0,
-                ly + 4.0
-            );
-        }
-        s.push_str("</svg>\n");
-        s
+    }
+
+    /// The plot as SVG.
+    pub fn svg(&self) -> Result<String> {
+        self.figure().svg().map_err(|e| Error::Run(e.to_string()))
     }
 
     /// Writes `report.json`, `report.csv` and the plot into the run folder.
@@ -483,89 +497,6 @@ impl Report {
         json.push('\n');
         write_atomic(&layout.report_json(), json.as_bytes())?;
         write_atomic(&layout.report_csv(), self.csv().as_bytes())?;
-        write_atomic(&layout.plot(), self.svg().as_bytes())
-    }
-}
-
-/// Draws one plot of `series` into the box at `ox` of width `w`.
-fn panel(s: &mut String, series: &[Series], ox: f64, w: f64, h: f64, title: &str, ylabel: &str) {
-    let (left, right, top, bottom) = (ox + 70.0, ox + w - 10.0, 40.0, h - 55.0);
-    let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
-    for &(x, y) in series.iter().flat_map(|s| s.2.iter()) {
-        x0 = x0.min(x);
-        x1 = x1.max(x);
-        y0 = y0.min(y);
-        y1 = y1.max(y);
-    }
-    if x1 - x0 < 1e-9 {
-        x0 -= 0.05;
-        x1 += 0.05;
-    }
-    let pad = ((y1 - y0) * 0.1).max(0.002);
-    y0 -= pad;
-    y1 += pad;
-    let px = |x: f64| left + (x - x0) / (x1 - x0) * (right - left);
-    let py = |y: f64| bottom - (y - y0) / (y1 - y0) * (bottom - top);
-    let _ = writeln!(
-        s,
-        r#"<text x="{}" y="22" font-size="14" text-anchor="middle">{title}</text>"#,
-        (left + right) / 2.0
-    );
-    let _ = writeln!(
-        s,
-        r#"<rect x="{left}" y="{top}" width="{}" height="{}" fill="none" stroke="black"/>"#,
-        right - left,
-        bottom - top
-    );
-    for i in 0..=4 {
-        let fx = x0 + (x1 - x0) * i as f64 / 4.0;
-        let fy = y0 + (y1 - y0) * i as f64 / 4.0;
-        let _ = writeln!(
-            s,
-            r#"<line x1="{0:.1}" y1="{bottom}" x2="{0:.1}" y2="{1}" stroke="black"/><text x="{0:.1}" y="{2}" text-anchor="middle">{3:.1}</text>"#,
-            px(fx),
-            bottom + 5.0,
-            bottom + 20.0,
-            100.0 * fx
-        );
-        let _ = writeln!(
-            s,
-            r##"<line x1="{left}" y1="{0:.1}" x2="{right}" y2="{0:.1}" stroke="#ddd"/><text x="{1}" y="{2:.1}" text-anchor="end">{3:.2}</text>"##,
-            py(fy),
-            left - 6.0,
-            py(fy) + 4.0,
-            100.0 * fy
-        );
-    }
-    let _ = writeln!(
-        s,
-        r#"<text x="{}" y="{}" text-anchor="middle">sparsity over prunable weights (%)</text>"#,
-        (left + right) / 2.0,
-        h - 12.0
-    );
-    let _ = writeln!(
-        s,
-        r#"<text x="{0}" y="{1}" text-anchor="middle" transform="rotate(-90 {0} {1})">{ylabel}</text>"#,
-        ox + 16.0,
-        (top + bottom) / 2.0
-    );
-    for (_, color, points) in series {
-        let path: Vec<String> = points
-            .iter()
-            .map(|&(x, y)| format!("{:.1},{:.1}", px(x), py(y)))
-            .collect();
-        let _ = writeln!(
-            s,
-            r#"<polyline fill="none" stroke="{color}" stroke-width="2" points="{}"/>"#,
-            path.join(" ")
-        );
-        for &(x, y) in points {
-            let _ = writeln!(
-                s,
-                r#"<circle cx="{:.1}" cy="{:.1}" r="3.5" fill="{color}"/>"#,
-                px(x),
-                py(y)
-            );
-        }
+        write_atomic(&layout.plot(), self.svg()?.as_bytes())
     }
 }

@@ -11,6 +11,8 @@ use soup_core::Checkpoint;
 
 #[path = "../support/mod.rs"]
 mod support;
+#[path = "../support/svg.rs"]
+mod svg;
 use support::{assert_same_report, tiny_dataset};
 
 mod checkpoints;

@@ -130,8 +130,29 @@ fn pipeline_prunes_on_schedule_keeps_masks_and_averages_candidates() {
     );
     let csv = std::fs::read_to_string(run.join("report.csv")).unwrap();
     assert_eq!(csv.lines().count(), 3);
-    let svg = std::fs::read_to_string(run.join("accuracy_vs_sparsity.svg")).unwrap();
-    assert!(svg.starts_with("<svg") && svg.contains("polyline"));
+    // The plot: every model in the legend, a marker per phase, model and
+    // panel (and one in the legend), round ticks.
+    let plot = std::fs::read_to_string(run.join("accuracy_vs_sparsity.svg")).unwrap();
+    let drawn = svg::read(&plot);
+    let labels = [
+        "SMS soup",
+        "best candidate",
+        "mean candidate",
+        "ensemble",
+        "IMP",
+        "IMP long",
+        "IMP-RePrune",
+    ];
+    assert_eq!(drawn.legend, labels);
+    let markers: usize = drawn.markers.values().sum();
+    let panels = if phases[0]["soup_ood_acc"].is_null() {
+        1
+    } else {
+        2
+    };
+    assert_eq!(markers, labels.len() * (panels * phases.len() + 1));
+    assert!(drawn.lines.is_empty(), "error bars without repeats");
+    svg::assert_round_ticks(&drawn, 3);
 }
 
 #[test]

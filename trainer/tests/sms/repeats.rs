@@ -54,4 +54,25 @@ fn repeats_reproduce_single_runs_and_report_their_spread() {
         mean
     ));
     assert!(close(p["soup_minus"]["imp"]["std"].as_f64().unwrap(), std));
+
+    // The summary's plot: a marker per phase and model (and one in the
+    // legend) at the mean, and an error bar (three segments) wherever the
+    // standard deviation is not zero.
+    let drawn = svg::read(&std::fs::read_to_string(rep.join("summary.svg")).unwrap());
+    let (mut points, mut bars) = (0, 0);
+    for phase in summary["phases"].as_array().unwrap() {
+        for m in phase["models"].as_object().unwrap().values() {
+            for stat in [&m["test_acc"], &m["ood_acc"]] {
+                if !stat.is_null() {
+                    points += 1;
+                    bars += usize::from(stat["std"].as_f64().unwrap() > 0.0);
+                }
+            }
+        }
+    }
+    let models = summary["phases"][0]["models"].as_object().unwrap().len();
+    assert_eq!(drawn.legend.len(), models);
+    assert_eq!(drawn.markers.values().sum::<usize>(), points + models);
+    assert_eq!(drawn.lines.values().sum::<usize>(), 3 * bars);
+    svg::assert_round_ticks(&drawn, 3);
 }

@@ -170,7 +170,7 @@ fn run_repeats(cfg: &SmsConfig, args: &SmsArgs, exe: &str) -> Result<()> {
     let summary = crate::sms::repeats::run_repeats(cfg, &args.out, opts)?;
     print!("{}", summary.table());
     println!(
-        "summary: {} (also summary.csv; each repeat's report in repeat-R/)",
+        "summary: {} (also summary.csv, summary.svg; each repeat's report in repeat-R/)",
         args.out.join("summary.json").display()
     );
     Ok(())
