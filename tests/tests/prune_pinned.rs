@@ -21,7 +21,13 @@ fn model(dir: &Path, dtype: Dtype) {
         .map(|_| (rng.normal() * 20.0).round() / 20.0)
         .collect();
     tensors.push(Tensor::new("big.weight", dtype, &[600, 512], big));
-    write_checkpoint(&dir.join("in.safetensors"), &tensors, &[("format", "pt")], None).unwrap();
+    write_checkpoint(
+        &dir.join("in.safetensors"),
+        &tensors,
+        &[("format", "pt")],
+        None,
+    )
+    .unwrap();
 }
 
 fn sha256(path: &Path) -> String {
@@ -34,13 +40,41 @@ fn sha256(path: &Path) -> String {
 
 /// (dtype, arguments, sha256 of the output).
 const PINNED: &[(&str, &[&str], &str)] = &[
-    ("F32", &["--sparsity", "0.5"], "2692b9215eec818830b6737b7148f0cc616970a37fd18eba134dd3424917746a"),
-    ("F32", &["--sparsity", "0.8", "--scope", "layer"], "406626e13ae478388f26296a1d9dcd1f8f9caa35a8825dd54356e9d3740f5eeb"),
-    ("F32", &["--sparsity", "0.3", "--of-remaining"], "a86a5f08de86c84c2f38186f6d36ebf178240f643930092a8075d8b161ca40d9"),
-    ("F16", &["--sparsity", "0.6"], "86b1ca7de91eae29c4cbdc4f58396f167e6696d5f26b54e08187e6205d025131"),
-    ("BF16", &["--sparsity", "0.7", "--scope", "layer"], "8262e826956b58b2445a8dbe918362746bd3824f37138ab296c0791e0cd35ef9"),
-    ("F64", &["--sparsity", "0.45"], "3d989a4a415807b857bb6cb67f64ffd0bc1da3fa75af8367c55c16c17c69ca68"),
-    ("F32", &["--sparsity", "0.5", "--include", "bias$"], "2f031e5eb87dcf5bc495490881cba34fed81cceccf1ee0f7d0df4e0fe740ddc9"),
+    (
+        "F32",
+        &["--sparsity", "0.5"],
+        "2692b9215eec818830b6737b7148f0cc616970a37fd18eba134dd3424917746a",
+    ),
+    (
+        "F32",
+        &["--sparsity", "0.8", "--scope", "layer"],
+        "406626e13ae478388f26296a1d9dcd1f8f9caa35a8825dd54356e9d3740f5eeb",
+    ),
+    (
+        "F32",
+        &["--sparsity", "0.3", "--of-remaining"],
+        "a86a5f08de86c84c2f38186f6d36ebf178240f643930092a8075d8b161ca40d9",
+    ),
+    (
+        "F16",
+        &["--sparsity", "0.6"],
+        "86b1ca7de91eae29c4cbdc4f58396f167e6696d5f26b54e08187e6205d025131",
+    ),
+    (
+        "BF16",
+        &["--sparsity", "0.7", "--scope", "layer"],
+        "8262e826956b58b2445a8dbe918362746bd3824f37138ab296c0791e0cd35ef9",
+    ),
+    (
+        "F64",
+        &["--sparsity", "0.45"],
+        "3d989a4a415807b857bb6cb67f64ffd0bc1da3fa75af8367c55c16c17c69ca68",
+    ),
+    (
+        "F32",
+        &["--sparsity", "0.5", "--include", "bias$"],
+        "2f031e5eb87dcf5bc495490881cba34fed81cceccf1ee0f7d0df4e0fe740ddc9",
+    ),
 ];
 
 #[test]
@@ -61,11 +95,19 @@ fn unstructured_prune_outputs_are_unchanged() {
             .args(*args)
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let got = sha256(&dir.path().join("out.safetensors"));
         if got != *want {
             failures.push(format!("{dtype} {args:?}: {got}"));
         }
     }
-    assert!(failures.is_empty(), "changed outputs:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "changed outputs:\n{}",
+        failures.join("\n")
+    );
 }
