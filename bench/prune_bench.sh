@@ -6,8 +6,12 @@
 # RSS (/usr/bin/time -v). The input stays in the page cache for every run
 # (the same for all three). Checks that soup and numpy write the same values.
 #
-# usage: bench/prune_bench.sh [--dtype f32|bf16|f16] [GIB=1] [REPS=3]
+# usage: bench/prune_bench.sh [--nm N:M] [--dtype f32|bf16|f16] [GIB=1] [REPS=3]
 #        (env WORK=folder on disk)
+#
+# With --nm (for example 2:4), soup prunes to that N:M pattern instead of
+# --sparsity 0.9, and the numpy and SOUP_BASE columns are left out; the
+# output is checked with `soup check-mask --nm` where that exists.
 #
 # With --dtype, the input is instead one candidate of bench/gen_candidates.py
 # (GIB may be a fraction: GIB GiB of F32 values with half of each weight
@@ -19,6 +23,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dtype=
+nm=
+if [ "${1:-}" = --nm ]; then
+    nm=${2:?--nm needs a pattern such as 2:4}
+    shift 2
+fi
 if [ "${1:-}" = --dtype ]; then
     dtype=${2:?--dtype needs f32, bf16 or f16}
     shift 2
@@ -85,9 +94,16 @@ run() {
 }
 
 floor=$(run floor sh -c "cat '$in' >/dev/null && dd if='$in' of='$work/copy' bs=16M conv=fsync status=none")
-soup_row=$(run soup "$soup" prune "$in" -o "$out" --sparsity $sparsity --quiet)
+how=(--sparsity "$sparsity")
+[ -z "$nm" ] || how=(--nm "$nm")
+soup_row=$(run soup "$soup" prune "$in" -o "$out" "${how[@]}" --quiet)
 rows=("$floor" "$soup_row")
-if [ -n "${SOUP_BASE:-}" ]; then
+if [ -n "$nm" ]; then
+    rm -f "$out"
+    "$soup" prune "$in" -o "$out" "${how[@]}" --quiet >/dev/null
+    zeros=$("$soup" inspect "$out" --json | "$py" -c 'import json,sys; r=json.load(sys.stdin); print(sum(t.get("zeros") or 0 for t in r["tensors"] if t["name"].endswith("weight")))')
+    echo "--nm $nm output: $zeros zeros in the weights" >&2
+elif [ -n "${SOUP_BASE:-}" ]; then
     rows+=("$(run soup-base "$SOUP_BASE" prune "$in" -o "$out" --sparsity $sparsity --quiet)")
     rm -f "$out" "$work/soup.safetensors"
     "$soup" prune "$in" -o "$work/soup.safetensors" --sparsity $sparsity --quiet >/dev/null
@@ -97,7 +113,7 @@ if [ -n "${SOUP_BASE:-}" ]; then
         exit 1
     }
 fi
-if [ -z "$dtype" ]; then
+if [ -z "$dtype" ] && [ -z "$nm" ]; then
     rm -f "$work/soup.safetensors"
     "$soup" prune "$in" -o "$work/soup.safetensors" --sparsity $sparsity --quiet >/dev/null
     rows+=("$(run numpy "$py" bench/prune_numpy.py prune "$in" "$out" $sparsity)")
@@ -115,7 +131,9 @@ for row in "${rows[@]}"; do
     echo "$row" | awk -v f="$floor_s" -v fc="$floor_cpu" '{runs=""; for(i=5;i<=NF;i++) runs=runs (i>5?" ":"") $i; printf "| %s | %.2f | %.2f | %.2f | %.2f | %.0f | %s |\n", $1, $2, $2/f, $4, (fc > 0 ? $4/fc : 0), $3/1024, runs}'
 done
 echo
-if [ -z "$dtype" ]; then
+if [ -n "$nm" ]; then
+    echo "input: $gib GiB F32 ($((gib * 16)) matrices 4096x4096 + biases), --nm $nm"
+elif [ -z "$dtype" ]; then
     echo "input: $gib GiB F32 ($((gib * 16)) matrices 4096x4096 + biases), --sparsity $sparsity --scope global; soup and numpy outputs equal (soup diff)"
 else
     echo "input: one bench/gen_candidates.py candidate of $gib GiB as F32, stored as $dtype ($(du -m "$in" | cut -f1) MiB, half of each weight zero), --sparsity $sparsity --scope global"

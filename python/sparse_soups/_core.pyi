@@ -46,7 +46,7 @@ def check_mask(
 def prune(
     path: str,
     out: str | None,
-    sparsity: float,
+    sparsity: float | None,
     scope: str,
     of_remaining: bool,
     include: list[str],
@@ -55,6 +55,10 @@ def prune(
     force: bool,
     digest: str,
     budget: int | None,
+    nm: tuple[int, int] | None = None,
+    nm_transposed: list[str] = ...,
+    nm_skip_ragged: bool = False,
+    keep_zeros: bool = False,
 ) -> str:
     """Prune (or plan with ``out=None``); returns the prune report as JSON."""
 

@@ -199,7 +199,7 @@ def check_mask(
 def prune(
     path: PathLike,
     out: PathLike | None,
-    sparsity: float,
+    sparsity: float | None = None,
     scope: Literal["global", "layer"] = "global",
     of_remaining: bool = False,
     *,
@@ -209,6 +209,10 @@ def prune(
     force: bool = False,
     digest: Digest = "blake3",
     budget: int | None = None,
+    nm: tuple[int, int] | None = None,
+    nm_transposed: Sequence[str] | None = None,
+    nm_skip_ragged: bool = False,
+    keep_zeros: bool = False,
 ) -> PruneReport:
     """Prune by magnitude into ``out`` (``soup prune``); with ``out=None``
     only report what would be removed (``--dry-run``).
@@ -220,11 +224,21 @@ def prune(
     afterwards, or with ``of_remaining=True`` the fraction of the non-zero
     ones removed (one phase of iterative magnitude pruning). Ties are
     broken by position, so the result depends on the input alone.
+
+    ``nm=(2, 4)`` prunes to N:M instead of a fraction (``soup prune --nm
+    2:4``): in every group of M consecutive weights along the input
+    dimension the N largest stay (``[out, in]``: along a row; convolutions:
+    along the input channels at each output channel and kernel position;
+    tensors matching a regex of ``nm_transposed``, stored ``[in, out]``
+    like GPT-2's ``Conv1D``: along the first dimension). A tensor whose
+    input dimension is not a multiple of M is refused, or left unchanged
+    with ``nm_skip_ragged=True``. Zeros are never revived (``keep_zeros``
+    is recorded only).
     """
     report = _core.prune(
         _path(path, "prune"),
         None if out is None else os.fspath(out),
-        float(sparsity),
+        None if sparsity is None else float(sparsity),
         scope,
         of_remaining,
         list(include or []),
@@ -233,6 +247,10 @@ def prune(
         force,
         digest,
         budget,
+        None if nm is None else (int(nm[0]), int(nm[1])),
+        list(nm_transposed or []),
+        nm_skip_ragged,
+        keep_zeros,
     )
     return cast(PruneReport, json.loads(report))
 

@@ -257,13 +257,16 @@ def merge_state_dicts(
 
 def prune_with_report(
     state_dict: StateDict,
-    sparsity: float,
+    sparsity: float | None = None,
     scope: Literal["global", "layer"] = "global",
     of_remaining: bool = False,
     *,
     include: Sequence[str] | None = None,
     exclude: Sequence[str] | None = None,
     label: str = "the state dict",
+    nm: tuple[int, int] | None = None,
+    nm_transposed: Sequence[str] | None = None,
+    nm_skip_ragged: bool = False,
 ) -> tuple[dict[str, Any], PruneReport]:
     """:func:`prune_state_dict`, also returning soup-core's report; errors
     call the input ``label``."""
@@ -275,25 +278,45 @@ def prune_with_report(
         _write(src, state_dict, label)
         with _Named({src: label}):
             report = _files.prune(
-                src, out, sparsity, scope, of_remaining, include=include, exclude=exclude
+                src,
+                out,
+                sparsity,
+                scope,
+                of_remaining,
+                include=include,
+                exclude=exclude,
+                nm=nm,
+                nm_transposed=nm_transposed,
+                nm_skip_ragged=nm_skip_ragged,
             )
         return _ordered(_read(out, as_torch), state_dict), report
 
 
 def prune_state_dict(
     state_dict: StateDict,
-    sparsity: float,
+    sparsity: float | None = None,
     scope: Literal["global", "layer"] = "global",
     of_remaining: bool = False,
     *,
     include: Sequence[str] | None = None,
     exclude: Sequence[str] | None = None,
+    nm: tuple[int, int] | None = None,
+    nm_transposed: Sequence[str] | None = None,
+    nm_skip_ragged: bool = False,
 ) -> dict[str, Any]:
     """Prune a state dict by magnitude with soup-core (the rules of
-    :func:`sparse_soups.prune`); returns a new state dict, its tensors on
-    the input's devices."""
+    :func:`sparse_soups.prune`, ``nm=(2, 4)`` included); returns a new
+    state dict, its tensors on the input's devices."""
     pruned, _ = prune_with_report(
-        state_dict, sparsity, scope, of_remaining, include=include, exclude=exclude
+        state_dict,
+        sparsity,
+        scope,
+        of_remaining,
+        include=include,
+        exclude=exclude,
+        nm=nm,
+        nm_transposed=nm_transposed,
+        nm_skip_ragged=nm_skip_ragged,
     )
     return pruned
 

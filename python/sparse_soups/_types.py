@@ -118,6 +118,19 @@ class TensorPrune(TypedDict):
     sparsity: float
     threshold: float | None
     removed_sum_squares: float
+    transposed: bool
+
+
+class FloatTensorStats(TypedDict):
+    """Zeros and sums of squares (f64) of one float tensor of a
+    :class:`PruneReport`, before and after."""
+
+    name: str
+    numel: int
+    zeros_before: int
+    zeros_after: int
+    sum_squares_before: float
+    sum_squares_after: float
 
 
 class PruneReport(TypedDict):
@@ -128,9 +141,16 @@ class PruneReport(TypedDict):
     input_digest: str | None
     sparsity: float
     scope: str
+    grouping: str
+    """"global", "per-tensor" or "nm"."""
+    pattern: str | None
+    """The N:M pattern, such as "2:4"."""
+    keep_zeros: bool
+    skipped: list[str]
+    """Tensors left unchanged: input dimension not a multiple of M."""
     of_remaining: bool
     criterion: Any
-    """Either "magnitude" or the random criterion with its seed."""
+    """"magnitude", "wanda" or the random criterion with its seed."""
     selected_elements: int
     candidates: int
     target: int
@@ -144,6 +164,7 @@ class PruneReport(TypedDict):
     threshold: float | None
     removed_sum_squares: float
     tensors: list[TensorPrune]
+    float_tensors: list[FloatTensorStats]
 
 
 class TensorSummary(TypedDict):

@@ -489,23 +489,36 @@ def greedy_soup(
 @torch.no_grad()
 def prune_model(
     model: nn.Module,
-    sparsity: float,
+    sparsity: float | None = None,
     scope: Literal["global", "layer"] = "global",
     of_remaining: bool = False,
     *,
     include: Sequence[str] | None = None,
     exclude: Sequence[str] | None = None,
+    nm: tuple[int, int] | None = None,
+    nm_transposed: Sequence[str] | None = None,
+    nm_skip_ragged: bool = False,
 ) -> PruneReport:
     """Prune a live model in place by magnitude with soup-core, by the
     rules of :func:`sparse_soups.prune` (by default the weights of
     convolution and linear layers compete globally; ``of_remaining=True``
-    removes the fraction of the still non-zero weights, one IMP phase).
-    Returns soup-core's report. The tensors are copied out and back (see
+    removes the fraction of the still non-zero weights, one IMP phase;
+    ``nm=(2, 4)`` prunes every linear and convolution weight to 2:4 along
+    its input dimension instead). Returns soup-core's report. The tensors are copied out and back (see
     :mod:`sparse_soups._memory`); parameters keep their identity, so an
     existing optimizer still holds them."""
     live = model.state_dict(keep_vars=False)
     pruned, report = prune_with_report(
-        live, sparsity, scope, of_remaining, include=include, exclude=exclude, label="the model"
+        live,
+        sparsity,
+        scope,
+        of_remaining,
+        include=include,
+        exclude=exclude,
+        label="the model",
+        nm=nm,
+        nm_transposed=nm_transposed,
+        nm_skip_ragged=nm_skip_ragged,
     )
     changed = {t["name"] for t in report["tensors"]}
     for name in changed:

@@ -27,7 +27,7 @@ use soup_core::{
     Checkpoint, Control, FloatType, IntPolicy, MaskPolicy, MergeMethod, MergeOptions, NoProgress,
     OutputOptions, Selection, StreamOptions,
 };
-use soup_core::{PruneOptions, PruneSelection, Scope};
+use soup_core::{PruneOptions, Scope};
 
 /// How often the calling thread looks for a pending Ctrl-C.
 const SIGNAL_POLL: Duration = Duration::from_millis(20);
@@ -338,13 +338,13 @@ fn check_mask(
 /// Prunes a checkpoint into `out` (or only plans it when `out` is None);
 /// returns the prune report as JSON.
 #[pyfunction]
-#[pyo3(signature = (path, out, sparsity, scope, of_remaining, include, exclude, shard_size, force, digest, budget))]
+#[pyo3(signature = (path, out, sparsity, scope, of_remaining, include, exclude, shard_size, force, digest, budget, nm=None, nm_transposed=Vec::new(), nm_skip_ragged=false, keep_zeros=false))]
 #[allow(clippy::too_many_arguments)]
 fn prune(
     py: Python<'_>,
     path: PathBuf,
     out: Option<PathBuf>,
-    sparsity: f64,
+    sparsity: Option<f64>,
     scope: &str,
     of_remaining: bool,
     include: Vec<String>,
@@ -353,7 +353,21 @@ fn prune(
     force: bool,
     digest: &str,
     budget: Option<usize>,
+    nm: Option<(u32, u32)>,
+    nm_transposed: Vec<String>,
+    nm_skip_ragged: bool,
+    keep_zeros: bool,
 ) -> PyResult<String> {
+    let nm = nm
+        .map(|(n, m)| soup_core::NmPattern::new(n, m))
+        .transpose()
+        .map_err(|e| to_py_err(py, e))?;
+    if sparsity.is_none() == nm.is_none() {
+        return Err(invalid(
+            py,
+            "give either a sparsity or an N:M pattern (nm=(2, 4)), not both or neither".into(),
+        ));
+    }
     let scope = match scope {
         "global" => Scope::Global,
         "layer" => Scope::Layer,
@@ -365,17 +379,21 @@ fn prune(
         }
     };
     let options = PruneOptions {
-        sparsity,
+        sparsity: sparsity.unwrap_or(0.0),
         scope,
         of_remaining,
         criterion: Default::default(),
         include,
         exclude,
         output: OutputOptions { shard_size, force },
+        nm,
+        transposed: nm_transposed,
+        skip_ragged: nm_skip_ragged,
+        keep_zeros,
+        scores: None,
     };
     let digest = digest_kind(py, digest)?;
-    soup_core::validate_sparsity(sparsity).map_err(|e| to_py_err(py, e))?;
-    PruneSelection::new(&options.include, &options.exclude).map_err(|e| to_py_err(py, e))?;
+    options.validate().map_err(|e| to_py_err(py, e))?;
     let input = open(py, &path)?;
     let report = run(py, budget, digest, |c| match &out {
         Some(target) => soup_core::prune(&input, target, &options, c),

@@ -181,15 +181,19 @@ pub struct MergeArgs {
     pub strict: bool,
 }
 
-/// Prune weights by magnitude.
+/// Prune weights: unstructured (--sparsity) or N:M (--nm).
 ///
-/// Unstructured magnitude pruning of the selected tensors: by default the
-/// float tensors of rank >= 2 whose names end in `weight`. Exactly
-/// round(S * n) weights are removed (n: selected weights, or the non-zero
-/// ones with --of-remaining; halves round to even), the smallest first;
-/// among equal magnitudes the one earlier in (tensor storage order, index)
-/// goes first. Zeros stay zero. Reports the sparsity reached per tensor and
-/// overall.
+/// Prunes the selected tensors: by default the float tensors of rank >= 2
+/// whose names end in `weight`. With --sparsity S, exactly round(S * n)
+/// weights are removed (n: selected weights, or the non-zero ones with
+/// --of-remaining; halves round to even), the smallest first. With --nm N:M,
+/// in every group of M consecutive weights along the input dimension
+/// (`[out, in]`: along a row; `[out, in, kh, kw]`: along the input channels
+/// at each output channel and kernel position; tensors named by
+/// --nm-transposed: along the first dimension) the N largest stay. Among
+/// equal scores the one earlier in (tensor storage order, index) goes
+/// first. Zeros stay zero and are never revived. Reports the sparsity
+/// reached per tensor and overall.
 #[derive(Debug, Args)]
 pub struct PruneArgs {
     /// The checkpoint to prune.
@@ -199,8 +203,44 @@ pub struct PruneArgs {
     #[arg(short, long, value_name = "PATH", required_unless_present = "dry_run")]
     pub output: Option<PathBuf>,
     /// Fraction of weights to remove, in [0, 1).
-    #[arg(long, value_name = "S", allow_negative_numbers = true)]
-    pub sparsity: f64,
+    #[arg(
+        long,
+        value_name = "S",
+        allow_negative_numbers = true,
+        required_unless_present = "nm"
+    )]
+    pub sparsity: Option<f64>,
+    /// N:M semi-structured sparsity: keep the N largest of every M weights
+    /// along the input dimension (1 <= N < M <= 32; 2:4 is what GPUs
+    /// accelerate).
+    #[arg(long, value_name = "N:M", value_parser = parse_nm,
+          conflicts_with_all = ["sparsity", "of_remaining", "scope"])]
+    pub nm: Option<soup_core::NmPattern>,
+    /// With --nm: leave tensors whose input dimension is not a multiple of
+    /// M unchanged (they are listed) instead of refusing them.
+    #[arg(long, requires = "nm")]
+    pub nm_skip_ragged: bool,
+    /// Tensors stored as [in, out] (Hugging Face GPT-2's Conv1D:
+    /// `attn.c_attn.weight`, `attn.c_proj.weight`, `mlp.c_fc.weight`,
+    /// `mlp.c_proj.weight`): their input dimension is the first (repeatable).
+    #[arg(long, value_name = "REGEX")]
+    pub nm_transposed: Vec<String>,
+    /// How weights are ranked: magnitude (|w|), wanda (|w| times the
+    /// activation norm of the weight's input channel, from --scores) or
+    /// random:SEED.
+    #[arg(long, value_name = "CRITERION", value_parser = parse_criterion,
+          default_value = "magnitude")]
+    pub criterion: soup_core::Criterion,
+    /// Score data for --criterion wanda: a safetensors file holding, under
+    /// each pruned tensor's name, a 1-D tensor of its input-channel
+    /// activation L2 norms.
+    #[arg(long, value_name = "FILE")]
+    pub scores: Option<PathBuf>,
+    /// Weights that are already zero stay zero (going from an unstructured
+    /// mask to N:M on top of it). soup always ranks zeros first and never
+    /// revives a weight, so this is recorded and changes nothing.
+    #[arg(long)]
+    pub keep_zeros: bool,
     /// One magnitude threshold for all selected tensors (global) or the same
     /// fraction in each tensor (layer).
     #[arg(long, value_enum, default_value_t = ScopeArg::Global)]
@@ -225,6 +265,14 @@ pub struct PruneArgs {
     /// Replace an existing output.
     #[arg(long)]
     pub force: bool,
+}
+
+fn parse_nm(s: &str) -> Result<soup_core::NmPattern, String> {
+    s.parse().map_err(|e: soup_core::Error| e.to_string())
+}
+
+fn parse_criterion(s: &str) -> Result<soup_core::Criterion, String> {
+    s.parse().map_err(|e: soup_core::Error| e.to_string())
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

@@ -99,9 +99,9 @@ pub use output::{
     write_file_atomic, write_tensors, Output, OutputOptions, OutputTensor, TensorBytes,
 };
 pub use prune::{
-    is_prunable, plan as plan_prune, prune, prune_tensors, removal_count, validate_sparsity,
-    Criterion, PruneOptions, PruneReport, PruneSelection, Scope, TensorPrune, TensorView,
-    TensorsPrune,
+    is_prunable, plan as plan_prune, prune, prune_tensors, prune_tensors_scored, removal_count,
+    validate_sparsity, Criterion, FloatTensorStats, Grouping, PruneOptions, PruneReport,
+    PruneSelection, Scope, TensorPrune, TensorView, TensorsPrune,
 };
 pub use safety::{
     install_sigbus_handler, own_prefix as own_temp_prefix, sweep_stale_temps, GREEDY_PREFIX,

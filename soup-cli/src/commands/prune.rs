@@ -1,4 +1,4 @@
-//! `soup prune`: unstructured magnitude pruning, global or per tensor.
+//! `soup prune`: unstructured pruning (global or per tensor) or N:M.
 
 use std::io::Write;
 
@@ -11,23 +11,27 @@ use crate::output::{escape_path, percent, shape, write_json, Context, Outcome, T
 
 pub fn run(args: PruneArgs, out: &mut dyn Write, ctx: &Context) -> Result<Outcome> {
     let options = PruneOptions {
-        sparsity: args.sparsity,
+        sparsity: args.sparsity.unwrap_or(0.0),
         scope: match args.scope {
             ScopeArg::Global => Scope::Global,
             ScopeArg::Layer => Scope::Layer,
         },
         of_remaining: args.of_remaining,
-        criterion: Default::default(),
+        criterion: args.criterion,
         include: args.include,
         exclude: args.exclude,
         output: OutputOptions {
             shard_size: args.shard_size,
             force: args.force,
         },
+        nm: args.nm,
+        transposed: args.nm_transposed,
+        skip_ragged: args.nm_skip_ragged,
+        keep_zeros: args.keep_zeros,
+        scores: args.scores,
     };
     // Reject bad arguments before opening anything.
-    soup_core::validate_sparsity(options.sparsity)?;
-    soup_core::PruneSelection::new(&options.include, &options.exclude)?;
+    options.validate()?;
     let input = Checkpoint::open(&args.input)?;
     let report = match &args.output {
         Some(target) => prune(&input, target, &options, &ctx.control())?,
@@ -62,18 +66,36 @@ pub fn run(args: PruneArgs, out: &mut dyn Write, ctx: &Context) -> Result<Outcom
     } else {
         "of all selected weights"
     };
-    writeln!(
-        out,
-        "{}: {} scope, fraction {} {of}: {} of {} candidates in the removed set",
-        if args.dry_run { "dry run" } else { "pruned" },
-        match report.scope {
-            Scope::Global => "global",
-            Scope::Layer => "layer",
-        },
-        report.sparsity,
-        report.target,
-        report.candidates,
-    )?;
+    let done = if args.dry_run { "dry run" } else { "pruned" };
+    match report.pattern {
+        Some(p) => writeln!(
+            out,
+            "{done}: N:M {p}, groups of {} along the input dimension keep {}: {} of {} \
+             weights in the removed set",
+            p.m(),
+            p.n(),
+            report.target,
+            report.candidates,
+        )?,
+        None => writeln!(
+            out,
+            "{done}: {} scope, fraction {} {of}: {} of {} candidates in the removed set",
+            match report.scope {
+                Scope::Global => "global",
+                Scope::Layer => "layer",
+            },
+            report.sparsity,
+            report.target,
+            report.candidates,
+        )?,
+    }
+    if !report.skipped.is_empty() {
+        writeln!(
+            out,
+            "left unchanged (input dimension not a multiple of M): {}",
+            report.skipped.join(", ")
+        )?;
+    }
     if let Some(t) = report.threshold {
         writeln!(out, "threshold: |w| <= {t:e} removed (ties by position)")?;
     }

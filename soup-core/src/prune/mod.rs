@@ -1,10 +1,17 @@
-//! Unstructured pruning (`soup prune`, and the trainer between phases of
-//! iterative magnitude pruning and inside its training loops).
+//! Pruning (`soup prune`, and the trainer between phases of iterative
+//! magnitude pruning and inside its training loops): unstructured, or N:M.
+//!
+//! A prune is a [`Grouping`] (which elements compete), a [`Criterion`] (how
+//! they rank, from the weights and optionally per-tensor score data) and an
+//! exact selection inside each group with the tie rule below.
 //!
 //! # What is removed
 //! The selected tensors (by default: floating-point tensors of rank >= 2
 //! whose names end in `weight`; see [`PruneSelection`]) form one group
-//! ([`Scope::Global`]) or one group each ([`Scope::Layer`]). In a group of
+//! ([`Grouping::Global`], [`Scope::Global`]), one group each
+//! ([`Grouping::PerTensor`], [`Scope::Layer`]), or with an N:M pattern
+//! groups of M along each tensor's input dimension ([`Grouping::Nm`]: the N
+//! largest keys of each group stay; see the `groups` module). In a group of
 //! `n` elements of which `z` are already zero:
 //! - plain: the `k = round(S * n)` elements of smallest magnitude are zero
 //!   afterwards. Zeros count among them (they are the smallest), so the
@@ -20,8 +27,9 @@
 //! rewritten (a `-0.0` stays `-0.0`); newly removed ones become `+0.0`.
 //!
 //! # Order and tie-break
-//! Elements are ordered by magnitude `|w|` (NaN counts as larger than any
-//! number). Among equal magnitudes, the element that comes first in
+//! Elements are ordered by their criterion's key: magnitude `|w|` (NaN
+//! counts as larger than any number), a seeded random order, or Wanda's
+//! `|w| * ||x||` (zeros always first). Among equal keys, the element that comes first in
 //! (storage order of the tensor in the checkpoint, row-major index inside the
 //! tensor) is removed first. This is the only freedom the rule leaves, and it
 //! makes the result a function of the input alone (not of threads or window
@@ -29,10 +37,18 @@
 //!
 //! # One implementation, two front ends
 //! Checkpoint files ([`prune`], [`plan`]) and tensors in memory
-//! ([`prune_tensors`]) go through the same code, in four files: `rule`
-//! decides what is prunable ([`PruneSelection`]), `score` ranks elements
-//! (the [`Criterion`]: magnitude, or a seeded random order), `select` finds
-//! the exact cut and `write` applies it. Both front ends therefore choose identical masks.
+//! ([`prune_tensors`], [`prune_tensors_scored`]) go through the same code:
+//! `rule` decides what is prunable ([`PruneSelection`]), `groups` defines
+//! the groupings (and decides N:M groups), `score` ranks elements (the
+//! [`Criterion`]) with the score data that `scores` loads, `select` finds
+//! the exact cut of a global or per-tensor group and `write` applies it.
+//! Both front ends therefore choose identical masks.
+//!
+//! # The report
+//! Besides the selected tensors' counts, [`PruneReport::float_tensors`]
+//! gives, for every float tensor (selected or not), its zeros and its sum
+//! of squares before and after, accumulated in f64: the sparsity and norms
+//! a caller needs without reading the checkpoints again.
 //!
 //! # Out of core
 //! The k-th smallest magnitude is found by radix selection over the
@@ -47,8 +63,11 @@
 //! equal to it, as many as the count still needs, in tie-break order. Memory
 //! is one histogram per thread plus the stream's window budget.
 
+mod groups;
+mod report;
 mod rule;
 mod score;
+mod scores;
 mod select;
 mod source;
 mod write;
@@ -65,14 +84,19 @@ use crate::output::{Output, OutputOptions, OutputTensor};
 use crate::provenance;
 use crate::stream::Control;
 
+pub use groups::Grouping;
+pub use report::{FloatTensorStats, PruneReport, TensorPrune};
 pub use rule::{is_prunable, PruneSelection};
 pub use score::Criterion;
 pub use source::TensorView;
 
-use score::{Key, Key32, Key64, RandomKey};
+use crate::nm::NmPattern;
+use groups::Layout;
+use report::report;
+use score::{Key, Key32, Key64, RandomKey, WandaKey};
 use select::{find_cut, Cut, GroupCut};
 use source::{Memory, MemorySink, Sink, Source};
-use write::{write_pass, Counts};
+use write::{write_pass, Plan};
 
 /// Which elements compete with each other.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -104,92 +128,79 @@ pub struct PruneOptions {
     pub exclude: Vec<String>,
     /// Where and how to write (files only).
     pub output: OutputOptions,
+    /// An N:M pattern: groups of M along each tensor's input dimension
+    /// keep their N largest keys ([`Grouping::Nm`]). The fraction must then
+    /// be 0, the scope global and `of_remaining` off.
+    pub nm: Option<NmPattern>,
+    /// Regexes naming rank-2 tensors stored as `[in, out]` (Hugging Face
+    /// GPT-2's `Conv1D`): their input dimension is the first one.
+    pub transposed: Vec<String>,
+    /// With `nm`: leave the tensors whose input dimension is not a multiple
+    /// of M as they are (listed in the report) instead of refusing them.
+    pub skip_ragged: bool,
+    /// Already-zero weights stay zero (recorded; every criterion ranks
+    /// zeros first and no weight is ever revived, so this holds always and
+    /// the selection is the same with or without it).
+    pub keep_zeros: bool,
+    /// The score data file of a criterion that needs one (Wanda: see the
+    /// `scores` module; files only, [`prune_tensors_scored`] takes it in
+    /// memory).
+    pub scores: Option<PathBuf>,
+}
+
+impl PruneOptions {
+    /// The grouping these options select.
+    pub fn grouping(&self) -> Grouping {
+        match (self.nm, self.scope) {
+            (Some(_), _) => Grouping::Nm,
+            (None, Scope::Global) => Grouping::Global,
+            (None, Scope::Layer) => Grouping::PerTensor,
+        }
+    }
+
+    /// Checks the fraction and how it combines with the pattern and the
+    /// criterion (before anything is opened).
+    pub fn validate(&self) -> Result<()> {
+        validate_sparsity(self.sparsity)?;
+        if self.nm.is_some() {
+            if self.sparsity != 0.0 || self.of_remaining {
+                return Err(Error::invalid(
+                    "an N:M pattern sets the sparsity itself: no fraction can be given with it",
+                ));
+            }
+            if self.scope != Scope::Global {
+                return Err(Error::invalid(
+                    "an N:M pattern groups weights itself: no per-tensor scope can be given with it",
+                ));
+            }
+        } else if self.skip_ragged {
+            return Err(Error::invalid(
+                "skipping ragged tensors applies only to an N:M pattern",
+            ));
+        }
+        if self.scores.is_some() && self.criterion != Criterion::Wanda {
+            return Err(Error::invalid(format!(
+                "score data is given, but the {} criterion does not use any",
+                criterion_name(self.criterion)
+            )));
+        }
+        PruneSelection::new(&self.include, &self.exclude)?;
+        crate::select::Selection::new(&self.transposed, &[])?;
+        Ok(())
+    }
+}
+
+fn criterion_name(c: Criterion) -> &'static str {
+    match c {
+        Criterion::Magnitude => "magnitude",
+        Criterion::Random { .. } => "random",
+        Criterion::Wanda => "wanda",
+    }
 }
 
 /// `round(fraction * n)`, rounding halves to even (Python's `round`).
 pub fn removal_count(fraction: f64, n: u64) -> u64 {
     (fraction * n as f64).round_ties_even() as u64
-}
-
-/// What happened to one selected tensor.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TensorPrune {
-    /// Name.
-    pub name: String,
-    /// dtype name.
-    pub dtype: String,
-    /// Shape.
-    pub shape: Vec<usize>,
-    /// Elements.
-    pub numel: u64,
-    /// Zeros before pruning.
-    pub zeros_before: u64,
-    /// Zeros after pruning.
-    pub zeros_after: u64,
-    /// Non-zero elements set to zero.
-    pub removed: u64,
-    /// `zeros_after / numel`.
-    pub sparsity: f64,
-    /// Largest magnitude removed in this tensor's group (all selected
-    /// tensors with the global scope); `None` when nothing is removed.
-    pub threshold: Option<f64>,
-    /// Sum of the squares of the removed values (the squared L2 norm that
-    /// pruning takes away, as used by an adaptive learning rate; F32 data
-    /// is summed in f32 within each piece of at most 2^18 elements).
-    pub removed_sum_squares: f64,
-}
-
-/// The outcome of a prune (or of a dry run, which writes nothing).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PruneReport {
-    /// The input checkpoint.
-    pub input: PathBuf,
-    /// Files written (none for a dry run).
-    pub outputs: Vec<PathBuf>,
-    /// Content hash of the input (computed only when writing).
-    pub input_digest: Option<String>,
-    /// The requested fraction.
-    pub sparsity: f64,
-    /// Scope.
-    pub scope: Scope,
-    /// Whether the fraction applied to the non-zero weights.
-    pub of_remaining: bool,
-    /// How elements were ranked.
-    #[serde(default)]
-    pub criterion: Criterion,
-    /// Elements of the selected tensors.
-    pub selected_elements: u64,
-    /// Elements the fraction applied to: all selected, or the non-zero ones
-    /// with `of_remaining` (summed over tensors with the layer scope).
-    pub candidates: u64,
-    /// `round(sparsity * candidates)` (per tensor, summed, with the layer
-    /// scope): the size of the removed set.
-    pub target: u64,
-    /// Zeros in the selected tensors before.
-    pub zeros_before: u64,
-    /// Zeros in the selected tensors after.
-    pub zeros_after: u64,
-    /// Non-zero weights set to zero.
-    pub removed: u64,
-    /// `zeros_after / selected_elements`: sparsity over the prunable tensors.
-    pub sparsity_after: f64,
-    /// Elements of all float tensors (selected or not).
-    pub float_elements: u64,
-    /// Zeros in all float tensors after pruning.
-    pub float_zeros_after: u64,
-    /// `float_zeros_after / float_elements`: sparsity over all float
-    /// parameters and buffers.
-    pub float_sparsity_after: f64,
-    /// The magnitude threshold with the global scope: the largest magnitude
-    /// removed (`None` with the layer scope, the random criterion, or when
-    /// nothing is removed).
-    pub threshold: Option<f64>,
-    /// Sum of the squares of all removed values.
-    pub removed_sum_squares: f64,
-    /// The selected tensors, in storage order.
-    pub tensors: Vec<TensorPrune>,
 }
 
 /// Prunes `input` into `target` (a file, or a folder of shards with
@@ -209,7 +220,7 @@ pub fn plan(input: &Checkpoint, options: &PruneOptions, control: &Control) -> Re
     run(input, None, options, control)
 }
 
-/// Checks the fraction.
+/// Checks the fraction ([`PruneOptions::validate`] checks it with the rest).
 pub fn validate_sparsity(sparsity: f64) -> Result<()> {
     if !(0.0..1.0).contains(&sparsity) {
         return Err(Error::Sparsity { value: sparsity });
@@ -237,8 +248,37 @@ pub fn prune_tensors(
     options: &PruneOptions,
     control: &Control,
 ) -> Result<TensorsPrune> {
+    prune_tensors_scored(tensors, None, options, control)
+}
+
+/// [`prune_tensors`] with score data in memory for a criterion that needs
+/// it (Wanda: per pruned tensor, a 1-D tensor of the same name holding its
+/// input-channel norms; see the module documentation of `scores`).
+pub fn prune_tensors_scored(
+    tensors: &[TensorView<'_>],
+    scores: Option<&[TensorView<'_>]>,
+    options: &PruneOptions,
+    control: &Control,
+) -> Result<TensorsPrune> {
     let source = Memory(tensors);
-    let selected = selected_tensors(&source, options, Path::new(""))?;
+    let (selected, layout) = selected_tensors(&source, options, MEMORY)?;
+    let wanda = match (options.criterion, scores) {
+        (Criterion::Wanda, Some(s)) => Some(scores::wanda_key(
+            &source,
+            &selected,
+            &layout,
+            &Memory(s),
+            "score data",
+        )?),
+        (Criterion::Wanda, None) => return Err(missing_scores()),
+        (c, Some(_)) => {
+            return Err(Error::invalid(format!(
+                "score data is given, but the {} criterion does not use any",
+                criterion_name(c)
+            )))
+        }
+        (_, None) => None,
+    };
     let sink = MemorySink {
         tensors: (0..tensors.len())
             .map(|i| {
@@ -248,7 +288,16 @@ pub fn prune_tensors(
             })
             .collect(),
     };
-    let (report, _) = run_source(&source, &selected, options, Some(&sink), false, control)?;
+    let (report, _) = run_source(
+        &source,
+        &selected,
+        &layout,
+        wanda,
+        options,
+        Some(&sink),
+        false,
+        control,
+    )?;
     let masks = sink
         .tensors
         .into_iter()
@@ -265,15 +314,26 @@ pub fn prune_tensors(
     Ok(TensorsPrune { masks, report })
 }
 
-/// The tensors `options` prunes in `source`; none is an error naming `path`.
+/// How errors name tensors given in memory.
+const MEMORY: &str = "tensors in memory";
+
+fn missing_scores() -> Error {
+    Error::invalid(
+        "the wanda criterion needs score data: per pruned tensor, a 1-D tensor of the same \
+         name holding its input-channel activation norms",
+    )
+}
+
+/// The tensors `options` prunes in `source` and their layout; none is an
+/// error naming `label`.
 fn selected_tensors<S: Source>(
     source: &S,
     options: &PruneOptions,
-    path: &Path,
-) -> Result<Vec<usize>> {
-    validate_sparsity(options.sparsity)?;
+    label: &str,
+) -> Result<(Vec<usize>, Layout)> {
+    options.validate()?;
     let rule = PruneSelection::new(&options.include, &options.exclude)?;
-    let selected: Vec<usize> = (0..source.count())
+    let mut selected: Vec<usize> = (0..source.count())
         .filter(|&i| {
             let (name, _, shape) = source.describe(i);
             rule.selects_parts(name, shape.len(), source.float_type(i).is_some())
@@ -281,10 +341,11 @@ fn selected_tensors<S: Source>(
         .collect();
     if selected.is_empty() {
         return Err(Error::NothingToPrune {
-            path: path.to_path_buf(),
+            path: PathBuf::from(if label == MEMORY { "" } else { label }),
         });
     }
-    Ok(selected)
+    let layout = groups::layout(source, &mut selected, options, label)?;
+    Ok((selected, layout))
 }
 
 fn run(
@@ -293,12 +354,24 @@ fn run(
     options: &PruneOptions,
     control: &Control,
 ) -> Result<PruneReport> {
-    let selected = selected_tensors(input, options, input.path())?;
+    let label = input.path().display().to_string();
+    let (selected, layout) = selected_tensors(input, options, &label)?;
+    let wanda = match (options.criterion, &options.scores) {
+        (Criterion::Wanda, Some(path)) => {
+            let scores = Checkpoint::open(path)?;
+            let label = path.display().to_string();
+            Some(scores::wanda_key(
+                input, &selected, &layout, &scores, &label,
+            )?)
+        }
+        (Criterion::Wanda, None) => return Err(missing_scores()),
+        _ => None,
+    };
     let tensors = input.tensors();
     // The provisional recipe holds the widest counts, so the final one,
     // which adds the threshold, fits the header space reserved for it.
     let recipe = |target: u64, removed: u64| {
-        serde_json::json!({
+        let mut r = serde_json::json!({
             "sparsity": options.sparsity,
             "scope": options.scope,
             "of_remaining": options.of_remaining,
@@ -307,7 +380,24 @@ fn run(
             "exclude": options.exclude,
             "target": target,
             "removed": removed,
-        })
+        });
+        // Keys only where they say something, so unstructured recipes stay
+        // as they were.
+        if let Some(p) = options.nm {
+            r["nm"] = p.to_string().into();
+            r["skip_ragged"] = options.skip_ragged.into();
+            r["skipped"] = layout.skipped.clone().into();
+        }
+        if !options.transposed.is_empty() {
+            r["transposed"] = options.transposed.clone().into();
+        }
+        if options.keep_zeros {
+            r["keep_zeros"] = true.into();
+        }
+        if let Some(s) = &options.scores {
+            r["scores"] = s.display().to_string().into();
+        }
+        r
     };
     let mut output = match target {
         None => None,
@@ -334,7 +424,16 @@ fn run(
         }
     };
     let sink = output.as_ref().map(|o| o as &dyn Sink);
-    let (mut report, sha) = run_source(input, &selected, options, sink, sink.is_some(), control)?;
+    let (mut report, sha) = run_source(
+        input,
+        &selected,
+        &layout,
+        wanda,
+        options,
+        sink,
+        sink.is_some(),
+        control,
+    )?;
     report.input = input.path().to_path_buf();
     if let Some(mut out) = output.take() {
         let sha = sha.expect("hashed while writing");
@@ -356,144 +455,124 @@ fn run(
 }
 
 /// Picks the key type for the criterion and the tensors' types.
+#[allow(clippy::too_many_arguments)]
 fn run_source<S: Source>(
     source: &S,
     selected: &[usize],
+    layout: &Layout,
+    wanda: Option<WandaKey>,
     options: &PruneOptions,
     sink: Option<&dyn Sink>,
     hash: bool,
     control: &Control,
 ) -> Result<(PruneReport, Option<String>)> {
+    let run = Run {
+        source,
+        selected,
+        layout,
+        options,
+        sink,
+        hash,
+        control,
+    };
     match options.criterion {
-        Criterion::Random { seed } => {
-            let key = RandomKey::new(seed, (0..source.count()).map(|i| source.describe(i).0));
-            run_keys(source, &key, selected, options, sink, hash, control)
-        }
+        Criterion::Random { seed } => run.keys(&RandomKey::new(
+            seed,
+            (0..source.count()).map(|i| source.describe(i).0),
+        )),
+        Criterion::Wanda => run.keys(&wanda.ok_or_else(missing_scores)?),
         Criterion::Magnitude => {
             if selected.iter().any(|&i| source.describe(i).1 == Dtype::F64) {
-                run_keys(source, &Key64, selected, options, sink, hash, control)
+                run.keys(&Key64)
             } else {
-                run_keys(source, &Key32, selected, options, sink, hash, control)
+                run.keys(&Key32)
             }
         }
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn run_keys<S: Source, K: Key>(
-    source: &S,
-    key: &K,
-    selected: &[usize],
-    options: &PruneOptions,
-    sink: Option<&dyn Sink>,
+/// One prune's inputs, for [`Run::keys`].
+struct Run<'a, S> {
+    source: &'a S,
+    selected: &'a [usize],
+    layout: &'a Layout,
+    options: &'a PruneOptions,
+    sink: Option<&'a dyn Sink>,
     hash: bool,
-    control: &Control,
-) -> Result<(PruneReport, Option<String>)> {
-    let groups: Vec<Vec<usize>> = match options.scope {
-        Scope::Global => vec![selected.to_vec()],
-        Scope::Layer => selected.iter().map(|&i| vec![i]).collect(),
-    };
-    let mut group_of: Vec<Option<usize>> = vec![None; source.count()];
-    for (g, members) in groups.iter().enumerate() {
-        for &i in members {
-            group_of[i] = Some(g);
+    control: &'a Control<'a>,
+}
+
+impl<S: Source> Run<'_, S> {
+    /// Selects inside each group of the grouping and writes.
+    fn keys<K: Key>(&self, key: &K) -> Result<(PruneReport, Option<String>)> {
+        let (source, options, control) = (self.source, self.options, self.control);
+        let groups: Vec<Vec<usize>> = match options.grouping() {
+            Grouping::Global => vec![self.selected.to_vec()],
+            Grouping::PerTensor | Grouping::Nm => self.selected.iter().map(|&i| vec![i]).collect(),
+        };
+        let mut group_of: Vec<Option<usize>> = vec![None; source.count()];
+        for (g, members) in groups.iter().enumerate() {
+            for &i in members {
+                group_of[i] = Some(g);
+            }
         }
-    }
-    let threads = rayon::current_num_threads().max(1);
-    let mut hists: Vec<Mutex<Vec<u64>>> = (0..threads)
-        .map(|_| Mutex::new(vec![0u64; 1 << 16]))
-        .collect();
-    let mut cuts: Vec<GroupCut> = Vec::with_capacity(groups.len());
-    for members in &groups {
-        cuts.push(find_cut(
-            source, key, members, options, &mut hists, control,
-        )?);
-    }
-    drop(hists);
-    let plain: Vec<Cut> = cuts.iter().map(|c| c.cut).collect();
-    let (counts, sha) = write_pass(source, key, &group_of, &plain, sink, hash, control)?;
-    let threshold = |cut: &Cut| {
-        if cut.any {
-            key.threshold(cut.thr)
+        let mut cuts: Vec<GroupCut> = Vec::with_capacity(groups.len());
+        let (counts, sha) = if let Some(pattern) = options.nm {
+            // Every group of M is decided on its own: no threshold to find.
+            for members in &groups {
+                let n: u64 = members.iter().map(|&i| source.numel(i) as u64).sum();
+                cuts.push(GroupCut {
+                    cut: Cut::default(),
+                    candidates: n,
+                    target: n / pattern.m() as u64 * (pattern.m() - pattern.n()) as u64,
+                });
+            }
+            let plan = Plan::Nm {
+                geometry: &self.layout.geometry,
+                n: pattern.n() as usize,
+            };
+            write_pass(source, key, &plan, self.sink, self.hash, control)?
         } else {
-            None
-        }
-    };
-    Ok((
-        report(source, options, &group_of, &cuts, &counts, threshold),
-        sha,
-    ))
-}
-
-/// Assembles the report from the cuts and the write pass's counts.
-fn report<S: Source>(
-    source: &S,
-    options: &PruneOptions,
-    group_of: &[Option<usize>],
-    cuts: &[GroupCut],
-    counts: &[Counts],
-    threshold: impl Fn(&Cut) -> Option<f64>,
-) -> PruneReport {
-    let mut report_tensors = Vec::new();
-    let candidates = cuts.iter().map(|c| c.candidates).sum();
-    let target = cuts.iter().map(|c| c.target).sum();
-    let mut float_elements = 0u64;
-    let mut float_zeros_after = 0u64;
-    for (i, c) in counts.iter().enumerate() {
-        if source.float_type(i).is_none() {
-            continue;
-        }
-        let numel = source.numel(i) as u64;
-        let zeros_after = c.zeros_before + c.removed;
-        float_elements += numel;
-        float_zeros_after += zeros_after;
-        if let Some(g) = group_of[i] {
-            let (name, dtype, shape) = source.describe(i);
-            report_tensors.push(TensorPrune {
-                name: name.to_string(),
-                dtype: crate::dtype::name(dtype),
-                shape: shape.to_vec(),
-                numel,
-                zeros_before: c.zeros_before,
-                zeros_after,
-                removed: c.removed,
-                sparsity: ratio(zeros_after, numel),
-                threshold: threshold(&cuts[g].cut),
-                removed_sum_squares: c.sum_squares,
-            });
-        }
-    }
-    let selected_elements: u64 = report_tensors.iter().map(|t| t.numel).sum();
-    let zeros_before: u64 = report_tensors.iter().map(|t| t.zeros_before).sum();
-    let zeros_after: u64 = report_tensors.iter().map(|t| t.zeros_after).sum();
-    PruneReport {
-        input: PathBuf::new(),
-        outputs: Vec::new(),
-        input_digest: None,
-        sparsity: options.sparsity,
-        scope: options.scope,
-        of_remaining: options.of_remaining,
-        criterion: options.criterion,
-        selected_elements,
-        candidates,
-        target,
-        zeros_before,
-        zeros_after,
-        removed: zeros_after - zeros_before,
-        sparsity_after: ratio(zeros_after, selected_elements),
-        float_elements,
-        float_zeros_after,
-        float_sparsity_after: ratio(float_zeros_after, float_elements),
-        threshold: match options.scope {
-            Scope::Global => threshold(&cuts[0].cut),
-            Scope::Layer => None,
-        },
-        removed_sum_squares: report_tensors.iter().map(|t| t.removed_sum_squares).sum(),
-        tensors: report_tensors,
+            let threads = rayon::current_num_threads().max(1);
+            let mut hists: Vec<Mutex<Vec<u64>>> = (0..threads)
+                .map(|_| Mutex::new(vec![0u64; 1 << 16]))
+                .collect();
+            for members in &groups {
+                cuts.push(find_cut(
+                    source, key, members, options, &mut hists, control,
+                )?);
+            }
+            drop(hists);
+            let plain: Vec<Cut> = cuts.iter().map(|c| c.cut).collect();
+            let plan = Plan::Cuts {
+                group_of: &group_of,
+                cuts: &plain,
+            };
+            write_pass(source, key, &plan, self.sink, self.hash, control)?
+        };
+        let threshold = |cut: &Cut| {
+            if cut.any {
+                key.threshold(cut.thr)
+            } else {
+                None
+            }
+        };
+        Ok((
+            report(
+                source,
+                options,
+                self.layout,
+                &group_of,
+                &cuts,
+                &counts,
+                threshold,
+            ),
+            sha,
+        ))
     }
 }
 
-fn ratio(a: u64, b: u64) -> f64 {
+pub(crate) fn ratio(a: u64, b: u64) -> f64 {
     if b == 0 {
         0.0
     } else {
@@ -503,3 +582,7 @@ fn ratio(a: u64, b: u64) -> f64 {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+#[path = "nm_tests.rs"]
+mod nm_tests;

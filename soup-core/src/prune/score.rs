@@ -14,6 +14,12 @@
 //!   tensor's name and the element's index ([`RandomKey`]), so the choice
 //!   is a uniformly random subset that depends on the seed alone, not on
 //!   storage order, windows or threads.
+//! - Wanda: the score of an element is `|w| * norm`, where `norm` is the
+//!   L2 norm of the activations of the element's input channel, given as
+//!   score data ([`WandaKey`]; see [`super::scores`]). The key is the f64
+//!   bit pattern of the score plus one for a non-zero element, so a non-zero
+//!   weight whose score is 0 (a dead input channel) still ranks above every
+//!   zero.
 
 use half::{bf16, f16};
 use serde::{Deserialize, Serialize};
@@ -32,6 +38,31 @@ pub enum Criterion {
         /// The seed.
         seed: u64,
     },
+    /// Smallest `|w| * ||x||` first (Wanda): the weight's magnitude times
+    /// the L2 norm of its input channel's activations, which the caller
+    /// supplies as score data, one vector per pruned tensor.
+    Wanda,
+}
+
+impl std::str::FromStr for Criterion {
+    type Err = crate::error::Error;
+
+    /// Parses `magnitude`, `wanda` or `random:SEED`.
+    fn from_str(s: &str) -> crate::error::Result<Criterion> {
+        match s.trim() {
+            "magnitude" => Ok(Criterion::Magnitude),
+            "wanda" => Ok(Criterion::Wanda),
+            other => other
+                .strip_prefix("random:")
+                .and_then(|seed| seed.parse().ok())
+                .map(|seed| Criterion::Random { seed })
+                .ok_or_else(|| {
+                    crate::error::Error::invalid(format!(
+                        "`{s}` is not a criterion: magnitude, wanda or random:SEED"
+                    ))
+                }),
+        }
+    }
 }
 
 /// Order keys of the elements of a tensor piece.
@@ -200,6 +231,56 @@ impl Key for RandomKey {
             };
             f(i, key)
         });
+    }
+    fn threshold(&self, _: u64) -> Option<f64> {
+        None
+    }
+}
+
+/// Per-input-channel norms of one tensor, and where its channels lie: the
+/// channel of element `e` is `(e / inner) % norms.len()`.
+#[derive(Debug, Clone)]
+pub(crate) struct ChannelNorms {
+    pub(crate) norms: Vec<f64>,
+    pub(crate) inner: usize,
+}
+
+/// Wanda keys: per tensor (indexed like the source), the norms of its
+/// input channels (`None` for tensors that are not pruned).
+pub(crate) struct WandaKey {
+    pub(crate) tensors: Vec<Option<ChannelNorms>>,
+}
+
+impl Key for WandaKey {
+    const BITS: u32 = 64;
+    const F32_MAGNITUDE: bool = false;
+    fn each(
+        &self,
+        tensor: usize,
+        start: usize,
+        bytes: &[u8],
+        ty: FloatType,
+        mut f: impl FnMut(usize, u64),
+    ) {
+        let c = self.tensors[tensor]
+            .as_ref()
+            .expect("score data for every pruned tensor");
+        let mut values = [0f64; 1024];
+        let size = ty.size();
+        for (b, block) in bytes.chunks(size * values.len()).enumerate() {
+            let n = block.len() / size;
+            f64::decode_into(block, ty, &mut values[..n]);
+            for (j, &v) in values[..n].iter().enumerate() {
+                let i = b * values.len() + j;
+                let key = if v == 0.0 {
+                    0
+                } else {
+                    let norm = c.norms[((start + i) / c.inner) % c.norms.len()];
+                    ((v.abs() * norm).to_bits() & ABS64) + 1
+                };
+                f(i, key)
+            }
+        }
     }
     fn threshold(&self, _: u64) -> Option<f64> {
         None

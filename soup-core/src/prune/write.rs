@@ -1,16 +1,21 @@
-//! Writing: the pass that applies the cuts. It streams every tensor of the
-//! source once, removes in each prunable piece the keys below its group's
-//! cut and, of the keys equal to it, as many as the count still needs (in
-//! storage order), and hands the result to a [`Sink`] (the output file, or
-//! buffers in memory). Pieces of other tensors are copied unchanged.
+//! Writing: the pass that applies the selection. It streams every tensor
+//! of the source once and, in each prunable piece, either removes the keys
+//! below its group's cut and, of the keys equal to it, as many as the count
+//! still needs (in storage order), or decides the piece's N:M groups
+//! ([`super::groups`]); it hands the result to a [`Sink`] (the output file,
+//! or buffers in memory). Pieces of other tensors are copied unchanged.
+//! Every float piece also yields its zeros and its sums of squares before
+//! and after (in f64), which the report gives per tensor.
 
 use rayon::prelude::*;
 
+use super::groups::prune_nm_piece;
 use super::score::{f16_keys, key16, magnitude_at, Key, ABS32};
 use super::select::Cut;
 use super::source::{Sink, Source};
-use crate::dtype::FloatType;
+use crate::dtype::{Accumulator, FloatType};
 use crate::error::Result;
+use crate::nm::NmGeometry;
 use crate::stream::{Control, Piece};
 
 /// Totals of one tensor (or piece) after the write pass.
@@ -18,7 +23,12 @@ use crate::stream::{Control, Piece};
 pub(crate) struct Counts {
     pub(crate) zeros_before: u64,
     pub(crate) removed: u64,
+    /// Sum of the squares of the removed values.
     pub(crate) sum_squares: f64,
+    /// Sum of the squares of all values before (f64).
+    pub(crate) sum_squares_before: f64,
+    /// Sum of the squares of all values after (f64).
+    pub(crate) sum_squares_after: f64,
 }
 
 impl Counts {
@@ -26,22 +36,50 @@ impl Counts {
         self.zeros_before += other.zeros_before;
         self.removed += other.removed;
         self.sum_squares += other.sum_squares;
+        self.sum_squares_before += other.sum_squares_before;
+        self.sum_squares_after += other.sum_squares_after;
     }
 }
 
-/// Applies `cuts` (one per group; `group_of` maps tensors to groups) to
-/// every tensor of `source`, writing to `sink` when there is one. Returns
-/// the per-tensor counts and, with `hash`, the source's content hash.
-#[allow(clippy::too_many_arguments)]
+/// What the write pass applies to the selected tensors.
+pub(crate) enum Plan<'a> {
+    /// `cuts[g]` to the tensors of group `g` (`group_of` maps tensors to
+    /// groups).
+    Cuts {
+        group_of: &'a [Option<usize>],
+        cuts: &'a [Cut],
+    },
+    /// N:M: keep `n` in each group of the tensors that have a geometry.
+    Nm {
+        geometry: &'a [Option<NmGeometry>],
+        n: usize,
+    },
+}
+
+/// What to do with one piece.
+#[derive(Clone, Copy)]
+enum Action {
+    Copy,
+    Cut(Cut, u64),
+    Nm(NmGeometry, usize),
+}
+
+/// Applies `plan` to every tensor of `source`, writing to `sink` when
+/// there is one. Returns the per-tensor counts and, with `hash`, the
+/// source's content hash.
 pub(crate) fn write_pass<S: Source, K: Key>(
     source: &S,
     key: &K,
-    group_of: &[Option<usize>],
-    cuts: &[Cut],
+    plan: &Plan<'_>,
     sink: Option<&dyn Sink>,
     hash: bool,
     control: &Control,
 ) -> Result<(Vec<Counts>, Option<String>)> {
+    let (group_of, cuts): (&[Option<usize>], &[Cut]) = match plan {
+        Plan::Cuts { group_of, cuts } => (group_of, cuts),
+        Plan::Nm { .. } => (&[], &[]),
+    };
+    let group = |t: usize| group_of.get(t).copied().flatten();
     let mut remaining: Vec<u64> = cuts.iter().map(|c| c.ties).collect();
     let partial = |g: usize| cuts[g].partial();
     let mut counts = vec![Counts::default(); source.count()];
@@ -57,13 +95,11 @@ pub(crate) fn write_pass<S: Source, K: Key>(
         &all,
         hash,
         |window: &[Piece]| {
-            let needs = window
-                .iter()
-                .any(|p| group_of[p.tensor].is_some_and(partial));
+            let needs = window.iter().any(|p| group(p.tensor).is_some_and(partial));
             let eq: Vec<u64> = if needs {
                 window
                     .par_iter()
-                    .map(|p| match group_of[p.tensor] {
+                    .map(|p| match group(p.tensor) {
                         Some(g) if partial(g) => {
                             super::select::count_equal(source, key, p, cuts[g].thr)
                         }
@@ -77,7 +113,7 @@ pub(crate) fn write_pass<S: Source, K: Key>(
             Ok(window
                 .iter()
                 .zip(eq)
-                .map(|(p, eq)| match group_of[p.tensor] {
+                .map(|(p, eq)| match group(p.tensor) {
                     None => 0,
                     Some(g) if partial(g) => {
                         let take = remaining[g].min(eq);
@@ -90,8 +126,15 @@ pub(crate) fn write_pass<S: Source, K: Key>(
                 .collect::<Vec<u64>>())
         },
         |p: &Piece, budgets: &Vec<u64>, i| {
-            let cut = group_of[p.tensor].map(|g| cuts[g]);
-            prune_piece(source, key, p, cut, budgets[i], sink)
+            let action = match plan {
+                Plan::Cuts { .. } => {
+                    group(p.tensor).map_or(Action::Copy, |g| Action::Cut(cuts[g], budgets[i]))
+                }
+                Plan::Nm { geometry, n } => {
+                    geometry[p.tensor].map_or(Action::Copy, |g| Action::Nm(g, *n))
+                }
+            };
+            prune_piece(source, key, p, action, sink)
         },
         |window, results| {
             for (p, c) in window.iter().zip(results) {
@@ -103,56 +146,79 @@ pub(crate) fn write_pass<S: Source, K: Key>(
     Ok((counts, sha))
 }
 
-/// Prunes (or only counts) one piece: removes keys below the cut and up to
-/// `budget` keys equal to it; copies unselected pieces unchanged.
+/// Sum of the squares of the values in `bytes`, in f64.
+fn sum_squares(bytes: &[u8], ty: FloatType) -> f64 {
+    let mut values = [0f64; 1024];
+    let mut lanes = [0f64; 4];
+    let size = ty.size();
+    for block in bytes.chunks(size * values.len()) {
+        let n = block.len() / size;
+        f64::decode_into(block, ty, &mut values[..n]);
+        for c in values[..n].chunks(4) {
+            for (l, v) in lanes.iter_mut().zip(c) {
+                *l += v * v;
+            }
+        }
+    }
+    (lanes[0] + lanes[1]) + (lanes[2] + lanes[3])
+}
+
+/// Prunes (or only counts) one piece as `action` says; copies unselected
+/// pieces unchanged.
 fn prune_piece<S: Source, K: Key>(
     source: &S,
     key: &K,
     p: &Piece,
-    cut: Option<Cut>,
-    budget: u64,
+    action: Action,
     sink: Option<&dyn Sink>,
 ) -> Result<Counts> {
     let bytes = source.bytes(p.tensor, &p.elems);
-    let ty = source.float_type(p.tensor);
-    let offset = ty.map_or(0, |t| t.size()) * p.elems.start;
-    let mut counts = Counts::default();
-    match (cut, ty) {
-        (Some(cut), Some(FloatType::F32)) if K::F32_MAGNITUDE => {
-            let mut buf = vec![0u8; if sink.is_some() { bytes.len() } else { 0 }];
-            counts = prune_f32(bytes, cut.thr as u32, budget, &mut buf);
-            if let Some(out) = sink {
-                out.write(p.tensor, offset, &buf)?;
-            }
+    let Some(ty) = source.float_type(p.tensor) else {
+        if let Some(out) = sink {
+            // Whole-tensor byte offsets for any dtype (sub-byte too).
+            let (_, dtype, _) = source.describe(p.tensor);
+            let start = p.elems.start * dtype.bitsize() / 8;
+            out.write(p.tensor, start, bytes)?;
         }
-        (Some(cut), Some(ty)) if K::F32_MAGNITUDE && ty.size() == 2 => {
-            let mut buf = vec![0u8; if sink.is_some() { bytes.len() } else { 0 }];
-            counts = prune_16(bytes, ty, cut.thr as u32, budget, &mut buf);
+        return Ok(Counts::default());
+    };
+    let offset = ty.size() * p.elems.start;
+    let mut buf = vec![0u8; bytes.len()];
+    let mut counts = match action {
+        Action::Copy => {
+            let mut nonzero = 0u64;
+            crate::dtype::for_each_nonzero(bytes, ty, |_, nz| nonzero += nz as u64);
+            let sq = sum_squares(bytes, ty);
             if let Some(out) = sink {
-                out.write(p.tensor, offset, &buf)?;
+                out.write(p.tensor, offset, bytes)?;
             }
+            return Ok(Counts {
+                zeros_before: p.elems.len() as u64 - nonzero,
+                sum_squares_before: sq,
+                sum_squares_after: sq,
+                ..Counts::default()
+            });
         }
-        (Some(cut), Some(ty)) => {
-            let mut buf = sink.map(|_| bytes.to_vec());
+        Action::Cut(cut, budget) if K::F32_MAGNITUDE && ty == FloatType::F32 => {
+            prune_f32(bytes, cut.thr as u32, budget, &mut buf)
+        }
+        Action::Cut(cut, budget) if K::F32_MAGNITUDE && ty.size() == 2 => {
+            prune_16(bytes, ty, cut.thr as u32, budget, &mut buf)
+        }
+        Action::Cut(cut, budget) => {
+            buf.copy_from_slice(bytes);
             let at = (p.tensor, p.elems.start);
-            counts = prune_keys(key, at, bytes, ty, cut.thr, budget, buf.as_deref_mut());
-            if let (Some(out), Some(buf)) = (sink, buf) {
-                out.write(p.tensor, offset, &buf)?;
-            }
+            prune_keys(key, at, bytes, ty, cut.thr, budget, Some(&mut buf))
         }
-        (_, ty) => {
-            if let Some(ty) = ty {
-                let mut nonzero = 0u64;
-                crate::dtype::for_each_nonzero(bytes, ty, |_, nz| nonzero += nz as u64);
-                counts.zeros_before = p.elems.len() as u64 - nonzero;
-            }
-            if let Some(out) = sink {
-                // Whole-tensor byte offsets for any dtype (sub-byte too).
-                let (_, dtype, _) = source.describe(p.tensor);
-                let start = p.elems.start * dtype.bitsize() / 8;
-                out.write(p.tensor, start, bytes)?;
-            }
+        Action::Nm(geometry, n) => {
+            buf.copy_from_slice(bytes);
+            prune_nm_piece(source, key, p.tensor, &p.elems, &geometry, n, &mut buf)
         }
+    };
+    counts.sum_squares_before = sum_squares(bytes, ty);
+    counts.sum_squares_after = sum_squares(&buf, ty);
+    if let Some(out) = sink {
+        out.write(p.tensor, offset, &buf)?;
     }
     Ok(counts)
 }
@@ -303,6 +369,7 @@ fn prune_16_with(
         zeros_before: zeros,
         removed,
         sum_squares: squares,
+        ..Counts::default()
     }
 }
 
@@ -368,6 +435,7 @@ fn prune_f32(bytes: &[u8], thr: u32, budget: u64, out: &mut [u8]) -> Counts {
         zeros_before: zeros.iter().sum(),
         removed: removed.iter().sum(),
         sum_squares: squares.iter().map(|&v| v as f64).sum(),
+        ..Counts::default()
     };
     if budget > 0 && thr != 0 {
         // The first `budget` elements equal to the threshold also go.
