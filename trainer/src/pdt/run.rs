@@ -25,7 +25,6 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use indicatif::ProgressBar;
 use crate::data::Split;
 use crate::error::{Error, Result};
 use crate::eval::evaluate;
@@ -39,6 +38,7 @@ use crate::pipeline::mask::{prune_impact, sparsity, Footprint, PruneMask};
 use crate::pipeline::{Evaluation, Workspace};
 use crate::pipeline::{SoupKind, Vary};
 use crate::train::train_loop;
+use indicatif::ProgressBar;
 
 /// One open pruning-during-training run.
 pub struct PdtRun {

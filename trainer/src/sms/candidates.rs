@@ -23,8 +23,8 @@ impl Session {
         let base = (t.seed, t.weight_decay, c.epochs_per_phase, t.lr);
         match chain {
             Chain::Soup => {
-                let v = c.vary_values.get(index as usize).copied();
-                match (c.vary, v) {
+                let v = c.soups.vary_values.get(index as usize).copied();
+                match (c.soups.vary, v) {
                     (Vary::Seed, _) => (t.seed + index as u64, base.1, base.2, base.3),
                     (Vary::WeightDecay, Some(v)) => (t.seed, v, base.2, base.3),
                     (Vary::RetrainLength, Some(v)) => (t.seed, base.1, v, base.3),
@@ -33,7 +33,7 @@ impl Session {
                 }
             }
             Chain::Imp(j) => (t.seed + j as u64, base.1, base.2, base.3),
-            Chain::ImpLong => (t.seed, base.1, base.2 * c.candidates as f64, base.3),
+            Chain::ImpLong => (t.seed, base.1, base.2 * c.soups.candidates as f64, base.3),
             Chain::Reprune => base,
         }
     }

@@ -2,7 +2,6 @@
 //! evaluation of a model, what pruning a parent did, each trained candidate
 //! and each finished phase. A record that exists marks its step as done.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -10,7 +9,6 @@ use serde::{Deserialize, Serialize};
 pub use crate::pipeline::checkpoint_ops::GreedyTrial;
 pub use crate::pipeline::evaluation::Evaluation;
 
-use crate::eval::EvalReport;
 use crate::pipeline::lr::PruneImpact;
 
 /// What pruning a phase's parent did (`prune.json`).

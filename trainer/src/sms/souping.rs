@@ -4,7 +4,6 @@
 
 use std::path::{Path, PathBuf};
 
-
 use crate::error::{Error, Result};
 use crate::pipeline::checkpoint_ops;
 use crate::pipeline::SoupKind;
