@@ -96,7 +96,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 /// A checkpoint read into memory: CPU tensors by name, and the header's
 /// metadata.
 #[derive(Debug)]
-pub struct Checkpoint {
+pub struct LoadedCheckpoint {
     /// Tensors in file order.
     pub tensors: Vec<(String, Tensor)>,
     /// The `__metadata__` map (empty when the file has none).
@@ -106,7 +106,7 @@ pub struct Checkpoint {
 /// Reads every tensor of a checkpoint (a safetensors file or a sharded
 /// folder) onto the CPU, through soup-core's validated reader: a bad file
 /// is soup-core's error, naming the file and the problem.
-pub fn load(path: &Path) -> Result<Checkpoint> {
+pub fn load(path: &Path) -> Result<LoadedCheckpoint> {
     let ck = soup_core::Checkpoint::open(path)?;
     let mut tensors = Vec::with_capacity(ck.tensors().len());
     for entry in ck.tensors() {
@@ -126,7 +126,7 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
             Tensor::f_from_data_size(ck.data(entry), &shape, kind)?,
         ));
     }
-    Ok(Checkpoint {
+    Ok(LoadedCheckpoint {
         tensors,
         metadata: ck.metadata().clone().into_iter().collect(),
     })

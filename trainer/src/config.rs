@@ -92,6 +92,18 @@ impl TrainSettings {
     }
 }
 
+/// Lays the flags that were given over settings: for each field named,
+/// `$dst.field = $src.field.clone()` where the flag `$src.field` (an
+/// `Option`) is `Some`. Every command's flags use it.
+macro_rules! set_given {
+    ($src:expr, $dst:expr, $($f:ident),* $(,)?) => {
+        $(if let Some(v) = &$src.$f {
+            $dst.$f = v.clone();
+        })*
+    };
+}
+pub(crate) use set_given;
+
 /// The flags of [`TrainSettings`], shared by every training command
 /// (`trainer train`, `trainer sms`, `trainer pdt`): a command adds them with
 /// `#[command(flatten)]` and applies them over its defaults and config file
@@ -146,10 +158,9 @@ pub struct TrainArgs {
 impl TrainArgs {
     /// Sets every setting whose flag was given.
     pub fn apply(&self, s: &mut TrainSettings) {
-        macro_rules! set {
-            ($($f:ident),*) => { $(if let Some(v) = &self.$f { s.$f = v.clone(); })* };
-        }
-        set!(
+        set_given!(
+            self,
+            s,
             data,
             model,
             batch_size,

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use trainer::robust::{corruption_accuracies, mean_accuracy, EvalSummary, OodReport};
-use trainer::run::{run_training, Progress};
+use trainer::run::{run_training, ProgressOutput};
 use trainer::{
     evaluate, parse_device, Arch, Dataset, Model, ModelSpec, ScheduleKind, Split, TrainConfig,
 };
@@ -176,9 +176,9 @@ fn run(cli: Cli) -> Result<()> {
         Command::Train(a) => {
             let cfg = train_config(&a)?;
             let progress = if std::io::stderr().is_terminal() {
-                Progress::Bar
+                ProgressOutput::Bar
             } else {
-                Progress::Lines
+                ProgressOutput::Lines
             };
             let m = run_training(&cfg, &a.out, progress, a.resume)
                 .with_context(|| format!("run {}", a.out.display()))?;

@@ -76,7 +76,7 @@ const MOMENTUM_PREFIX: &str = "momentum/";
 
 /// How a run reports progress.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Progress {
+pub enum ProgressOutput {
     /// A bar per epoch on standard error.
     Bar,
     /// One line per epoch on standard error.
@@ -97,7 +97,7 @@ pub enum Progress {
 pub fn run_training(
     cfg: &TrainConfig,
     out: &Path,
-    progress: Progress,
+    progress: ProgressOutput,
     resume: bool,
 ) -> Result<EpochMetrics> {
     cfg.validate()?;
@@ -175,7 +175,7 @@ pub fn run_training(
         .append(true)
         .open(&metrics_path)
         .map_err(|e| Error::io(&metrics_path, e))?;
-    if done > 0 && progress != Progress::Quiet {
+    if done > 0 && progress != ProgressOutput::Quiet {
         eprintln!(
             "resuming {} after epoch {done}/{}",
             out.display(),
@@ -194,7 +194,7 @@ pub fn run_training(
     for epoch in done..cfg.epochs {
         let start = Instant::now();
         let bar = match progress {
-            Progress::Bar => ProgressBar::new(per_epoch).with_style(
+            ProgressOutput::Bar => ProgressBar::new(per_epoch).with_style(
                 ProgressStyle::with_template(
                     "epoch {prefix} {wide_bar} {pos}/{len} {elapsed}<{eta} {msg}",
                 )
@@ -252,7 +252,7 @@ pub fn run_training(
         if epoch + 1 < cfg.epochs {
             save_state(&resume_path, &model, &opt, epoch + 1)?;
         }
-        if progress != Progress::Quiet {
+        if progress != ProgressOutput::Quiet {
             eprintln!(
                 "epoch {}/{}: train loss {:.4}, val acc {:.4}, test acc {:.4}, lr {:.4}, {:.1}s",
                 m.epoch, cfg.epochs, m.train_loss, m.val_acc, m.test_acc, m.lr, m.time_s

@@ -1,15 +1,13 @@
 //! Learning-rate schedules, evaluated per iteration.
 
 use std::f64::consts::PI;
-use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::Error;
-
 /// The shape of the learning rate after warm-up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
+#[value(rename_all = "lowercase")]
 pub enum ScheduleKind {
     /// The peak rate throughout.
     Constant,
@@ -19,21 +17,6 @@ pub enum ScheduleKind {
     Linear,
     /// Cosine decay from the peak to 0.
     Cosine,
-}
-
-impl FromStr for ScheduleKind {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self, Error> {
-        match s {
-            "constant" => Ok(ScheduleKind::Constant),
-            "step" => Ok(ScheduleKind::Step),
-            "linear" => Ok(ScheduleKind::Linear),
-            "cosine" => Ok(ScheduleKind::Cosine),
-            _ => Err(Error::Config(format!(
-                "unknown schedule {s:?}: expected constant, step, linear or cosine"
-            ))),
-        }
-    }
 }
 
 /// A learning-rate schedule over `total` iterations: a linear warm-up from 0
@@ -111,10 +94,11 @@ mod tests {
 
     #[test]
     fn names_parse() {
+        use clap::ValueEnum;
         assert_eq!(
-            "cosine".parse::<ScheduleKind>().unwrap(),
+            ScheduleKind::from_str("cosine", false).unwrap(),
             ScheduleKind::Cosine
         );
-        assert!("exp".parse::<ScheduleKind>().is_err());
+        assert!(ScheduleKind::from_str("exp", false).is_err());
     }
 }

@@ -534,3 +534,42 @@ fn greedy_soups_of_candidates_that_vary_weight_decay() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("does not apply"));
 }
+
+#[test]
+fn reported_sparsity_counts_exactly_the_tensors_pruned_when_some_are_excluded() {
+    // The rule `trainer sms` follows (tests/sms/pipeline.rs): prunable
+    // tensors less the exclusions are masked, checked and reported.
+    let (dir, data) = scratch_with_data();
+    let run = dir.path().join("run");
+    run_pdt(
+        &data,
+        &run,
+        &[
+            "--epochs",
+            "2",
+            "--candidates",
+            "2",
+            "--exclude",
+            "^conv1\\.",
+        ],
+    );
+    let report = json(&run.join("report.json"));
+    let row = &report["runs"][0];
+    assert_eq!(row["name"], "gmp+sms");
+    let path = run.join(row["checkpoint"].as_str().unwrap());
+    let ck = Checkpoint::open(&path).unwrap();
+    let all = prunable(&ck);
+    assert!(all.contains(&"conv1.weight".to_string()));
+    // The excluded tensor stays dense; the others carry all the zeros.
+    assert!(f32s(&ck, "conv1.weight").iter().all(|x| *x != 0.0));
+    let pruned: Vec<String> = all.into_iter().filter(|n| n != "conv1.weight").collect();
+    let (z, n) = pruned.iter().fold((0, 0), |(z, n), name| {
+        let v = f32s(&ck, name);
+        (z + v.iter().filter(|x| **x == 0.0).count(), n + v.len())
+    });
+    assert_eq!(row["sparsity"].as_f64().unwrap(), z as f64 / n as f64);
+    assert!((z as f64 - 0.8 * n as f64).abs() <= 1.0);
+    let eval = json(&run.join("sms/final.json"));
+    let layers: Vec<&String> = eval["layer_sparsity"].as_object().unwrap().keys().collect();
+    assert_eq!(layers, pruned.iter().collect::<Vec<_>>());
+}

@@ -7,7 +7,8 @@ use indicatif::ProgressBar;
 use tch::{Device, Kind, Tensor};
 use trainer::data::Batch;
 use trainer::pdt::dpf::DpfHooks;
-use trainer::pdt::{cubic, FixedMask, Mask, PruneEvery, Timeline};
+use trainer::pdt::{cubic, FixedMask, PruneEvery, Timeline};
+use trainer::pipeline::PruneMask;
 use trainer::{train_loop, Arch, Model, ModelSpec, Sgd, SgdConfig};
 
 fn model() -> Model {
@@ -77,7 +78,7 @@ fn dpf_recomputes_on_the_cubic_schedule_and_keeps_dense_weights() {
     assert!(z * 100 < n, "{z} of {n} dense weights are zero");
     // Masking them (what the delivered model is) gives exact zeros, the
     // schedule's count of them.
-    let mask = Mask::select(&opt, &names, &[], 0.8).unwrap();
+    let mask = PruneMask::select(&opt, &names, &[], 0.8).unwrap();
     mask.apply(&mut opt, false);
     let sd = model.state_dict();
     let z: i64 = names.iter().map(|name| zeros(&sd[name])).sum();
@@ -102,7 +103,7 @@ fn dpf_forward_sees_masked_weights_and_the_update_reaches_pruned_ones() {
     use trainer::Hooks;
     let before: Vec<Tensor> = opt.params.iter().map(|p| p.tensor.copy()).collect();
     // The mask DPF must use: the dense weights' own, at 50%.
-    let mask = Mask::select(&opt, &names, &[], 0.5).unwrap();
+    let mask = PruneMask::select(&opt, &names, &[], 0.5).unwrap();
     hooks.before_forward(0, &mut opt).unwrap();
     for (i, drop) in &mask.drop {
         let w = &opt.params[*i].tensor;
@@ -146,12 +147,12 @@ fn a_fixed_mask_survives_training_with_momentum() {
     let model = model();
     let names = model.prunable_names();
     let mut opt = Sgd::new(&model.vs, SgdConfig::new(0.9, 5e-4));
-    let mask = Mask::select(&opt, &names, &[], 0.6).unwrap();
+    let mask = PruneMask::select(&opt, &names, &[], 0.6).unwrap();
     mask.apply(&mut opt, true);
     let (z0, n) = mask.counts();
     assert!((z0 as f64 - 0.6 * n as f64).abs() <= 1.0);
     let mut hooks = FixedMask {
-        mask: Mask::of_zeros(&opt, &names),
+        mask: PruneMask::of_zeros(&opt, &names),
         momentum: true,
     };
     train_loop(

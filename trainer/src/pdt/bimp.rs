@@ -3,10 +3,10 @@
 //! the rest is split evenly over `--phases` prune-retrain phases (the
 //! iterations that do not divide evenly go to the last). Phase `p` prunes
 //! by global magnitude to `1 - (1 - q)^p` with `q = 1 - (1 - S)^(1/k)` and
-//! retrains with ALLR (../shared/SMS.md), the mask fixed.
+//! retrains with ALLR (adaptive learning-rate restarts), the mask fixed.
 
-use crate::pdt::{Context, Method, PdtConfig, Segment, Timeline};
-use crate::sms::lr::{allr_peak, candidate_schedule, RetrainKind};
+use crate::pdt::{Context, PdtConfig, PdtMethod, Segment, Timeline};
+use crate::pipeline::lr::{allr_peak, candidate_schedule, RetrainKind};
 
 /// Budgeted IMP.
 #[derive(Debug, Clone, Copy)]
@@ -22,7 +22,7 @@ pub fn phase_lengths(budget: u64, phases: u32) -> Vec<u64> {
     lengths
 }
 
-impl Method for Bimp {
+impl PdtMethod for Bimp {
     fn id(&self) -> crate::methods::Method {
         crate::methods::Method::Bimp
     }
@@ -87,7 +87,6 @@ mod tests {
         assert_eq!(phase_lengths(2, 3), vec![0, 0, 2]);
         let cfg = PdtConfig {
             phases: 3,
-            sparsity: 0.9,
             ..PdtConfig::default()
         };
         // 5 epochs of 23 iterations: 115 in all, dense until round(11.5) = 12.

@@ -6,11 +6,11 @@ use std::path::PathBuf;
 use clap::Args;
 
 use crate::error::Result;
-use crate::eval::BnRecal;
 use crate::pdt::run::PdtRun;
 use crate::pdt::{PdtBaseline, PdtConfig, PruneEvery};
+use crate::pipeline::executor::{current_exe, shell_quote};
+use crate::pipeline::SoupArgs;
 use crate::schedule::ScheduleKind;
-use crate::sms::{SoupKind, Vary};
 
 /// `trainer pdt`: every setting of [`PdtConfig`] as a flag (flags override
 /// `--config`).
@@ -25,15 +25,9 @@ pub struct PdtArgs {
     /// Method: gmp, dpf or bimp.
     #[arg(long)]
     pub method: Option<String>,
-    /// Final sparsity over prunable weights, in [0, 1).
-    #[arg(long)]
-    pub sparsity: Option<f64>,
     /// Training epochs (the whole budget, pruning included).
     #[arg(long)]
     pub epochs: Option<u64>,
-    /// Candidates per soup (m).
-    #[arg(long)]
-    pub candidates: Option<u32>,
     /// Baselines: plain (the method alone), long (alone with m times the
     /// epochs), comma-separated.
     #[arg(long, value_delimiter = ',', value_enum)]
@@ -56,41 +50,22 @@ pub struct PdtArgs {
     /// Fork candidates only at segments of at least this many epochs [default: 0].
     #[arg(long)]
     pub sms_min_segment: Option<f64>,
-    /// What a soup's candidates differ in: seed, weight-decay or lr.
-    #[arg(long)]
-    pub vary: Option<Vary>,
-    /// Per-candidate values for --vary (comma-separated).
-    #[arg(long, value_delimiter = ',')]
-    pub vary_values: Option<Vec<f64>>,
-    /// uniform or greedy.
-    #[arg(long)]
-    pub soup: Option<SoupKind>,
-    /// Greedy soups demand a strict gain in validation accuracy.
-    #[arg(long)]
-    pub strict: bool,
-    /// Share of an epoch's batches for batch-norm recalibration.
-    #[arg(long)]
-    pub bn_recal_fraction: Option<f64>,
-    /// Batch-norm recalibration: cumulative or ema.
-    #[arg(long, value_enum)]
-    pub bn_recal: Option<BnRecal>,
     /// Learning-rate schedule over training: constant, step, linear or cosine.
     #[arg(long)]
     pub schedule: Option<ScheduleKind>,
-    /// Never prune tensors matching this regex (repeatable).
-    #[arg(long)]
-    pub exclude: Vec<String>,
     /// The training flags every training command shares (data, model,
     /// batch size, learning rate, optimizer, seeds, device, threads). The
     /// seed is the base seed: candidate i trains with seed + i.
     #[command(flatten)]
     pub train: crate::config::TrainArgs,
+    /// The soup settings every method shares (sparsity, candidates, what
+    /// they vary, how they are merged, exclusions, recalibration,
+    /// robustness evaluation).
+    #[command(flatten)]
+    pub soups: SoupArgs,
     /// Train this many candidates side by side (processes).
     #[arg(long, default_value_t = 1)]
     pub jobs: usize,
-    /// Robustness evaluation of every delivered model.
-    #[command(flatten)]
-    pub ood: crate::robust::OodArgs,
     /// Write the configuration, print the command of every step of the run
     /// (one per line, in an order that respects their dependencies) and
     /// stop.
@@ -113,17 +88,12 @@ impl PdtArgs {
             Some(path) => PdtConfig::from_file(path)?,
             None => PdtConfig::default(),
         };
-        macro_rules! set {
-            ($($field:ident),*) => {$(
-                if let Some(v) = &self.$field {
-                    c.$field = v.clone();
-                }
-            )*};
-        }
-        set!(
+        self.train.apply(&mut c.train);
+        self.soups.apply(&mut c.soups)?;
+        crate::config::set_given!(
+            self,
+            c,
             method,
-            sparsity,
-            candidates,
             baselines,
             prune_start,
             prune_end,
@@ -131,21 +101,9 @@ impl PdtArgs {
             dpf_interval,
             phases,
             sms_min_segment,
-            vary,
-            vary_values,
-            soup,
-            bn_recal_fraction,
-            bn_recal
+            epochs,
+            schedule
         );
-        set!(epochs, schedule);
-        self.train.apply(&mut c.train);
-        if self.strict {
-            c.strict = true;
-        }
-        if !self.exclude.is_empty() {
-            c.exclude = self.exclude.clone();
-        }
-        c.ood = self.ood.apply(c.ood)?;
         c.validate()?;
         Ok(c)
     }
@@ -159,7 +117,7 @@ pub fn run(args: &PdtArgs) -> Result<()> {
             tch::set_num_threads(t as i32);
         }
         if let Some(d) = &args.train.device {
-            run.session.device = crate::config::parse_device(d)?;
+            run.ws.device = crate::config::parse_device(d)?;
         }
         run.set_verbose(!args.quiet);
         return run.run_step(step);
@@ -167,8 +125,8 @@ pub fn run(args: &PdtArgs) -> Result<()> {
     let cfg = args.config()?;
     let mut run = PdtRun::create(cfg, &args.out)?;
     if args.plan {
-        let exe = crate::jobs::current_exe()?;
-        let out = crate::sms::shell_quote(&args.out);
+        let exe = current_exe()?;
+        let out = shell_quote(&args.out.display().to_string());
         for step in run.plan() {
             println!("{} pdt --out {out} --step {step}", exe.display());
         }

@@ -9,11 +9,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::TrainSettings;
 use crate::error::{Error, Result};
-use crate::eval::BnRecal;
 use crate::pdt::schedule::PruneEvery;
-use crate::robust::OodSpec;
+use crate::pipeline::{SoupKind, SoupSettings};
 use crate::schedule::ScheduleKind;
-use crate::sms::{SoupKind, Vary};
 
 /// A comparison run next to the method with soups.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
@@ -32,10 +30,6 @@ pub enum PdtBaseline {
 pub struct PdtConfig {
     /// The method's registered name (`gmp`, `dpf`, `bimp`).
     pub method: String,
-    /// Final sparsity over the prunable weights.
-    pub sparsity: f64,
-    /// Candidates per segment (`m`).
-    pub candidates: u32,
     /// Baselines to run beside the soups.
     pub baselines: Vec<PdtBaseline>,
     /// Fraction of training where pruning starts (`t0`; BIMP trains
@@ -51,30 +45,16 @@ pub struct PdtConfig {
     pub phases: u32,
     /// Fork candidates only at segments of at least this many epochs.
     pub sms_min_segment: f64,
-    /// What the candidates of a soup differ in: the seed (seed + i), or
-    /// weight decay or peak learning rate, one value each.
-    pub vary: Vary,
-    /// Per-candidate values for `vary` other than `seed`.
-    pub vary_values: Vec<f64>,
-    /// Uniform or greedy soups.
-    pub soup: SoupKind,
-    /// Greedy soups demand a strict gain.
-    pub strict: bool,
-    /// Zero the momentum of pruned weights too.
-    pub mask_momentum: bool,
-    /// Regexes of prunable tensors never to prune.
-    pub exclude: Vec<String>,
-    /// Share of an epoch of training batches for batch-norm recalibration.
-    pub bn_recal_fraction: f64,
-    /// How recalibration averages batch statistics.
-    pub bn_recal: BnRecal,
-    /// Robustness evaluation of every reported model.
-    pub ood: OodSpec,
     /// What every training command shares: data, model, batch sizes,
     /// optimizer, seeds, device (top-level keys in the file). Its `lr` is
     /// the peak learning rate and its `seed` the base seed.
     #[serde(flatten)]
     pub train: TrainSettings,
+    /// The soup settings every method shares: sparsity, candidates per
+    /// soup, what they vary, how they are merged, exclusions,
+    /// recalibration and robustness evaluation (top-level keys too).
+    #[serde(flatten)]
+    pub soups: SoupSettings,
     /// Training epochs: the whole budget, pruning included.
     pub epochs: u64,
     /// Learning-rate schedule over training.
@@ -85,8 +65,6 @@ impl Default for PdtConfig {
     fn default() -> Self {
         PdtConfig {
             method: "gmp".into(),
-            sparsity: 0.9,
-            candidates: 3,
             baselines: Vec::new(),
             prune_start: 0.1,
             prune_end: 0.75,
@@ -94,16 +72,8 @@ impl Default for PdtConfig {
             dpf_interval: 16,
             phases: 3,
             sms_min_segment: 0.0,
-            vary: Vary::Seed,
-            vary_values: Vec::new(),
-            soup: SoupKind::Uniform,
-            strict: false,
-            mask_momentum: true,
-            exclude: Vec::new(),
-            bn_recal_fraction: 0.2,
-            bn_recal: BnRecal::Cumulative,
-            ood: OodSpec::default(),
             train: TrainSettings::default(),
+            soups: SoupSettings::default(),
             epochs: 10,
             schedule: ScheduleKind::Cosine,
         }
@@ -155,21 +125,16 @@ impl PdtConfig {
                 crate::pdt::methods().join(", ")
             ));
         }
-        if !(0.0..1.0).contains(&self.sparsity) {
-            return bad(format!(
-                "--sparsity must be in [0, 1), got {}",
-                self.sparsity
-            ));
-        }
+        self.soups.validate(false)?;
         let fixed = crate::pdt::method(&self.method).is_some_and(|m| m.fixed_mask());
-        if self.soup == SoupKind::Greedy && !fixed {
+        if self.soups.soup == SoupKind::Greedy && !fixed {
             return bad(format!(
                 "--soup greedy needs a method with a fixed mask (gmp, bimp), not {}",
                 self.method
             ));
         }
-        if self.candidates == 0 || self.phases == 0 || self.epochs == 0 {
-            return bad("--candidates, --phases and --epochs must be at least 1".into());
+        if self.phases == 0 || self.epochs == 0 {
+            return bad("--phases and --epochs must be at least 1".into());
         }
         if !(0.0 <= self.prune_start && self.prune_start < self.prune_end && self.prune_end <= 1.0)
         {
@@ -187,45 +152,7 @@ impl PdtConfig {
                 self.sms_min_segment
             ));
         }
-        if self.bn_recal_fraction.is_nan()
-            || self.bn_recal_fraction <= 0.0
-            || self.bn_recal_fraction > 1.0
-        {
-            return bad(format!(
-                "--bn-recal-fraction must be in (0, 1], got {}",
-                self.bn_recal_fraction
-            ));
-        }
         self.train.validate()?;
-        match self.vary {
-            Vary::Seed if !self.vary_values.is_empty() => {
-                return bad("--vary seed takes no values (seed = base seed + i)".into())
-            }
-            Vary::Seed => {}
-            Vary::RetrainLength => return bad(
-                "--vary retrain-length does not apply: every candidate trains to its segment's end"
-                    .into(),
-            ),
-            _ if self.vary_values.len() != self.candidates as usize => {
-                return bad(format!(
-                    "--vary needs one value per candidate: {} given for {} candidates",
-                    self.vary_values.len(),
-                    self.candidates
-                ))
-            }
-            Vary::Lr if self.vary_values.iter().any(|v| !v.is_finite() || *v <= 0.0) => {
-                return bad("--vary lr values must be positive".into())
-            }
-            _ if self.vary_values.iter().any(|v| !v.is_finite() || *v < 0.0) => {
-                return bad("--vary values must be finite and non-negative".into())
-            }
-            _ => {}
-        }
-        self.ood.validate()?;
-        for pattern in &self.exclude {
-            regex::Regex::new(pattern)
-                .map_err(|e| Error::Config(format!("invalid --exclude regex {pattern:?}: {e}")))?;
-        }
         Ok(())
     }
 }
@@ -254,11 +181,11 @@ mod tests {
             ..PdtConfig::default()
         };
         assert!(bad.validate().is_err());
-        let bad = PdtConfig {
+        let mut bad = PdtConfig {
             method: "dpf".into(),
-            soup: SoupKind::Greedy,
             ..PdtConfig::default()
         };
+        bad.soups.soup = SoupKind::Greedy;
         assert!(bad.validate().unwrap_err().to_string().contains("greedy"));
     }
 }

@@ -13,14 +13,15 @@ use tch::Tensor;
 
 use crate::error::Result;
 use crate::optim::Sgd;
-use crate::pdt::{segments_at, Context, Mask, Method, PdtConfig, Segment, Timeline};
+use crate::pdt::{segments_at, Context, PdtConfig, PdtMethod, Segment, Timeline};
+use crate::pipeline::PruneMask;
 use crate::train::Hooks;
 
 /// Dynamic pruning with feedback.
 #[derive(Debug, Clone, Copy)]
 pub struct Dpf;
 
-impl Method for Dpf {
+impl PdtMethod for Dpf {
     fn id(&self) -> crate::methods::Method {
         crate::methods::Method::Dpf
     }
@@ -38,7 +39,7 @@ impl Method for Dpf {
             ctx.timeline,
             ctx.cfg.dpf_interval,
             ctx.pruned.to_vec(),
-            ctx.cfg.exclude.clone(),
+            ctx.cfg.soups.exclude.clone(),
         )))
     }
 
@@ -46,7 +47,7 @@ impl Method for Dpf {
     fn finalize(&self, ctx: &Context<'_>, opt: &mut Sgd) -> Result<()> {
         let s = ctx.timeline.target(ctx.segment.end);
         if s > 0.0 {
-            Mask::select(opt, ctx.pruned, &ctx.cfg.exclude, s)?.apply(opt, false);
+            PruneMask::select(opt, ctx.pruned, &ctx.cfg.soups.exclude, s)?.apply(opt, false);
         }
         Ok(())
     }
@@ -74,7 +75,7 @@ pub struct DpfHooks {
     interval: u64,
     names: Vec<String>,
     exclude: Vec<String>,
-    mask: Option<Mask>,
+    mask: Option<PruneMask>,
     dense: Vec<(usize, Tensor)>,
     started: bool,
     /// Every recomputation so far.
@@ -109,7 +110,7 @@ impl Hooks for DpfHooks {
             self.started = true;
             let target = self.timeline.target(it);
             self.mask = if target > 0.0 {
-                let mask = Mask::select(opt, &self.names, &self.exclude, target)?;
+                let mask = PruneMask::select(opt, &self.names, &self.exclude, target)?;
                 let (zeros, n) = mask.counts();
                 self.log.push(Recompute {
                     it,

@@ -3,13 +3,13 @@
 //! enough of the remaining weights, by global magnitude, to reach `s(t)`,
 //! and the mask stays fixed (weights and momentum) until the next step.
 
-use crate::pdt::{segments_at, Method, PdtConfig, Segment, Timeline};
+use crate::pdt::{segments_at, PdtConfig, PdtMethod, Segment, Timeline};
 
 /// Gradual magnitude pruning.
 #[derive(Debug, Clone, Copy)]
 pub struct Gmp;
 
-impl Method for Gmp {
+impl PdtMethod for Gmp {
     fn id(&self) -> crate::methods::Method {
         crate::methods::Method::Gmp
     }

@@ -4,15 +4,22 @@
 //! parent would, and `--plan` lists every step for running them elsewhere
 //! (other machines, cluster jobs) over a shared run folder.
 
-use std::process::Command;
-
-use tch::Device;
-
 use crate::error::{Error, Result};
 use crate::pdt::records::Chain;
 use crate::pdt::run::PdtRun;
+use crate::pipeline::executor::{run_children, Placement};
 
 impl PdtRun {
+    /// Runs every chain and writes the report.
+    pub fn run(&self, jobs: usize) -> Result<crate::pdt::PdtReport> {
+        for chain in self.chains() {
+            self.run_chain(chain, jobs)?;
+        }
+        let report = crate::pdt::report::build(self)?;
+        report.write(&self.root)?;
+        Ok(report)
+    }
+
     pub(crate) fn candidates_in_parallel(
         &self,
         chain: Chain,
@@ -20,35 +27,20 @@ impl PdtRun {
         m: u32,
         jobs: usize,
     ) -> Result<()> {
-        let exe = crate::jobs::current_exe()?;
         let todo: Vec<u32> = (0..m)
             .filter(|&i| !self.candidate_paths(chain, k, i).1.exists())
             .collect();
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        for batch in todo.chunks(jobs) {
-            let mut children = Vec::new();
-            for &i in batch {
-                let mut cmd = Command::new(&exe);
-                cmd.args(["pdt", "--quiet", "--out"])
-                    .arg(&self.root)
-                    .args(["--step", &format!("candidate:{}:{k}:{i}", chain.dir())]);
-                // The run's own thread count where it sets one (results
-                // depend on it), else the cores shared out.
-                let threads = match self.cfg.train.threads {
-                    0 => (cores / batch.len()).max(1),
-                    t => t,
-                };
-                if self.session.device == Device::Cpu {
-                    cmd.args(["--threads", &threads.to_string()]);
-                }
-                let child = cmd
-                    .spawn()
-                    .map_err(|e| Error::Run(format!("cannot start {}: {e}", exe.display())))?;
-                children.push((i, child));
-            }
-            crate::jobs::wait_all(children, &format!("segment {k}"))?;
-        }
-        Ok(())
+        let out = self.root.display().to_string();
+        let placement = Placement {
+            device: self.ws.device,
+            threads: self.cfg.train.threads,
+        };
+        run_children(&todo, jobs, placement, &format!("segment {k}"), |i| {
+            let step = format!("candidate:{}:{k}:{i}", chain.dir());
+            ["pdt", "--quiet", "--out", &out, "--step", &step]
+                .map(String::from)
+                .to_vec()
+        })
     }
 
     /// The steps of the whole run, in an order that respects their

@@ -1,8 +1,7 @@
-//! Pruning during training (../shared/SMS.md, "Pruning during training"):
-//! methods that prune a model while it trains from scratch (GMP, DPF,
+//! Pruning during training: methods that prune a model while it trains from scratch (GMP, DPF,
 //! BIMP), and sparse model soups for them.
 //!
-//! A method splits training into segments ([`Method::segments`]). At the
+//! A method splits training into segments ([`PdtMethod::segments`]). At the
 //! start of each segment it may prune (GMP and BIMP prune the weights by
 //! global magnitude through soup-core; DPF only moves its sparsity
 //! target), and inside a segment it acts through the training loop's
@@ -11,7 +10,7 @@
 //! enough segment, train each to the segment's end, check their masks,
 //! average them and continue from the recalibrated average ([`run`]).
 //!
-//! A new method is one module implementing [`Method`] plus one line in
+//! A new method is one module implementing [`PdtMethod`] plus one line in
 //! [`method`], after its name in the trainer's registry of methods
 //! ([`crate::methods::Method`]).
 
@@ -21,7 +20,6 @@ pub mod config;
 pub mod dpf;
 pub mod gmp;
 pub mod jobs;
-pub mod mask;
 pub mod records;
 pub mod report;
 pub mod run;
@@ -32,12 +30,12 @@ use serde::{Deserialize, Serialize};
 use crate::error::Result;
 use crate::methods::Method as Registered;
 use crate::optim::Sgd;
+use crate::pipeline::lr::PruneImpact;
+use crate::pipeline::PruneMask;
 use crate::schedule::Schedule;
-use crate::sms::lr::PruneImpact;
 use crate::train::Hooks;
 
 pub use config::{PdtBaseline, PdtConfig};
-pub use mask::Mask;
 pub use report::PdtReport;
 pub use schedule::{cubic, PruneEvery, Timeline};
 
@@ -53,7 +51,7 @@ pub fn methods() -> Vec<&'static str> {
 /// The pruning-during-training method registered as `name` (`None` for
 /// an unknown name, or one whose runs are not segments of training from
 /// scratch, like `imp`).
-pub fn method(name: &str) -> Option<Box<dyn Method>> {
+pub fn method(name: &str) -> Option<Box<dyn PdtMethod>> {
     match name.parse::<Registered>().ok()? {
         Registered::Gmp => Some(Box::new(gmp::Gmp)),
         Registered::Dpf => Some(Box::new(dpf::Dpf)),
@@ -122,7 +120,7 @@ impl Context<'_> {
 }
 
 /// A pruning-during-training method.
-pub trait Method: Send + Sync {
+pub trait PdtMethod: Send + Sync {
     /// The method's entry in the registry, which names it and its runs
     /// (`gmp`, `gmp+sms`, `gmp-long`).
     fn id(&self) -> Registered;
@@ -151,8 +149,8 @@ pub trait Method: Send + Sync {
     /// enforced after every step (momentum too, as configured).
     fn hooks(&self, ctx: &Context<'_>, opt: &Sgd) -> Result<Box<dyn Hooks>> {
         Ok(Box::new(FixedMask {
-            mask: Mask::of_zeros(opt, ctx.pruned),
-            momentum: ctx.cfg.mask_momentum,
+            mask: PruneMask::of_zeros(opt, ctx.pruned),
+            momentum: ctx.cfg.soups.mask_momentum,
         }))
     }
 
@@ -168,7 +166,7 @@ pub trait Method: Send + Sync {
 #[derive(Debug)]
 pub struct FixedMask {
     /// The mask.
-    pub mask: Mask,
+    pub mask: PruneMask,
     /// Also zero the momentum buffer.
     pub momentum: bool,
 }

@@ -3,15 +3,13 @@
 //! to. Each record is written last, atomically, so one that exists marks a
 //! finished step.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::checkpoint::write_atomic;
-use crate::error::{Error, Result};
 use crate::methods::{Method, Variant};
 use crate::pdt::Segment;
-use crate::sms::lr::PruneImpact;
+use crate::pipeline::lr::PruneImpact;
 
 /// A chain of segments in a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -116,18 +114,4 @@ pub struct SegmentRecord {
     pub result: PathBuf,
 }
 
-pub(crate) fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
-    let mut text = serde_json::to_string_pretty(value).expect("serialisable");
-    text.push('\n');
-    write_atomic(path, text.as_bytes())
-}
-
-pub(crate) fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    serde_json::from_str(&text)
-        .map_err(|e| Error::Run(format!("{}: unreadable record: {e}", path.display())))
-}
-
-pub(crate) fn mkdir(path: &Path) -> Result<()> {
-    std::fs::create_dir_all(path).map_err(|e| Error::io(path, e))
-}
+pub(crate) use crate::pipeline::records::{mkdir, read_json, write_json};

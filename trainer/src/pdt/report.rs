@@ -123,8 +123,8 @@ pub fn build(run: &PdtRun) -> Result<PdtReport> {
         method: name.to_string(),
         model: run.cfg.train.model.clone(),
         data: run.cfg.train.data.clone(),
-        target_sparsity: run.cfg.sparsity,
-        candidates: run.cfg.candidates,
+        target_sparsity: run.cfg.soups.sparsity,
+        candidates: run.cfg.soups.candidates,
         runs,
         curves,
     })

@@ -25,23 +25,20 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use indicatif::ProgressBar;
-use tch::Device;
-
-use crate::arch::{Arch, ModelSpec};
-use crate::config::parse_device;
-use crate::data::{Dataset, Split};
+use crate::data::Split;
 use crate::error::{Error, Result};
 use crate::eval::evaluate;
 use crate::model::Model;
 use crate::optim::{Sgd, SgdConfig};
 use crate::pdt::records::{mkdir, read_json, write_json};
 pub use crate::pdt::records::{CandidateRecord, Chain, PruneRecord, SegmentRecord};
-use crate::pdt::{method, Context, Mask, Method, PdtBaseline, PdtConfig, Segment, Timeline};
-use crate::sms::lr::PruneImpact;
-use crate::sms::masks::{param_norm, sparsity};
-use crate::sms::{soupcalls, Evaluation, Layout, Session, SmsConfig, SoupKind, Vary};
+use crate::pdt::{method, Context, PdtBaseline, PdtConfig, PdtMethod, Segment, Timeline};
+use crate::pipeline::checkpoint_ops;
+use crate::pipeline::mask::{prune_impact, sparsity, Footprint, PruneMask};
+use crate::pipeline::{Evaluation, Workspace};
+use crate::pipeline::{SoupKind, Vary};
 use crate::train::train_loop;
+use indicatif::ProgressBar;
 
 /// One open pruning-during-training run.
 pub struct PdtRun {
@@ -50,12 +47,10 @@ pub struct PdtRun {
     /// The run folder.
     pub root: PathBuf,
     /// The method.
-    pub method: Box<dyn Method>,
-    /// The evaluation path shared with `trainer sms` (recalibrate, save,
-    /// evaluate) over this run's data.
-    pub session: Session,
-    /// The tensors pruning acts on, sorted.
-    pub pruned: Vec<String>,
+    pub method: Box<dyn PdtMethod>,
+    /// Data, device, model description, the pruned tensors, and the one
+    /// evaluation path every method shares.
+    pub ws: Workspace,
     /// Draw progress bars.
     pub bars: bool,
 }
@@ -94,57 +89,24 @@ impl PdtRun {
     }
 
     fn with_config(cfg: PdtConfig, root: &Path) -> Result<PdtRun> {
-        let t = &cfg.train;
-        let arch: Arch = t.model.parse()?;
-        let device = parse_device(&t.device)?;
-        if t.threads > 0 {
-            tch::set_num_threads(t.threads as i32);
-        }
-        let data = Dataset::load_with(&t.data, t.split_seed, &t.folder)?;
-        let [c, h, w] = data.input_shape().map(|d| d as i64);
-        let spec = ModelSpec {
-            num_classes: data.num_classes as i64,
-            input: [c, h, w],
-        };
-        // The evaluation settings of `trainer sms`, so that both commands
-        // recalibrate and evaluate by one procedure.
-        let sms = SmsConfig {
-            train: t.clone(),
-            bn_recal_fraction: cfg.bn_recal_fraction,
-            bn_recal: cfg.bn_recal,
-            exclude: cfg.exclude.clone(),
-            ood: cfg.ood.clone(),
-            ..SmsConfig::default()
-        };
-        let session = Session {
-            cfg: sms,
-            layout: Layout::new(root),
-            data,
-            device,
-            arch,
-            spec,
-            bars: false,
-            verbose: false,
-        };
-        let pruned = session.pruned_names(&Model::new(arch, spec, Device::Cpu));
+        let ws = Workspace::open(&cfg.train, &cfg.soups)?;
         let method = method(&cfg.method).expect("validated");
         Ok(PdtRun {
             cfg,
             root: root.to_path_buf(),
             method,
-            session,
-            pruned,
+            ws,
             bars: false,
         })
     }
 
     /// Print a line per step on standard error.
     pub fn set_verbose(&mut self, verbose: bool) {
-        self.session.verbose = verbose;
+        self.ws.verbose = verbose;
     }
 
     fn say(&self, msg: impl AsRef<str>) {
-        if self.session.verbose {
+        if self.ws.verbose {
             eprintln!("{}", msg.as_ref());
         }
     }
@@ -170,14 +132,14 @@ impl PdtRun {
     /// Training epochs of a chain.
     pub fn epochs(&self, chain: Chain) -> u64 {
         match chain {
-            Chain::Long => self.cfg.epochs * u64::from(self.cfg.candidates),
+            Chain::Long => self.cfg.epochs * u64::from(self.cfg.soups.candidates),
             _ => self.cfg.epochs,
         }
     }
 
     /// Iterations per epoch.
     pub fn per_epoch(&self) -> u64 {
-        self.session.per_epoch()
+        self.ws.per_epoch()
     }
 
     /// The time line of a chain.
@@ -185,7 +147,7 @@ impl PdtRun {
         Timeline::new(
             self.epochs(chain) as f64,
             self.per_epoch(),
-            self.cfg.sparsity,
+            self.cfg.soups.sparsity,
             self.cfg.prune_start,
             self.cfg.prune_end,
             self.cfg.prune_every,
@@ -201,8 +163,12 @@ impl PdtRun {
     /// the segment is at least `--sms-min-segment` epochs long, else 1.
     pub fn forks(&self, chain: Chain, seg: &Segment) -> u32 {
         let min = (self.cfg.sms_min_segment * self.per_epoch() as f64).round() as u64;
-        if chain == Chain::Sms && self.cfg.candidates > 1 && !seg.is_empty() && seg.len() >= min {
-            self.cfg.candidates
+        if chain == Chain::Sms
+            && self.cfg.soups.candidates > 1
+            && !seg.is_empty()
+            && seg.len() >= min
+        {
+            self.cfg.soups.candidates
         } else {
             1
         }
@@ -242,7 +208,7 @@ impl PdtRun {
             segments,
             segment: segments[k],
             impact,
-            pruned: &self.pruned,
+            pruned: &self.ws.pruned,
             eta_max: self.cfg.train.lr,
         }
     }
@@ -257,8 +223,8 @@ impl PdtRun {
     /// a segment too short to fork) has the run's own settings.
     pub fn candidate_settings(&self, m: u32, i: u32) -> (u64, f64, f64) {
         let t = &self.cfg.train;
-        let v = self.cfg.vary_values.get(i as usize).copied();
-        match (m > 1, self.cfg.vary, v) {
+        let v = self.cfg.soups.vary_values.get(i as usize).copied();
+        match (m > 1, self.cfg.soups.vary, v) {
             (true, Vary::Seed, _) => (t.seed + u64::from(i), t.weight_decay, t.lr),
             (true, Vary::WeightDecay, Some(v)) => (t.seed, v, t.lr),
             (true, Vary::Lr, Some(v)) => (t.seed, t.weight_decay, v),
@@ -267,7 +233,7 @@ impl PdtRun {
     }
 
     fn bar(&self, len: u64, msg: String) -> ProgressBar {
-        crate::jobs::progress_bar(self.bars, len, msg)
+        crate::pipeline::executor::progress_bar(self.bars, len, msg)
     }
 
     /// Segment `k`'s parent: the initialisation for the first segment,
@@ -285,7 +251,7 @@ impl PdtRun {
         let model = if k == 0 {
             // Every chain starts from the same initialisation.
             tch::manual_seed(self.cfg.train.seed as i64);
-            Model::new(self.session.arch, self.session.spec, self.session.device)
+            Model::new(self.ws.arch, self.ws.spec, self.ws.device)
         } else {
             let source = self.result(chain, &segments[k - 1]);
             if !self.seg_dir(chain, k - 1).join("segment.json").exists() {
@@ -295,30 +261,21 @@ impl PdtRun {
                     k - 1
                 )));
             }
-            self.session.load(&source)?
+            self.ws.load(&source)?
         };
         let mut impact = None;
         if k > 0 {
-            let norm_before = param_norm(&model);
-            let (s_before, _) = sparsity(&model, &self.pruned);
+            let before = Footprint::of(&model, &self.ws.pruned);
             if self.method.fixed_mask() && seg.sparsity > 0.0 {
                 let mut opt = self.optimizer(&model);
-                Mask::select(&opt, &self.pruned, &self.cfg.exclude, seg.sparsity)?
+                PruneMask::select(&opt, &self.ws.pruned, &self.cfg.soups.exclude, seg.sparsity)?
                     .apply(&mut opt, false);
             }
-            let (s_after, _) = sparsity(&model, &self.pruned);
-            impact = Some(PruneImpact {
-                norm_before,
-                norm_after: param_norm(&model),
-                fraction: if s_before < 1.0 {
-                    (s_after - s_before) / (1.0 - s_before)
-                } else {
-                    0.0
-                },
-            });
+            let after = Footprint::of(&model, &self.ws.pruned);
+            impact = Some(prune_impact(before, after, None));
         }
         model.save(&dir.join("parent.safetensors"))?;
-        let (zeros, weights) = mask_counts(&model, &self.pruned);
+        let (zeros, weights) = mask_counts(&model, &self.ws.pruned);
         let info = PruneRecord {
             target: seg.sparsity,
             zeros,
@@ -361,13 +318,13 @@ impl PdtRun {
         };
         let seg = ctx.segment;
         let start = Instant::now();
-        let model = self.session.load(&parent)?;
+        let model = self.ws.load(&parent)?;
         let t = &self.cfg.train;
         let mut opt = Sgd::new(&model.vs, SgdConfig::new(t.momentum, weight_decay));
         let mut hooks = self.method.hooks(&ctx, &opt)?;
         let per_epoch = self.per_epoch();
-        let (bs, device) = (self.cfg.train.batch_size, self.session.device);
-        let data = &self.session.data;
+        let (bs, device) = (self.cfg.train.batch_size, self.ws.device);
+        let data = &self.ws.data;
         let batches = (seg.start / per_epoch..)
             .flat_map(|e| data.train_batches(bs, seed, e, device))
             .skip((seg.start % per_epoch) as usize)
@@ -413,7 +370,7 @@ impl PdtRun {
         k: usize,
         path: &Path,
     ) -> Result<Model> {
-        let model = self.session.load(path)?;
+        let model = self.ws.load(path)?;
         let mut opt = self.optimizer(&model);
         self.method
             .finalize(&self.context(chain, segments, k), &mut opt)?;
@@ -432,11 +389,11 @@ impl PdtRun {
         path: &Path,
     ) -> Result<()> {
         if self.method.fixed_mask() {
-            self.session.recalibrate(model);
+            self.ws.recalibrate(model);
             return Ok(());
         }
         let masked = self.delivered(chain, segments, k, path)?;
-        self.session.recalibrate(&masked);
+        self.ws.recalibrate(&masked);
         let from = masked.state_dict();
         tch::no_grad(|| {
             for (name, mut t) in model.state_dict() {
@@ -452,13 +409,11 @@ impl PdtRun {
     /// (the greedy soup's score).
     fn score(&self, chain: Chain, segments: &[Segment], k: usize, path: &Path) -> Result<f64> {
         let model = self.delivered(chain, segments, k, path)?;
-        self.session.recalibrate(&model);
+        self.ws.recalibrate(&model);
         let ebs = self.cfg.train.eval_batch_size;
         let val = evaluate(
             &model,
-            self.session
-                .data
-                .eval_batches(Split::Val, ebs, self.session.device),
+            self.ws.data.eval_batches(Split::Val, ebs, self.ws.device),
         )?;
         Ok(val.top1)
     }
@@ -492,16 +447,16 @@ impl PdtRun {
         if m > 1 {
             let parent = dir.join("parent.safetensors");
             if self.method.fixed_mask() {
-                soupcalls::check_masks(&paths, &parent, &self.pruned)?;
+                checkpoint_ops::check_masks(&paths, &parent, &self.ws.pruned)?;
                 masks_identical = Some(true);
             }
             let avg = dir.join("soup-avg.safetensors");
             // DPF's candidates hold dense weights with masks of their own:
             // their plain mean (the union of their non-zeros).
             let policy = (!self.method.fixed_mask()).then_some(soup_core::MaskPolicy::Union);
-            chosen = match self.cfg.soup {
+            chosen = match self.cfg.soups.soup {
                 SoupKind::Uniform => {
-                    soupcalls::merge(&paths, &avg, policy)?;
+                    checkpoint_ops::merge(&paths, &avg, policy)?;
                     (0..m).collect()
                 }
                 SoupKind::Greedy => {
@@ -509,13 +464,13 @@ impl PdtRun {
                         .iter()
                         .map(|p| self.score(chain, &segments, k, p))
                         .collect::<Result<Vec<_>>>()?;
-                    soupcalls::greedy(&paths, &scores, &avg, self.cfg.strict, |p| {
+                    checkpoint_ops::greedy(&paths, &scores, &avg, self.cfg.soups.strict, |p| {
                         self.score(chain, &segments, k, p)
                     })?
                     .0
                 }
             };
-            let soup = self.session.load(&avg)?;
+            let soup = self.ws.load(&avg)?;
             self.recalibrate(chain, &segments, k, &soup, &avg)?;
             soup.save(&self.result(chain, &seg))?;
         }
@@ -525,13 +480,11 @@ impl PdtRun {
         // or not this segment made a soup, so the chains' curves compare
         // like with like. Training goes on from `result` itself.
         let view = self.delivered(chain, &segments, k, &result)?;
-        self.session.recalibrate(&view);
+        self.ws.recalibrate(&view);
         let ebs = self.cfg.train.eval_batch_size;
         let test = evaluate(
             &view,
-            self.session
-                .data
-                .eval_batches(Split::Test, ebs, self.session.device),
+            self.ws.data.eval_batches(Split::Test, ebs, self.ws.device),
         )?;
         let info = SegmentRecord {
             segment: seg,
@@ -539,7 +492,7 @@ impl PdtRun {
             candidates: m,
             chosen,
             masks_identical,
-            sparsity: sparsity(&view, &self.pruned).0,
+            sparsity: sparsity(&view, &self.ws.pruned).0,
             test_acc: test.top1,
             result: result
                 .strip_prefix(&self.root)
@@ -574,9 +527,7 @@ impl PdtRun {
         }
         let last = self.result(chain, &segments[k]);
         let model = self.delivered(chain, &segments, k, &last)?;
-        let eval = self
-            .session
-            .finish(&model, &dir.join("final.safetensors"))?;
+        let eval = self.ws.finish(&model, &dir.join("final.safetensors"))?;
         self.say(format!(
             "{}: test {:.4}, sparsity {:.2}%",
             chain.run_name(self.method.id()),
@@ -604,16 +555,6 @@ impl PdtRun {
             self.close(chain, k)?;
         }
         self.finish(chain)
-    }
-
-    /// Runs every chain and writes the report.
-    pub fn run(&self, jobs: usize) -> Result<crate::pdt::PdtReport> {
-        for chain in self.chains() {
-            self.run_chain(chain, jobs)?;
-        }
-        let report = crate::pdt::report::build(self)?;
-        report.write(&self.root)?;
-        Ok(report)
     }
 
     /// The records of a finished chain's segments.

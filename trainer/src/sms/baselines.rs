@@ -21,7 +21,7 @@ impl Session {
                     self.candidate(Chain::ImpLong, phase, 0)?;
                 }
                 Baseline::Reprune => {
-                    for j in 0..self.cfg.candidates {
+                    for j in 0..self.cfg.soups.candidates {
                         self.prepare(Chain::Imp(j), phase)?;
                         self.candidate(Chain::Imp(j), phase, 0)?;
                     }

@@ -7,10 +7,10 @@ use std::time::Instant;
 
 use crate::error::{Error, Result};
 use crate::optim::{Sgd, SgdConfig};
-use crate::sms::config::Vary;
+use crate::pipeline::lr::{allr_peak, candidate_schedule};
+use crate::pipeline::PruneMask;
+use crate::pipeline::Vary;
 use crate::sms::layout::Chain;
-use crate::sms::lr::{allr_peak, candidate_schedule};
-use crate::sms::masks::Masks;
 use crate::sms::records::{CandidateInfo, PruneInfo};
 use crate::sms::session::{mkdir, read_json, write_json, Session};
 use crate::train::train_steps;
@@ -23,8 +23,8 @@ impl Session {
         let base = (t.seed, t.weight_decay, c.epochs_per_phase, t.lr);
         match chain {
             Chain::Soup => {
-                let v = c.vary_values.get(index as usize).copied();
-                match (c.vary, v) {
+                let v = c.soups.vary_values.get(index as usize).copied();
+                match (c.soups.vary, v) {
                     (Vary::Seed, _) => (t.seed + index as u64, base.1, base.2, base.3),
                     (Vary::WeightDecay, Some(v)) => (t.seed, v, base.2, base.3),
                     (Vary::RetrainLength, Some(v)) => (t.seed, base.1, v, base.3),
@@ -33,7 +33,7 @@ impl Session {
                 }
             }
             Chain::Imp(j) => (t.seed + j as u64, base.1, base.2, base.3),
-            Chain::ImpLong => (t.seed, base.1, base.2 * c.candidates as f64, base.3),
+            Chain::ImpLong => (t.seed, base.1, base.2 * c.soups.candidates as f64, base.3),
             Chain::Reprune => base,
         }
     }
@@ -57,10 +57,10 @@ impl Session {
         let prune: PruneInfo = read_json(&prune_info_path)?;
         let (seed, weight_decay, epochs, eta_max) = self.candidate_settings(chain, index);
         let start = Instant::now();
-        let per_epoch = self.per_epoch();
+        let per_epoch = self.ws.per_epoch();
         let total = ((epochs * per_epoch as f64).round() as u64).max(1);
         let varied_peak =
-            (matches!(chain, Chain::Soup) && self.cfg.vary == Vary::Lr).then_some(eta_max);
+            (matches!(chain, Chain::Soup) && self.cfg.soups.vary == Vary::Lr).then_some(eta_max);
         let schedule = candidate_schedule(
             self.cfg.schedule,
             total,
@@ -76,23 +76,27 @@ impl Session {
         let (model, train_loss) = if path.exists() {
             // Trained (and recalibrated) before a kill that came ahead of
             // its evaluation; recalibrating again gives the same model.
-            (self.load(&path)?, None)
+            (self.ws.load(&path)?, None)
         } else {
-            let model = self.load(&parent)?;
+            let model = self.ws.load(&parent)?;
             let mut opt = Sgd::new(
                 &model.vs,
                 SgdConfig::new(self.cfg.train.momentum, weight_decay),
             );
-            let masks = Masks::of(&model, &opt);
-            let bar = self.bar(
+            let mask = PruneMask::of_zeros(&opt, &self.ws.pruned);
+            let bar = self.ws.bar(
                 total,
                 format!("{} phase {phase} candidate {index}", chain.name()),
             );
             let tag = (phase as u64) << 32;
             let batches = (0u64..)
                 .flat_map(|e| {
-                    self.data
-                        .train_batches(self.cfg.train.batch_size, seed, tag + e, self.device)
+                    self.ws.data.train_batches(
+                        self.cfg.train.batch_size,
+                        seed,
+                        tag + e,
+                        self.ws.device,
+                    )
                 })
                 .take(total as usize);
             let stats = train_steps(
@@ -102,21 +106,21 @@ impl Session {
                 0,
                 |it| schedule.lr(it),
                 |opt| {
-                    masks.enforce(opt, self.cfg.mask_momentum);
+                    mask.apply(opt, self.cfg.soups.mask_momentum);
                     Ok(())
                 },
                 &bar,
             )?;
-            self.data.check()?;
+            self.ws.data.check()?;
             bar.finish_and_clear();
             mkdir(path.parent().expect("phase folder"))?;
             (model, Some(stats.loss))
         };
         let eval = if train_loss.is_some() {
-            self.finish(&model, &path)?
+            self.ws.finish(&model, &path)?
         } else {
             // The file is the finished model already: leave it untouched.
-            self.evaluate(&model)?
+            self.ws.evaluate(&model)?
         };
         let info = CandidateInfo {
             index,
@@ -130,7 +134,7 @@ impl Session {
             eval,
             time_s: start.elapsed().as_secs_f64(),
         };
-        self.say(format!(
+        self.ws.say(format!(
             "{} phase {phase} candidate {index}: val {:.4}, test {:.4}, sparsity {:.2}% ({:.0}s)",
             chain.name(),
             info.eval.val.top1,

@@ -1,43 +1,17 @@
 //! The configuration of a sparse-model-soup run (`RUN/config.toml`).
 
 use std::path::Path;
-use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
 use crate::config::{TrainConfig, TrainSettings};
 use crate::error::{Error, Result};
-use crate::eval::BnRecal;
-use crate::robust::OodSpec;
+use crate::pipeline::lr::RetrainKind;
+use crate::pipeline::SoupSettings;
 use crate::schedule::ScheduleKind;
-use crate::sms::lr::RetrainKind;
-
-/// How the candidates of a phase are combined.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SoupKind {
-    /// The mean of all candidates.
-    Uniform,
-    /// Candidates added best-first while validation accuracy does not drop.
-    Greedy,
-}
-
-/// What differs between the candidates of a phase.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Vary {
-    /// The random seed (batch order, augmentation): seed = base seed + i.
-    Seed,
-    /// Weight decay, one value per candidate.
-    WeightDecay,
-    /// Retraining epochs, one value per candidate.
-    RetrainLength,
-    /// Peak learning rate (`eta_max`), one value per candidate.
-    Lr,
-}
 
 /// A comparison run next to the soups.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Baseline {
     /// Iterative magnitude pruning with one candidate per phase.
@@ -47,24 +21,6 @@ pub enum Baseline {
     /// M independent IMP chains averaged, re-pruned and retrained.
     Reprune,
 }
-
-macro_rules! parse_kebab {
-    ($ty:ty, $what:literal) => {
-        impl FromStr for $ty {
-            type Err = Error;
-            fn from_str(s: &str) -> Result<Self> {
-                serde_json::from_value(serde_json::Value::String(s.to_string()))
-                    .map_err(|_| Error::Config(format!("unknown {} {s:?}", $what)))
-            }
-        }
-    };
-}
-parse_kebab!(SoupKind, "soup kind (expected uniform or greedy)");
-parse_kebab!(
-    Vary,
-    "--vary (expected seed, weight-decay, retrain-length or lr)"
-);
-parse_kebab!(Baseline, "baseline (expected imp, imp-long or reprune)");
 
 /// Every setting of `trainer sms`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -76,12 +32,13 @@ pub struct SmsConfig {
     /// `warmup_epochs` the pretraining warm-up and its `seed` the base seed.
     #[serde(flatten)]
     pub train: TrainSettings,
-    /// Final sparsity over the prunable weights.
-    pub sparsity: f64,
+    /// The soup settings every method shares: sparsity, candidates per
+    /// phase, what they vary, how they are merged, exclusions,
+    /// recalibration and robustness evaluation (top-level keys too).
+    #[serde(flatten)]
+    pub soups: SoupSettings,
     /// Prune-retrain phases to reach it.
     pub phases: u32,
-    /// Candidates per phase (`m`).
-    pub candidates: u32,
     /// Retraining epochs per phase (fractions allowed: 0.5 is half an
     /// epoch of iterations).
     pub epochs_per_phase: f64,
@@ -90,59 +47,29 @@ pub struct SmsConfig {
     pub pretrain_epochs: u64,
     /// Start from this trained dense checkpoint instead of pretraining.
     pub from: Option<String>,
-    /// Uniform or greedy soup.
-    pub soup: SoupKind,
-    /// Greedy soups: demand a strict gain (model soups) instead of accepting
-    /// ties (SMS).
-    pub strict: bool,
-    /// What the candidates vary.
-    pub vary: Vary,
-    /// Per-candidate values for `vary` other than `seed`.
-    pub vary_values: Vec<f64>,
     /// Retraining schedule.
     pub schedule: RetrainKind,
-    /// Share of an epoch of training batches used to recalibrate batch norm.
-    pub bn_recal_fraction: f64,
-    /// How recalibration averages batch statistics.
-    pub bn_recal: BnRecal,
     /// Pretraining schedule.
     pub pretrain_schedule: ScheduleKind,
-    /// Also zero the momentum of pruned weights after every step.
-    pub mask_momentum: bool,
-    /// Regexes of prunable tensors never to prune (e.g. `^fc\.`).
-    pub exclude: Vec<String>,
     /// Baselines to run.
     pub baselines: Vec<Baseline>,
     /// Runs of the whole pipeline with base seeds `seed + 1000 r`, r < R.
     pub repeats: u32,
-    /// Robustness evaluation of every reported model (corruptions of the
-    /// test split).
-    pub ood: OodSpec,
 }
 
 impl Default for SmsConfig {
     fn default() -> Self {
         SmsConfig {
             train: TrainSettings::default(),
-            sparsity: 0.9,
+            soups: SoupSettings::default(),
             phases: 3,
-            candidates: 3,
             epochs_per_phase: 2.0,
             pretrain_epochs: 5,
             from: None,
-            soup: SoupKind::Uniform,
-            strict: false,
-            vary: Vary::Seed,
-            vary_values: Vec::new(),
             schedule: RetrainKind::Allr,
-            bn_recal_fraction: 0.2,
-            bn_recal: BnRecal::Cumulative,
             pretrain_schedule: ScheduleKind::Cosine,
-            mask_momentum: true,
-            exclude: Vec::new(),
             baselines: Vec::new(),
             repeats: 1,
-            ood: OodSpec::default(),
         }
     }
 }
@@ -182,14 +109,9 @@ impl SmsConfig {
     /// Checks the values before any work starts.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::Config(m));
-        if !(0.0..1.0).contains(&self.sparsity) {
-            return bad(format!(
-                "--sparsity must be in [0, 1), got {}",
-                self.sparsity
-            ));
-        }
-        if self.phases == 0 || self.candidates == 0 || self.repeats == 0 {
-            return bad("--phases, --candidates and --repeats must be at least 1".into());
+        self.soups.validate(true)?;
+        if self.phases == 0 || self.repeats == 0 {
+            return bad("--phases and --repeats must be at least 1".into());
         }
         if !self.epochs_per_phase.is_finite() || self.epochs_per_phase <= 0.0 {
             return bad(format!(
@@ -200,52 +122,9 @@ impl SmsConfig {
         if self.from.is_none() && self.pretrain_epochs == 0 {
             return bad("give --pretrain-epochs N (N >= 1) or --from CHECKPOINT".into());
         }
-        if self.bn_recal_fraction.is_nan()
-            || self.bn_recal_fraction <= 0.0
-            || self.bn_recal_fraction > 1.0
-        {
-            return bad(format!(
-                "--bn-recal-fraction must be in (0, 1], got {}",
-                self.bn_recal_fraction
-            ));
-        }
         self.train.validate()?;
         if self.train.lr <= 0.0 {
             return bad("--lr must be positive".into());
-        }
-        match self.vary {
-            Vary::Seed if !self.vary_values.is_empty() => {
-                return bad("--vary seed takes no values (seed = base seed + i)".into())
-            }
-            Vary::Seed => {}
-            _ if self.vary_values.len() != self.candidates as usize => {
-                return bad(format!(
-                    "--vary {} needs one value per candidate: {} given for {} candidates",
-                    serde_json::to_value(self.vary)
-                        .expect("serialisable")
-                        .as_str()
-                        .unwrap_or("?"),
-                    self.vary_values.len(),
-                    self.candidates
-                ))
-            }
-            Vary::RetrainLength
-                if self
-                    .vary_values
-                    .iter()
-                    .any(|v| *v < 1.0 || v.fract() != 0.0) =>
-            {
-                return bad("retrain lengths must be whole numbers of epochs >= 1".into())
-            }
-            _ if self.vary_values.iter().any(|v| !v.is_finite() || *v < 0.0) => {
-                return bad("--vary values must be finite and non-negative".into())
-            }
-            _ => {}
-        }
-        self.ood.validate()?;
-        for pattern in &self.exclude {
-            regex::Regex::new(pattern)
-                .map_err(|e| Error::Config(format!("invalid --exclude regex {pattern:?}: {e}")))?;
         }
         Ok(())
     }
@@ -263,7 +142,7 @@ impl SmsConfig {
     /// The fraction of the remaining weights each phase removes:
     /// `q = 1 - (1 - s)^(1/k)`.
     pub fn prune_fraction(&self) -> f64 {
-        1.0 - (1.0 - self.sparsity).powf(1.0 / self.phases as f64)
+        1.0 - (1.0 - self.soups.sparsity).powf(1.0 / self.phases as f64)
     }
 
     /// The sparsity over prunable weights after phase `p` (1-based):
@@ -279,11 +158,11 @@ mod tests {
 
     #[test]
     fn phase_schedule_matches_the_method() {
-        let cfg = SmsConfig {
-            sparsity: 0.98,
+        let mut cfg = SmsConfig {
             phases: 3,
             ..SmsConfig::default()
         };
+        cfg.soups.sparsity = 0.98;
         assert!((cfg.prune_fraction() - 0.728_558).abs() < 1e-6);
         assert!((cfg.target_sparsity(3) - 0.98).abs() < 1e-12);
         assert!((cfg.target_sparsity(1) - cfg.prune_fraction()).abs() < 1e-12);
@@ -294,19 +173,20 @@ mod tests {
         let cfg = SmsConfig::default();
         let back: SmsConfig = toml::from_str(&cfg.to_toml()).unwrap();
         assert_eq!(back, cfg);
-        let bad = SmsConfig {
-            vary: Vary::WeightDecay,
-            vary_values: vec![1e-4],
-            ..SmsConfig::default()
-        };
+        let mut bad = SmsConfig::default();
+        bad.soups.vary = crate::pipeline::Vary::WeightDecay;
+        bad.soups.vary_values = vec![1e-4];
         assert!(bad
             .validate()
             .unwrap_err()
             .to_string()
             .contains("one value per candidate"));
-        assert!("imp-long".parse::<Baseline>().unwrap() == Baseline::ImpLong);
-        assert!("greedy".parse::<SoupKind>().is_ok());
-        assert!("nope".parse::<Vary>().is_err());
+        use clap::ValueEnum;
+        assert_eq!(
+            Baseline::from_str("imp-long", false).unwrap(),
+            Baseline::ImpLong
+        );
+        assert!(Baseline::from_str("nope", false).is_err());
     }
 
     #[test]
@@ -319,14 +199,14 @@ mod tests {
         let got: SmsConfig = toml::from_str(old).unwrap();
         let mut want = SmsConfig {
             phases: 2,
-            candidates: 2,
             epochs_per_phase: 0.1,
             pretrain_epochs: 1,
             baselines: vec![Baseline::Imp, Baseline::Reprune],
             ..SmsConfig::default()
         };
         want.train.threads = 1;
-        want.ood = toml::from_str("corruptions = \"none\"\nseverities = [3]").unwrap();
+        want.soups.candidates = 2;
+        want.soups.ood = toml::from_str("corruptions = \"none\"\nseverities = [3]").unwrap();
         assert_eq!(got, want);
         // The same keys come back out, so a resumed run compares equal.
         let back: SmsConfig = toml::from_str(&got.to_toml()).unwrap();

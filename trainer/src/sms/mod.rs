@@ -1,4 +1,4 @@
-//! Sparse model soups (../shared/SMS.md): iterative magnitude pruning where
+//! Sparse model soups: iterative magnitude pruning where
 //! each phase retrains several copies of the pruned parent and averages them.
 //! This is the `imp` method of the registry ([`crate::methods`], [`METHOD`]),
 //! run by `trainer sms`.
@@ -8,37 +8,31 @@
 //! `soup`, `baseline`, `report`) whose order [`plan`] prints, so a cluster
 //! scheduler can run each candidate as its own job; [`slurm`] submits them
 //! to Slurm as a dependency graph. Pruning, mask checks and merging go
-//! through soup-core ([`soupcalls`]).
+//! through soup-core ([`crate::pipeline::checkpoint_ops`]).
 
 mod baselines;
 mod candidates;
 pub mod cli;
 pub mod config;
-mod evaluation;
 pub mod layout;
-pub mod lr;
-pub mod masks;
 mod parents;
 pub mod records;
 pub mod repeats;
 pub mod report;
 pub mod session;
 pub mod slurm;
-pub mod soupcalls;
 mod souping;
 
-use std::path::Path;
-use std::process::Command;
-
-pub use config::{Baseline, SmsConfig, SoupKind, Vary};
+pub use config::{Baseline, SmsConfig};
 pub use layout::{Chain, Layout};
-pub use records::{CandidateInfo, Evaluation, PhaseInfo, PruneInfo, Trial};
+pub use records::{CandidateInfo, Evaluation, GreedyTrial, PhaseInfo, PruneInfo};
 pub use repeats::{RepeatOptions, Summary};
 pub use report::Report;
 pub use session::{write_config, Session};
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::methods::Method;
+use crate::pipeline::executor::{run_children, shell_quote, Placement};
 
 /// This module's registration: iterative magnitude pruning (with soups).
 pub const METHOD: Method = Method::Imp;
@@ -55,7 +49,7 @@ pub fn run(session: &Session, jobs: usize) -> Result<Report> {
         if jobs > 1 {
             run_candidates_in_parallel(session, phase, jobs)?;
         }
-        for i in 0..session.cfg.candidates {
+        for i in 0..session.cfg.soups.candidates {
             session.candidate(Chain::Soup, phase, i)?;
         }
         phases.push(session.soup(phase)?);
@@ -80,47 +74,34 @@ pub fn rebuild_report(session: &Session) -> Result<Report> {
 }
 
 fn run_candidates_in_parallel(session: &Session, phase: u32, jobs: usize) -> Result<()> {
-    let exe = crate::jobs::current_exe()?;
-    let cuda = tch::Cuda::device_count() as usize;
-    let todo: Vec<u32> = (0..session.cfg.candidates)
+    let todo: Vec<u32> = (0..session.cfg.soups.candidates)
         .filter(|&i| {
             let (p, info) = session.candidate_path(Chain::Soup, phase, i);
             !(p.exists() && info.exists())
         })
         .collect();
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    for batch in todo.chunks(jobs) {
-        let mut children = Vec::new();
-        for (slot, &i) in batch.iter().enumerate() {
-            let mut cmd = Command::new(&exe);
-            cmd.arg("candidate")
-                .arg("--run")
-                .arg(&session.layout.root)
-                .args(["--phase", &phase.to_string(), "--index", &i.to_string()]);
-            if session.cfg.train.device != "cpu" && cuda > 1 {
-                cmd.args(["--device", &format!("cuda:{}", slot % cuda)]);
-            } else if cuda == 0 {
-                cmd.args(["--threads", &(cores / batch.len()).max(1).to_string()]);
-            }
-            let child = cmd
-                .spawn()
-                .map_err(|e| Error::Run(format!("cannot start {}: {e}", exe.display())))?;
-            children.push((i, child));
-        }
-        crate::jobs::wait_all(children, &format!("phase {phase}"))?;
-    }
-    Ok(())
+    let run = session.layout.root.display().to_string();
+    let placement = Placement {
+        device: session.ws.device,
+        threads: session.cfg.train.threads,
+    };
+    run_children(&todo, jobs, placement, &format!("phase {phase}"), |i| {
+        let (phase, i) = (phase.to_string(), i.to_string());
+        ["candidate", "--run", &run, "--phase", &phase, "--index", &i]
+            .map(String::from)
+            .to_vec()
+    })
 }
 
 /// The commands that make up the run in `run`, in order: what a cluster
 /// scheduler runs, one line per job (the candidates of a phase are
 /// independent of each other).
 pub fn plan(session: &Session, exe: &str) -> Vec<String> {
-    let run = shell_quote(&session.layout.root);
+    let run = shell_quote(&session.layout.root.display().to_string());
     let mut lines = Vec::new();
     for phase in 1..=session.cfg.phases {
         lines.push(format!("{exe} prepare --run {run} --phase {phase}"));
-        for i in 0..session.cfg.candidates {
+        for i in 0..session.cfg.soups.candidates {
             lines.push(format!(
                 "{exe} candidate --run {run} --phase {phase} --index {i}"
             ));
@@ -136,15 +117,4 @@ pub fn plan(session: &Session, exe: &str) -> Vec<String> {
     }
     lines.push(format!("{exe} report --run {run}"));
     lines
-}
-
-pub(crate) fn shell_quote(path: &Path) -> String {
-    let s = path.display().to_string();
-    if s.chars()
-        .all(|c| c.is_ascii_alphanumeric() || "/._-+=:,".contains(c))
-    {
-        s
-    } else {
-        format!("'{}'", s.replace('\'', r"'\''"))
-    }
 }

@@ -5,13 +5,11 @@
 use std::path::Path;
 
 use crate::error::{Error, Result};
-use crate::run::{run_training, Progress};
+use crate::pipeline::checkpoint_ops;
+use crate::run::{run_training, ProgressOutput};
 use crate::sms::layout::Chain;
-use crate::sms::lr::PruneImpact;
-use crate::sms::masks::{param_norm, sparsity};
 use crate::sms::records::{Evaluation, PruneInfo};
 use crate::sms::session::{mkdir, read_json, write_json, Session};
-use crate::sms::soupcalls;
 
 impl Session {
     /// The dense parent: trained (`pretrain_epochs`) or copied (`from`).
@@ -19,12 +17,12 @@ impl Session {
         let path = self.layout.dense();
         if !path.exists() {
             if let Some(from) = &self.cfg.from {
-                self.say(format!("dense: copying {from}"));
-                let model = self.load(Path::new(from))?;
+                self.ws.say(format!("dense: copying {from}"));
+                let model = self.ws.load(Path::new(from))?;
                 mkdir(&self.layout.dense_dir())?;
                 model.save(&path)?;
             } else {
-                self.say(format!(
+                self.ws.say(format!(
                     "dense: pretraining {} for {} epochs",
                     self.cfg.train.model, self.cfg.pretrain_epochs
                 ));
@@ -32,10 +30,10 @@ impl Session {
                 // finished epoch.
                 let dir = self.layout.dense_dir();
                 let tc = self.cfg.pretrain_config();
-                let progress = match (self.bars, self.verbose) {
-                    (true, _) => Progress::Bar,
-                    (false, true) => Progress::Lines,
-                    _ => Progress::Quiet,
+                let progress = match (self.ws.bars, self.ws.verbose) {
+                    (true, _) => ProgressOutput::Bar,
+                    (false, true) => ProgressOutput::Lines,
+                    _ => ProgressOutput::Quiet,
                 };
                 run_training(&tc, &dir, progress, true)?;
             }
@@ -45,7 +43,7 @@ impl Session {
         if info_path.exists() && finished.exists() {
             return read_json(&info_path);
         }
-        let eval = self.finish(&self.load(&path)?, &finished)?;
+        let eval = self.ws.finish(&self.ws.load(&path)?, &finished)?;
         write_json(&info_path, &eval)?;
         Ok(eval)
     }
@@ -77,34 +75,24 @@ impl Session {
             _ => (self.cfg.prune_fraction(), true),
         };
         if !parent.exists() {
-            soupcalls::prune(&source, &parent, fraction, of_remaining, &self.cfg.exclude)?;
+            checkpoint_ops::prune(
+                &source,
+                &parent,
+                fraction,
+                of_remaining,
+                &self.cfg.soups.exclude,
+            )?;
         }
-        let before = self.load(&source)?;
-        let after = self.load(&parent)?;
-        let impact = PruneImpact {
-            norm_before: param_norm(&before),
-            norm_after: param_norm(&after),
-            fraction: if of_remaining {
-                fraction
-            } else {
-                // The share of the remaining weights that went.
-                let (s_before, _) = sparsity(&before, &self.pruned_names(&before));
-                let (s_after, _) = sparsity(&after, &self.pruned_names(&after));
-                if s_before < 1.0 {
-                    (s_after - s_before) / (1.0 - s_before)
-                } else {
-                    0.0
-                }
-            },
-        };
+        let asked = of_remaining.then_some(fraction);
+        let (impact, sparsity) = self.ws.measure_pruning(&source, &parent, asked)?;
         let info = PruneInfo {
             source,
             fraction,
             of_remaining,
-            sparsity: sparsity(&after, &self.pruned_names(&after)).0,
+            sparsity,
             impact,
         };
-        self.say(format!(
+        self.ws.say(format!(
             "{} phase {phase}: pruned to {:.2}% sparsity (removed {:.2}% of the remaining weights)",
             chain.name(),
             100.0 * info.sparsity,

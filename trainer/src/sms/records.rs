@@ -2,36 +2,14 @@
 //! evaluation of a model, what pruning a parent did, each trained candidate
 //! and each finished phase. A record that exists marks its step as done.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::eval::{EvalReport, Macs};
-use crate::sms::lr::PruneImpact;
+pub use crate::pipeline::checkpoint_ops::GreedyTrial;
+pub use crate::pipeline::evaluation::Evaluation;
 
-/// Validation and test evaluation of one checkpoint.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Evaluation {
-    /// On the validation split (used for every choice).
-    pub val: EvalReport,
-    /// On the test split (reported only).
-    pub test: EvalReport,
-    /// Zeros / elements over the prunable tensors.
-    pub sparsity: f64,
-    /// Zeros / elements over all parameters (weights, biases, norm scales).
-    pub sparsity_all: f64,
-    /// Zeros / elements of each prunable tensor, by name.
-    pub layer_sparsity: BTreeMap<String, f64>,
-    /// Theoretical multiply-adds per image (for an ensemble, of all its
-    /// members together).
-    pub macs: Macs,
-    /// Mean test accuracy under corruptions, when measured.
-    pub ood_acc: Option<f64>,
-    /// Test accuracy per corruption and severity (empty when not measured).
-    pub corruptions: BTreeMap<String, BTreeMap<u8, f64>>,
-}
+use crate::pipeline::lr::PruneImpact;
 
 /// What pruning a phase's parent did (`prune.json`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -77,18 +55,6 @@ pub struct CandidateInfo {
     pub time_s: f64,
 }
 
-/// One trial of a greedy soup.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Trial {
-    /// Candidate tried.
-    pub candidate: u32,
-    /// Validation accuracy of the soup with it (after BN recalibration).
-    pub score: f64,
-    /// Whether it was kept.
-    pub kept: bool,
-}
-
 /// The results of one soup phase (`phase.json`, written last).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -106,7 +72,7 @@ pub struct PhaseInfo {
     /// Candidates averaged into the soup.
     pub chosen: Vec<u32>,
     /// Greedy trials, in order (empty for uniform soups).
-    pub trials: Vec<Trial>,
+    pub trials: Vec<GreedyTrial>,
     /// The soup, after batch-norm recalibration.
     pub soup: Evaluation,
     /// The prediction ensemble of all candidates (mean softmax), a

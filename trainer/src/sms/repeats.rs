@@ -438,8 +438,8 @@ pub fn run_repeats(cfg: &SmsConfig, root: &Path, opts: RepeatOptions) -> Result<
     let mut reports = Vec::new();
     for &r in &repeats {
         let mut session = Session::create(repeat_config(cfg, r), &repeat_dir(root, r))?;
-        session.verbose = opts.verbose;
-        session.bars = opts.bars;
+        session.ws.verbose = opts.verbose;
+        session.ws.bars = opts.bars;
         if opts.verbose {
             eprintln!(
                 "repeat {r} of {} (seed {})",

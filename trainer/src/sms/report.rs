@@ -257,8 +257,8 @@ pub fn build(session: &Session, dense: &Evaluation, phases: &[PhaseInfo]) -> Res
     Ok(Report {
         data: session.cfg.train.data.clone(),
         model: session.cfg.train.model.clone(),
-        candidates: session.cfg.candidates,
-        soup: format!("{:?}", session.cfg.soup).to_lowercase(),
+        candidates: session.cfg.soups.candidates,
+        soup: format!("{:?}", session.cfg.soups.soup).to_lowercase(),
         dense_test_acc: dense.test.top1,
         dense: ModelRow::new(
             "dense",

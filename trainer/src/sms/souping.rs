@@ -4,15 +4,12 @@
 
 use std::path::{Path, PathBuf};
 
-use tch::Device;
-
 use crate::error::{Error, Result};
-use crate::model::Model;
-use crate::sms::config::SoupKind;
+use crate::pipeline::checkpoint_ops;
+use crate::pipeline::SoupKind;
 use crate::sms::layout::Chain;
 use crate::sms::records::{CandidateInfo, PhaseInfo, PruneInfo};
 use crate::sms::session::{mkdir, read_json, write_json, Session};
-use crate::sms::soupcalls;
 
 impl Session {
     /// Checks the candidates' masks against the parent, merges them
@@ -24,7 +21,7 @@ impl Session {
             return read_json(&info_path);
         }
         let prune: PruneInfo = read_json(&self.layout.prune_info(Chain::Soup, phase))?;
-        let m = self.cfg.candidates;
+        let m = self.cfg.soups.candidates;
         let mut candidates = Vec::with_capacity(m as usize);
         let mut paths = Vec::with_capacity(m as usize);
         for i in 0..m {
@@ -40,23 +37,24 @@ impl Session {
             paths.push(path);
         }
         let parent = self.layout.parent(Chain::Soup, phase);
-        let prunable = Model::new(self.arch, self.spec, Device::Cpu).prunable_names();
-        soupcalls::check_masks(&paths, &parent, &prunable)?;
+        checkpoint_ops::check_masks(&paths, &parent, &self.ws.pruned)?;
         let avg = self.layout.soup_avg(Chain::Soup, phase);
-        let (chosen, trials) = match self.cfg.soup {
+        let (chosen, trials) = match self.cfg.soups.soup {
             SoupKind::Uniform => {
-                soupcalls::merge(&paths, &avg, None)?;
+                checkpoint_ops::merge(&paths, &avg, None)?;
                 ((0..m).collect(), Vec::new())
             }
             SoupKind::Greedy => {
                 let first: Vec<f64> = candidates.iter().map(|c| c.eval.val.top1).collect();
-                soupcalls::greedy(&paths, &first, &avg, self.cfg.strict, |p| self.score(p))?
+                checkpoint_ops::greedy(&paths, &first, &avg, self.cfg.soups.strict, |p| {
+                    self.ws.score(p)
+                })?
             }
         };
         let soup_path = self.layout.soup(Chain::Soup, phase);
-        let soup = self.finish(&self.load(&avg)?, &soup_path)?;
-        let ensemble = self.evaluate_ensemble(&paths, &candidates[0].eval)?;
-        let geometry = soupcalls::geometry(&paths)?.map(|mut g| {
+        let soup = self.ws.finish(&self.ws.load(&avg)?, &soup_path)?;
+        let ensemble = self.ws.evaluate_ensemble(&paths, &candidates[0].eval)?;
+        let geometry = checkpoint_ops::geometry(&paths)?.map(|mut g| {
             for p in &mut g.inputs {
                 if let Ok(rel) = p.strip_prefix(&self.layout.root) {
                     *p = rel.to_path_buf();
@@ -80,7 +78,7 @@ impl Session {
             soup_path,
             geometry,
         };
-        self.say(format!(
+        self.ws.say(format!(
             "sms phase {phase} soup of {:?}: val {:.4}, test {:.4}, sparsity {:.2}%",
             info.chosen,
             info.soup.val.top1,
@@ -94,13 +92,13 @@ impl Session {
     /// IMP-RePrune at `phase`: the average of the M IMP chains (their masks
     /// differ, so the union), re-pruned to the phase's target and retrained.
     pub fn reprune(&self, phase: u32) -> Result<CandidateInfo> {
-        let chains: Vec<PathBuf> = (0..self.cfg.candidates)
+        let chains: Vec<PathBuf> = (0..self.cfg.soups.candidates)
             .map(|j| self.candidate_path(Chain::Imp(j), phase, 0).0)
             .collect();
         let avg = self.layout.soup_avg(Chain::Reprune, phase);
         if !avg.exists() {
             mkdir(avg.parent().expect("phase folder"))?;
-            soupcalls::merge(&chains, &avg, Some(soup_core::MaskPolicy::Union))?;
+            checkpoint_ops::merge(&chains, &avg, Some(soup_core::MaskPolicy::Union))?;
         }
         self.prepare(Chain::Reprune, phase)?;
         self.candidate(Chain::Reprune, phase, 0)

@@ -17,6 +17,7 @@ use support::{assert_same_report, tiny_dataset};
 
 mod checkpoints;
 mod evaluation;
+mod fixtures;
 mod greedy;
 mod pipeline;
 mod repeats;
@@ -106,8 +107,8 @@ fn json(path: &Path) -> serde_json::Value {
 }
 
 /// Opens a finished run through the library, as the run itself did.
-fn session(run: &Path) -> trainer::sms::Session {
-    trainer::sms::Session::open(run).unwrap()
+fn session(run: &Path) -> trainer::pipeline::Workspace {
+    trainer::sms::Session::open(run).unwrap().ws
 }
 
 /// Every stored number of `e` equals `reported` (accuracies exactly, the

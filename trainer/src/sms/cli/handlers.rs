@@ -12,8 +12,8 @@ use crate::sms::session::Session;
 use crate::sms::slurm;
 
 fn interactive(session: &mut Session, quiet: bool) {
-    session.verbose = !quiet;
-    session.bars = !quiet && std::io::stderr().is_terminal();
+    session.ws.verbose = !quiet;
+    session.ws.bars = !quiet && std::io::stderr().is_terminal();
 }
 
 /// Runs one of the sparse-model-soup subcommands, printing results on
@@ -89,14 +89,14 @@ pub fn run(command: SmsCommand) -> Result<()> {
                 tch::set_num_threads(t as i32);
             }
             if let Some(d) = &a.device {
-                cfg_session.device = crate::config::parse_device(d)?;
+                cfg_session.ws.device = crate::config::parse_device(d)?;
             }
             interactive(&mut cfg_session, false);
             check_phase(&cfg_session, a.phase)?;
-            if a.index >= cfg_session.cfg.candidates {
+            if a.index >= cfg_session.cfg.soups.candidates {
                 return Err(Error::Config(format!(
                     "--index {} is out of range: the run has {} candidates per phase",
-                    a.index, cfg_session.cfg.candidates
+                    a.index, cfg_session.cfg.soups.candidates
                 )));
             }
             cfg_session.candidate(Chain::Soup, a.phase, a.index)?;

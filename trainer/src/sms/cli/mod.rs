@@ -14,10 +14,10 @@ use clap::{Args, Subcommand, ValueEnum};
 
 use crate::config::TrainArgs;
 use crate::error::Result;
-use crate::eval::BnRecal;
+use crate::pipeline::lr::RetrainKind;
+use crate::pipeline::SoupArgs;
 use crate::schedule::ScheduleKind;
-use crate::sms::config::{Baseline, SmsConfig, SoupKind, Vary};
-use crate::sms::lr::RetrainKind;
+use crate::sms::config::{Baseline, SmsConfig};
 use crate::sms::slurm;
 
 /// The sparse-model-soup subcommands.
@@ -173,15 +173,14 @@ pub struct SmsArgs {
     /// batch size, optimizer, seeds, device).
     #[command(flatten)]
     pub train: TrainArgs,
-    /// Final sparsity over prunable weights, in [0, 1).
-    #[arg(long)]
-    pub sparsity: Option<f64>,
+    /// The soup settings every method shares (sparsity, candidates, what
+    /// they vary, how they are merged, exclusions, recalibration,
+    /// robustness evaluation).
+    #[command(flatten)]
+    pub soups: SoupArgs,
     /// Prune-retrain phases.
     #[arg(long)]
     pub phases: Option<u32>,
-    /// Candidates per phase (m).
-    #[arg(long)]
-    pub candidates: Option<u32>,
     /// Retraining epochs per phase (fractions allowed).
     #[arg(long)]
     pub epochs_per_phase: Option<f64>,
@@ -191,37 +190,15 @@ pub struct SmsArgs {
     /// Start from this trained dense checkpoint instead.
     #[arg(long)]
     pub from: Option<String>,
-    /// uniform or greedy.
-    #[arg(long)]
-    pub soup: Option<SoupKind>,
-    /// Greedy soups demand a strict gain in validation accuracy.
-    #[arg(long)]
-    pub strict: bool,
-    /// What candidates vary: seed, weight-decay, retrain-length or lr.
-    #[arg(long)]
-    pub vary: Option<Vary>,
-    /// Per-candidate values for --vary (comma-separated).
-    #[arg(long, value_delimiter = ',')]
-    pub vary_values: Option<Vec<f64>>,
-    /// Retraining schedule: allr, llr, clr, slr, lrw or ft.
-    #[arg(long)]
+    /// Retraining schedule: allr, llr, clr, slr, lrw or ft [default: allr].
+    #[arg(long, value_enum, ignore_case = true)]
     pub schedule: Option<RetrainKind>,
-    /// Share of an epoch's batches for batch-norm recalibration.
-    #[arg(long)]
-    pub bn_recal_fraction: Option<f64>,
-    /// Batch-norm recalibration: cumulative (plain average over the
-    /// batches) or ema (momentum 0.1, as the reference code).
-    #[arg(long, value_enum)]
-    pub bn_recal: Option<BnRecal>,
     /// Baselines to run: imp, imp-long, reprune (comma-separated).
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', value_enum)]
     pub baselines: Option<Vec<Baseline>>,
     /// Pretraining schedule: constant, step, linear or cosine.
     #[arg(long)]
     pub pretrain_schedule: Option<ScheduleKind>,
-    /// Never prune tensors matching this regex (repeatable).
-    #[arg(long)]
-    pub exclude: Vec<String>,
     /// Train this many candidates side by side (processes; one GPU each
     /// where there are several).
     #[arg(long, default_value_t = 1)]
@@ -233,9 +210,6 @@ pub struct SmsArgs {
     /// Run this many repeats side by side, each in its own process.
     #[arg(long, default_value_t = 1)]
     pub repeat_jobs: usize,
-    /// Robustness evaluation of every reported model.
-    #[command(flatten)]
-    pub ood: crate::robust::OodArgs,
     /// Write the configuration, print the plan and stop (with
     /// `--executor slurm`: also write the sbatch scripts and print the
     /// sbatch commands instead of submitting them).
@@ -264,26 +238,15 @@ impl SmsArgs {
             Some(path) => SmsConfig::from_file(path)?,
             None => SmsConfig::default(),
         };
-        macro_rules! set {
-            ($($field:ident),*) => {$(
-                if let Some(v) = &self.$field {
-                    c.$field = v.clone();
-                }
-            )*};
-        }
         self.train.apply(&mut c.train);
-        set!(
-            sparsity,
+        self.soups.apply(&mut c.soups)?;
+        crate::config::set_given!(
+            self,
+            c,
             phases,
-            candidates,
             epochs_per_phase,
             pretrain_epochs,
-            soup,
-            vary,
-            vary_values,
             schedule,
-            bn_recal_fraction,
-            bn_recal,
             baselines,
             pretrain_schedule,
             repeats
@@ -291,13 +254,6 @@ impl SmsArgs {
         if self.from.is_some() {
             c.from = self.from.clone();
         }
-        if self.strict {
-            c.strict = true;
-        }
-        if !self.exclude.is_empty() {
-            c.exclude = self.exclude.clone();
-        }
-        c.ood = self.ood.apply(c.ood)?;
         c.validate()?;
         Ok(c)
     }

@@ -9,9 +9,9 @@
 use clap::Args;
 
 use crate::error::{Error, Result};
+use crate::pipeline::lr::{allr_peak, PruneImpact, RetrainKind, RetrainSchedule};
 use crate::schedule::{Schedule, ScheduleKind};
 use crate::sms::config::SmsConfig;
-use crate::sms::lr::{allr_peak, PruneImpact, RetrainKind, RetrainSchedule};
 
 /// `trainer schedule`.
 #[derive(Debug, Args)]
@@ -23,7 +23,7 @@ pub struct ScheduleArgs {
     #[arg(long, default_value_t = 3)]
     pub phases: u32,
     /// Retraining schedule: allr, llr, clr, slr, lrw or ft.
-    #[arg(long, default_value = "allr")]
+    #[arg(long, value_enum, ignore_case = true, default_value = "allr")]
     pub kind: RetrainKind,
     /// Iterations of the retraining phase (T).
     #[arg(long)]
@@ -60,11 +60,11 @@ pub struct ScheduleArgs {
 
 /// The schedule of `args` as a JSON value.
 pub fn schedule_json(args: &ScheduleArgs) -> Result<serde_json::Value> {
-    let cfg = SmsConfig {
-        sparsity: args.sparsity,
+    let mut cfg = SmsConfig {
         phases: args.phases,
         ..SmsConfig::default()
     };
+    cfg.soups.sparsity = args.sparsity;
     if !(0.0..1.0).contains(&args.sparsity) || args.phases == 0 {
         return Err(Error::Config(format!(
             "--sparsity must be in [0, 1) and --phases at least 1, got {} and {}",

@@ -4,7 +4,8 @@
 
 use std::path::PathBuf;
 
-use crate::sms::config::{Baseline, SmsConfig, Vary};
+use crate::pipeline::Vary;
+use crate::sms::config::{Baseline, SmsConfig};
 use crate::sms::layout::{Chain, Layout};
 
 /// One unit of work whose completion the run folder records.
@@ -74,7 +75,7 @@ impl Step {
                 };
                 // IMP chain 0 shares its first phase with soup candidate 0
                 // when candidates differ by seed (see `Session::candidate_path`).
-                let chain = if chain == Chain::Imp(0) && last == 1 && cfg.vary == Vary::Seed {
+                let chain = if chain == Chain::Imp(0) && last == 1 && cfg.soups.vary == Vary::Seed {
                     Chain::Soup
                 } else {
                     chain
@@ -94,7 +95,7 @@ pub fn steps(cfg: &SmsConfig) -> Vec<Step> {
     let mut s = vec![Step::Dense];
     for phase in 1..=cfg.phases {
         s.push(Step::Prepare(phase));
-        s.extend((0..cfg.candidates).map(|index| Step::Candidate { phase, index }));
+        s.extend((0..cfg.soups.candidates).map(|index| Step::Candidate { phase, index }));
         s.push(Step::Soup(phase));
     }
     s.extend(cfg.baselines.iter().map(|&b| Step::Baseline(b)));
@@ -168,7 +169,7 @@ pub fn jobs(cfg: &SmsConfig, layout: &Layout) -> Vec<Job> {
                 vec![before_phase],
             );
         }
-        let todo: Vec<Step> = (0..cfg.candidates)
+        let todo: Vec<Step> = (0..cfg.soups.candidates)
             .map(|index| Step::Candidate { phase, index })
             .filter(|s| !s.done(cfg, layout))
             .collect();

@@ -70,14 +70,7 @@ pub(super) fn shell_word(s: &str) -> String {
     if s == "$SLURM_ARRAY_TASK_ID" {
         return "\"$SLURM_ARRAY_TASK_ID\"".into();
     }
-    if !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "/._-+=:,@%".contains(c))
-    {
-        s.to_string()
-    } else {
-        format!("'{}'", s.replace('\'', r"'\''"))
-    }
+    crate::pipeline::executor::shell_quote(s)
 }
 
 /// `RUN/slurm`.

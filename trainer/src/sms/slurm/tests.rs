@@ -10,12 +10,13 @@ use crate::sms::config::{Baseline, SmsConfig};
 use crate::sms::layout::{Chain, Layout};
 
 fn cfg(phases: u32, candidates: u32, baselines: Vec<Baseline>) -> SmsConfig {
-    SmsConfig {
+    let mut cfg = SmsConfig {
         phases,
-        candidates,
         baselines,
         ..SmsConfig::default()
-    }
+    };
+    cfg.soups.candidates = candidates;
+    cfg
 }
 
 fn touch(path: PathBuf) {

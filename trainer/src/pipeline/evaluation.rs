@@ -1,5 +1,6 @@
 //! The one evaluation path of every model a run reports (dense parent,
-//! candidates, soups and greedy trials, baselines): [`Session::finish`]
+//! candidates, soups and greedy trials, baselines, the models of methods
+//! that prune during training): [`Workspace::finish`]
 //! recalibrates batch-norm statistics on the same training batches, saves
 //! the recalibrated model, then evaluates it. So any reported number is
 //! reproduced by evaluating the saved checkpoint, and no model is compared
@@ -10,30 +11,54 @@ use std::path::{Path, PathBuf};
 
 use crate::data::Split;
 use crate::error::Result;
-use crate::eval::{evaluate, evaluate_ensemble, macs, recalibrate_bn_with, Macs};
-use crate::model::Model;
-use crate::robust::{corrupted_batches, corruption_accuracies, mean_accuracy, Corruption};
-use crate::sms::masks::{layer_sparsity, sparsity};
-use crate::sms::records::Evaluation;
-use crate::sms::session::Session;
+use serde::{Deserialize, Serialize};
 
-impl Session {
+use crate::eval::{evaluate, evaluate_ensemble, macs, recalibrate_bn_with, EvalReport, Macs};
+use crate::model::Model;
+use crate::pipeline::mask::{layer_sparsity, sparsity};
+use crate::pipeline::workspace::Workspace;
+use crate::robust::{corrupted_batches, corruption_accuracies, mean_accuracy, Corruption};
+
+/// Validation and test evaluation of one checkpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Evaluation {
+    /// On the validation split (used for every choice).
+    pub val: EvalReport,
+    /// On the test split (reported only).
+    pub test: EvalReport,
+    /// Zeros / elements over the prunable tensors.
+    pub sparsity: f64,
+    /// Zeros / elements over all parameters (weights, biases, norm scales).
+    pub sparsity_all: f64,
+    /// Zeros / elements of each prunable tensor, by name.
+    pub layer_sparsity: BTreeMap<String, f64>,
+    /// Theoretical multiply-adds per image (for an ensemble, of all its
+    /// members together).
+    pub macs: Macs,
+    /// Mean test accuracy under corruptions, when measured.
+    pub ood_acc: Option<f64>,
+    /// Test accuracy per corruption and severity (empty when not measured).
+    pub corruptions: BTreeMap<String, BTreeMap<u8, f64>>,
+}
+
+impl Workspace {
     /// Evaluates `model` as it is on validation and test, with its
-    /// sparsity and cost. Reported models go through [`Session::finish`].
+    /// sparsity and cost. Reported models go through [`Workspace::finish`].
     pub fn evaluate(&self, model: &Model) -> Result<Evaluation> {
-        let ebs = self.cfg.train.eval_batch_size;
+        let ebs = self.train.eval_batch_size;
         let val = evaluate(model, self.data.eval_batches(Split::Val, ebs, self.device))?;
         let test = evaluate(model, self.data.eval_batches(Split::Test, ebs, self.device))?;
         self.data.check()?;
-        let (sparsity, sparsity_all) = sparsity(model, &self.pruned_names(model));
+        let (sparsity, sparsity_all) = sparsity(model, &self.pruned);
         let corruptions =
-            corruption_accuracies(model, &self.data, &self.cfg.ood, self.device, ebs as i64)?;
+            corruption_accuracies(model, &self.data, &self.soups.ood, self.device, ebs as i64)?;
         Ok(Evaluation {
             val,
             test,
             sparsity,
             sparsity_all,
-            layer_sparsity: layer_sparsity(model, &self.pruned_names(model)),
+            layer_sparsity: layer_sparsity(model, &self.pruned),
             macs: macs(model),
             ood_acc: mean_accuracy(&corruptions),
             corruptions,
@@ -41,7 +66,7 @@ impl Session {
     }
 
     /// The one evaluation path of every reported model: recalibrates its
-    /// batch-norm statistics ([`Session::recalibrate`]), saves it to `out`
+    /// batch-norm statistics ([`Workspace::recalibrate`]), saves it to `out`
     /// (so the file is exactly the model evaluated) and evaluates it.
     pub fn finish(&self, model: &Model, out: &Path) -> Result<Evaluation> {
         self.recalibrate(model);
@@ -59,18 +84,18 @@ impl Session {
             .map(|p| self.load(p))
             .collect::<Result<Vec<_>>>()?;
         let refs: Vec<&Model> = models.iter().collect();
-        let ebs = self.cfg.train.eval_batch_size;
+        let ebs = self.train.eval_batch_size;
         let val = evaluate_ensemble(&refs, self.data.eval_batches(Split::Val, ebs, self.device))?;
         let test = evaluate_ensemble(&refs, self.data.eval_batches(Split::Test, ebs, self.device))?;
         self.data.check()?;
         // Members share one mask (checked before), so their sparsity is
         // the ensemble's; its cost is all of theirs.
-        let pruned = self.pruned_names(&models[0]);
-        let (sparsity, sparsity_all) = sparsity(&models[0], &pruned);
+        let pruned = &self.pruned;
+        let (sparsity, sparsity_all) = sparsity(&models[0], pruned);
         let one = macs(&models[0]);
         let k = models.len() as u64;
         let mut corruptions = BTreeMap::new();
-        if self.cfg.ood.dir.is_none() {
+        if self.soups.ood.dir.is_none() {
             for (name, severities) in &like.corruptions {
                 let Some(c) = Corruption::from_name(name) else {
                     continue;
@@ -78,7 +103,7 @@ impl Session {
                 let mut per = BTreeMap::new();
                 for &s in severities.keys() {
                     let batches =
-                        corrupted_batches(&self.data, c, s, ebs, self.cfg.ood.limit, self.device);
+                        corrupted_batches(&self.data, c, s, ebs, self.soups.ood.limit, self.device);
                     per.insert(s, evaluate_ensemble(&refs, batches)?.top1);
                 }
                 corruptions.insert(name.clone(), per);
@@ -89,7 +114,7 @@ impl Session {
             test,
             sparsity,
             sparsity_all,
-            layer_sparsity: layer_sparsity(&models[0], &pruned),
+            layer_sparsity: layer_sparsity(&models[0], pruned),
             macs: Macs {
                 dense: one.dense * k,
                 sparse: models.iter().map(|m| macs(m).sparse).sum(),
@@ -104,28 +129,28 @@ impl Session {
     /// in the same order for every model of the run (they depend only on the
     /// run's seed), averaged as `bn_recal` says.
     pub fn recalibrate(&self, model: &Model) -> usize {
-        let n = ((self.cfg.bn_recal_fraction * self.per_epoch() as f64).ceil() as usize).max(1);
+        let n = ((self.soups.bn_recal_fraction * self.per_epoch() as f64).ceil() as usize).max(1);
         let batches = self
             .data
             .train_batches(
-                self.cfg.train.batch_size,
-                self.cfg.train.seed,
+                self.train.batch_size,
+                self.train.seed,
                 u64::MAX,
                 self.device,
             )
             .take(n);
-        recalibrate_bn_with(model, batches, self.cfg.bn_recal)
+        recalibrate_bn_with(model, batches, self.soups.bn_recal)
     }
 
     /// Validation accuracy of a checkpoint after batch-norm recalibration
-    /// (the procedure of [`Session::finish`]): the greedy soup's score.
+    /// (the procedure of [`Workspace::finish`]): the greedy soup's score.
     pub fn score(&self, path: &Path) -> Result<f64> {
         let model = self.load(path)?;
         self.recalibrate(&model);
         let val = evaluate(
             &model,
             self.data
-                .eval_batches(Split::Val, self.cfg.train.eval_batch_size, self.device),
+                .eval_batches(Split::Val, self.train.eval_batch_size, self.device),
         )?;
         self.data.check()?;
         Ok(val.top1)

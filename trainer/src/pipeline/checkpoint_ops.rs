@@ -12,7 +12,19 @@ use soup_core::{
 use soup_core::{Criterion, PruneOptions, Scope};
 
 use crate::error::{Error, Result};
-use crate::sms::records::Trial;
+use serde::{Deserialize, Serialize};
+
+/// One trial of a greedy soup.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GreedyTrial {
+    /// Candidate tried.
+    pub candidate: u32,
+    /// Validation accuracy of the soup with it (after BN recalibration).
+    pub score: f64,
+    /// Whether it was kept.
+    pub kept: bool,
+}
 
 fn open_all(paths: &[PathBuf]) -> Result<Vec<Checkpoint>> {
     paths
@@ -132,7 +144,7 @@ pub fn greedy(
     output: &Path,
     strict: bool,
     mut score: impl FnMut(&Path) -> Result<f64>,
-) -> Result<(Vec<u32>, Vec<Trial>)> {
+) -> Result<(Vec<u32>, Vec<GreedyTrial>)> {
     let checkpoints = open_all(inputs)?;
     let options = GreedyOptions {
         strict,
@@ -160,7 +172,7 @@ pub fn greedy(
         .trials
         .iter()
         .skip(1)
-        .map(|t| Trial {
+        .map(|t| GreedyTrial {
             candidate: index(&t.candidate),
             score: t.score,
             kept: t.kept,

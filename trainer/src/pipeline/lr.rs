@@ -1,6 +1,5 @@
-//! Learning-rate schedules for retraining after pruning (SMS.md, "Learning
-//! rate while retraining"), evaluated per iteration of a phase of `T`
-//! iterations.
+//! Learning-rate schedules for retraining after pruning, evaluated per
+//! iteration of a phase of `T` iterations (IMP's phases, BIMP's segments).
 //!
 //! Schedules that restart the learning rate (SLR, CLR, LLR, ALLR) spend
 //! `W = round(0.1 T)` iterations rising from 0 to their peak along a half
@@ -9,16 +8,15 @@
 //! reference code ([`candidate_schedule`]).
 
 use std::f64::consts::PI;
-use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::Error;
 use crate::schedule::Schedule;
 
 /// Which retraining schedule a phase uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
+#[value(rename_all = "lowercase")]
 pub enum RetrainKind {
     /// Fine-tuning: constant at the final pretraining rate.
     Ft,
@@ -35,25 +33,6 @@ pub enum RetrainKind {
     /// Adaptive linear: LLR whose peak depends on how much norm pruning
     /// removed (the default).
     Allr,
-}
-
-impl FromStr for RetrainKind {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self, Error> {
-        Ok(match s.to_ascii_lowercase().as_str() {
-            "ft" => RetrainKind::Ft,
-            "lrw" => RetrainKind::Lrw,
-            "slr" => RetrainKind::Slr,
-            "clr" => RetrainKind::Clr,
-            "llr" => RetrainKind::Llr,
-            "allr" => RetrainKind::Allr,
-            _ => {
-                return Err(Error::Config(format!(
-                    "unknown retraining schedule {s:?}: expected allr, llr, clr, slr, lrw or ft"
-                )))
-            }
-        })
-    }
 }
 
 /// What ALLR measures about a pruning step.
@@ -318,7 +297,11 @@ mod tests {
 
     #[test]
     fn names_parse() {
-        assert_eq!("ALLR".parse::<RetrainKind>().unwrap(), RetrainKind::Allr);
-        assert!("warm".parse::<RetrainKind>().is_err());
+        use clap::ValueEnum;
+        assert_eq!(
+            RetrainKind::from_str("ALLR", true).unwrap(),
+            RetrainKind::Allr
+        );
+        assert!(RetrainKind::from_str("warm", true).is_err());
     }
 }

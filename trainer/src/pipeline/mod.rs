@@ -1,0 +1,36 @@
+//! The layer every pruning method stands on: what a sparse-model-soup run
+//! needs whatever the method.
+//!
+//! - [`settings`]: the soup settings every method shares, with their flags
+//!   and their one validation.
+//! - [`mask`]: the one rule for which tensors are pruned, masks enforced
+//!   while a pruned model trains, sparsity and parameter norms.
+//! - [`checkpoint_ops`]: pruning, mask checks, merging and greedy soups of
+//!   checkpoint files through soup-core (what `soup prune`, `soup
+//!   check-mask` and `soup merge` do).
+//! - [`workspace`]: what every step of a run works with (data, device,
+//!   model description, the pruned tensors); [`evaluation`]: the one
+//!   evaluation path of every reported model (batch-norm recalibration,
+//!   save, evaluate), greedy scores and ensembles.
+//! - [`lr`]: learning-rate schedules for retraining after pruning (ALLR
+//!   and the others) and what a pruning step did ([`lr::PruneImpact`]).
+//! - [`records`]: the JSON records of a run folder; a step whose record
+//!   exists is done (resume).
+//! - [`executor`]: running candidates side by side in child processes
+//!   (`--jobs`), progress bars, shell quoting of printed commands.
+//!
+//! Nothing here knows a particular method.
+
+pub mod checkpoint_ops;
+pub mod evaluation;
+pub mod executor;
+pub mod lr;
+pub mod mask;
+pub mod records;
+pub mod settings;
+pub mod workspace;
+
+pub use evaluation::Evaluation;
+pub use mask::{pruned_names, PruneMask};
+pub use settings::{SoupArgs, SoupKind, SoupSettings, Vary};
+pub use workspace::Workspace;

@@ -1,0 +1,115 @@
+//! What every step of a run works with, whatever the method: the training
+//! and soup settings, the data set, the device, the model description and
+//! the tensors the run prunes. The one evaluation path of reported models
+//! is on it too (`evaluation.rs`).
+
+use std::path::Path;
+
+use indicatif::ProgressBar;
+use tch::Device;
+
+use crate::arch::{Arch, ModelSpec};
+use crate::config::{parse_device, TrainSettings};
+use crate::data::Dataset;
+use crate::error::Result;
+use crate::model::Model;
+use crate::pipeline::lr::PruneImpact;
+use crate::pipeline::mask::{prune_impact, Footprint};
+use crate::pipeline::settings::SoupSettings;
+
+/// The data, device and model description of an open run.
+#[derive(Debug)]
+pub struct Workspace {
+    /// The training settings (data, model, batches, optimizer, seeds).
+    pub train: TrainSettings,
+    /// The soup settings (recalibration, exclusions, robustness).
+    pub soups: SoupSettings,
+    /// The data set.
+    pub data: Dataset,
+    /// Where to compute.
+    pub device: Device,
+    /// Architecture.
+    pub arch: Arch,
+    /// Input shape and classes.
+    pub spec: ModelSpec,
+    /// The tensors this run prunes (prunable, less the exclusions), found
+    /// once: masks are enforced and checked, and sparsity is reported,
+    /// over exactly these.
+    pub pruned: Vec<String>,
+    /// Draw progress bars (standard error is a terminal).
+    pub bars: bool,
+    /// Print a line per step on standard error.
+    pub verbose: bool,
+}
+
+impl Workspace {
+    /// Loads the data set of `train`, sets libtorch's thread count where
+    /// it is given, and finds the tensors the run prunes.
+    pub fn open(train: &TrainSettings, soups: &SoupSettings) -> Result<Workspace> {
+        let arch: Arch = train.model.parse()?;
+        let device = parse_device(&train.device)?;
+        if train.threads > 0 {
+            tch::set_num_threads(train.threads as i32);
+        }
+        let data = Dataset::load_with(&train.data, train.split_seed, &train.folder)?;
+        let [c, h, w] = data.input_shape().map(|d| d as i64);
+        let spec = ModelSpec {
+            num_classes: data.num_classes as i64,
+            input: [c, h, w],
+        };
+        let prunable = Model::new(arch, spec, Device::Cpu).prunable_names();
+        let pruned = crate::pipeline::pruned_names(prunable, &soups.exclude);
+        Ok(Workspace {
+            train: train.clone(),
+            soups: soups.clone(),
+            data,
+            device,
+            arch,
+            spec,
+            pruned,
+            bars: false,
+            verbose: false,
+        })
+    }
+
+    /// Prints a progress line on standard error when verbose.
+    pub fn say(&self, msg: impl AsRef<str>) {
+        if self.verbose {
+            eprintln!("{}", msg.as_ref());
+        }
+    }
+
+    /// Training batches per epoch.
+    pub fn per_epoch(&self) -> u64 {
+        self.data.train_batches_per_epoch(self.train.batch_size) as u64
+    }
+
+    /// A model loaded from `path`.
+    pub fn load(&self, path: &Path) -> Result<Model> {
+        let model = Model::new(self.arch, self.spec, self.device);
+        model.load(path)?;
+        Ok(model)
+    }
+
+    /// A progress bar of `len` steps (hidden unless bars are on).
+    pub fn bar(&self, len: u64, msg: String) -> ProgressBar {
+        crate::pipeline::executor::progress_bar(self.bars, len, msg)
+    }
+}
+
+impl Workspace {
+    /// What pruning `source` into `pruned_file` did, recomputed by
+    /// reloading both checkpoints: the impact (norms, share of the
+    /// remaining weights removed: `asked` where given) and the sparsity
+    /// after. The one place a pruning step on files is measured.
+    pub fn measure_pruning(
+        &self,
+        source: &Path,
+        pruned_file: &Path,
+        asked: Option<f64>,
+    ) -> Result<(PruneImpact, f64)> {
+        let before = Footprint::of(&self.load(source)?, &self.pruned);
+        let after = Footprint::of(&self.load(pruned_file)?, &self.pruned);
+        Ok((prune_impact(before, after, asked), after.sparsity))
+    }
+}
