@@ -50,12 +50,14 @@ mod inspect;
 mod mask;
 mod merge;
 mod nm;
+mod nm_check;
 mod output;
 mod provenance;
 mod prune;
 mod rewrite;
 mod safety;
 mod select;
+mod semi_structured;
 mod stream;
 mod surgery;
 mod tree_hash;
@@ -73,12 +75,13 @@ pub use header::{
     byte_len, element_count, parse as parse_header, serialize as serialize_header, Header,
     RawTensor, MAX_HEADER_LEN, METADATA_KEY,
 };
-pub use inspect::{inspect, Inspection, TensorSummary};
+pub use inspect::{inspect, inspect_nm, Inspection, TensorSummary};
 pub use mask::{check_masks, Fingerprint, MaskReport, TensorMask};
 pub use merge::{
     merge, normalise_weights, IntPolicy, MaskPolicy, MergeMethod, MergeOptions, MergeReport,
 };
 pub use nm::{count_violations, NmCount, NmGeometry, NmPattern, NmShapeProblem};
+pub use nm_check::{check_nm, check_nm_all, unravel, NmCheckReport, NmReport, NmRule, TensorNm};
 pub use output::{
     write_file_atomic, write_tensors, Output, OutputOptions, OutputTensor, TensorBytes,
 };
@@ -92,6 +95,9 @@ pub use safety::{
     SIGBUS_EXIT, TEMP_PREFIX,
 };
 pub use select::Selection;
+pub use semi_structured::{
+    check_kernel, implies, kernel_matrix, KernelCheck, SemiStructuredKernel, ShapeConstraint,
+};
 pub use stream::{Control, NoProgress, Progress, StreamOptions};
 pub use surgery::{
     apply_mask, edit, relayout, ApplyMaskReport, EditOptions, EditReport, MaskOptions,

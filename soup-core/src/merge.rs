@@ -156,6 +156,10 @@ pub struct MergeOptions {
     pub output: OutputOptions,
     /// Extra fields for the recorded recipe (greedy soups add their trials).
     pub recipe_extra: serde_json::Map<String, serde_json::Value>,
+    /// An N:M pattern the result must keep: the written tensors that the
+    /// rule selects are checked before the output is moved into place, and
+    /// one that breaks the pattern fails the merge with nothing written.
+    pub nm: Option<crate::nm_check::NmRule>,
 }
 
 /// The outcome of a merge.
@@ -253,6 +257,9 @@ pub fn merge(
         .as_object_mut()
         .expect("object")
         .extend(options.recipe_extra.clone());
+    if let Some(rule) = &options.nm {
+        recipe["nm"] = rule.pattern().to_string().into();
+    }
     let placeholder = control.digest.placeholder();
     let describe = |hashes: &[String]| -> Vec<(String, String)> {
         inputs
@@ -294,6 +301,15 @@ pub fn merge(
         output: &output,
     };
     let (hashes, mask_differences) = plan.run(control, in_pieces)?;
+    if let Some(rule) = &options.nm {
+        let written: Vec<OutputTensor> = (0..count)
+            .map(|t| OutputTensor {
+                dtype: out_dtypes[t],
+                ..OutputTensor::from(rows.entry(t, 0))
+            })
+            .collect();
+        crate::nm_check::check_written(&output, &written, rule, control)?;
+    }
 
     let mut metadata = provenance::common_metadata(&refs);
     provenance::record(&mut metadata, "merge", recipe, &describe(&hashes));

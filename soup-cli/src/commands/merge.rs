@@ -4,7 +4,7 @@ use std::io::Write;
 
 use anyhow::Result;
 use soup_core::{greedy_soup, CommandScorer, GreedyOptions};
-use soup_core::{merge, FloatType, MergeMethod, MergeOptions, OutputOptions};
+use soup_core::{merge, FloatType, MergeMethod, MergeOptions, NmRule, OutputOptions};
 
 use crate::cli::MergeArgs;
 use crate::output::{bytes, escape_path, write_json, Context, Outcome, Table};
@@ -32,6 +32,10 @@ pub fn run(args: MergeArgs, out: &mut dyn Write, ctx: &Context) -> Result<Outcom
             force: args.force,
         },
         recipe_extra: Default::default(),
+        nm: args
+            .nm
+            .map(|p| NmRule::new(p, &[], &[], &args.nm_transposed))
+            .transpose()?,
     };
     if args.greedy {
         return greedy(args, options, out, ctx);
@@ -62,6 +66,9 @@ pub fn run(args: MergeArgs, out: &mut dyn Write, ctx: &Context) -> Result<Outcom
                 report.mask_differences.len(),
                 report.mask_policy
             )?;
+        }
+        if let Some(p) = args.nm {
+            writeln!(out, "every checked tensor of the result is {p}")?;
         }
     }
     Ok(Outcome::Clean)
