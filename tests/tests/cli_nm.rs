@@ -30,7 +30,7 @@ fn prune_2_4(t: &mut Tensor, dim: usize) {
             .zip(&t.shape)
             .map(|(s, d)| start / s % d)
             .collect();
-        if index[dim] % 4 != 0 {
+        if !index[dim].is_multiple_of(4) {
             continue;
         }
         let mut group: Vec<usize> = (0..4).map(|j| start + j * st[dim]).collect();
