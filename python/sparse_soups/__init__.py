@@ -36,6 +36,7 @@ from ._types import (
     Inspection,
     MaskReport,
     MergeReport,
+    NmCheckReport,
     PruneReport,
 )
 from .errors import (
@@ -68,6 +69,7 @@ __all__ = [
     "MergeReport",
     "GreedyReport",
     "MaskReport",
+    "NmCheckReport",
     "PruneReport",
     "Inspection",
     "DiffReport",
