@@ -44,6 +44,7 @@ from ._types import (
     Inspection,
     MaskReport,
     MergeReport,
+    NmCheckReport,
     PruneReport,
 )
 from .errors import (
@@ -79,6 +80,7 @@ __all__ = [
     "MergeReport",
     "GreedyReport",
     "MaskReport",
+    "NmCheckReport",
     "PruneReport",
     "Inspection",
     "DiffReport",

@@ -43,6 +43,18 @@ def check_mask(
 ) -> str:
     """Compare masks; returns the mask report as JSON."""
 
+def check_nm(
+    paths: list[str],
+    n: int,
+    m: int,
+    include: list[str],
+    exclude: list[str],
+    transposed: list[str],
+    kernel: str | None,
+    budget: int | None,
+) -> str:
+    """Check the N:M pattern; returns the N:M check report as JSON."""
+
 def prune(
     path: str,
     out: str | None,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Literal, cast
+from typing import Any, Literal, cast, overload
 
 from . import _core
 from ._scores import score_of
@@ -25,6 +25,7 @@ from ._types import (
     Inspection,
     MaskReport,
     MergeReport,
+    NmCheckReport,
     PruneReport,
 )
 
@@ -172,28 +173,93 @@ def greedy_merge(
     return cast(GreedyReport, json.loads(report))
 
 
+@overload
 def check_mask(
     paths: Sequence[PathLike],
     reference: PathLike | None = None,
     include: Sequence[str] | None = None,
     exclude: Sequence[str] | None = None,
     *,
+    nm: None = None,
+    kernel: None = None,
+    nm_transposed: Sequence[str] | None = None,
     budget: int | None = None,
-) -> MaskReport:
+) -> MaskReport: ...
+
+
+@overload
+def check_mask(
+    paths: Sequence[PathLike],
+    reference: None = None,
+    include: Sequence[str] | None = None,
+    exclude: Sequence[str] | None = None,
+    *,
+    nm: tuple[int, int],
+    kernel: Literal["cutlass", "cusparselt"] | None = None,
+    nm_transposed: Sequence[str] | None = None,
+    budget: int | None = None,
+) -> NmCheckReport: ...
+
+
+def check_mask(
+    paths: Sequence[PathLike],
+    reference: PathLike | None = None,
+    include: Sequence[str] | None = None,
+    exclude: Sequence[str] | None = None,
+    *,
+    nm: tuple[int, int] | None = None,
+    kernel: Literal["cutlass", "cusparselt"] | None = None,
+    nm_transposed: Sequence[str] | None = None,
+    budget: int | None = None,
+) -> MaskReport | NmCheckReport:
     """Compare the sparsity masks (``w != 0``) of checkpoints with those of
     ``reference``, or of the first path (``soup check-mask``).
 
     ``include``/``exclude`` are regular expressions on tensor names. A
     difference is a finding, not an error: look at ``report["identical"]``.
+
+    With ``nm=(n, m)`` (``soup check-mask --nm n:m``) each checkpoint is
+    instead checked, one or more, for the N:M pattern: in every group of
+    ``m`` consecutive weights along the input dimension at most ``n`` are
+    non-zero. The checked tensors are the prunable ones (float tensors of
+    rank >= 2 named ``*weight``; ``include`` replaces that rule, ``exclude``
+    removes names); ``nm_transposed`` regexes name ``[in, out]`` tensors
+    (GPT-2's ``Conv1D``), grouped along their first dimension. ``kernel``
+    ("cutlass" or "cusparselt") also applies the shape and dtype rules of
+    PyTorch's semi-structured kernel. Look at ``report["passed"]`` and, per
+    tensor, ``"violating"``, ``"first_violation_at"``, ``"shape_problem"``
+    and ``"kernel"``.
     """
-    report = _core.check_mask(
+    if nm is None:
+        if kernel is not None or nm_transposed:
+            raise ValueError("check_mask(): kernel and nm_transposed need nm=(n, m)")
+        report = _core.check_mask(
+            _paths(paths, "check_mask"),
+            None if reference is None else _path(reference, "check_mask", "reference"),
+            list(include or []),
+            list(exclude or []),
+            budget,
+        )
+        return cast(MaskReport, json.loads(report))
+    if reference is not None:
+        raise ValueError("check_mask(): nm=(n, m) checks each path; it takes no reference")
+    if (
+        not isinstance(nm, tuple)
+        or len(nm) != 2
+        or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in nm)
+    ):
+        raise TypeError(f"check_mask(): nm must be a pair of integers such as (2, 4), got {nm!r}")
+    report = _core.check_nm(
         _paths(paths, "check_mask"),
-        None if reference is None else _path(reference, "check_mask", "reference"),
+        nm[0],
+        nm[1],
         list(include or []),
         list(exclude or []),
+        list(nm_transposed or []),
+        kernel,
         budget,
     )
-    return cast(MaskReport, json.loads(report))
+    return cast(NmCheckReport, json.loads(report))
 
 
 def prune(

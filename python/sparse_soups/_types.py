@@ -105,6 +105,54 @@ class MaskReport(TypedDict):
     identical: bool
 
 
+class KernelCheck(TypedDict):
+    """Whether PyTorch's semi-structured kernel takes a tensor."""
+
+    kernel: str
+    matrix: list[int] | None
+    """The 2-D ``[rows, cols]`` matrix the kernel sees (input dimension last)."""
+    problems: list[str]
+    passed: bool
+
+
+class TensorNm(TypedDict):
+    """One tensor of an :class:`NmReport`."""
+
+    name: str
+    dtype: str
+    shape: list[int]
+    transposed: bool
+    groups: int
+    violating: int
+    first_violation: int | None
+    """Row-major index of the first element of the first violating group."""
+    first_violation_at: list[int] | None
+    shape_problem: str | None
+    kernel: KernelCheck | None
+    passed: bool
+
+
+class NmReport(TypedDict):
+    """The N:M check of one checkpoint."""
+
+    path: str
+    pattern: str
+    kernel: str | None
+    tensors: list[TensorNm]
+    checked: int
+    failing: int
+    passed: bool
+
+
+class NmCheckReport(TypedDict):
+    """What :func:`sparse_soups.check_mask` with ``nm=(n, m)`` found."""
+
+    pattern: str
+    kernel: str | None
+    checkpoints: list[NmReport]
+    passed: bool
+
+
 class TensorPrune(TypedDict):
     """One pruned tensor of a :class:`PruneReport`."""
 

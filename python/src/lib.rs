@@ -27,7 +27,8 @@ use soup_core::{
     Checkpoint, Control, FloatType, IntPolicy, MaskPolicy, MergeMethod, MergeOptions, NoProgress,
     OutputOptions, Selection, StreamOptions,
 };
-use soup_core::{PruneOptions, Scope};
+use soup_core::{NmPattern, NmRule, SemiStructuredKernel};
+use soup_core::{PruneOptions, PruneSelection, Scope};
 
 /// How often the calling thread looks for a pending Ctrl-C.
 const SIGNAL_POLL: Duration = Duration::from_millis(20);
@@ -72,6 +73,7 @@ fn to_py_err(py: Python<'_>, error: soup_core::Error) -> PyErr {
         | E::CastNotFloat { .. }
         | E::ShardSizeZero
         | E::Invalid(_) => "InvalidArgument",
+        E::PatternBroken { .. } => "IncompatibleCheckpoints",
         E::Evaluator(_) => "EvaluatorError",
         _ => "SoupError",
     };
@@ -235,6 +237,7 @@ fn merge(
         dtype: float_type(py, dtype)?,
         output: OutputOptions { shard_size, force },
         recipe_extra: Default::default(),
+        nm: None,
     };
     soup_core::normalise_weights(weights_given.as_deref(), paths.len())
         .map_err(|e| to_py_err(py, e))?;
@@ -276,6 +279,7 @@ fn greedy_merge(
             dtype: float_type(py, dtype)?,
             output: OutputOptions { shard_size, force },
             recipe_extra: Default::default(),
+            nm: None,
         },
     };
     let digest = digest_kind(py, digest)?;
@@ -330,6 +334,45 @@ fn check_mask(
         return Err(invalid(
             py,
             "no float tensors selected for comparison".into(),
+        ));
+    }
+    json(&report)
+}
+
+/// Checks each checkpoint against the N:M pattern `n:m` (and a kernel's
+/// rules); returns the N:M check report as JSON.
+#[pyfunction]
+#[pyo3(signature = (paths, n, m, include, exclude, transposed, kernel, budget))]
+#[allow(clippy::too_many_arguments)]
+fn check_nm(
+    py: Python<'_>,
+    paths: Vec<PathBuf>,
+    n: u32,
+    m: u32,
+    include: Vec<String>,
+    exclude: Vec<String>,
+    transposed: Vec<String>,
+    kernel: Option<&str>,
+    budget: Option<usize>,
+) -> PyResult<String> {
+    let pattern = NmPattern::new(n, m).map_err(|e| to_py_err(py, e))?;
+    let kernel = kernel
+        .map(str::parse::<SemiStructuredKernel>)
+        .transpose()
+        .map_err(|e| to_py_err(py, e))?;
+    let rule =
+        NmRule::new(pattern, &include, &exclude, &transposed).map_err(|e| to_py_err(py, e))?;
+    let inputs = open_all(py, &paths)?;
+    let report = run(py, budget, DigestKind::default(), |c| {
+        soup_core::check_nm_all(&inputs, &rule, kernel, c)
+    })?;
+    if let Some(empty) = report.checkpoints.iter().find(|r| r.checked == 0) {
+        return Err(invalid(
+            py,
+            format!(
+                "{}: no tensors selected for the {pattern} check",
+                empty.path.display()
+            ),
         ));
     }
     json(&report)
@@ -616,6 +659,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(merge, m)?)?;
     m.add_function(wrap_pyfunction!(greedy_merge, m)?)?;
     m.add_function(wrap_pyfunction!(check_mask, m)?)?;
+    m.add_function(wrap_pyfunction!(check_nm, m)?)?;
     m.add_function(wrap_pyfunction!(prune, m)?)?;
     m.add_function(wrap_pyfunction!(inspect, m)?)?;
     m.add_function(wrap_pyfunction!(diff, m)?)?;

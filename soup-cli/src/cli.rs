@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use soup_core::{NmPattern, SemiStructuredKernel};
 
 /// Checkpoint surgery and sparse model souping for safetensors files.
 ///
@@ -179,6 +180,20 @@ pub struct MergeArgs {
     /// ties are kept, as in SMS).
     #[arg(long, requires = "greedy")]
     pub strict: bool,
+    /// Refuse to write a result that breaks this N:M pattern (e.g. 2:4).
+    ///
+    /// The merged prunable tensors (float, rank >= 2, named `*weight`)
+    /// whose input dimension holds whole groups are checked as
+    /// `check-mask --nm` checks them, after they are written and before the
+    /// output is moved into place: the first tensor that breaks the pattern
+    /// is named and nothing is written. Candidates that share a 2:4 mask
+    /// always pass; a --mask-policy union of different masks may not.
+    #[arg(long, value_name = "N:M")]
+    pub nm: Option<NmPattern>,
+    /// Tensors stored as [in, out] whose groups run along their first
+    /// dimension (repeatable), as in `check-mask --nm-transposed`.
+    #[arg(long, value_name = "REGEX", requires = "nm")]
+    pub nm_transposed: Vec<String>,
 }
 
 /// Prune weights: unstructured (--sparsity) or N:M (--nm).
@@ -447,19 +462,48 @@ pub struct UnshardArgs {
 /// are identical, 1 when they differ.
 #[derive(Debug, Args)]
 pub struct CheckMaskArgs {
-    /// Checkpoints to compare.
+    /// Checkpoints to compare (with --nm: to check, one or more).
     #[arg(required = true, value_name = "CHECKPOINT")]
     pub inputs: Vec<PathBuf>,
     /// Compare every input with this checkpoint's mask (the pruned parent),
     /// or with a mask file (`soup mask extract`).
-    #[arg(long, value_name = "PARENT")]
+    #[arg(long, value_name = "PARENT", conflicts_with = "nm")]
     pub reference: Option<PathBuf>,
     /// Only tensors whose names match this regex (repeatable).
+    ///
+    /// With --nm, these replace the default choice of prunable tensors
+    /// (float tensors of rank >= 2 named `*weight`), as in `soup prune`.
     #[arg(long, value_name = "REGEX")]
     pub include: Vec<String>,
     /// Skip tensors whose names match this regex (repeatable).
     #[arg(long, value_name = "REGEX")]
     pub exclude: Vec<String>,
+    /// Check that each checkpoint follows the N:M pattern (e.g. 2:4) instead
+    /// of comparing masks.
+    ///
+    /// In every group of M consecutive weights along the input dimension
+    /// at most N are non-zero: along a linear weight's rows, along the
+    /// input channels of a convolution weight at each output channel and
+    /// kernel position. Each prunable tensor is checked exactly; a tensor
+    /// whose input dimension is not a multiple of M fails, with the reason.
+    /// Exit 0 when every tensor passes, 1 when some fail.
+    #[arg(long, value_name = "N:M")]
+    pub nm: Option<NmPattern>,
+    /// Tensors stored as [in, out] (e.g. GPT-2's Conv1D `attn.c_attn.weight`)
+    /// whose groups run along their first dimension (repeatable).
+    #[arg(long, value_name = "REGEX", requires = "nm")]
+    pub nm_transposed: Vec<String>,
+    /// Also check PyTorch's shape and dtype rules of this semi-structured
+    /// kernel (cutlass or cusparselt).
+    ///
+    /// The tensor's matrix (input dimension last: a convolution weight as
+    /// [out * kh * kw, in], an [in, out] tensor transposed) must be at
+    /// least and a multiple of the kernel's minimum rows and columns for
+    /// its dtype, the dtype in the kernel's table (PyTorch 2.13's
+    /// torch/sparse/semi_structured.py), and the pattern the kernel stores
+    /// (CUTLASS keeps F32 as 1:2).
+    #[arg(long, value_name = "KERNEL", requires = "nm")]
+    pub kernel: Option<SemiStructuredKernel>,
 }
 
 /// Measure how far apart checkpoints are (soup geometry).
@@ -488,8 +532,16 @@ pub struct InspectArgs {
     #[arg(value_name = "CHECKPOINT")]
     pub input: PathBuf,
     /// Read headers only: skip counting zeros (instant on any size).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "nm")]
     pub headers_only: bool,
+    /// Also say, per prunable tensor, whether it follows this N:M pattern
+    /// (e.g. 2:4), counted in the same pass as the zeros.
+    #[arg(long, value_name = "N:M")]
+    pub nm: Option<NmPattern>,
+    /// Tensors stored as [in, out] whose groups run along their first
+    /// dimension (repeatable), as in `check-mask --nm-transposed`.
+    #[arg(long, value_name = "REGEX", requires = "nm")]
+    pub nm_transposed: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

@@ -91,6 +91,10 @@ fn main() -> ExitCode {
                 }
                 Some(soup_core::Error::ShardSizeZero) => " (in --shard-size)",
                 Some(soup_core::Error::NotInMask { .. }) => " (leave it out with --exclude)",
+                Some(soup_core::Error::PatternBroken { .. }) => {
+                    "; see `soup check-mask --nm`, or keep the inputs' shared mask \
+                     (--mask-policy refuse or intersect)"
+                }
                 _ => "",
             };
             eprintln!(

@@ -129,6 +129,30 @@ pub enum Error {
         other: PathBuf,
     },
 
+    /// A merge result breaks the N:M pattern it was asked to keep (found
+    /// before the output is moved into place, so nothing is written).
+    #[error(
+        "{}: tensor `{tensor}` of the result breaks the {pattern} pattern: {violating} of \
+         {groups} groups have more non-zeros than allowed (the first at {first:?}); \
+         nothing was written",
+        path.display()
+    )]
+    PatternBroken {
+        /// The output that was not written.
+        path: PathBuf,
+        /// The first tensor found to break the pattern.
+        tensor: String,
+        /// The pattern (`2:4`).
+        pattern: String,
+        /// Groups of the tensor that break it.
+        violating: u64,
+        /// Groups of the tensor.
+        groups: u64,
+        /// The index, per dimension, of the first element of the first
+        /// violating group.
+        first: Vec<usize>,
+    },
+
     // ----- the caller's request -----
     /// No tensor of the checkpoint (or of the tensors given, when `path` is
     /// empty) is prunable under the rule and patterns asked for.

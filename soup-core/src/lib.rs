@@ -54,12 +54,14 @@ mod mask;
 mod maskfile;
 mod merge;
 mod nm;
+mod nm_check;
 mod output;
 mod provenance;
 mod prune;
 mod rewrite;
 mod safety;
 mod select;
+mod semi_structured;
 mod stream;
 mod surgery;
 mod tree_hash;
@@ -78,7 +80,7 @@ pub use header::{
     byte_len, element_count, parse as parse_header, serialize as serialize_header, Header,
     RawTensor, MAX_HEADER_LEN, METADATA_KEY,
 };
-pub use inspect::{inspect, Inspection, TensorSummary};
+pub use inspect::{inspect, inspect_nm, Inspection, TensorSummary};
 pub use lora::{
     fold_lora, FoldOptions, FoldReport, FoldedTensor, LoraAdapter, ADAPTER_CONFIG, ADAPTER_WEIGHTS,
 };
@@ -95,6 +97,7 @@ pub use merge::{
 /// The `ndarray` version whose arrays [`Checkpoint::array`] returns.
 pub use ndarray;
 pub use nm::{count_violations, NmCount, NmGeometry, NmPattern, NmShapeProblem};
+pub use nm_check::{check_nm, check_nm_all, unravel, NmCheckReport, NmReport, NmRule, TensorNm};
 pub use output::{
     write_file_atomic, write_tensors, Output, OutputOptions, OutputTensor, TensorBytes,
 };
@@ -108,6 +111,9 @@ pub use safety::{
     SIGBUS_EXIT, TEMP_PREFIX,
 };
 pub use select::Selection;
+pub use semi_structured::{
+    check_kernel, implies, kernel_matrix, KernelCheck, SemiStructuredKernel, ShapeConstraint,
+};
 pub use stream::{Control, NoProgress, Progress, StreamOptions};
 pub use surgery::{
     apply_mask, edit, relayout, ApplyMaskReport, EditOptions, EditReport, MaskOptions,

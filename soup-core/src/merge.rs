@@ -96,6 +96,10 @@ pub struct MergeOptions {
     pub output: OutputOptions,
     /// Extra fields for the recorded recipe (greedy soups add their trials).
     pub recipe_extra: serde_json::Map<String, serde_json::Value>,
+    /// An N:M pattern the result must keep: the written tensors that the
+    /// rule selects are checked before the output is moved into place, and
+    /// one that breaks the pattern fails the merge with nothing written.
+    pub nm: Option<crate::nm_check::NmRule>,
 }
 
 /// How much of a fine-tune's task vector the base's mask removed.
@@ -232,6 +236,9 @@ fn run(
         fields.insert("seed".into(), params.seed.into());
     }
     fields.extend(options.recipe_extra.clone());
+    if let Some(rule) = &options.nm {
+        recipe["nm"] = rule.pattern().to_string().into();
+    }
     let placeholder = control.digest.placeholder();
     let describe = |hashes: &[String]| -> Vec<(String, String)> {
         refs.iter()
@@ -286,6 +293,15 @@ fn run(
     };
     let streamed = plan.run(control, in_pieces)?;
     let mut hashes = streamed.hashes;
+    if let Some(rule) = &options.nm {
+        let written: Vec<OutputTensor> = (0..count)
+            .map(|t| OutputTensor {
+                dtype: out_dtypes[t],
+                ..OutputTensor::from(rows.entry(t, 0))
+            })
+            .collect();
+        crate::nm_check::check_written(&output, &written, rule, control)?;
+    }
 
     let mut metadata = provenance::common_metadata(&refs);
     provenance::record(&mut metadata, "merge", recipe, &describe(&hashes));

@@ -294,6 +294,16 @@ impl Output {
         Ok(())
     }
 
+    /// Reads back `buf.len()` bytes written at byte `offset` of tensor
+    /// `index`, so that a result can be checked before it is committed.
+    pub(crate) fn read(&self, index: usize, offset: usize, buf: &mut [u8]) -> Result<()> {
+        let shard = self.shards.partition_point(|s| s.tensors.end <= index);
+        let base = (self.shards[shard].reserved as u64) + self.layout.starts[index];
+        File::open(&self.shards[shard].path)
+            .and_then(|f| f.read_exact_at(buf, base + offset as u64))
+            .map_err(|e| Error::io(&self.target, "cannot read back", e))
+    }
+
     /// Writes the data written so far to the disk (fdatasync of every
     /// file written to since the last call). Long writers call it from a
     /// helper thread now and then, so that the disk works while they

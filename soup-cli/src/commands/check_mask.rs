@@ -1,14 +1,19 @@
-//! `soup check-mask`: do checkpoints share one sparsity mask?
+//! `soup check-mask`: do checkpoints share one sparsity mask? With `--nm`:
+//! does each checkpoint follow an N:M pattern (and a kernel's rules)?
 
 use std::io::Write;
 
 use anyhow::{bail, Result};
 use soup_core::{check_masks, check_masks_against, MaskSource, Selection};
+use soup_core::{check_nm_all, NmCheckReport, NmRule};
 
 use crate::cli::CheckMaskArgs;
 use crate::output::{escape_path, percent, shape, write_json, Context, Outcome, Table};
 
 pub fn run(args: CheckMaskArgs, out: &mut dyn Write, ctx: &Context) -> Result<Outcome> {
+    if args.nm.is_some() {
+        return run_nm(args, out, ctx);
+    }
     if args.reference.is_none() && args.inputs.len() < 2 {
         bail!("check-mask needs two checkpoints, or one with --reference PARENT");
     }
@@ -83,4 +88,103 @@ pub fn run(args: CheckMaskArgs, out: &mut dyn Write, ctx: &Context) -> Result<Ou
     } else {
         Outcome::Findings
     })
+}
+
+/// `check-mask --nm`: the pattern of every selected tensor of each input.
+fn run_nm(args: CheckMaskArgs, out: &mut dyn Write, ctx: &Context) -> Result<Outcome> {
+    let pattern = args.nm.expect("--nm given");
+    let rule = NmRule::new(pattern, &args.include, &args.exclude, &args.nm_transposed)?;
+    let inputs = super::open_all(&args.inputs)?;
+    let report = check_nm_all(&inputs, &rule, args.kernel, &ctx.control())?;
+    if let Some(empty) = report.checkpoints.iter().find(|r| r.checked == 0) {
+        bail!(
+            "{}: no tensors selected for the {pattern} check (by default: float tensors \
+             of rank >= 2 whose names end in `weight`; change with --include/--exclude)",
+            escape_path(&empty.path)
+        );
+    }
+    if ctx.json {
+        write_json(out, &report)?;
+    } else {
+        write_nm_table(&report, out)?;
+    }
+    Ok(if report.passed {
+        Outcome::Clean
+    } else {
+        Outcome::Findings
+    })
+}
+
+fn write_nm_table(report: &NmCheckReport, out: &mut dyn Write) -> Result<()> {
+    let kernel = report
+        .kernel
+        .map(|k| format!(", {k} kernel rules"))
+        .unwrap_or_default();
+    for (i, checkpoint) in report.checkpoints.iter().enumerate() {
+        if i > 0 {
+            writeln!(out)?;
+        }
+        writeln!(
+            out,
+            "{}: {}{kernel}",
+            escape_path(&checkpoint.path),
+            report.pattern
+        )?;
+        let mut table = Table::new(&[
+            ("tensor", false),
+            ("dtype", false),
+            ("shape", false),
+            ("groups", true),
+            ("violating", true),
+            ("first violation", false),
+            ("verdict", false),
+        ]);
+        for t in &checkpoint.tensors {
+            let mut why: Vec<String> = Vec::new();
+            why.extend(t.shape_problem.clone());
+            if t.violating > 0 {
+                why.push(format!("{} groups break {}", t.violating, report.pattern));
+            }
+            if let Some(k) = &t.kernel {
+                why.extend(k.problems.iter().cloned());
+            }
+            table.row(vec![
+                t.name.clone(),
+                t.dtype.clone(),
+                format!(
+                    "{}{}",
+                    shape(&t.shape),
+                    if t.transposed { " (in, out)" } else { "" }
+                ),
+                t.groups.to_string(),
+                t.violating.to_string(),
+                t.first_violation_at
+                    .as_ref()
+                    .map_or_else(|| "-".into(), |at| format!("{at:?}")),
+                if t.passed {
+                    "ok".into()
+                } else {
+                    format!("FAIL: {}", why.join("; "))
+                },
+            ]);
+        }
+        table.write(out)?;
+        writeln!(
+            out,
+            "tensors checked: {}, failing: {}",
+            checkpoint.checked, checkpoint.failing
+        )?;
+    }
+    writeln!(out)?;
+    if report.passed {
+        writeln!(
+            out,
+            "verdict: every checked tensor is {}{kernel}",
+            report.pattern
+        )?;
+    } else {
+        let failing: usize = report.checkpoints.iter().map(|c| c.failing).sum();
+        writeln!(out, "verdict: {failing} tensors FAIL")?;
+    }
+    Ok(())
 }

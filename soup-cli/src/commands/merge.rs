@@ -6,7 +6,7 @@ use std::io::Write;
 use anyhow::Result;
 use soup_core::{greedy_soup, CommandScorer, GreedyOptions};
 use soup_core::{merge, merge_with_base, FloatType, MergeMethod, MergeOptions, OutputOptions};
-use soup_core::{MaskPolicy, MergeReport, MethodParams};
+use soup_core::{MaskPolicy, MergeReport, MethodParams, NmRule};
 
 use crate::cli::MergeArgs;
 use crate::output::{bytes, escape_path, write_json, Context, Outcome, Table};
@@ -49,6 +49,10 @@ pub fn run(args: MergeArgs, out: &mut dyn Write, ctx: &Context) -> Result<Outcom
             force: args.force,
         },
         recipe_extra: Default::default(),
+        nm: args
+            .nm
+            .map(|p| NmRule::new(p, &[], &[], &args.nm_transposed))
+            .transpose()?,
     };
     if args.greedy {
         return greedy(args, options, out, ctx);
@@ -92,6 +96,9 @@ pub fn run(args: MergeArgs, out: &mut dyn Write, ctx: &Context) -> Result<Outcom
                 report.mask_differences.len(),
                 report.mask_policy
             )?;
+        }
+        if let Some(p) = args.nm {
+            writeln!(out, "every checked tensor of the result is {p}")?;
         }
     }
     Ok(Outcome::Clean)

@@ -129,6 +129,7 @@ pub fn prune(
             shard_size: None,
             force: true,
         },
+        ..PruneOptions::default()
     };
     soup_core::prune(&checkpoint, output, &options, &Control::default())?;
     Ok(())

@@ -91,6 +91,7 @@ impl PruneMask {
             include: Vec::new(),
             exclude: exclude.to_vec(),
             output: OutputOptions::default(),
+            ..PruneOptions::default()
         };
         let pruned = soup_core::prune_tensors(&views, &options, &Control::default())?;
         let drop = idx
