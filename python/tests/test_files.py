@@ -203,7 +203,8 @@ def test_mask_mismatch(family, soup, tmp_path: Path) -> None:
     cli = cli_error(soup("merge", family["c0"], family["odd"], "-o", out)[2])
     # The same line, with the CLI's hint in this API's words.
     assert str(e.value) == cli.replace(
-        "`soup check-mask`, or merge anyway with --mask-policy union|intersect",
+        "`soup check-mask`, or merge anyway with --mask-policy union|intersect"
+        " (base|none with --base)",
         'check_mask(), or merge anyway with mask_policy="union" or "intersect"',
     )
     assert not out.exists()
