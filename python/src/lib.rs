@@ -28,7 +28,7 @@ use soup_core::{
     OutputOptions, Selection, StreamOptions,
 };
 use soup_core::{NmPattern, NmRule, SemiStructuredKernel};
-use soup_core::{PruneOptions, PruneSelection, Scope};
+use soup_core::{PruneOptions, Scope};
 
 /// How often the calling thread looks for a pending Ctrl-C.
 const SIGNAL_POLL: Duration = Duration::from_millis(20);

@@ -49,10 +49,7 @@ impl NmRule {
         exclude: &[String],
         transposed: &[String],
     ) -> Result<NmRule> {
-        let transposed = transposed
-            .iter()
-            .map(|p| Regex::new(p).map_err(|e| Error::invalid(format!("invalid regex `{p}`: {e}"))))
-            .collect::<Result<_>>()?;
+        let transposed = crate::select::compile_patterns(transposed)?;
         Ok(NmRule {
             pattern,
             selection: PruneSelection::new(include, exclude)?,

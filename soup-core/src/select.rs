@@ -5,6 +5,15 @@ use regex::Regex;
 
 use crate::error::{Error, Result};
 
+/// Compiles name patterns (`--include`, `--exclude`, `--nm-transposed`);
+/// a bad pattern is an error naming it.
+pub(crate) fn compile_patterns(patterns: &[String]) -> Result<Vec<Regex>> {
+    patterns
+        .iter()
+        .map(|p| Regex::new(p).map_err(|e| Error::invalid(format!("invalid regex `{p}`: {e}"))))
+        .collect()
+}
+
 /// A name filter: a tensor is selected when it matches any include pattern
 /// (or there are none) and no exclude pattern.
 #[derive(Debug, Clone, Default)]
@@ -16,12 +25,9 @@ pub struct Selection {
 impl Selection {
     /// Compiles the patterns; a bad pattern is an error naming it.
     pub fn new(include: &[String], exclude: &[String]) -> Result<Selection> {
-        let compile = |p: &String| {
-            Regex::new(p).map_err(|e| Error::invalid(format!("invalid regex `{p}`: {e}")))
-        };
         Ok(Selection {
-            include: include.iter().map(compile).collect::<Result<_>>()?,
-            exclude: exclude.iter().map(compile).collect::<Result<_>>()?,
+            include: compile_patterns(include)?,
+            exclude: compile_patterns(exclude)?,
         })
     }
 

@@ -24,7 +24,6 @@
 
 use std::ops::Range;
 
-use regex::Regex;
 use serde::{Deserialize, Serialize};
 
 use super::score::{magnitude_at, Key};
@@ -69,11 +68,7 @@ pub(crate) fn layout<S: Source>(
     options: &PruneOptions,
     label: &str,
 ) -> Result<Layout> {
-    let rules = options
-        .transposed
-        .iter()
-        .map(|p| Regex::new(p).map_err(|e| Error::invalid(format!("invalid regex `{p}`: {e}"))))
-        .collect::<Result<Vec<Regex>>>()?;
+    let rules = crate::select::compile_patterns(&options.transposed)?;
     let mut layout = Layout {
         transposed: vec![false; source.count()],
         geometry: vec![None; source.count()],

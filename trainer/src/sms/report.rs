@@ -4,7 +4,8 @@
 //!
 //! Each phase lists every model it evaluated (`models`: soup, candidates,
 //! ensemble, baselines) with the same metrics, all from the one evaluation
-//! path of [`Session::finish`], so rows can be compared with each other.
+//! path of [`crate::pipeline::workspace::Workspace::finish`], so rows can be
+//! compared with each other.
 //!
 //! The report holds only results, no timings, so a run that was killed and
 //! resumed reports exactly what an uninterrupted run reports.
