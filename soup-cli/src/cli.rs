@@ -108,13 +108,9 @@ pub struct MergeArgs {
     /// computes them (see the README).
     #[arg(long, value_name = "METHOD", value_parser = method_names())]
     pub method: Option<String>,
-    /// Task-vector methods: factor of the combined task vector (default 1).
-    #[arg(
-        long,
-        value_name = "L",
-        conflicts_with = "weights",
-        allow_hyphen_values = true
-    )]
+    /// Task-vector methods: factor of the combined task vector (default 1;
+    /// mergekit's `lambda`), applied after the --weights.
+    #[arg(long, value_name = "L", allow_hyphen_values = true)]
     pub scale: Option<f64>,
     /// ties, dare-linear, dare-ties: share of each task vector's surviving
     /// weights kept, in (0, 1].

@@ -1,13 +1,18 @@
 //! `dare-linear` and `dare-ties` (Yu et al., 2024, "Language models are
 //! Super Mario: absorbing abilities from homologous models as a free
-//! lunch"): drop each task-vector entry with probability `1 - density` and
-//! rescale the kept ones by `1 / density`, then add the weighted task
-//! vectors (`dare-linear`) or combine them with the sign election of TIES
+//! lunch"): drop each task-vector entry with probability `1 - density`,
+//! rescale the kept ones, then add the weighted task vectors
+//! (`dare-linear`) or combine them with the sign election of TIES
 //! (`dare-ties`).
 //!
-//! Following mergekit's `dare_linear` and `dare_ties`: neither divides by
-//! the weights (no normalisation), and the rescaling is the paper's
-//! `1 / density` (mergekit's `rescale: true`).
+//! Following mergekit's `dare_linear` and `dare_ties` where they differ
+//! from the paper: neither divides by the weights (no normalisation), and
+//! the rescaling (mergekit's `rescale: true`) is not the paper's
+//! `1 / density` but the factor that gives the kept entries of each task
+//! vector, per tensor, the L1 norm of the whole task vector (over the
+//! base's surviving elements under the base mask policy); it is found by
+//! the pre-pass ([`super::prepass`]). Both agree in expectation. At
+//! density 1 nothing is dropped or rescaled.
 //!
 //! The drop is a counter-based random stream, so it depends only on the
 //! seed, the tensor's name, the candidate and the element's index, never
@@ -17,7 +22,9 @@
 //! element `i` when `mix(s_k + (i + 1) * G) >> 11` is below
 //! `density * 2^53`, where `s_k = mix(seed ^ mix(fnv ^ mix(k)))`.
 
-use super::method::{kernel_entry_points, Block, Built, Kernel, KernelAcc, MethodEntry, Param};
+use super::method::{
+    kernel_entry_points, Block, Built, Kernel, KernelAcc, MethodEntry, Param, Statistic,
+};
 use super::task_vector;
 
 /// `dare-linear`.
@@ -54,6 +61,39 @@ pub(crate) fn name_key(name: &str) -> u64 {
 
 const GOLDEN: u64 = 0x9e37_79b9_7f4a_7c15;
 
+/// The drop of one candidate in one tensor: which elements it keeps.
+pub(super) struct Drop {
+    stream: u64,
+    limit: u64,
+    all: bool,
+}
+
+impl Drop {
+    /// Candidate `k`'s drop in the tensor whose name hashes to `key`.
+    pub(super) fn new(seed: u64, key: u64, k: usize, density: f64) -> Drop {
+        Drop {
+            stream: mix(seed ^ mix(key ^ mix(k as u64))),
+            limit: (density * (1u64 << 53) as f64) as u64,
+            all: density >= 1.0,
+        }
+    }
+
+    /// The counter of element `i` (pass it to [`Drop::keeps`] for element
+    /// `i`, then `i + 1`, ...).
+    pub(super) fn counter(&self, i: usize) -> u64 {
+        self.stream
+            .wrapping_add((i as u64 + 1).wrapping_mul(GOLDEN))
+    }
+
+    /// Whether the element of `counter` is kept; moves to the next element.
+    #[inline]
+    pub(super) fn keeps(&self, counter: &mut u64) -> bool {
+        let keep = self.all || mix(*counter) >> 11 < self.limit;
+        *counter = counter.wrapping_add(GOLDEN);
+        keep
+    }
+}
+
 struct Dare {
     weights: Vec<f64>,
     scale: f64,
@@ -85,15 +125,15 @@ impl Dare {
         let (base, taus) = task_vector::decode(block, len, scratch);
         let w: Vec<A> = self.weights.iter().map(|&w| A::from_f64(w)).collect();
         let scale = A::from_f64(self.scale);
-        let limit = (self.density * (1u64 << 53) as f64) as u64;
-        let density = A::from_f64(self.density);
         for (k, tau) in taus.chunks_exact_mut(len).enumerate() {
-            let stream = mix(self.seed ^ mix(block.name_key ^ mix(k as u64)));
-            let mut counter = stream.wrapping_add((block.start as u64 + 1).wrapping_mul(GOLDEN));
+            let drop = Drop::new(self.seed, block.name_key, k, self.density);
+            let factor = A::from_f64(block.thresholds.get(k).copied().unwrap_or(1.0) as f64);
+            let mut counter = drop.counter(block.start);
             for t in tau.iter_mut() {
-                let keep = self.density >= 1.0 || mix(counter) >> 11 < limit;
-                counter = counter.wrapping_add(GOLDEN);
-                *t = if keep { w[k] * (*t / density) } else { A::ZERO };
+                *t = match drop.keeps(&mut counter) {
+                    true => w[k] * (*t * factor),
+                    false => A::ZERO,
+                };
             }
         }
         let taus = &*taus;
@@ -110,5 +150,11 @@ impl Dare {
 }
 
 impl Kernel for Dare {
+    fn statistic(&self) -> Option<Statistic> {
+        (self.density < 1.0).then_some(Statistic::DareRescale {
+            density: self.density,
+            seed: self.seed,
+        })
+    }
     kernel_entry_points!();
 }

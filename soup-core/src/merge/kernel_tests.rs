@@ -90,18 +90,19 @@ fn dare_drops_by_element_index_whatever_the_blocks() {
         ..MethodParams::default()
     };
     let m = MergeMethod::named("dare-linear", p);
-    let whole = run(&m, &base, &[&a], 0, &[]);
+    // The pre-pass's rescaling factor arrives as the candidate's statistic.
+    let whole = run(&m, &base, &[&a], 0, &[2.5]);
     let kept = whole.iter().filter(|v| **v != 0.0).count();
     assert!(
         (1000..1460).contains(&kept),
         "{kept} of {n} kept at density 0.3"
     );
     for (v, x) in whole.iter().zip(&a) {
-        assert!(*v == 0.0 || *v == x / 0.3, "{v} {x}");
+        assert!(*v == 0.0 || *v == x * 2.5, "{v} {x}");
     }
     // The same elements in two blocks give the same drop.
-    let first = run(&m, &base[..1000], &[&a[..1000]], 0, &[]);
-    let second = run(&m, &base[1000..], &[&a[1000..]], 1000, &[]);
+    let first = run(&m, &base[..1000], &[&a[..1000]], 0, &[2.5]);
+    let second = run(&m, &base[1000..], &[&a[1000..]], 1000, &[2.5]);
     assert_eq!([first, second].concat(), whole);
     // Another seed drops other elements.
     let p = MethodParams {
@@ -110,7 +111,13 @@ fn dare_drops_by_element_index_whatever_the_blocks() {
         ..MethodParams::default()
     };
     assert_ne!(
-        run(&MergeMethod::named("dare-linear", p), &base, &[&a], 0, &[]),
+        run(
+            &MergeMethod::named("dare-linear", p),
+            &base,
+            &[&a],
+            0,
+            &[2.5]
+        ),
         whole
     );
 }

@@ -212,6 +212,9 @@ pub(crate) enum Statistic {
     /// Per candidate, the smallest task-vector magnitude among the
     /// `density` share of largest ones (the trim of TIES).
     TopMagnitude { density: f64 },
+    /// Per candidate, the factor that gives the entries DARE keeps the L1
+    /// norm of the whole task vector (mergekit's rescaling).
+    DareRescale { density: f64, seed: u64 },
 }
 
 /// One block of a tensor, in every input, as a kernel sees it.

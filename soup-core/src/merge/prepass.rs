@@ -9,9 +9,18 @@
 //! a first sweep counts the magnitudes per top 16 bits, a second one the
 //! low 16 bits inside the bucket that holds the threshold. With the base
 //! mask kept, only the base's surviving elements are counted and ranked.
+//! As in mergekit, a tensor with surviving elements keeps at least one.
+//!
+//! [`Statistic::DareRescale`] (the rescaling of DARE) sums, per tensor and
+//! candidate, the magnitudes of the task vector before and after DARE's
+//! drop (the same random stream as the kernel's), over the eligible
+//! elements, in f64; the factor that gives the kept entries the L1 norm of
+//! the whole task vector is the ratio of the two sums rounded to f32, as
+//! mergekit computes it in f32 (1 where either sum is below 1e-7).
 
 use std::collections::HashMap;
 
+use super::dare;
 use super::method::Statistic;
 use crate::dtype::{Accumulator, FloatType};
 use crate::error::Result;
@@ -19,15 +28,30 @@ use crate::stream::{drive, no_lag, CheckpointRows, Control, Units};
 
 const BUCKETS: usize = 1 << 16;
 
-/// Per row and candidate (row-major), the threshold of the statistic:
-/// magnitudes at or above it are kept (NaN keeps nothing; 0 everything).
+/// Per row and candidate (row-major), the result of the statistic: for
+/// [`Statistic::TopMagnitude`] the threshold (magnitudes at or above it
+/// are kept; NaN keeps nothing, 0 everything), for
+/// [`Statistic::DareRescale`] the factor of the kept entries.
 pub(super) fn thresholds(
     rows: &CheckpointRows,
     statistic: Statistic,
     masked: bool,
     control: &Control,
 ) -> Result<Vec<f32>> {
-    let Statistic::TopMagnitude { density } = statistic;
+    match statistic {
+        Statistic::TopMagnitude { density } => top_magnitude(rows, density, masked, control),
+        Statistic::DareRescale { density, seed } => {
+            dare_factors(rows, density, seed, masked, control)
+        }
+    }
+}
+
+fn top_magnitude(
+    rows: &CheckpointRows,
+    density: f64,
+    masked: bool,
+    control: &Control,
+) -> Result<Vec<f32>> {
     let count = crate::stream::Rows::rows(rows);
     let n = rows.row(0).len() - 1;
     // Per row and candidate: (top bits of the threshold, rank left in that
@@ -92,6 +116,7 @@ pub(super) fn thresholds(
                         let slot = t * n + k;
                         if sweep == 0 {
                             let keep = (density * eligible as f64).floor() as u64;
+                            let keep = keep.max(1).min(eligible);
                             next[slot] = match keep {
                                 0 => (u32::MAX, 0),
                                 _ => select(h, keep),
@@ -156,6 +181,120 @@ fn push<A: Accumulator>(base: &[u8], cand: &[u8], t: FloatType, masked: bool, ou
 }
 
 const BLOCK: usize = 2048;
+
+/// DARE's rescaling factor per row and candidate (see the module doc).
+fn dare_factors(
+    rows: &CheckpointRows,
+    density: f64,
+    seed: u64,
+    masked: bool,
+    control: &Control,
+) -> Result<Vec<f32>> {
+    let count = crate::stream::Rows::rows(rows);
+    let n = rows.row(0).len() - 1;
+    let mut result = vec![1f32; count * n];
+    let mut open: HashMap<usize, Vec<f64>> = HashMap::new();
+    drive(
+        rows,
+        control,
+        "pre-pass",
+        Units::Pieces,
+        |_| Ok(()),
+        |piece, _, _| -> Result<Vec<f64>> {
+            let row = rows.row(piece.tensor);
+            let Some(in_type) = row[0].float_type() else {
+                return Ok(Vec::new());
+            };
+            let key = dare::name_key(&row[0].name);
+            let base = rows.bytes(0, piece);
+            let mut sums = vec![0f64; 2 * n];
+            for k in 0..n {
+                let drop = dare::Drop::new(seed, key, k, density);
+                let (before, after) = if in_type == FloatType::F64 {
+                    l1::<f64>(
+                        base,
+                        rows.bytes(k + 1, piece),
+                        in_type,
+                        masked,
+                        &drop,
+                        piece.elems.start,
+                    )
+                } else {
+                    l1::<f32>(
+                        base,
+                        rows.bytes(k + 1, piece),
+                        in_type,
+                        masked,
+                        &drop,
+                        piece.elems.start,
+                    )
+                };
+                sums[2 * k] = before;
+                sums[2 * k + 1] = after;
+            }
+            Ok(sums)
+        },
+        no_lag(),
+        |window, results| {
+            for (piece, sums) in window.iter().zip(results) {
+                if sums.is_empty() {
+                    continue;
+                }
+                let t = piece.tensor;
+                let total = open.entry(t).or_insert_with(|| vec![0.0; 2 * n]);
+                for (a, b) in total.iter_mut().zip(sums) {
+                    *a += b;
+                }
+                if !piece.last {
+                    continue;
+                }
+                let total = open.remove(&t).expect("opened");
+                for k in 0..n {
+                    let (before, after) = (total[2 * k] as f32, total[2 * k + 1] as f32);
+                    if before >= 1e-7 && after >= 1e-7 {
+                        result[t * n + k] = before / after;
+                    }
+                }
+            }
+            Ok(())
+        },
+    )?;
+    Ok(result)
+}
+
+/// The sums of `|candidate - base|` over the eligible elements of a
+/// piece starting at element `start`: all of them, and those `drop` keeps.
+fn l1<A: Accumulator>(
+    base: &[u8],
+    cand: &[u8],
+    t: FloatType,
+    masked: bool,
+    drop: &dare::Drop,
+    start: usize,
+) -> (f64, f64) {
+    let (mut before, mut after) = (0f64, 0f64);
+    let mut b: Vec<A> = Vec::with_capacity(BLOCK);
+    let mut c: Vec<A> = Vec::with_capacity(BLOCK);
+    let elems = base.len() / t.size();
+    for from in (0..elems).step_by(BLOCK) {
+        let range = from * t.size()..(from + BLOCK).min(elems) * t.size();
+        A::decode(&base[range.clone()], t, &mut b);
+        A::decode(&cand[range], t, &mut c);
+        let mut counter = drop.counter(start + from);
+        for (&b, &c) in b.iter().zip(&c) {
+            let keep = drop.keeps(&mut counter);
+            if masked && b == A::ZERO {
+                continue;
+            }
+            let magnitude = (c - b).to_f64().abs();
+            before += magnitude;
+            if keep {
+                after += magnitude;
+            }
+        }
+    }
+    (before, after)
+}
 
 thread_local! {
     static MAGNITUDES: std::cell::RefCell<Vec<u32>> = const { std::cell::RefCell::new(Vec::new()) };
