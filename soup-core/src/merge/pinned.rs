@@ -220,3 +220,53 @@ fn merges_keep_their_pinned_digests() {
     let got: Vec<(&str, &str)> = got.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
     assert_eq!(got, pinned);
 }
+
+/// The task-vector merges with a pre-pass (TIES's trim, DARE's rescaling)
+/// of a base and three fine-tunes sharing its mask, in whole windows and
+/// small ones (pieces of 1000 elements): pinned before the pre-pass was
+/// changed to decode the base once per block for all fine-tunes.
+#[test]
+fn task_vector_merges_keep_their_pinned_digests() {
+    let dir = tempfile::tempdir().unwrap();
+    let inputs: Vec<Checkpoint> = (0..4)
+        .map(|k| candidate(&dir.path().join(format!("t{k}.safetensors")), k, false))
+        .collect();
+    let (base, tunes) = inputs.split_first().unwrap();
+    let mut got = Vec::new();
+    for (method, density) in [("ties", 0.3), ("dare-ties", 0.5), ("dare-linear", 0.2)] {
+        let params = MethodParams {
+            weights: Some(vec![1.0, 0.5, 2.0]),
+            density: Some(density),
+            seed: (method != "ties").then_some(3),
+            ..MethodParams::default()
+        };
+        let options = MergeOptions {
+            method: MergeMethod::named(method, params),
+            mask_policy: MaskPolicy::Base,
+            ..MergeOptions::default()
+        };
+        for (i, control) in [Control::default(), small_windows()].iter().enumerate() {
+            let out = dir.path().join(format!("{method}-{i}.safetensors"));
+            merge_with_base(base, tunes, &out, &options, control).unwrap();
+            got.push((method, digest(&out)));
+        }
+    }
+    let pinned = [
+        (
+            "ties",
+            "sha256:be111b19cd34eae55776600408f5bbfebc5972c7514342b9785fa697b7d3bb74",
+        ),
+        (
+            "dare-ties",
+            "sha256:bfd05e580d6e7096c3b06520139acac69cf5c87edbaae658ac6489e1d561d8ca",
+        ),
+        (
+            "dare-linear",
+            "sha256:39b86fd35f7f3ca569bf3cbbaa1f015a3789d599120a002d1ad3884216526624",
+        ),
+    ];
+    // Each merge, in whole and in small windows, gives the pinned digest.
+    let want: Vec<(&str, &str)> = pinned.iter().flat_map(|&p| [p, p]).collect();
+    let got: Vec<(&str, &str)> = got.iter().map(|(a, b)| (*a, b.as_str())).collect();
+    assert_eq!(got, want);
+}
