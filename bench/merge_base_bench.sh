@@ -15,9 +15,13 @@
 #   ties      soup merge --base BASE FT... --method ties --density 0.5 -o OUT
 #             (output fsynced, as soup always does; it reads the inputs three
 #             times: two pre-pass sweeps for the trim, then the merge)
-#   mergekit  mergekit-pytorch with merge_method ties, density 0.5, weight 1
-#             (only when installed: MERGEKIT_PYTORCH, or mergekit-pytorch
-#             beside SOUP_PYTHON; its output is not fsynced)
+#   mergekit  mergekit-pytorch CONFIG OUT_DIR --lazy-unpickle --quiet on
+#             the CPU, with merge_method ties, base_model BASE, dtype
+#             float32, density 0.5 and weight 1 for each fine-tune: the
+#             same method on the same files (mergekit-pytorch reads
+#             .safetensors files as they are; it writes OUT_DIR/
+#             model.safetensors, not fsynced). Only when installed:
+#             MERGEKIT_PYTORCH, or mergekit-pytorch beside SOUP_PYTHON.
 # and prints a Markdown table: median and best wall time, the median as a
 # ratio to the floor, the median CPU time, and the peak RSS.
 #
@@ -93,7 +97,8 @@ for size in "${sizes[@]}"; do
             --density 0.5 -o "$out"
         rm -f "$out"
         if [ -n "$mergekit" ]; then
-            measure mergekit "$mergekit" "$data/mergekit.yml" "$data/mergekit-out"
+            measure mergekit "$mergekit" "$data/mergekit.yml" "$data/mergekit-out" \
+                --lazy-unpickle --quiet
             rm -rf "$data/mergekit-out"
         fi
     done
