@@ -7,7 +7,8 @@
 //! magnitudes of the task vector, by an exact radix selection over the
 //! bits of the f32 magnitudes (non-negative floats order like their bits):
 //! a first sweep counts the magnitudes per top 16 bits, a second one the
-//! low 16 bits inside the bucket that holds the threshold. With the base
+//! low 16 bits inside the bucket that holds the threshold. Each sweep
+//! decodes a block of the base once for all candidates. With the base
 //! mask kept, only the base's surviving elements are counted and ranked.
 //! As in mergekit, a tensor with surviving elements keeps at least one.
 //!
@@ -74,25 +75,18 @@ fn top_magnitude(
                     return Ok(Vec::new());
                 };
                 let base = rows.bytes(0, piece);
+                let cands: Vec<&[u8]> = (0..n).map(|k| rows.bytes(k + 1, piece)).collect();
+                let wanted: Vec<u32> = (0..n).map(|k| found_ref[piece.tensor * n + k].0).collect();
                 let mut hist = vec![0u64; n * BUCKETS + 1];
-                let wanted = |k: usize| found_ref[piece.tensor * n + k].0;
-                MAGNITUDES.with(|m| {
-                    let m = &mut *m.borrow_mut();
-                    for k in 0..n {
-                        magnitudes(base, rows.bytes(k + 1, piece), in_type, masked, m);
-                        let h = &mut hist[k * BUCKETS..(k + 1) * BUCKETS];
-                        for &bits in m.iter() {
-                            if sweep == 0 {
-                                h[(bits >> 16) as usize] += 1;
-                            } else if bits >> 16 == wanted(k) {
-                                h[(bits & 0xffff) as usize] += 1;
-                            }
-                        }
-                        if k == 0 {
-                            hist[n * BUCKETS] = m.len() as u64;
-                        }
-                    }
-                });
+                let sweep = Sweep {
+                    first: sweep == 0,
+                    wanted: &wanted,
+                };
+                if in_type == FloatType::F64 {
+                    histograms::<f64>(base, &cands, in_type, masked, sweep, &mut hist);
+                } else {
+                    histograms::<f32>(base, &cands, in_type, masked, sweep, &mut hist);
+                }
                 Ok(hist)
             },
             no_lag(),
@@ -151,32 +145,68 @@ fn select(h: &[u64], rank: u64) -> (u32, u64) {
     (0, 1)
 }
 
-/// The f32 bits of `|candidate - base|` of the eligible elements (all, or
-/// those where the base is not zero) into `out`.
-fn magnitudes(base: &[u8], candidate: &[u8], t: FloatType, masked: bool, out: &mut Vec<u32>) {
-    out.clear();
-    let elems = base.len() / t.size();
-    for start in (0..elems).step_by(BLOCK) {
-        let end = (start + BLOCK).min(elems);
-        let range = start * t.size()..end * t.size();
-        if t == FloatType::F64 {
-            push::<f64>(&base[range.clone()], &candidate[range], t, masked, out);
-        } else {
-            push::<f32>(&base[range.clone()], &candidate[range], t, masked, out);
-        }
-    }
+/// Which sweep of the radix selection runs: the first counts the top 16
+/// bits of every magnitude, the second the low 16 bits of those whose top
+/// bits are the candidate's `wanted` bucket.
+struct Sweep<'w> {
+    first: bool,
+    wanted: &'w [u32],
 }
 
-fn push<A: Accumulator>(base: &[u8], cand: &[u8], t: FloatType, masked: bool, out: &mut Vec<u32>) {
+/// Adds the piece's eligible magnitudes `|candidate_k - base|` (as f32
+/// bits) to candidate `k`'s histogram `hist[k * BUCKETS..]`, and their
+/// count to `hist[n * BUCKETS]`.
+fn histograms<A: Accumulator>(
+    base: &[u8],
+    cands: &[&[u8]],
+    t: FloatType,
+    masked: bool,
+    sweep: Sweep,
+    hist: &mut [u64],
+) {
+    let n = cands.len();
+    let mut eligible = 0u64;
+    blocks::<A>(base, cands, t, |k, _, b, c| {
+        let h = &mut hist[k * BUCKETS..(k + 1) * BUCKETS];
+        let wanted = sweep.wanted[k];
+        for (&b, &c) in b.iter().zip(c) {
+            if masked && b == A::ZERO {
+                continue;
+            }
+            let bits = ((c - b).to_f64() as f32).abs().to_bits();
+            if sweep.first {
+                h[(bits >> 16) as usize] += 1;
+            } else if bits >> 16 == wanted {
+                h[(bits & 0xffff) as usize] += 1;
+            }
+            if k == 0 {
+                eligible += 1;
+            }
+        }
+    });
+    hist[n * BUCKETS] = eligible;
+}
+
+/// Decodes a piece of the base and the candidates block by block, the
+/// base once per block, and calls `f(k, from, base, candidate_k)` with
+/// the decoded values of the block that starts at the piece's element
+/// `from`, for each candidate `k` in turn.
+fn blocks<A: Accumulator>(
+    base: &[u8],
+    cands: &[&[u8]],
+    t: FloatType,
+    mut f: impl FnMut(usize, usize, &[A], &[A]),
+) {
     let mut b: Vec<A> = Vec::with_capacity(BLOCK);
     let mut c: Vec<A> = Vec::with_capacity(BLOCK);
-    A::decode(base, t, &mut b);
-    A::decode(cand, t, &mut c);
-    for (&b, &c) in b.iter().zip(&c) {
-        if masked && b == A::ZERO {
-            continue;
+    let elems = base.len() / t.size();
+    for from in (0..elems).step_by(BLOCK) {
+        let range = from * t.size()..(from + BLOCK).min(elems) * t.size();
+        A::decode(&base[range.clone()], t, &mut b);
+        for (k, cand) in cands.iter().enumerate() {
+            A::decode(&cand[range.clone()], t, &mut c);
+            f(k, from, &b, &c);
         }
-        out.push(((c - b).to_f64() as f32).abs().to_bits());
     }
 }
 
@@ -207,31 +237,16 @@ fn dare_factors(
             };
             let key = dare::name_key(&row[0].name);
             let base = rows.bytes(0, piece);
-            let mut sums = vec![0f64; 2 * n];
-            for k in 0..n {
-                let drop = dare::Drop::new(seed, key, k, density);
-                let (before, after) = if in_type == FloatType::F64 {
-                    l1::<f64>(
-                        base,
-                        rows.bytes(k + 1, piece),
-                        in_type,
-                        masked,
-                        &drop,
-                        piece.elems.start,
-                    )
-                } else {
-                    l1::<f32>(
-                        base,
-                        rows.bytes(k + 1, piece),
-                        in_type,
-                        masked,
-                        &drop,
-                        piece.elems.start,
-                    )
-                };
-                sums[2 * k] = before;
-                sums[2 * k + 1] = after;
-            }
+            let cands: Vec<&[u8]> = (0..n).map(|k| rows.bytes(k + 1, piece)).collect();
+            let drops: Vec<dare::Drop> = (0..n)
+                .map(|k| dare::Drop::new(seed, key, k, density))
+                .collect();
+            let start = piece.elems.start;
+            let sums = if in_type == FloatType::F64 {
+                l1::<f64>(base, &cands, in_type, masked, &drops, start)
+            } else {
+                l1::<f32>(base, &cands, in_type, masked, &drops, start)
+            };
             Ok(sums)
         },
         no_lag(),
@@ -262,26 +277,23 @@ fn dare_factors(
     Ok(result)
 }
 
-/// The sums of `|candidate - base|` over the eligible elements of a
-/// piece starting at element `start`: all of them, and those `drop` keeps.
+/// Per candidate `k`, the sums of `|candidate_k - base|` over the
+/// eligible elements of a piece that starts at element `start`: all of
+/// them (`2 * k`), and those `drops[k]` keeps (`2 * k + 1`).
 fn l1<A: Accumulator>(
     base: &[u8],
-    cand: &[u8],
+    cands: &[&[u8]],
     t: FloatType,
     masked: bool,
-    drop: &dare::Drop,
+    drops: &[dare::Drop],
     start: usize,
-) -> (f64, f64) {
-    let (mut before, mut after) = (0f64, 0f64);
-    let mut b: Vec<A> = Vec::with_capacity(BLOCK);
-    let mut c: Vec<A> = Vec::with_capacity(BLOCK);
-    let elems = base.len() / t.size();
-    for from in (0..elems).step_by(BLOCK) {
-        let range = from * t.size()..(from + BLOCK).min(elems) * t.size();
-        A::decode(&base[range.clone()], t, &mut b);
-        A::decode(&cand[range], t, &mut c);
+) -> Vec<f64> {
+    let mut sums = vec![0f64; 2 * cands.len()];
+    blocks::<A>(base, cands, t, |k, from, b, c| {
+        let drop = &drops[k];
         let mut counter = drop.counter(start + from);
-        for (&b, &c) in b.iter().zip(&c) {
+        let (mut before, mut after) = (sums[2 * k], sums[2 * k + 1]);
+        for (&b, &c) in b.iter().zip(c) {
             let keep = drop.keeps(&mut counter);
             if masked && b == A::ZERO {
                 continue;
@@ -292,10 +304,8 @@ fn l1<A: Accumulator>(
                 after += magnitude;
             }
         }
-    }
-    (before, after)
-}
-
-thread_local! {
-    static MAGNITUDES: std::cell::RefCell<Vec<u32>> = const { std::cell::RefCell::new(Vec::new()) };
+        sums[2 * k] = before;
+        sums[2 * k + 1] = after;
+    });
+    sums
 }
