@@ -22,11 +22,13 @@
 #             .safetensors files as they are; it writes OUT_DIR/
 #             model.safetensors, not fsynced). Only when installed:
 #             MERGEKIT_PYTORCH, or mergekit-pytorch beside SOUP_PYTHON.
+#   ties-base the ties command with the SOUP_BASE binary, where set (an
+#             older build to compare with in the same run)
 # and prints a Markdown table: median and best wall time, the median as a
 # ratio to the floor, the median CPU time, and the peak RSS.
 #
 # Environment: REPEAT (default 3), BENCH_NICE, BENCH_DIR, SOUP, SOUP_PYTHON
-# (as bench/merge_bench.sh).
+# (as bench/merge_bench.sh), SOUP_BASE.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
@@ -96,6 +98,11 @@ for size in "${sizes[@]}"; do
         measure ties "$SOUP" merge --quiet --base "$base" "${tunes[@]}" --method ties \
             --density 0.5 -o "$out"
         rm -f "$out"
+        if [ -n "${SOUP_BASE:-}" ]; then
+            measure ties-base "$SOUP_BASE" merge --quiet --base "$base" "${tunes[@]}" \
+                --method ties --density 0.5 -o "$out"
+            rm -f "$out"
+        fi
         if [ -n "$mergekit" ]; then
             measure mergekit "$mergekit" "$data/mergekit.yml" "$data/mergekit-out" \
                 --lazy-unpickle --quiet
@@ -109,7 +116,7 @@ for line in open(sys.argv[1]):
     name, us, kib, cpu = line.split()
     rows.setdefault(name, []).append((int(us) / 1e6, int(kib) / 1024, float(cpu)))
 med = {n: statistics.median(t for t, _, _ in v) for n, v in rows.items()}
-for name in ["floor", "ties", "mergekit"]:
+for name in ["floor", "ties", "ties-base", "mergekit"]:
     if name not in rows:
         continue
     v = rows[name]
