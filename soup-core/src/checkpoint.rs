@@ -8,7 +8,6 @@
 //! stays bounded however large the files are.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::File;
 use std::ops::Range;
 use std::path::{Component, Path, PathBuf};
 
@@ -19,7 +18,10 @@ use crate::dtype::FloatType;
 use crate::error::{Error, Result};
 use crate::header;
 
+mod files;
 mod memory;
+
+use files::{map_file, open_regular};
 
 /// Name of the index file of a sharded checkpoint.
 pub const INDEX_FILE: &str = "model.safetensors.index.json";
@@ -498,65 +500,6 @@ impl Checkpoint {
             )
         };
     }
-}
-
-/// Opens `path` for reading if it is a regular file. The open does not
-/// block on a FIFO or device (O_NONBLOCK, which changes nothing for regular
-/// files), and the type is checked on the opened file, so a swap between a
-/// check and the open cannot slip a FIFO through.
-fn open_regular(path: &Path) -> Result<File> {
-    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)
-        .map_err(|e| Error::io(path, "cannot open", e))?;
-    let kind = file
-        .metadata()
-        .map_err(|e| Error::io(path, "cannot stat", e))?
-        .file_type();
-    if kind.is_file() {
-        return Ok(file);
-    }
-    let what = if kind.is_dir() {
-        "a folder"
-    } else if kind.is_fifo() {
-        "a FIFO"
-    } else if kind.is_socket() {
-        "a socket"
-    } else if kind.is_char_device() || kind.is_block_device() {
-        "a device"
-    } else {
-        "not a regular file"
-    };
-    Err(Error::format(
-        path,
-        format!("is {what}, not a regular file: refusing to read it"),
-    ))
-}
-
-/// # Safety
-/// The contract of [`Checkpoint::open_mmap`].
-unsafe fn map_file(path: &Path) -> Result<Shard> {
-    let file = open_regular(path)?;
-    let stamp = file
-        .metadata()
-        .map(|m| crate::safety::FileStamp::of(&m))
-        .map_err(|e| Error::io(path, "cannot stat", e))?;
-    // SAFETY: the map is read-only and the caller guarantees that the file
-    // is not modified while mapped (`Checkpoint::open_mmap`); should another
-    // process truncate it anyway, the handler of `crate::safety` turns the
-    // fault into a clean exit naming this file.
-    let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, "cannot map", e))?;
-    let _ = map.advise(Advice::Sequential);
-    Ok(Shard {
-        path: path.to_path_buf(),
-        backing: Backing::Mapped {
-            stamp,
-            _guard: crate::safety::MappedGuard::new(&map, path),
-            map,
-        },
-    })
 }
 
 /// Matches the tensors of several checkpoints by name. All must hold the same
