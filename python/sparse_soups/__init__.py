@@ -34,7 +34,7 @@ from ._maskfile import (
     mask_combine,
     mask_extract,
 )
-from ._memory import mask_fingerprints, merge_state_dicts, prune_state_dict
+from ._memory import mask_fingerprints, merge_state_dicts, prune_state_dict, write_tensors
 from .schedules import phase_sparsities
 from ._types import (
     DiffReport,
@@ -75,6 +75,7 @@ __all__ = [
     "merge_state_dicts",
     "prune_state_dict",
     "mask_fingerprints",
+    "write_tensors",
     "phase_sparsities",
     "schedules",
     "MergeReport",

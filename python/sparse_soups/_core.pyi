@@ -124,3 +124,72 @@ def mask_combine(
     budget: int | None,
 ) -> str:
     """Combine masks into a mask file; returns the report as JSON."""
+
+# In-memory tensors cross as (name, dtype tag, shape, little-endian bytes).
+Tensor = tuple[str, str, list[int], bytes]
+OutTensor = tuple[str, str, list[int], bytearray]
+
+def merge_plan(
+    paths: list[str],
+    out: str,
+    base: str | None,
+    method: str | None,
+    weights: list[float] | None,
+    scale: float | None,
+    density: float | None,
+    seed: int | None,
+    mask_policy: str | None,
+    int_policy: str,
+    dtype: str | None,
+    shard_size: int | None,
+    force: bool,
+    digest: str,
+    budget: int | None,
+) -> str:
+    """Merges checkpoint files (fine-tunes of ``base`` when given) with a
+    method of soup-core's registry; returns the merge report as JSON."""
+
+def merge_tensors(
+    candidates: list[list[Tensor]],
+    labels: list[str],
+    base: list[Tensor] | None,
+    method: str | None,
+    weights: list[float] | None,
+    scale: float | None,
+    density: float | None,
+    seed: int | None,
+    mask_policy: str | None,
+    int_policy: str,
+    dtype: str | None,
+    budget: int | None,
+) -> tuple[list[OutTensor], str]:
+    """Merges state dicts in memory with the file merge's plan and kernels;
+    returns the merged tensors and the report as JSON."""
+
+def prune_tensors(
+    tensors: list[Tensor],
+    sparsity: float | None,
+    scope: str,
+    of_remaining: bool,
+    include: list[str],
+    exclude: list[str],
+    nm: tuple[int, int] | None = None,
+    nm_transposed: list[str] = ...,
+    nm_skip_ragged: bool = False,
+    budget: int | None = None,
+) -> tuple[list[bytearray | None], str]:
+    """Prunes float tensors in memory; returns each one's pruned bytes
+    (``None`` where not pruned) and the prune report as JSON."""
+
+def write_tensors(path: str, tensors: list[Tensor], metadata: dict[str, str] = ...) -> None:
+    """Writes tensors as one safetensors file (name order, atomically)."""
+
+def mask_fingerprints(
+    tensors: list[Tensor], label: str, include: list[str], exclude: list[str]
+) -> str:
+    """The mask report of tensors in memory against themselves, as JSON."""
+
+def prunable(
+    entries: list[tuple[str, int, bool]], include: list[str], exclude: list[str]
+) -> list[bool]:
+    """Whether soup-core prunes each ``(name, rank, is_float)`` entry."""

@@ -85,32 +85,53 @@ def merge(
     paths: Sequence[PathLike],
     out: PathLike,
     weights: Sequence[float] | None = None,
-    mask_policy: Literal["refuse", "union", "intersect"] = "refuse",
+    mask_policy: Literal["refuse", "union", "intersect", "base", "none"] | None = None,
     dtype: str | None = None,
     *,
+    base: PathLike | None = None,
+    method: str | None = None,
+    scale: float | None = None,
+    density: float | None = None,
+    seed: int | None = None,
     int_policy: Literal["equal", "first"] = "equal",
     shard_size: int | None = None,
     force: bool = False,
     digest: Digest = "blake3",
     budget: int | None = None,
 ) -> MergeReport:
-    """Average checkpoints into ``out`` (``soup merge``).
+    """Merge checkpoints into ``out`` (``soup merge``).
 
-    Floating-point tensors are averaged (uniformly, or with ``weights``,
-    normalised to sum 1) in f32 (f64 for F64) and written in their own
-    dtype or ``dtype`` ("F32", "F16", "BF16", "F64"). Masks are checked on
-    the way: under ``mask_policy="refuse"`` differing masks raise
-    :class:`~sparse_soups.errors.MaskMismatch`; ``"union"`` takes the plain
-    mean, ``"intersect"`` keeps a zero wherever any input has one. Integer
-    and bool tensors must be equal unless ``int_policy="first"``.
+    Without ``base``, floating-point tensors are averaged (uniformly, or
+    with ``weights``, normalised to sum 1) in f32 (f64 for F64) and written
+    in their own dtype or ``dtype`` ("F32", "F16", "BF16", "F64"). Masks
+    are checked on the way: under ``mask_policy="refuse"`` (the default)
+    differing masks raise :class:`~sparse_soups.errors.MaskMismatch`;
+    ``"union"`` takes the plain mean, ``"intersect"`` keeps a zero wherever
+    any input has one.
+
+    With ``base``, ``paths`` are fine-tunes of it merged by ``method``:
+    ``"task-arithmetic"``, ``"ties"``, ``"dare-linear"`` or
+    ``"dare-ties"`` (``soup merge --base``), with ``weights`` per
+    fine-tune (as given), ``scale`` (the factor of the combined task
+    vector), ``density`` (TIES's trim, DARE's drop) and ``seed`` (DARE's
+    random drop). The default ``mask_policy="base"`` keeps exactly the
+    base's zeros; ``"refuse"`` refuses fine-tunes whose masks differ from
+    the base's, ``"none"`` gives the dense result.
+
+    Integer and bool tensors must be equal unless ``int_policy="first"``.
     ``shard_size`` (bytes) writes a sharded folder; an existing ``out`` is
     replaced only with ``force=True``. ``digest`` is the algorithm of the
     input digests recorded as provenance.
     """
-    report = _core.merge(
+    report = _core.merge_plan(
         _paths(paths, "merge"),
         os.fspath(out),
+        None if base is None else _path(base, "merge", "base"),
+        method,
         None if weights is None else [float(w) for w in weights],
+        None if scale is None else float(scale),
+        None if density is None else float(density),
+        None if seed is None else int(seed),
         mask_policy,
         int_policy,
         dtype,

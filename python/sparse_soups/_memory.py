@@ -1,30 +1,28 @@
-"""The in-memory API: soup-core's merge, prune and mask fingerprints over
-state dicts of tensors or numpy arrays (or modules, whose ``state_dict()``
-is taken).
+"""The in-memory API: soup-core's merge, prune, mask fingerprints and
+safetensors writer over state dicts of tensors or numpy arrays (or
+modules, whose ``state_dict()`` is taken).
 
-These functions run exactly the code of the file API, so their results are
-bit for bit those of :func:`sparse_soups.merge` and
-:func:`sparse_soups.prune` on the same tensors saved as safetensors files.
-Where data is copied:
+These functions bind soup-core's in-memory functions (the merge plan over
+tensors held in memory, ``prune_tensors``, ``write_tensors``), which run
+the code of the file API, so their results are bit for bit those of
+:func:`sparse_soups.merge` and :func:`sparse_soups.prune` on the same
+tensors saved as safetensors files. Python reads and writes no
+safetensors bytes itself. Where data is copied:
 
-- Each input state dict is written once into a temporary safetensors file
-  (under ``/dev/shm`` where it exists, so in memory; otherwise the system's
-  temporary folder). The bytes are written straight from each tensor's own
-  buffer, with no intermediate copy, when the tensor is a contiguous,
-  little-endian CPU tensor or numpy array. A non-contiguous tensor is made
-  contiguous first, and a tensor on another device (a GPU) is copied to
-  the CPU first: both are extra copies.
-- The result is read back from the output file into new arrays (one copy),
-  returned as torch tensors if the first input held torch tensors and as
-  numpy arrays otherwise. BF16 results in numpy form are ``uint16`` bit
-  patterns (numpy has no bfloat16). Each result tensor is moved to the
-  device of the first input's tensor of that name (one more copy for a
-  GPU), so GPU state dicts give GPU results.
+- Each tensor's bytes are handed to the extension once (a copy). A
+  non-contiguous tensor is made contiguous first, and a tensor on another
+  device (a GPU) is copied to the CPU first: both are extra copies.
+- The result comes back as new arrays, returned as torch tensors if the
+  first input (the base, when given) held torch tensors and as numpy
+  arrays otherwise. BF16 results in numpy form are ``uint16`` bit patterns
+  (numpy has no bfloat16). Each result tensor is moved to the device of
+  the first input's tensor of that name (one more copy for a GPU), so GPU
+  state dicts give GPU results.
 
-Errors name the inputs as the caller knows them ("state dict 1", or the
-candidate of a soup), never the temporary files.
+Errors name the inputs as the caller knows them ("state dict 1", "base",
+or the candidate of a soup).
 
-Tensors are written in the dict's order, which is the storage order that
+Tensors are taken in the dict's order, which is the storage order that
 pruning's tie-break follows (see :func:`sparse_soups.prune`).
 """
 
@@ -32,20 +30,20 @@ from __future__ import annotations
 
 import json
 import os
-import struct
-import tempfile
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 
-from . import _files
+from . import _core
 from ._types import PruneReport
 from .errors import SoupError
 
-__all__ = ["merge_state_dicts", "prune_state_dict", "mask_fingerprints"]
+__all__ = ["merge_state_dicts", "prune_state_dict", "mask_fingerprints", "write_tensors"]
 
 StateDict = Mapping[str, Any]
+MaskPolicyName = Literal["refuse", "union", "intersect", "base", "none"]
+_FLOAT_TAGS = {"F64", "F32", "F16", "BF16"}
 
 _NUMPY_TO_TAG = {
     np.dtype("float64"): "F64",
@@ -94,12 +92,11 @@ def _as_array(name: str, value: Any) -> tuple[str, np.ndarray]:
     return tag, array
 
 
-def _write(path: str, state_dict: StateDict, label: str = "state dict") -> None:
-    """Writes ``state_dict`` as a safetensors file, in dict order; errors
-    name it ``label``."""
-    header: dict[str, Any] = {}
-    arrays = []
-    offset = 0
+def _tensors(state_dict: StateDict, label: str) -> list[tuple[str, str, list[int], bytes]]:
+    """``state_dict`` as soup-core's in-memory tensors, in dict order:
+    ``(name, dtype tag, shape, little-endian bytes)``; errors name it
+    ``label``."""
+    out = []
     for name, value in state_dict.items():
         if not isinstance(name, str):
             raise TypeError(f"{label}: keys must be strings, got {name!r}")
@@ -107,50 +104,32 @@ def _write(path: str, state_dict: StateDict, label: str = "state dict") -> None:
             tag, array = _as_array(name, value)
         except TypeError as e:
             raise TypeError(f"{label}: {e}") from None
-        header[name] = {
-            "dtype": tag,
-            "shape": list(array.shape),
-            "data_offsets": [offset, offset + array.nbytes],
-        }
-        offset += array.nbytes
-        arrays.append(array)
-    text = json.dumps(header, separators=(",", ":")).encode()
-    text += b" " * (-len(text) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(text)))
-        f.write(text)
-        for array in arrays:
-            if array.nbytes:
-                f.write(memoryview(array.reshape(-1)).cast("B"))
-
-
-def _read(path: str, as_torch: bool) -> dict[str, Any]:
-    """Reads a safetensors file written by soup-core into new arrays."""
-    with open(path, "rb") as f:
-        (n,) = struct.unpack("<Q", f.read(8))
-        header = json.loads(f.read(n))
-    header.pop("__metadata__", None)
-    out: dict[str, Any] = {}
-    for name, entry in header.items():
-        start, end = entry["data_offsets"]
-        dtype = _TAG_TO_NUMPY[entry["dtype"]]
-        count = (end - start) // dtype.itemsize
-        array = np.fromfile(path, dtype=dtype, count=count, offset=8 + n + start)
-        array = array.reshape(entry["shape"])
-        if as_torch:
-            import torch
-
-            t = torch.from_numpy(array)
-            out[name] = t.view(torch.bfloat16) if entry["dtype"] == "BF16" else t
-        else:
-            out[name] = array
+        out.append((name, tag, list(array.shape), array.tobytes()))
     return out
 
 
-def _scratch() -> tempfile.TemporaryDirectory[str]:
-    shm = "/dev/shm"
-    where = shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else None
-    return tempfile.TemporaryDirectory(prefix="sparse-soups-", dir=where)
+def _array(tag: str, shape: Sequence[int], data: bytes | bytearray, as_torch: bool) -> Any:
+    """A new array (a torch tensor with ``as_torch``) over ``data``."""
+    array = np.frombuffer(data, dtype=_TAG_TO_NUMPY[tag]).reshape(shape)
+    if not as_torch:
+        return array
+    import torch
+
+    t = torch.from_numpy(array)
+    return t.view(torch.bfloat16) if tag == "BF16" else t
+
+
+def write_tensors(
+    path: str | os.PathLike[str],
+    state_dict: StateDict,
+    metadata: Mapping[str, str] | None = None,
+) -> None:
+    """Write a state dict as one safetensors file with soup-core (tensors in
+    name order, atomically, ``metadata`` in the header)."""
+    label = "the state dict"
+    state_dict = as_state_dict(state_dict, label)
+    with _in_memory_hints():
+        _core.write_tensors(os.fspath(path), _tensors(state_dict, label), dict(metadata or {}))
 
 
 def _ordered(result: dict[str, Any], like: StateDict) -> dict[str, Any]:
@@ -185,23 +164,16 @@ def as_state_dict(item: Any, label: str) -> StateDict:
     )
 
 
-class _Named:
-    """Turns a soup-core error about the temporary files ``names`` (path to
-    the caller's name for it) into the same error about those names."""
-
-    def __init__(self, names: Mapping[str, str]) -> None:
-        self.names = names
+class _in_memory_hints:
+    """Turns the hint of a mask mismatch, which names the file API's
+    ``check_mask()``, into the in-memory API's ``mask_fingerprints()``."""
 
     def __enter__(self) -> None:
         return None
 
     def __exit__(self, kind: Any, error: Any, tb: Any) -> None:
         if isinstance(error, SoupError):
-            message = str(error)
-            # Longest first: no path is then a prefix of a later one.
-            for path in sorted(self.names, key=len, reverse=True):
-                message = message.replace(path, self.names[path])
-            message = message.replace("see check_mask()", "see mask_fingerprints()")
+            message = str(error).replace("see check_mask()", "see mask_fingerprints()")
             raise type(error)(message) from None
 
 
@@ -209,42 +181,66 @@ def merge_named(
     state_dicts: Sequence[Any],
     names: Sequence[str],
     weights: Sequence[float] | None = None,
-    mask_policy: Literal["refuse", "union", "intersect"] = "refuse",
+    mask_policy: MaskPolicyName | None = None,
     dtype: str | None = None,
     *,
     int_policy: Literal["equal", "first"] = "equal",
+    base: Any = None,
+    method: str | None = None,
+    scale: float | None = None,
+    density: float | None = None,
+    seed: int | None = None,
 ) -> dict[str, Any]:
     """:func:`merge_state_dicts` whose errors call input ``i``
     ``names[i]``."""
     if not state_dicts:
         raise ValueError("merge_state_dicts needs at least one state dict")
     dicts = [as_state_dict(sd, name) for sd, name in zip(state_dicts, names, strict=True)]
-    as_torch = any(_is_torch(v) for v in dicts[0].values())
-    with _scratch() as tmp:
-        paths = {}
-        for i, (sd, name) in enumerate(zip(dicts, names, strict=True)):
-            path = os.path.join(tmp, f"input-{i}.safetensors")
-            _write(path, sd, name)
-            paths[path] = name
-        out = os.path.join(tmp, "merged.safetensors")
-        with _Named(paths):
-            _files.merge(list(paths), out, weights, mask_policy, dtype, int_policy=int_policy)
-        return _ordered(_read(out, as_torch), dicts[0])
+    base_dict = None if base is None else as_state_dict(base, "base")
+    first = dicts[0] if base_dict is None else base_dict
+    as_torch = any(_is_torch(v) for v in first.values())
+    with _in_memory_hints():
+        tensors, _report = _core.merge_tensors(
+            [_tensors(sd, name) for sd, name in zip(dicts, names, strict=True)],
+            list(names),
+            None if base_dict is None else _tensors(base_dict, "base"),
+            method,
+            None if weights is None else [float(w) for w in weights],
+            None if scale is None else float(scale),
+            None if density is None else float(density),
+            None if seed is None else int(seed),
+            mask_policy,
+            int_policy,
+            dtype,
+            None,
+        )
+    result = {name: _array(tag, shape, data, as_torch) for name, tag, shape, data in tensors}
+    return _ordered(result, first)
 
 
 def merge_state_dicts(
     state_dicts: Sequence[StateDict | Any],
     weights: Sequence[float] | None = None,
-    mask_policy: Literal["refuse", "union", "intersect"] = "refuse",
+    mask_policy: MaskPolicyName | None = None,
     dtype: str | None = None,
     *,
     int_policy: Literal["equal", "first"] = "equal",
+    base: StateDict | Any = None,
+    method: str | None = None,
+    scale: float | None = None,
+    density: float | None = None,
+    seed: int | None = None,
 ) -> dict[str, Any]:
-    """Average state dicts with soup-core's merge (see
-    :func:`sparse_soups.merge` for weights and policies); returns a new
-    state dict in the first one's key order, its tensors on the first
-    one's devices. A module may stand for its ``state_dict()``. Errors call
-    the inputs "state dict 0", "state dict 1", ... in the order given."""
+    """Merge state dicts with soup-core's merge, in memory: the plan,
+    pre-pass and kernels of :func:`sparse_soups.merge` (see there for
+    weights, methods and policies), so the result is bit for bit the file
+    merge's. Without ``base`` the state dicts are averaged; with ``base``
+    they are fine-tunes of it merged with ``method`` (task-arithmetic,
+    ties, dare-linear, dare-ties). Returns a new state dict in the first
+    one's key order (the base's when given), its tensors on that one's
+    devices. A module may stand for its ``state_dict()``. Errors call the
+    inputs "state dict 0", "state dict 1", ... in the order given, and the
+    base "base"."""
     return merge_named(
         state_dicts,
         [f"state dict {i}" for i in range(len(state_dicts))],
@@ -252,6 +248,11 @@ def merge_state_dicts(
         mask_policy,
         dtype,
         int_policy=int_policy,
+        base=base,
+        method=method,
+        scale=scale,
+        density=density,
+        seed=seed,
     )
 
 
@@ -272,24 +273,26 @@ def prune_with_report(
     call the input ``label``."""
     state_dict = as_state_dict(state_dict, label)
     as_torch = any(_is_torch(v) for v in state_dict.values())
-    with _scratch() as tmp:
-        src = os.path.join(tmp, "input.safetensors")
-        out = os.path.join(tmp, "pruned.safetensors")
-        _write(src, state_dict, label)
-        with _Named({src: label}):
-            report = _files.prune(
-                src,
-                out,
-                sparsity,
-                scope,
-                of_remaining,
-                include=include,
-                exclude=exclude,
-                nm=nm,
-                nm_transposed=nm_transposed,
-                nm_skip_ragged=nm_skip_ragged,
-            )
-        return _ordered(_read(out, as_torch), state_dict), report
+    tensors = _tensors(state_dict, label)
+    floats = [t for t in tensors if t[1] in _FLOAT_TAGS]
+    with _in_memory_hints():
+        pruned, report = _core.prune_tensors(
+            floats,
+            None if sparsity is None else float(sparsity),
+            scope,
+            of_remaining,
+            list(include or []),
+            list(exclude or []),
+            None if nm is None else (int(nm[0]), int(nm[1])),
+            list(nm_transposed or []),
+            nm_skip_ragged,
+        )
+    new = {t[0]: data for t, data in zip(floats, pruned, strict=True) if data is not None}
+    result = {
+        name: _array(tag, shape, new.get(name) or bytearray(data), as_torch)
+        for name, tag, shape, data in tensors
+    }
+    return _ordered(result, state_dict), cast(PruneReport, json.loads(report))
 
 
 def prune_state_dict(
@@ -304,9 +307,10 @@ def prune_state_dict(
     nm_transposed: Sequence[str] | None = None,
     nm_skip_ragged: bool = False,
 ) -> dict[str, Any]:
-    """Prune a state dict by magnitude with soup-core (the rules of
-    :func:`sparse_soups.prune`, ``nm=(2, 4)`` included); returns a new
-    state dict, its tensors on the input's devices."""
+    """Prune a state dict by magnitude with soup-core's in-memory prune (the
+    selection of :func:`sparse_soups.prune` on a file holding the tensors
+    in dict order, ``nm=(2, 4)`` included); returns a new state dict, its
+    tensors on the input's devices."""
     pruned, _ = prune_with_report(
         state_dict,
         sparsity,
@@ -332,9 +336,24 @@ def mask_fingerprints(
     share a mask (``w != 0``) exactly when their fingerprints are equal."""
     label = "the state dict"
     state_dict = as_state_dict(state_dict, label)
-    with _scratch() as tmp:
-        src = os.path.join(tmp, "input.safetensors")
-        _write(src, state_dict, label)
-        with _Named({src: label}):
-            report = _files.check_mask([src], reference=src, include=include, exclude=exclude)
+    report = json.loads(
+        _core.mask_fingerprints(
+            _tensors(state_dict, label), label, list(include or []), list(exclude or [])
+        )
+    )
     return {t["name"]: t["reference_fingerprint"] for t in report["tensors"]}
+
+
+def prunable(
+    entries: Sequence[tuple[str, int, bool]],
+    include: Sequence[str] | None = None,
+    exclude: Sequence[str] | None = None,
+) -> list[bool]:
+    """Whether soup-core prunes each ``(name, rank, is_float)`` entry: its
+    default rule (float tensors of rank >= 2 named ``*weight``), or the
+    ``include`` regular expressions, less the ``exclude`` ones."""
+    return _core.prunable(
+        [(str(n), int(r), bool(f)) for n, r, f in entries],
+        list(include or []),
+        list(exclude or []),
+    )

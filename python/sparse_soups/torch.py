@@ -33,7 +33,6 @@ One phase of the method, for a model ``parent``::
 from __future__ import annotations
 
 import math
-import re
 import warnings
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -50,7 +49,7 @@ except ImportError as e:  # pragma: no cover - exercised in a subprocess
     ) from e
 
 from ._memory import merge_state_dicts, prune_with_report
-from ._memory import as_state_dict, merge_named
+from ._memory import as_state_dict, merge_named, prunable
 from ._scores import score_of
 from ._types import PruneReport
 from .errors import InvalidArgument
@@ -72,28 +71,17 @@ __all__ = [
 ]
 
 
-def _prunable(name: str, p: torch.Tensor) -> bool:
-    """soup-core's default selection: float tensors of rank >= 2 whose
-    names end in ``weight`` (convolution and linear weights)."""
-    return p.is_floating_point() and p.dim() >= 2 and name.endswith("weight")
-
-
 def _selected(
     model: nn.Module, include: Sequence[str] | None, exclude: Sequence[str] | None
 ) -> list[tuple[str, nn.Parameter]]:
-    """The parameters soup-core would prune (:func:`_prunable`), or those
-    matching an ``include`` regular expression, less ``exclude`` matches."""
-    inc = [re.compile(p) for p in include or []]
-    exc = [re.compile(p) for p in exclude or []]
-    chosen = []
-    for name, p in model.named_parameters():
-        if inc:
-            keep = p.is_floating_point() and any(r.search(name) for r in inc)
-        else:
-            keep = _prunable(name, p)
-        if keep and not any(r.search(name) for r in exc):
-            chosen.append((name, p))
-    return chosen
+    """The parameters soup-core would prune: its own rule (float tensors of
+    rank >= 2 named ``*weight``), or those matching an ``include`` regular
+    expression, less ``exclude`` matches; soup-core decides."""
+    params = list(model.named_parameters())
+    chosen = prunable(
+        [(name, p.dim(), p.is_floating_point()) for name, p in params], include, exclude
+    )
+    return [item for item, keep in zip(params, chosen, strict=True) if keep]
 
 
 @torch.no_grad()

@@ -13,6 +13,8 @@
 //! `to_py_err`.
 #![forbid(unsafe_code)]
 
+mod memory;
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
@@ -669,5 +671,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(mask_extract, m)?)?;
     m.add_function(wrap_pyfunction!(mask_combine, m)?)?;
     m.add_function(wrap_pyfunction!(core_version, m)?)?;
+    memory::register(m)?;
     Ok(())
 }

@@ -12,7 +12,6 @@ from safetensors.numpy import load_file, save_file
 from safetensors.torch import save_file as save_torch
 
 import sparse_soups as ss
-from sparse_soups._memory import _write
 
 
 def candidates() -> list[dict[str, np.ndarray]]:
@@ -42,7 +41,7 @@ def files(tmp_path: Path, dicts: list[dict]) -> list[Path]:
     paths = []
     for i, sd in enumerate(dicts):
         paths.append(tmp_path / f"in{i}.safetensors")
-        _write(str(paths[-1]), sd)
+        ss.write_tensors(paths[-1], sd)
     return paths
 
 
@@ -59,7 +58,7 @@ def test_merge_state_dicts_is_the_file_merge(tmp_path: Path, weights) -> None:
 
 def test_state_dict_files_round_trip_through_safetensors(tmp_path: Path) -> None:
     sd = candidates()[0]
-    _write(str(tmp_path / "a.safetensors"), sd)
+    ss.write_tensors(tmp_path / "a.safetensors", sd)
     assert_bits_equal({k: load_file(str(tmp_path / "a.safetensors"))[k] for k in sd}, sd)
 
 

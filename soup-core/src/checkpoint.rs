@@ -8,7 +8,6 @@
 //! stays bounded however large the files are.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::File;
 use std::ops::Range;
 use std::path::{Component, Path, PathBuf};
 
@@ -18,6 +17,11 @@ use safetensors::Dtype;
 use crate::dtype::FloatType;
 use crate::error::{Error, Result};
 use crate::header;
+
+mod files;
+mod memory;
+
+use files::{map_file, open_regular};
 
 /// Name of the index file of a sharded checkpoint.
 pub const INDEX_FILE: &str = "model.safetensors.index.json";
@@ -58,30 +62,57 @@ impl TensorEntry {
     }
 }
 
-/// One mapped file of a checkpoint.
+/// One file of a checkpoint, mapped; or the tensors of an in-memory
+/// checkpoint ([`Checkpoint::from_tensors`]).
 #[derive(Debug)]
 struct Shard {
     path: PathBuf,
-    /// The file as it was opened, for [`Checkpoint::check_unchanged`].
-    stamp: crate::safety::FileStamp,
-    /// Declared before `map` so that the SIGBUS handler forgets the range
-    /// before it is unmapped.
-    _guard: crate::safety::MappedGuard,
-    map: Mmap,
+    backing: Backing,
+}
+
+/// Where a shard's bytes live.
+#[derive(Debug)]
+enum Backing {
+    Mapped {
+        /// The file as it was opened, for [`Checkpoint::check_unchanged`].
+        stamp: crate::safety::FileStamp,
+        /// Declared before `map` so that the SIGBUS handler forgets the
+        /// range before it is unmapped.
+        _guard: crate::safety::MappedGuard,
+        map: Mmap,
+    },
+    /// Owned bytes in 8-byte words (so that every tensor placed at a
+    /// multiple of 8 is aligned for any element type), and the length.
+    Memory(Vec<u64>, usize),
 }
 
 impl Shard {
+    /// The shard's bytes.
+    fn map(&self) -> &[u8] {
+        match &self.backing {
+            Backing::Mapped { map, .. } => map,
+            Backing::Memory(words, len) => &bytemuck::cast_slice(words)[..*len],
+        }
+    }
+
+    /// The memory map, for advice (none for memory).
+    fn mmap(&self) -> Option<&Mmap> {
+        match &self.backing {
+            Backing::Mapped { map, .. } => Some(map),
+            Backing::Memory(..) => None,
+        }
+    }
+
     /// Drops the header's mapped pages (`len` bytes) from the resident set
     /// once it is parsed: a header with a million tensors is tens of MB of
     /// JSON that is not read again.
     fn release_header(&self, len: usize) {
+        let Some(map) = self.mmap() else { return };
         // SAFETY: as in `Checkpoint::release`: a read-only shared file
         // mapping, where MADV_DONTNEED only drops page-table entries; a
         // later read refaults the same file contents.
-        let _ = unsafe {
-            self.map
-                .unchecked_advise_range(UncheckedAdvice::DontNeed, 0, len.min(self.map.len()))
-        };
+        let _ =
+            unsafe { map.unchecked_advise_range(UncheckedAdvice::DontNeed, 0, len.min(map.len())) };
     }
 }
 
@@ -163,7 +194,7 @@ impl Checkpoint {
     unsafe fn open_file(path: &Path) -> Result<Checkpoint> {
         // SAFETY: the caller's contract.
         let shard = unsafe { map_file(path)? };
-        let mut header = header::parse(path, &shard.map)?;
+        let mut header = header::parse(path, shard.map())?;
         shard.release_header(header.data_start);
         let mut ck = Checkpoint {
             path: path.to_path_buf(),
@@ -254,7 +285,7 @@ impl Checkpoint {
             }
             // SAFETY: the caller's contract.
             let shard = unsafe { map_file(&shard_path)? };
-            let mut header = header::parse(&shard_path, &shard.map)?;
+            let mut header = header::parse(&shard_path, shard.map())?;
             shard.release_header(header.data_start);
             let id = ck.shards.len();
             ck.shards.push(shard);
@@ -382,7 +413,9 @@ impl Checkpoint {
     /// old content with the new one.
     pub fn check_unchanged(&self) -> Result<()> {
         for shard in &self.shards {
-            shard.stamp.check(&shard.path)?;
+            if let Backing::Mapped { stamp, .. } = &shard.backing {
+                stamp.check(&shard.path)?;
+            }
         }
         match &self.index {
             Some((path, stamp)) => stamp.check(path),
@@ -397,7 +430,7 @@ impl Checkpoint {
 
     /// Whether this checkpoint is a sharded set.
     pub fn is_sharded(&self) -> bool {
-        self.path.is_dir()
+        self.shards.first().is_some_and(|s| s.mmap().is_some()) && self.path.is_dir()
     }
 
     /// Tensors in storage order (shard, then offset).
@@ -427,17 +460,19 @@ impl Checkpoint {
         let start = tensor.range.start + bytes.start;
         let end = tensor.range.start + bytes.end;
         assert!(end <= tensor.range.end, "range past the tensor");
-        &self.shards[tensor.shard].map[start..end]
+        &self.shards[tensor.shard].map()[start..end]
     }
 
     /// All bytes of `tensor`.
     pub fn data(&self, tensor: &TensorEntry) -> &[u8] {
-        &self.shards[tensor.shard].map[tensor.range.clone()]
+        &self.shards[tensor.shard].map()[tensor.range.clone()]
     }
 
     /// Tells the kernel that `bytes` of `tensor` will be read soon.
     pub fn prefetch(&self, tensor: &TensorEntry, bytes: Range<usize>) {
-        let map = &self.shards[tensor.shard].map;
+        let Some(map) = self.shards[tensor.shard].mmap() else {
+            return;
+        };
         // Advice is a hint: failure changes nothing but speed.
         let _ = map.advise_range(
             Advice::WillNeed,
@@ -451,7 +486,9 @@ impl Checkpoint {
     /// later access, so this only bounds memory; it never changes what reads
     /// return.
     pub fn release(&self, tensor: &TensorEntry, bytes: Range<usize>) {
-        let map = &self.shards[tensor.shard].map;
+        let Some(map) = self.shards[tensor.shard].mmap() else {
+            return;
+        };
         // SAFETY: the map is a read-only shared file mapping. MADV_DONTNEED on
         // it discards page-table entries only; a later access refaults the
         // same file contents, so any slice still borrowed sees identical bytes.
@@ -463,63 +500,6 @@ impl Checkpoint {
             )
         };
     }
-}
-
-/// Opens `path` for reading if it is a regular file. The open does not
-/// block on a FIFO or device (O_NONBLOCK, which changes nothing for regular
-/// files), and the type is checked on the opened file, so a swap between a
-/// check and the open cannot slip a FIFO through.
-fn open_regular(path: &Path) -> Result<File> {
-    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)
-        .map_err(|e| Error::io(path, "cannot open", e))?;
-    let kind = file
-        .metadata()
-        .map_err(|e| Error::io(path, "cannot stat", e))?
-        .file_type();
-    if kind.is_file() {
-        return Ok(file);
-    }
-    let what = if kind.is_dir() {
-        "a folder"
-    } else if kind.is_fifo() {
-        "a FIFO"
-    } else if kind.is_socket() {
-        "a socket"
-    } else if kind.is_char_device() || kind.is_block_device() {
-        "a device"
-    } else {
-        "not a regular file"
-    };
-    Err(Error::format(
-        path,
-        format!("is {what}, not a regular file: refusing to read it"),
-    ))
-}
-
-/// # Safety
-/// The contract of [`Checkpoint::open_mmap`].
-unsafe fn map_file(path: &Path) -> Result<Shard> {
-    let file = open_regular(path)?;
-    let stamp = file
-        .metadata()
-        .map(|m| crate::safety::FileStamp::of(&m))
-        .map_err(|e| Error::io(path, "cannot stat", e))?;
-    // SAFETY: the map is read-only and the caller guarantees that the file
-    // is not modified while mapped (`Checkpoint::open_mmap`); should another
-    // process truncate it anyway, the handler of `crate::safety` turns the
-    // fault into a clean exit naming this file.
-    let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, "cannot map", e))?;
-    let _ = map.advise(Advice::Sequential);
-    Ok(Shard {
-        path: path.to_path_buf(),
-        stamp,
-        _guard: crate::safety::MappedGuard::new(&map, path),
-        map,
-    })
 }
 
 /// Matches the tensors of several checkpoints by name. All must hold the same

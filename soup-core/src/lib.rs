@@ -8,7 +8,9 @@
 //! averages checkpoints ([`merge()`]), merges fine-tunes of a base with
 //! task arithmetic, TIES or DARE while keeping its mask ([`merge_with_base`]), compares sparsity masks
 //! ([`check_masks`]), prunes by magnitude with exact counts ([`prune()`]),
-//! builds greedy soups with any [`Scorer`] ([`greedy_soup`]), compares
+//! builds greedy soups with any [`Scorer`] ([`greedy_soup`]), merges and
+//! prunes tensors held in memory with the same code ([`merge_tensors`],
+//! and over `ndarray` arrays [`merge_arrays`] and [`prune_arrays`]), compares
 //! ([`diff()`]), edits and reshards checkpoints ([`edit()`], [`relayout`],
 //! [`apply_mask`]), hashes and inspects them. Every file it writes appears
 //! atomically and records its provenance. An input that shrinks while it is
@@ -91,8 +93,9 @@ pub use maskfile::{
     TorchPruneTensor, MASK_FORMAT, MASK_FORMAT_KEY,
 };
 pub use merge::{
-    merge, merge_with_base, normalise_weights, IntPolicy, MaskPolicy, MergeMethod, MergeOptions,
-    MergeReport, MethodEntry, MethodParams, Param, TaskVectorNorm, METHODS,
+    merge, merge_arrays, merge_tensors, merge_with_base, normalise_weights, IntPolicy, MaskPolicy,
+    MergeMethod, MergeOptions, MergeReport, MergedTensor, MethodEntry, MethodParams, NamedArrays,
+    Param, TaskVectorNorm, TensorsMerge, METHODS,
 };
 /// The `ndarray` version whose arrays [`Checkpoint::array`] returns.
 pub use ndarray;
@@ -102,9 +105,9 @@ pub use output::{
     write_file_atomic, write_tensors, Output, OutputOptions, OutputTensor, TensorBytes,
 };
 pub use prune::{
-    is_prunable, plan as plan_prune, prune, prune_tensors, prune_tensors_scored, removal_count,
-    validate_sparsity, Criterion, FloatTensorStats, Grouping, PruneOptions, PruneReport,
-    PruneSelection, Scope, TensorPrune, TensorView, TensorsPrune,
+    is_prunable, plan as plan_prune, prune, prune_arrays, prune_tensors, prune_tensors_scored,
+    removal_count, validate_sparsity, Criterion, FloatTensorStats, Grouping, PruneOptions,
+    PruneReport, PruneSelection, Scope, TensorPrune, TensorView, TensorsPrune,
 };
 pub use safety::{
     install_sigbus_handler, own_prefix as own_temp_prefix, sweep_stale_temps, GREEDY_PREFIX,

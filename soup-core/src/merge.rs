@@ -37,6 +37,7 @@ use safetensors::Dtype;
 mod dare;
 mod driver;
 mod mean;
+mod memory;
 mod method;
 mod prepass;
 mod task_arithmetic;
@@ -44,6 +45,8 @@ mod task_vector;
 mod ties;
 
 pub use mean::normalise_weights;
+pub(crate) use memory::le_bytes;
+pub use memory::{merge_arrays, merge_tensors, MergedTensor, NamedArrays, TensorsMerge};
 pub use method::{MergeMethod, MethodEntry, MethodParams, Param, METHODS};
 
 /// What to do when the inputs' masks differ (from the first candidate's,
@@ -163,7 +166,7 @@ pub fn merge(
     options: &MergeOptions,
     control: &Control,
 ) -> Result<MergeReport> {
-    run(None, inputs, target, options, control)
+    run(None, inputs, Some(target), options, control).map(|(report, _)| report)
 }
 
 /// Merges the fine-tunes `candidates` of `base` into `target` with a
@@ -176,16 +179,18 @@ pub fn merge_with_base(
     options: &MergeOptions,
     control: &Control,
 ) -> Result<MergeReport> {
-    run(Some(base), candidates, target, options, control)
+    run(Some(base), candidates, Some(target), options, control).map(|(report, _)| report)
 }
 
+/// The merge into `target`, or without one into memory: then the result
+/// is returned as one output tensor each, with its bytes.
 fn run(
     base: Option<&Checkpoint>,
     candidates: &[Checkpoint],
-    target: &Path,
+    target: Option<&Path>,
     options: &MergeOptions,
     control: &Control,
-) -> Result<MergeReport> {
+) -> Result<(MergeReport, Vec<memory::MergedTensor>)> {
     if candidates.is_empty() {
         return Err(Error::invalid("nothing to merge"));
     }
@@ -253,17 +258,26 @@ fn run(
         recipe.clone(),
         &describe(&vec![placeholder; refs.len()]),
     );
-    let mut output = Output::create(
-        target,
-        &out_tensors,
-        metadata,
-        &input_paths,
-        &options.output,
-    )?;
-    // The output keeps its own compact copy of the layout.
+    let output = match target {
+        Some(target) => Destination::File(Box::new(Output::create(
+            target,
+            &out_tensors,
+            metadata,
+            &input_paths,
+            &options.output,
+        )?)),
+        None => Destination::Memory(memory::Tensors::new(&out_tensors)),
+    };
     let bytes = out_tensors.iter().map(|t| t.nbytes() as u64).sum();
     let out_dtypes: Vec<Dtype> = out_tensors.iter().map(|t| t.dtype).collect();
-    drop(out_tensors);
+    // The output file keeps its own compact copy of the layout.
+    let out_tensors = match output {
+        Destination::File(_) => {
+            drop(out_tensors);
+            Vec::new()
+        }
+        Destination::Memory(_) => out_tensors,
+    };
 
     // With the base's mask kept, trims count only its surviving weights.
     let keep_base_mask =
@@ -289,7 +303,10 @@ fn run(
         kernel: &*built.kernel,
         thresholds: &thresholds,
         options,
-        output: &output,
+        output: match &output {
+            Destination::File(file) => &**file as &dyn driver::Sink,
+            Destination::Memory(tensors) => tensors,
+        },
     };
     let streamed = plan.run(control, in_pieces)?;
     let mut hashes = streamed.hashes;
@@ -300,16 +317,42 @@ fn run(
                 ..OutputTensor::from(rows.entry(t, 0))
             })
             .collect();
-        crate::nm_check::check_written(&output, &written, rule, control)?;
+        match &output {
+            Destination::File(file) => crate::nm_check::check_written(
+                file.target(),
+                &|i, offset, buf| file.read(i, offset, buf),
+                &written,
+                rule,
+                control,
+            )?,
+            Destination::Memory(tensors) => crate::nm_check::check_written(
+                Path::new(memory::RESULT),
+                &|i, offset, buf| {
+                    tensors.read(i, offset, buf);
+                    Ok(())
+                },
+                &written,
+                rule,
+                control,
+            )?,
+        }
     }
 
-    let mut metadata = provenance::common_metadata(&refs);
-    provenance::record(&mut metadata, "merge", recipe, &describe(&hashes));
-    *output.metadata_mut() = metadata;
     for input in &refs {
         input.check_unchanged()?;
     }
-    let outputs = output.commit()?;
+    let (outputs, in_memory) = match output {
+        Destination::File(mut output) => {
+            let mut metadata = provenance::common_metadata(&refs);
+            provenance::record(&mut metadata, "merge", recipe, &describe(&hashes));
+            *output.metadata_mut() = metadata;
+            (output.commit()?, Vec::new())
+        }
+        Destination::Memory(tensors) => (
+            Vec::new(),
+            out_tensors.into_iter().zip(tensors.into_bytes()).collect(),
+        ),
+    };
     let skip = usize::from(base.is_some());
     let base_digest = base.map(|_| hashes.remove(0));
     let task_vectors = match base.is_some() && options.mask_policy == MaskPolicy::Base {
@@ -324,7 +367,7 @@ fn run(
             .collect(),
         false => Vec::new(),
     };
-    Ok(MergeReport {
+    let report = MergeReport {
         outputs,
         method: options.method.name().to_string(),
         base: base.map(|b| b.path().to_path_buf()),
@@ -342,11 +385,20 @@ fn run(
             .map(|(name, d)| (name, d[skip..].to_vec()))
             .collect(),
         task_vectors,
-    })
+    };
+    Ok((report, in_memory))
+}
+
+/// Where a merge writes.
+enum Destination {
+    File(Box<Output>),
+    Memory(memory::Tensors),
 }
 
 #[cfg(test)]
 mod kernel_tests;
+#[cfg(test)]
+mod memory_tests;
 #[cfg(test)]
 mod pinned;
 #[cfg(test)]

@@ -25,7 +25,7 @@ use crate::checkpoint::{Checkpoint, TensorEntry};
 use crate::dtype::FloatType;
 use crate::error::{Error, Result};
 use crate::nm::{count_violations, NmCount, NmGeometry, NmPattern, NmShapeProblem};
-use crate::output::{Output, OutputTensor};
+use crate::output::OutputTensor;
 use crate::prune::PruneSelection;
 use crate::semi_structured::{check_kernel, KernelCheck, SemiStructuredKernel};
 use crate::stream::{drive, no_lag, CheckpointRows, Control, Piece, Rows, Units};
@@ -333,12 +333,18 @@ impl Rows for Written {
     }
 }
 
-/// Checks the tensors of `output` (laid out as `tensors`) that `rule`
-/// selects after they are written and before the output is committed;
-/// the first tensor that breaks the pattern is an error
+/// Reads `buf.len()` bytes of a written tensor: `(tensor, byte offset,
+/// buf)`.
+pub(crate) type ReadBack<'a> = dyn Fn(usize, usize, &mut [u8]) -> Result<()> + Sync + 'a;
+
+/// Checks the tensors of an output called `target` (laid out as
+/// `tensors`, read back with `read(tensor, byte offset, buffer)`) that
+/// `rule` selects after they are written and before the output is
+/// committed; the first tensor that breaks the pattern is an error
 /// ([`Error::PatternBroken`]). Tensors without groups are not checked.
 pub(crate) fn check_written(
-    output: &Output,
+    target: &std::path::Path,
+    read: &ReadBack<'_>,
     tensors: &[OutputTensor],
     rule: &NmRule,
     control: &Control,
@@ -368,7 +374,7 @@ pub(crate) fn check_written(
             let (i, g, ty) = &rows.0[piece.tensor];
             count_piece(g, *ty, rule.pattern, &piece.elems, |e| {
                 let mut buf = vec![0u8; e.len() * ty.size()];
-                output.read(*i, e.start * ty.size(), &mut buf)?;
+                read(*i, e.start * ty.size(), &mut buf)?;
                 Ok(buf.into())
             })
         },
@@ -382,7 +388,7 @@ pub(crate) fn check_written(
                 if let Some(first) = c.first_violation {
                     let t = &tensors[rows.0[piece.tensor].0];
                     return Err(Error::PatternBroken {
-                        path: output.target().to_path_buf(),
+                        path: target.to_path_buf(),
                         tensor: t.name.clone(),
                         pattern: rule.pattern.to_string(),
                         violating: c.violating,

@@ -42,7 +42,26 @@ pub(super) struct Plan<'a> {
     /// The pre-pass result, per row and candidate (empty without one).
     pub(super) thresholds: &'a [f32],
     pub(super) options: &'a MergeOptions,
-    pub(super) output: &'a Output,
+    pub(super) output: &'a dyn Sink,
+}
+
+/// Where the merged bytes go: an output file, or tensors in memory.
+pub(super) trait Sink: Sync {
+    /// Writes `bytes` at byte `offset` of output tensor `index`.
+    fn write(&self, index: usize, offset: usize, bytes: &[u8]) -> Result<()>;
+    /// Hands what is written so far to the disk (nothing for memory).
+    fn sync_data(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+impl Sink for Output {
+    fn write(&self, index: usize, offset: usize, bytes: &[u8]) -> Result<()> {
+        Output::write(self, index, offset, bytes)
+    }
+    fn sync_data(&self) -> Result<()> {
+        Output::sync_data(self)
+    }
 }
 
 impl Plan<'_> {

@@ -63,6 +63,7 @@
 //! equal to it, as many as the count still needs, in tie-break order. Memory
 //! is one histogram per thread plus the stream's window budget.
 
+mod arrays;
 mod groups;
 mod report;
 mod rule;
@@ -84,6 +85,7 @@ use crate::output::{Output, OutputOptions, OutputTensor};
 use crate::provenance;
 use crate::stream::Control;
 
+pub use arrays::prune_arrays;
 pub use groups::Grouping;
 pub use report::{FloatTensorStats, PruneReport, TensorPrune};
 pub use rule::{is_prunable, PruneSelection};
