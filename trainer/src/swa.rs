@@ -132,7 +132,7 @@ impl Swa {
         tch::no_grad(|| {
             for (sum, p) in self.sums.iter().zip(&mut opt.params) {
                 let avg = (sum / n).to_kind(p.tensor.kind());
-                let _ = p.tensor.copy_(&avg);
+                p.tensor.copy_(&avg);
             }
         });
         Ok(())

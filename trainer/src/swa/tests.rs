@@ -122,7 +122,7 @@ fn average_is_the_mean_of_the_taken_iterates_and_keeps_the_mask() {
     for (i, drop) in &hooks.mask.drop {
         let w = &opt.params[*i].tensor;
         let kept = w.masked_select(drop);
-        assert_eq!(kept.numel() * 2, w.numel() as usize);
+        assert_eq!(kept.numel() * 2, w.numel());
         assert_eq!(
             f64::try_from(kept.abs().max()).unwrap(),
             0.0,
