@@ -7,7 +7,7 @@ use clap::Args;
 use serde::{Deserialize, Serialize};
 use tch::Device;
 
-use crate::data::FolderOptions;
+use crate::data::{Dataset, FolderOptions, IdxAugment, IDX_CROP_PADDING};
 use crate::error::{Error, Result};
 use crate::schedule::ScheduleKind;
 
@@ -44,6 +44,13 @@ pub struct TrainSettings {
     pub threads: usize,
     /// Images per evaluation batch.
     pub eval_batch_size: usize,
+    /// Training augmentation of IDX data (left out when `none`, so configs
+    /// written before it existed read back the same).
+    #[serde(skip_serializing_if = "IdxAugment::is_none")]
+    pub augment: IdxAugment,
+    /// Zero padding in pixels of the IDX random crop (left out when 2).
+    #[serde(skip_serializing_if = "is_idx_crop_padding")]
+    pub augment_pad: usize,
     /// Image folders: image size, normalisation, skipping of unreadable
     /// files, decoding threads (the `[folder]` table; left out when default).
     #[serde(skip_serializing_if = "crate::data::FolderOptions::is_default")]
@@ -65,9 +72,15 @@ impl Default for TrainSettings {
             device: "auto".into(),
             threads: 0,
             eval_batch_size: 500,
+            augment: IdxAugment::None,
+            augment_pad: IDX_CROP_PADDING,
             folder: FolderOptions::default(),
         }
     }
+}
+
+fn is_idx_crop_padding(pad: &usize) -> bool {
+    *pad == IDX_CROP_PADDING
 }
 
 impl TrainSettings {
@@ -89,6 +102,15 @@ impl TrainSettings {
             return bad("warmup epochs must be non-negative");
         }
         self.folder.validate()
+    }
+
+    /// Loads the data set with its validation split, image-folder options
+    /// and training augmentation: the one way a training command opens
+    /// its data.
+    pub fn load_data(&self) -> Result<Dataset> {
+        let mut data = Dataset::load_with(&self.data, self.split_seed, &self.folder)?;
+        data.set_idx_augment(self.augment, self.augment_pad)?;
+        Ok(data)
     }
 }
 
@@ -150,6 +172,18 @@ pub struct TrainArgs {
     /// Images per evaluation batch [default: 500].
     #[arg(long)]
     pub eval_batch_size: Option<usize>,
+    /// Training augmentation of IDX data: none, crop (random crop of the
+    /// zero-padded image) or crop-flip (and a horizontal flip, probability
+    /// 1/2); CIFAR and image folders keep their own [default: none].
+    ///
+    /// Crops and flips are torchvision's `RandomCrop(size,
+    /// padding=--augment-pad)` and `RandomHorizontalFlip()`, drawn from the
+    /// run's seed and the epoch, so a run is repeatable.
+    #[arg(long, value_enum)]
+    pub augment: Option<IdxAugment>,
+    /// Zero padding in pixels of the IDX random crop [default: 2].
+    #[arg(long)]
+    pub augment_pad: Option<usize>,
     /// Image-folder settings.
     #[command(flatten)]
     pub folder: crate::data::FolderArgs,
@@ -172,7 +206,9 @@ impl TrainArgs {
             split_seed,
             device,
             threads,
-            eval_batch_size
+            eval_batch_size,
+            augment,
+            augment_pad
         );
         s.folder = self.folder.apply(s.folder.clone());
     }
@@ -271,6 +307,35 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("modle"));
+    }
+
+    #[test]
+    fn augment_is_recorded_only_when_asked() {
+        // The default leaves the keys out, so configs written before the
+        // setting existed read back equal.
+        let plain = TrainConfig::default().to_toml();
+        assert!(!plain.contains("augment"), "{plain}");
+        let mut c = TrainConfig::default();
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            train: TrainArgs,
+        }
+        use clap::Parser;
+        let cli =
+            Cli::try_parse_from(["t", "--augment", "crop-flip", "--augment-pad", "3"]).unwrap();
+        cli.train.apply(&mut c.train);
+        assert_eq!(
+            (c.train.augment, c.train.augment_pad),
+            (IdxAugment::CropFlip, 3)
+        );
+        let text = c.to_toml();
+        assert!(
+            text.contains("augment = \"crop-flip\"") && text.contains("augment_pad = 3"),
+            "{text}"
+        );
+        assert_eq!(toml::from_str::<TrainConfig>(&text).unwrap(), c);
+        assert!(Cli::try_parse_from(["t", "--augment", "rotate"]).is_err());
     }
 
     #[test]

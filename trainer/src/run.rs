@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::arch::{Arch, ModelSpec};
 use crate::checkpoint;
 use crate::config::{parse_device, TrainConfig};
-use crate::data::{Dataset, Split};
+use crate::data::Split;
 use crate::error::{Error, Result};
 use crate::eval::{evaluate, EvalReport};
 use crate::model::Model;
@@ -128,7 +128,7 @@ pub fn run_training(
             .pop()
             .ok_or_else(|| Error::Config(format!("{} has no epochs", metrics_path.display())));
     }
-    let data = Dataset::load_with(&cfg.train.data, cfg.train.split_seed, &cfg.train.folder)?;
+    let data = cfg.train.load_data()?;
     fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     if !existing {
         fs::write(&config_path, cfg.to_toml()).map_err(|e| Error::io(&config_path, e))?;

@@ -9,11 +9,11 @@
 //! a pool of worker threads a few batches ahead of training.
 //!
 //! Each on-disk format has its own file (`idx.rs`, `cifar.rs`, `folder.rs`
-//! with `image_folder.rs`); decoding is in `decode.rs`, the image-folder
-//! transforms in `transform.rs`, the worker pool in `pipeline.rs`, and the
-//! in-memory training augmentation in `augment.rs`.
+//! with `image_folder.rs`) and `locate.rs` tells them apart; decoding is in
+//! `decode.rs`, the image-folder transforms in `transform.rs`, the worker
+//! pool in `pipeline.rs`, and the in-memory training augmentation (crops
+//! and flips of CIFAR, and of IDX data when asked) in `augment.rs`.
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -23,18 +23,21 @@ use crate::error::{Error, Result};
 use crate::rng::Rng;
 
 mod augment;
+mod batches;
 mod cifar;
 pub mod decode;
 pub mod folder;
 mod idx;
 pub mod image_folder;
+mod locate;
 pub mod pipeline;
 pub mod transform;
 
-use augment::crop_flip;
-pub use augment::rotate;
+pub use augment::{crop_at, rotate, CropFlip, IdxAugment, Placement};
+pub use batches::Batches;
 use cifar::read_cifar_folder;
-use idx::{find_idx, read_idx_folder, IDX_FILES};
+use idx::read_idx_folder;
+use locate::{detect, resolve};
 
 pub use folder::{FolderArgs, FolderOptions, Normalize};
 pub use image_folder::{FolderData, FolderSummary};
@@ -46,12 +49,22 @@ pub const FASHION_MNIST_DIR: &str = "/usr/share/datasets/fashion-mnist";
 /// The share of the training set held out for validation.
 pub const VAL_FRACTION: f64 = 0.1;
 
-/// Zero padding, in pixels, of the random-crop augmentation.
+/// Zero padding, in pixels, of CIFAR's random-crop augmentation.
 pub const CROP_PADDING: usize = 4;
+
+/// The default zero padding, in pixels, of the random crop of IDX data
+/// (`--augment-pad`; 2 suits 28x28 images).
+pub const IDX_CROP_PADDING: usize = 2;
 
 /// The largest angle, in degrees, of CIFAR-100's random rotation
 /// (torchvision's `RandomRotation(15)` in the reference code).
 pub const CIFAR100_ROTATION: f64 = 15.0;
+
+/// CIFAR's crop: `RandomCrop(32, padding=4)`, `RandomHorizontalFlip()`.
+const CIFAR_CROP: CropFlip = CropFlip {
+    pad: CROP_PADDING,
+    flip: true,
+};
 
 /// A set of images with their labels.
 #[derive(Debug, Clone, PartialEq)]
@@ -146,8 +159,12 @@ pub struct Dataset {
     pub mean: Vec<f32>,
     /// Per-channel standard deviation of the training pixels.
     pub std: Vec<f32>,
-    /// Whether training batches get random crops and flips (CIFAR).
+    /// Whether training batches are augmented: always for CIFAR and image
+    /// folders, for IDX data when [`Dataset::set_idx_augment`] asks.
     pub augment: bool,
+    /// The random crop (and flip) of augmented in-memory training batches:
+    /// 4 pixels of padding and flips for CIFAR, as chosen for IDX data.
+    pub crop: CropFlip,
     /// The largest angle in degrees of a random rotation after crop and
     /// flip (0: none): 15 for CIFAR-100, as in the reference code.
     pub rotation: f64,
@@ -212,6 +229,7 @@ impl Dataset {
             mean: folder.mean.to_vec(),
             std: folder.std.to_vec(),
             augment: true,
+            crop: CIFAR_CROP,
             rotation: 0.0,
             folder: Some(Arc::new(folder)),
         }
@@ -308,9 +326,43 @@ impl Dataset {
             mean,
             std,
             augment,
+            crop: CIFAR_CROP,
             rotation,
             folder: None,
         })
+    }
+
+    /// Chooses the training augmentation of an IDX data set: none (the
+    /// default), a random crop with `pad` pixels of zero padding, or that
+    /// crop and a horizontal flip. Other formats keep their own
+    /// augmentation and accept only [`IdxAugment::None`].
+    pub fn set_idx_augment(&mut self, mode: IdxAugment, pad: usize) -> Result<()> {
+        if self.format != Format::Idx {
+            if mode.is_none() {
+                return Ok(());
+            }
+            return Err(Error::data(
+                &self.name,
+                format!(
+                    "augment = {} applies to IDX data only: {:?} data has its own fixed training augmentation",
+                    mode.name(),
+                    self.format
+                ),
+            ));
+        }
+        let [_, h, w] = self.input_shape();
+        if !mode.is_none() && pad > h.min(w) {
+            return Err(Error::data(
+                &self.name,
+                format!("crop padding of {pad} pixels is larger than the {h}x{w} images"),
+            ));
+        }
+        self.augment = !mode.is_none();
+        self.crop = CropFlip {
+            pad,
+            flip: mode == IdxAugment::CropFlip,
+        };
+        Ok(())
     }
 
     /// The images of one split.
@@ -449,94 +501,6 @@ impl Dataset {
     }
 }
 
-/// An iterator over batches of one split; see [`Dataset::train_batches`] and
-/// [`Dataset::eval_batches`].
-#[derive(Debug)]
-pub struct Batches<'a> {
-    data: &'a Dataset,
-    set: &'a ImageSet,
-    order: Vec<usize>,
-    pos: usize,
-    batch_size: usize,
-    augment: Option<Rng>,
-    device: Device,
-    /// The worker pool of an image folder.
-    stream: Option<Pipeline>,
-}
-
-impl Iterator for Batches<'_> {
-    type Item = Batch;
-
-    fn next(&mut self) -> Option<Batch> {
-        if let Some(stream) = self.stream.as_mut() {
-            // After a failed image every iterator of the data set stops, so
-            // that a loop over epochs does not run on without it.
-            if self.data.folder.as_ref().is_some_and(|f| f.has_error()) {
-                return None;
-            }
-            return match stream.next()? {
-                Ok(b) => {
-                    let [c, h, w] = self.set.shape.map(|d| d as i64);
-                    let n = b.labels.len() as i64;
-                    let images = Tensor::from_slice(&b.pixels).view([n, c, h, w]);
-                    stream.recycle(b.pixels);
-                    Some(Batch {
-                        images: images.to_device(self.device),
-                        labels: Tensor::from_slice(&b.labels).to_device(self.device),
-                    })
-                }
-                Err(e) => {
-                    if let Some(f) = &self.data.folder {
-                        f.record_error(e);
-                    }
-                    None
-                }
-            };
-        }
-        if self.pos >= self.order.len() {
-            return None;
-        }
-        let end = (self.pos + self.batch_size).min(self.order.len());
-        let idx = &self.order[self.pos..end];
-        self.pos = end;
-        let image_len = self.set.image_len();
-        let mut pixels = Vec::with_capacity(idx.len() * image_len);
-        let mut cropped = vec![0u8; image_len];
-        let mut rotated = vec![0u8; image_len];
-        for &i in idx {
-            match self.augment.as_mut() {
-                Some(rng) if self.data.rotation > 0.0 => {
-                    crop_flip(self.set.image(i), &mut cropped, self.set.shape, rng);
-                    let max = self.data.rotation;
-                    let angle =
-                        -max + 2.0 * max * (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
-                    rotate(&cropped, &mut rotated, self.set.shape, angle);
-                    pixels.extend_from_slice(&rotated);
-                }
-                Some(rng) => {
-                    crop_flip(self.set.image(i), &mut cropped, self.set.shape, rng);
-                    pixels.extend_from_slice(&cropped);
-                }
-                None => pixels.extend_from_slice(self.set.image(i)),
-            }
-        }
-        let labels: Vec<i64> = idx.iter().map(|&i| self.set.labels[i]).collect();
-        Some(self.data.batch_from_bytes(&pixels, &labels, self.device))
-    }
-
-    fn size_hint(&self) -> (usize, Option<usize>) {
-        if let Some(stream) = &self.stream {
-            // Exact unless every image of a batch is skipped as unreadable.
-            let n = stream.remaining();
-            return (n, Some(n));
-        }
-        let n = (self.order.len() - self.pos).div_ceil(self.batch_size);
-        (n, Some(n))
-    }
-}
-
-impl ExactSizeIterator for Batches<'_> {}
-
 /// The fixed validation split of `n` training images: the sorted indices
 /// kept for training and those held out, chosen by `split_seed` alone. `None`
 /// when `n` is too small to leave both sides non-empty.
@@ -574,70 +538,6 @@ fn channel_stats(set: &ImageSet) -> (Vec<f32>, Vec<f32>) {
         .map(|(s, m)| ((s / n - m * m).max(0.0).sqrt().max(1e-3)) as f32)
         .collect();
     (mean.iter().map(|&m| m as f32).collect(), std)
-}
-
-// --- finding and reading folders --------------------------------------------
-
-fn resolve(spec: &str) -> Result<(String, PathBuf)> {
-    match spec {
-        "fashion-mnist" => {
-            let dir = PathBuf::from(FASHION_MNIST_DIR);
-            if !dir.is_dir() {
-                return Err(Error::data(
-                    dir,
-                    "no such folder: install Debian's dataset-fashion-mnist (scripts/setup.sh does) or pass a folder",
-                ));
-            }
-            Ok((spec.to_string(), dir))
-        }
-        _ => {
-            let dir = PathBuf::from(spec);
-            if dir.is_dir() {
-                Ok((spec.to_string(), dir))
-            } else if dir.exists() {
-                Err(Error::data(dir, "is not a folder"))
-            } else if spec.contains(std::path::MAIN_SEPARATOR) || spec.starts_with('.') {
-                Err(Error::data(dir, "no such folder"))
-            } else {
-                Err(Error::UnknownData(spec.to_string()))
-            }
-        }
-    }
-}
-
-/// Finds out which format a folder holds, looking also into the subfolder
-/// names the official archives unpack to.
-fn detect(dir: &Path) -> Result<(Format, PathBuf)> {
-    let candidates = [
-        dir.to_path_buf(),
-        dir.join("cifar-10-batches-bin"),
-        dir.join("cifar-100-binary"),
-    ];
-    if folder::is_image_folder(dir) {
-        return Ok((Format::ImageFolder, dir.to_path_buf()));
-    }
-    for d in candidates.iter().filter(|d| d.is_dir()) {
-        if d.join("data_batch_1.bin").is_file() || d.join("test_batch.bin").is_file() {
-            return Ok((Format::Cifar10, d.clone()));
-        }
-        if d.join("train.bin").is_file() || d.join("test.bin").is_file() {
-            return Ok((Format::Cifar100, d.clone()));
-        }
-        if IDX_FILES
-            .iter()
-            .flatten()
-            .any(|stem| find_idx(d, &[stem]).is_some())
-        {
-            return Ok((Format::Idx, d.clone()));
-        }
-    }
-    Err(Error::data(
-        dir,
-        "holds no data set: expected IDX files (train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], \
-         t10k-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz]), CIFAR-10 binary files \
-         (data_batch_1.bin .. data_batch_5.bin, test_batch.bin), CIFAR-100 binary files (train.bin, test.bin) \
-         or an image folder (train/<class>/*.jpg|png and val/<class>/...)",
-    ))
 }
 
 #[cfg(test)]

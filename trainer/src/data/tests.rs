@@ -5,6 +5,7 @@ use super::cifar::CIFAR10_FILES;
 use super::*;
 use std::fs;
 use std::io::Write;
+use std::path::Path;
 
 fn idx_images(n: usize, h: usize, w: usize, seed: u8) -> Vec<u8> {
     let mut v = vec![0, 0, 8, 3];
@@ -179,7 +180,7 @@ fn crop_flip_matches_padding_semantics() {
         let mut rng = Rng::new(s, 0);
         let mut probe = rng.clone();
         let (top, left, flip) = (probe.below(9), probe.below(9), probe.coin());
-        crop_flip(&src, &mut dst, [1, 2, 2], &mut rng);
+        CIFAR_CROP.apply(&src, &mut dst, [1, 2, 2], &mut rng);
         if top == 4 && left == 4 {
             let want = if flip { [2, 1, 4, 3] } else { [1, 2, 3, 4] };
             assert_eq!(dst, want);
@@ -234,7 +235,7 @@ fn only_cifar100_training_batches_are_rotated() {
     let (mut crop, mut turned) = (vec![0u8; 3072], vec![0u8; 3072]);
     let mut want = Vec::new();
     for &i in &order[..4] {
-        crop_flip(c100.train.image(i), &mut crop, [3, 32, 32], &mut rng);
+        CIFAR_CROP.apply(c100.train.image(i), &mut crop, [3, 32, 32], &mut rng);
         let angle = -15.0 + 30.0 * (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
         assert!(angle.abs() <= 15.0);
         rotate(&crop, &mut turned, [3, 32, 32], angle);
@@ -294,4 +295,131 @@ fn train_order_depends_on_seed_and_epoch() {
     assert_eq!(labels(1, 0), labels(1, 0));
     assert_ne!(labels(1, 0), labels(1, 1));
     assert_ne!(labels(1, 0), labels(2, 0));
+}
+
+/// The first batch of an epoch as [`Dataset::train_batches`] makes it,
+/// replayed by hand: the shuffle, then each image cropped by `crop` (or
+/// kept as it is) with draws from the same generator.
+fn replay_first_batch(
+    data: &Dataset,
+    n: usize,
+    seed: u64,
+    epoch: u64,
+    crop: Option<CropFlip>,
+) -> Tensor {
+    let mut rng = Rng::new(seed, epoch);
+    let mut order: Vec<usize> = (0..data.train.len()).collect();
+    rng.shuffle(&mut order);
+    let mut out = vec![0u8; data.train.image_len()];
+    let mut want = Vec::new();
+    for &i in &order[..n] {
+        match crop {
+            Some(c) => {
+                c.apply(data.train.image(i), &mut out, data.input_shape(), &mut rng);
+                want.extend_from_slice(&out);
+            }
+            None => want.extend_from_slice(data.train.image(i)),
+        }
+    }
+    let labels: Vec<i64> = order[..n].iter().map(|&i| data.train.labels[i]).collect();
+    data.batch_from_bytes(&want, &labels, Device::Cpu).images
+}
+
+fn first_batch(data: &Dataset, n: usize, seed: u64, epoch: u64) -> Tensor {
+    data.train_batches(n, seed, epoch, Device::Cpu)
+        .next()
+        .unwrap()
+        .images
+}
+
+fn same(a: &Tensor, b: &Tensor) -> bool {
+    a.size() == b.size() && f64::try_from((a - b).abs().max()).unwrap() == 0.0
+}
+
+#[test]
+fn idx_training_batches_are_unaugmented_by_default() {
+    let d = tempfile::tempdir().unwrap();
+    write_idx(d.path(), false);
+    let spec = d.path().to_str().unwrap();
+    let data = Dataset::load(spec, 0).unwrap();
+    // Without the setting, and with `none` asked for explicitly, every
+    // batch is the shuffled images as they are in the file.
+    let settings = crate::config::TrainSettings {
+        data: spec.to_string(),
+        ..Default::default()
+    };
+    let mut explicit = settings.load_data().unwrap();
+    explicit.set_idx_augment(IdxAugment::None, 5).unwrap();
+    for data in [&data, &settings.load_data().unwrap(), &explicit] {
+        assert!(!data.augment);
+        for (seed, epoch) in [(0, 0), (3, 1)] {
+            let want = replay_first_batch(data, 16, seed, epoch, None);
+            assert!(same(&first_batch(data, 16, seed, epoch), &want));
+        }
+    }
+}
+
+#[test]
+fn idx_crops_and_flips_replay_from_seed_and_epoch() {
+    let d = tempfile::tempdir().unwrap();
+    write_idx(d.path(), false);
+    let spec = d.path().to_str().unwrap();
+    let plain = Dataset::load(spec, 0).unwrap();
+    for (mode, flip) in [(IdxAugment::Crop, false), (IdxAugment::CropFlip, true)] {
+        let settings = crate::config::TrainSettings {
+            data: spec.to_string(),
+            augment: mode,
+            augment_pad: 3,
+            ..Default::default()
+        };
+        let data = settings.load_data().unwrap();
+        assert!(data.augment);
+        assert_eq!(data.crop, CropFlip { pad: 3, flip });
+        let got = first_batch(&data, 16, 7, 2);
+        let want = replay_first_batch(&data, 16, 7, 2, Some(data.crop));
+        assert!(same(&got, &want), "{mode:?}");
+        // Repeatable for one seed and epoch, different for the next epoch
+        // and from the unaugmented batch.
+        assert!(same(&got, &first_batch(&data, 16, 7, 2)));
+        assert!(!same(&got, &first_batch(&data, 16, 7, 3)));
+        assert!(!same(&got, &first_batch(&plain, 16, 7, 2)));
+        // Evaluation batches are never augmented.
+        assert!(same(&data_eval(&data), &data_eval(&plain)));
+    }
+}
+
+fn data_eval(d: &Dataset) -> Tensor {
+    d.eval_batches(Split::Val, 5, Device::Cpu)
+        .next()
+        .unwrap()
+        .images
+}
+
+#[test]
+fn idx_augment_settings_are_checked() {
+    let d = tempfile::tempdir().unwrap();
+    write_idx(d.path(), false);
+    let mut data = Dataset::load(d.path().to_str().unwrap(), 0).unwrap();
+    let err = data
+        .set_idx_augment(IdxAugment::Crop, 29)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("29 pixels") && err.contains("28x28"), "{err}");
+    assert!(!data.augment, "a rejected setting changes nothing");
+    data.set_idx_augment(IdxAugment::Crop, 28).unwrap();
+    // CIFAR keeps its own augmentation and takes no IDX setting.
+    let c = tempfile::tempdir().unwrap();
+    fs::write(c.path().join("train.bin"), cifar_file(30, true, 1)).unwrap();
+    fs::write(c.path().join("test.bin"), cifar_file(10, true, 2)).unwrap();
+    let mut cifar = Dataset::load(c.path().to_str().unwrap(), 0).unwrap();
+    cifar.set_idx_augment(IdxAugment::None, 2).unwrap();
+    assert!(cifar.augment && cifar.crop == CIFAR_CROP);
+    let err = cifar
+        .set_idx_augment(IdxAugment::CropFlip, 2)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(c.path().to_str().unwrap()) && err.contains("IDX data only"),
+        "{err}"
+    );
 }

@@ -51,7 +51,7 @@ impl Workspace {
         if train.threads > 0 {
             tch::set_num_threads(train.threads as i32);
         }
-        let data = Dataset::load_with(&train.data, train.split_seed, &train.folder)?;
+        let data = train.load_data()?;
         let [c, h, w] = data.input_shape().map(|d| d as i64);
         let spec = ModelSpec {
             num_classes: data.num_classes as i64,

@@ -1,7 +1,9 @@
 //! Candidate training: each candidate of a phase retrains the pruned parent
 //! with its own setting (seed, weight decay, retraining length or peak
 //! learning rate), keeping pruned weights at exactly 0.0 after every
-//! optimizer step, and is finished through the one evaluation path.
+//! optimizer step, and is finished through the one evaluation path. With
+//! SWA (`swa_from`), a soup candidate is the average of its masked
+//! iterates over the end of its retraining, recalibrated like every model.
 
 use std::time::Instant;
 
@@ -13,7 +15,8 @@ use crate::pipeline::Vary;
 use crate::sms::layout::Chain;
 use crate::sms::records::{CandidateInfo, PruneInfo};
 use crate::sms::session::{mkdir, read_json, write_json, Session};
-use crate::train::train_steps;
+use crate::swa::{Swa, SwaSchedule};
+use crate::train::{train_loop, Hooks};
 
 impl Session {
     /// The settings of candidate `index` of a chain.
@@ -99,18 +102,33 @@ impl Session {
                     )
                 })
                 .take(total as usize);
-            let stats = train_steps(
+            // The soup's candidates average their iterates when asked;
+            // the baselines never do.
+            let swa = match (chain, self.cfg.swa_from) {
+                (Chain::Soup, Some(from)) => {
+                    let every = self.cfg.swa_every.unwrap_or(per_epoch).max(1);
+                    Some(Swa::new(SwaSchedule::new(total, from, every)?, 0))
+                }
+                _ => None,
+            };
+            let mut hooks = Retrain {
+                mask,
+                momentum_too: self.cfg.soups.mask_momentum,
+                swa,
+            };
+            let stats = train_loop(
                 &model,
                 &mut opt,
                 batches,
                 0,
                 |it| schedule.lr(it),
-                |opt| {
-                    mask.apply(opt, self.cfg.soups.mask_momentum);
-                    Ok(())
-                },
+                &mut hooks,
+                None,
                 &bar,
             )?;
+            if let Some(swa) = &hooks.swa {
+                swa.deliver(&mut opt)?;
+            }
             self.ws.data.check()?;
             bar.finish_and_clear();
             mkdir(path.parent().expect("phase folder"))?;
@@ -144,5 +162,23 @@ impl Session {
         ));
         write_json(&info_path, &info)?;
         Ok(info)
+    }
+}
+
+/// The hooks of a candidate's retraining: the parent's mask after every
+/// step, then the SWA average of the masked weights where there is one.
+struct Retrain {
+    mask: PruneMask,
+    momentum_too: bool,
+    swa: Option<Swa>,
+}
+
+impl Hooks for Retrain {
+    fn after_update(&mut self, it: u64, opt: &mut Sgd) -> Result<()> {
+        self.mask.apply(opt, self.momentum_too);
+        if let Some(swa) = self.swa.as_mut() {
+            swa.observe(it, opt);
+        }
+        Ok(())
     }
 }

@@ -55,6 +55,16 @@ pub struct SmsConfig {
     pub baselines: Vec<Baseline>,
     /// Runs of the whole pipeline with base seeds `seed + 1000 r`, r < R.
     pub repeats: u32,
+    /// Stochastic weight averaging of the soup's candidates: each delivers
+    /// the average of its weights over the last `1 - swa_from` of its
+    /// retraining (see [`crate::swa`]); off when absent (and left out of
+    /// the file).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub swa_from: Option<f64>,
+    /// Iterations between the iterates SWA averages; one epoch's when
+    /// absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub swa_every: Option<u64>,
 }
 
 impl Default for SmsConfig {
@@ -70,6 +80,8 @@ impl Default for SmsConfig {
             pretrain_schedule: ScheduleKind::Cosine,
             baselines: Vec::new(),
             repeats: 1,
+            swa_from: None,
+            swa_every: None,
         }
     }
 }
@@ -121,6 +133,12 @@ impl SmsConfig {
         }
         if self.from.is_none() && self.pretrain_epochs == 0 {
             return bad("give --pretrain-epochs N (N >= 1) or --from CHECKPOINT".into());
+        }
+        if self.swa_from.is_some_and(|f| !(0.0..1.0).contains(&f)) {
+            return bad("--swa-from must be in [0, 1)".into());
+        }
+        if self.swa_every == Some(0) {
+            return bad("--swa-every must be at least 1".into());
         }
         self.train.validate()?;
         if self.train.lr <= 0.0 {

@@ -286,3 +286,68 @@ fn rotation_matches_torchvision() {
     let report = crate::run_python(&py, "rotate.py", &[tmp.path().to_str().unwrap()]);
     eprintln!("{report}");
 }
+
+/// IDX data's random crop and flip against torchvision's
+/// `RandomCrop(28, padding=2)` and `RandomHorizontalFlip()`: the same
+/// placements give the same images, and torchvision's own draws give
+/// exactly the set of crops the trainer can make.
+#[test]
+fn idx_crop_and_flip_match_torchvision() {
+    use trainer::data::{crop_at, Placement};
+    let Some(py) = crate::python("idx_crop_and_flip_match_torchvision") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let (shape, len, pad) = ([1usize, 28, 28], 28 * 28, 2usize);
+    let placements = [
+        (0, 0, false),
+        (4, 4, true),
+        (2, 2, false),
+        (2, 2, true),
+        (0, 4, true),
+        (3, 1, false),
+    ];
+    let n = placements.len();
+    // Non-zero pixels, so that padding shows, and no symmetry, so that
+    // every placement gives a different image.
+    let clean: Vec<u8> = (0..n * len)
+        .map(|i| 1 + ((i * 37 + i / 29) % 250) as u8)
+        .collect();
+    let (mut ours, mut params) = (vec![0u8; n * len], Vec::new());
+    for (i, &(top, left, flip)) in placements.iter().enumerate() {
+        let at = Placement { top, left, flip };
+        crop_at(
+            &clean[i * len..(i + 1) * len],
+            &mut ours[i * len..(i + 1) * len],
+            shape,
+            pad,
+            at,
+        );
+        params.extend([top as i64, left as i64, flip as i64]);
+    }
+    let side = 2 * pad + 1;
+    let mut all = vec![0u8; side * side * 2 * len];
+    for (k, out) in all.chunks_exact_mut(len).enumerate() {
+        let at = Placement {
+            top: k / 2 / side,
+            left: k / 2 % side,
+            flip: k % 2 == 1,
+        };
+        crop_at(&clean[..len], out, shape, pad, at);
+    }
+    let dims = |t: &[u8]| Tensor::from_slice(t).view([-1, 1, 28, 28]);
+    let out = vec![
+        ("clean".to_string(), dims(&clean)),
+        (
+            "params".to_string(),
+            Tensor::from_slice(&params).view([n as i64, 3]),
+        ),
+        ("ours".to_string(), dims(&ours)),
+        ("all".to_string(), dims(&all)),
+        ("pad".to_string(), Tensor::from_slice(&[pad as i64])),
+    ];
+    trainer::checkpoint::save(&tmp.path().join("crop.safetensors"), &out, HashMap::new()).unwrap();
+    let report = crate::run_python(&py, "crop.py", &[tmp.path().to_str().unwrap()]);
+    assert!(report.contains("ok: 6 placements agree"), "{report}");
+    eprintln!("{report}");
+}

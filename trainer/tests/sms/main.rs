@@ -23,6 +23,7 @@ mod pipeline;
 mod repeats;
 mod resume;
 mod settings;
+mod swa;
 
 /// A temporary folder holding the tiny data set in `data/`.
 fn scratch_with_data() -> (tempfile::TempDir, PathBuf) {

@@ -199,6 +199,13 @@ pub struct SmsArgs {
     /// Pretraining schedule: constant, step, linear or cosine.
     #[arg(long)]
     pub pretrain_schedule: Option<ScheduleKind>,
+    /// Deliver each candidate as the average of its weights (SWA) over the
+    /// last 1 - F of its retraining, recalibrated like every model.
+    #[arg(long, value_name = "F")]
+    pub swa_from: Option<f64>,
+    /// Average every N iterations with --swa-from [default: one epoch].
+    #[arg(long, value_name = "N")]
+    pub swa_every: Option<u64>,
     /// Train this many candidates side by side (processes; one GPU each
     /// where there are several).
     #[arg(long, default_value_t = 1)]
@@ -253,6 +260,12 @@ impl SmsArgs {
         );
         if self.from.is_some() {
             c.from = self.from.clone();
+        }
+        if self.swa_from.is_some() {
+            c.swa_from = self.swa_from;
+        }
+        if self.swa_every.is_some() {
+            c.swa_every = self.swa_every;
         }
         c.validate()?;
         Ok(c)
