@@ -15,9 +15,9 @@
 //! deviation over repeats, and the paired differences between the soup and
 //! each other model (per repeat, then mean and standard deviation): pairing
 //! removes what the models of one repeat share (dense parent, data order).
-//! [`Summary`] writes the table, the CSV and, with the method's figure
-//! (each point the mean, with an error bar of ± one standard deviation),
-//! the plot.
+//! [`table`] and [`csv`] give the printed table and `summary.csv`, and
+//! [`write()`] writes the summary files with the method's figure (each point
+//! the mean, with an error bar of ± one standard deviation).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
