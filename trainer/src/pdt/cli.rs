@@ -66,6 +66,11 @@ pub struct PdtArgs {
     /// Train this many candidates side by side (processes).
     #[arg(long, default_value_t = 1)]
     pub jobs: usize,
+    /// Make the whole run R times with base seeds seed + 1000 r (in
+    /// RUN/repeat-r/) and report mean ± std over repeats (summary.json,
+    /// summary.csv, summary.svg).
+    #[arg(long, value_name = "R")]
+    pub repeats: Option<u32>,
     /// Write the configuration, print the command of every step of the run
     /// (one per line, in an order that respects their dependencies) and
     /// stop.
@@ -102,7 +107,8 @@ impl PdtArgs {
             phases,
             sms_min_segment,
             epochs,
-            schedule
+            schedule,
+            repeats
         );
         c.validate()?;
         Ok(c)
@@ -123,6 +129,9 @@ pub fn run(args: &PdtArgs) -> Result<()> {
         return run.run_step(step);
     }
     let cfg = args.config()?;
+    if cfg.repeats > 1 {
+        return run_repeats(args, &cfg);
+    }
     let mut run = PdtRun::create(cfg, &args.out)?;
     if args.plan {
         let exe = current_exe()?;
@@ -139,6 +148,36 @@ pub fn run(args: &PdtArgs) -> Result<()> {
     println!(
         "report: {} (also report.csv, pdt.svg)",
         args.out.join("report.json").display()
+    );
+    Ok(())
+}
+
+/// `trainer pdt --repeats R`: the plan of every repeat, or every repeat
+/// run and the summary table.
+fn run_repeats(args: &PdtArgs, cfg: &PdtConfig) -> Result<()> {
+    use crate::pdt::repeats::repeat_config;
+    use crate::pipeline::repeats::repeat_dir;
+    if args.plan {
+        cfg.validate()?;
+        cfg.claim(&args.out)?;
+        let exe = current_exe()?;
+        for r in 0..cfg.repeats {
+            let dir = repeat_dir(&args.out, r);
+            let run = PdtRun::create(repeat_config(cfg, r), &dir)?;
+            let out = shell_quote(&dir.display().to_string());
+            for step in run.plan() {
+                println!("{} pdt --out {out} --step {step}", exe.display());
+            }
+        }
+        return Ok(());
+    }
+    let bars = !args.quiet && std::io::stderr().is_terminal();
+    let jobs = args.jobs.max(1);
+    let summary = crate::pdt::repeats::run_repeats(cfg, &args.out, jobs, !args.quiet, bars)?;
+    print!("{}", summary.table());
+    println!(
+        "summary: {} (also summary.csv, summary.svg; each repeat's report in repeat-R/)",
+        args.out.join("summary.json").display()
     );
     Ok(())
 }

@@ -45,6 +45,11 @@ pub struct PdtConfig {
     pub phases: u32,
     /// Fork candidates only at segments of at least this many epochs.
     pub sms_min_segment: f64,
+    /// Make the whole run this many times with base seeds `seed + 1000 r`
+    /// (in `RUN/repeat-r/`) and summarise mean ± std over repeats. Left out
+    /// of the file when 1, as in files written before repeats existed.
+    #[serde(skip_serializing_if = "is_one")]
+    pub repeats: u32,
     /// What every training command shares: data, model, batch sizes,
     /// optimizer, seeds, device (top-level keys in the file). Its `lr` is
     /// the peak learning rate and its `seed` the base seed.
@@ -72,12 +77,17 @@ impl Default for PdtConfig {
             dpf_interval: 16,
             phases: 3,
             sms_min_segment: 0.0,
+            repeats: 1,
             train: TrainSettings::default(),
             soups: SoupSettings::default(),
             epochs: 10,
             schedule: ScheduleKind::Cosine,
         }
     }
+}
+
+fn is_one(n: &u32) -> bool {
+    *n == 1
 }
 
 impl PdtConfig {
@@ -133,8 +143,8 @@ impl PdtConfig {
                 self.method
             ));
         }
-        if self.phases == 0 || self.epochs == 0 {
-            return bad("--phases and --epochs must be at least 1".into());
+        if self.phases == 0 || self.epochs == 0 || self.repeats == 0 {
+            return bad("--phases, --epochs and --repeats must be at least 1".into());
         }
         if !(0.0 <= self.prune_start && self.prune_start < self.prune_end && self.prune_end <= 1.0)
         {

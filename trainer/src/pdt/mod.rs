@@ -21,6 +21,7 @@ pub mod dpf;
 pub mod gmp;
 pub mod jobs;
 pub mod records;
+pub mod repeats;
 pub mod report;
 pub mod run;
 pub mod schedule;

@@ -110,13 +110,16 @@ pub fn merge(inputs: &[PathBuf], output: &Path, mask_policy: Option<MaskPolicy>)
 /// Prunes `input` into `output` by global magnitude over the prunable
 /// tensors (float tensors of rank >= 2 named `*weight`, minus `exclude`):
 /// `fraction` of the remaining weights, or to total sparsity `fraction`.
+/// Returns soup-core's report (counts, zeros and sums of squares of every
+/// float tensor before and after). With `output` `None`, nothing is
+/// written and the report is that of the same pruning (a dry run).
 pub fn prune(
     input: &Path,
-    output: &Path,
+    output: Option<&Path>,
     fraction: f64,
     of_remaining: bool,
     exclude: &[String],
-) -> Result<()> {
+) -> Result<soup_core::PruneReport> {
     let checkpoint = Checkpoint::open(input)?;
     let options = PruneOptions {
         sparsity: fraction,
@@ -131,8 +134,12 @@ pub fn prune(
         },
         ..PruneOptions::default()
     };
-    soup_core::prune(&checkpoint, output, &options, &Control::default())?;
-    Ok(())
+    let control = Control::default();
+    let report = match output {
+        Some(output) => soup_core::prune(&checkpoint, output, &options, &control)?,
+        None => soup_core::plan_prune(&checkpoint, &options, &control)?,
+    };
+    Ok(report)
 }
 
 /// A greedy soup of `inputs` (first-round scores `scores`) into `output`,

@@ -16,6 +16,8 @@
 //!   and the others) and what a pruning step did ([`lr::PruneImpact`]).
 //! - [`records`]: the JSON records of a run folder; a step whose record
 //!   exists is done (resume).
+//! - [`repeats`]: a whole run made R times with other base seeds, and the
+//!   summary of the repeats (mean ± std, paired differences, table, CSV).
 //! - [`executor`]: running candidates side by side in child processes
 //!   (`--jobs`), progress bars, shell quoting of printed commands.
 //!
@@ -27,6 +29,7 @@ pub mod executor;
 pub mod lr;
 pub mod mask;
 pub mod records;
+pub mod repeats;
 pub mod settings;
 pub mod workspace;
 

@@ -3,15 +3,17 @@
 //! the tensors the run prunes. The one evaluation path of reported models
 //! is on it too (`evaluation.rs`).
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use indicatif::ProgressBar;
+use soup_core::{FloatTensorStats, PruneReport};
 use tch::Device;
 
 use crate::arch::{Arch, ModelSpec};
 use crate::config::{parse_device, TrainSettings};
 use crate::data::Dataset;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::model::Model;
 use crate::pipeline::lr::PruneImpact;
 use crate::pipeline::mask::{prune_impact, Footprint};
@@ -36,6 +38,9 @@ pub struct Workspace {
     /// once: masks are enforced and checked, and sparsity is reported,
     /// over exactly these.
     pub pruned: Vec<String>,
+    /// The trainable tensors (weights and biases, not batch-norm
+    /// statistics), sorted: the parameter norm runs over these.
+    pub trainable: Vec<String>,
     /// Draw progress bars (standard error is a terminal).
     pub bars: bool,
     /// Print a line per step on standard error.
@@ -57,8 +62,14 @@ impl Workspace {
             num_classes: data.num_classes as i64,
             input: [c, h, w],
         };
-        let prunable = Model::new(arch, spec, Device::Cpu).prunable_names();
-        let pruned = crate::pipeline::pruned_names(prunable, &soups.exclude);
+        let model = Model::new(arch, spec, Device::Cpu);
+        let pruned = crate::pipeline::pruned_names(model.prunable_names(), &soups.exclude);
+        let trainable = model
+            .state_dict()
+            .into_iter()
+            .filter(|(_, t)| t.requires_grad())
+            .map(|(n, _)| n)
+            .collect();
         Ok(Workspace {
             train: train.clone(),
             soups: soups.clone(),
@@ -67,6 +78,7 @@ impl Workspace {
             arch,
             spec,
             pruned,
+            trainable,
             bars: false,
             verbose: false,
         })
@@ -98,18 +110,54 @@ impl Workspace {
 }
 
 impl Workspace {
-    /// What pruning `source` into `pruned_file` did, recomputed by
-    /// reloading both checkpoints: the impact (norms, share of the
+    /// What a pruning step on files did, from soup-core's report of it
+    /// (`report`, from [`checkpoint_ops::prune`] or its dry run): the
+    /// impact (parameter norms over the trainable tensors, share of the
     /// remaining weights removed: `asked` where given) and the sparsity
-    /// after. The one place a pruning step on files is measured.
+    /// after over the pruned tensors. Nothing is reloaded. The one place a
+    /// pruning step on files is measured.
+    ///
+    /// [`checkpoint_ops::prune`]: crate::pipeline::checkpoint_ops::prune
     pub fn measure_pruning(
         &self,
-        source: &Path,
-        pruned_file: &Path,
+        report: &PruneReport,
         asked: Option<f64>,
     ) -> Result<(PruneImpact, f64)> {
-        let before = Footprint::of(&self.load(source)?, &self.pruned);
-        let after = Footprint::of(&self.load(pruned_file)?, &self.pruned);
+        let stats: BTreeMap<&str, &FloatTensorStats> = report
+            .float_tensors
+            .iter()
+            .map(|t| (t.name.as_str(), t))
+            .collect();
+        let find = |name: &String| {
+            stats.get(name.as_str()).copied().ok_or_else(|| {
+                Error::Run(format!(
+                    "{}: the pruning report has no float tensor `{name}`",
+                    report.input.display()
+                ))
+            })
+        };
+        let (mut sq_before, mut sq_after) = (0.0f64, 0.0f64);
+        for name in &self.trainable {
+            let t = find(name)?;
+            sq_before += t.sum_squares_before;
+            sq_after += t.sum_squares_after;
+        }
+        let (mut zb, mut za, mut n) = (0u64, 0u64, 0u64);
+        for name in &self.pruned {
+            let t = find(name)?;
+            zb += t.zeros_before;
+            za += t.zeros_after;
+            n += t.numel;
+        }
+        let ratio = |z: u64| if n == 0 { 0.0 } else { z as f64 / n as f64 };
+        let before = Footprint {
+            norm: sq_before.sqrt(),
+            sparsity: ratio(zb),
+        };
+        let after = Footprint {
+            norm: sq_after.sqrt(),
+            sparsity: ratio(za),
+        };
         Ok((prune_impact(before, after, asked), after.sparsity))
     }
 }

@@ -52,7 +52,7 @@ impl Session {
         let prune_info_path = self.prune_info_path(chain, phase);
         if !parent.exists() || !prune_info_path.exists() {
             return Err(Error::Run(format!(
-                "{} is missing: run `trainer prepare --run {} --phase {phase}` first",
+                "{} is missing: run `trainer sms --out {} --step prepare:{phase}` first",
                 parent.display(),
                 self.layout.root.display()
             )));

@@ -4,10 +4,11 @@
 //! run by `trainer sms`.
 //!
 //! A run lives in a folder ([`layout`]). [`run`] drives it end to end; the
-//! same steps are also separate commands (`trainer prepare`, `candidate`,
-//! `soup`, `baseline`, `report`) whose order [`plan`] prints, so a cluster
-//! scheduler can run each candidate as its own job; [`slurm`] submits them
-//! to Slurm as a dependency graph. Pruning, mask checks and merging go
+//! same steps also run one at a time (`trainer sms --out RUN --step STEP`,
+//! with `dense`, `prepare:P`, `candidate:P:I`, `soup:P`, `baseline:NAME`,
+//! `report`) in the order [`plan`] prints, so a cluster scheduler can run
+//! each candidate as its own job; [`slurm`] submits them to Slurm as a
+//! dependency graph. Pruning, mask checks and merging go
 //! through soup-core ([`crate::pipeline::checkpoint_ops`]).
 
 mod baselines;
@@ -86,8 +87,8 @@ fn run_candidates_in_parallel(session: &Session, phase: u32, jobs: usize) -> Res
         threads: session.cfg.train.threads,
     };
     run_children(&todo, jobs, placement, &format!("phase {phase}"), |i| {
-        let (phase, i) = (phase.to_string(), i.to_string());
-        ["candidate", "--run", &run, "--phase", &phase, "--index", &i]
+        let step = format!("candidate:{phase}:{i}");
+        ["sms", "--out", &run, "--step", &step]
             .map(String::from)
             .to_vec()
     })
@@ -98,23 +99,10 @@ fn run_candidates_in_parallel(session: &Session, phase: u32, jobs: usize) -> Res
 /// independent of each other).
 pub fn plan(session: &Session, exe: &str) -> Vec<String> {
     let run = shell_quote(&session.layout.root.display().to_string());
-    let mut lines = Vec::new();
-    for phase in 1..=session.cfg.phases {
-        lines.push(format!("{exe} prepare --run {run} --phase {phase}"));
-        for i in 0..session.cfg.soups.candidates {
-            lines.push(format!(
-                "{exe} candidate --run {run} --phase {phase} --index {i}"
-            ));
-        }
-        lines.push(format!("{exe} soup --run {run} --phase {phase}"));
-    }
-    for b in &session.cfg.baselines {
-        let name = serde_json::to_value(b).expect("serialisable");
-        lines.push(format!(
-            "{exe} baseline --run {run} --name {}",
-            name.as_str().expect("a string")
-        ));
-    }
-    lines.push(format!("{exe} report --run {run}"));
-    lines
+    slurm::steps(&session.cfg)
+        .into_iter()
+        // Preparing phase 1 trains the dense parent first.
+        .filter(|s| *s != slurm::Step::Dense)
+        .map(|s| format!("{exe} sms --out {run} --step {}", s.arg()))
+        .collect()
 }

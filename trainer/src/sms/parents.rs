@@ -74,17 +74,18 @@ impl Session {
             Chain::Reprune => (self.cfg.target_sparsity(phase), false),
             _ => (self.cfg.prune_fraction(), true),
         };
-        if !parent.exists() {
-            checkpoint_ops::prune(
-                &source,
-                &parent,
-                fraction,
-                of_remaining,
-                &self.cfg.soups.exclude,
-            )?;
-        }
+        // A parent written by a killed run is the same pruning of the same
+        // source: its report comes from a dry run instead of a rewrite.
+        let target = (!parent.exists()).then_some(parent.as_path());
+        let report = checkpoint_ops::prune(
+            &source,
+            target,
+            fraction,
+            of_remaining,
+            &self.cfg.soups.exclude,
+        )?;
         let asked = of_remaining.then_some(fraction);
-        let (impact, sparsity) = self.ws.measure_pruning(&source, &parent, asked)?;
+        let (impact, sparsity) = self.ws.measure_pruning(&report, asked)?;
         let info = PruneInfo {
             source,
             fraction,

@@ -1,39 +1,23 @@
-//! Repeats: the whole pipeline (dense parent included) run with R base
-//! seeds, and a summary of how much of each difference is noise.
-//!
-//! ```text
-//! RUN/config.toml           the configuration, with `repeats = R`
-//! RUN/repeat-R/             a complete run with base seed `seed + 1000 R`
-//! RUN/summary.json, summary.csv, summary.svg
-//! ```
-//!
-//! One run cannot tell a real gain from the luck of a batch order, so the
-//! summary gives, per phase and model, the mean and sample standard
-//! deviation over repeats, and the paired differences soup minus each
-//! other model (per repeat, then mean and standard deviation): pairing
-//! removes what the models of one repeat share (dense parent, data order).
-//! `summary.svg` is the plot of a single run with each point the mean over
-//! repeats and an error bar of ± one standard deviation.
-//! Each repeat folder is an ordinary run, resumable on its own; repeats run
-//! in sequence or side by side in child processes.
+//! Repeats of `trainer sms`: the whole pipeline (dense parent included)
+//! run with R base seeds, and its summary (the layout, statistics, table
+//! and CSV are the pipeline's, see [`crate::pipeline::repeats`]): per phase,
+//! the soup, the best and mean candidate, the ensemble and the baselines,
+//! and the dense parent. `summary.svg` is the plot of a single run with
+//! each point the mean over repeats and an error bar of ± one standard
+//! deviation. Repeats run in sequence or side by side in child processes.
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use serde::{Deserialize, Serialize};
 
-use crate::checkpoint::write_atomic;
 use crate::error::{Error, Result};
+use crate::pipeline::repeats::{self as shared, Measured, Row};
+pub use crate::pipeline::repeats::{repeat_dir, ModelStats, PhaseSummary, Stat, SEED_STRIDE};
 use crate::plot::{Figure, Point, Series};
 use crate::sms::config::SmsConfig;
 use crate::sms::report::{plot_panels, plot_title, PhaseRow, Report, PLOTTED};
 use crate::sms::session::{write_config, Session};
-
-/// Base seeds of repeats are this far apart, so that candidate seeds
-/// (base + i) of different repeats never coincide.
-pub const SEED_STRIDE: u64 = 1000;
 
 /// The configuration of repeat `r`: the run's, with base seed
 /// `seed + SEED_STRIDE * r` and one repeat.
@@ -42,71 +26,8 @@ pub fn repeat_config(cfg: &SmsConfig, r: u32) -> SmsConfig {
         repeats: 1,
         ..cfg.clone()
     };
-    c.train.seed = cfg.train.seed + SEED_STRIDE * r as u64;
+    c.train.seed = shared::repeat_seed(cfg.train.seed, r);
     c
-}
-
-/// The folder of repeat `r`.
-pub fn repeat_dir(root: &Path, r: u32) -> PathBuf {
-    root.join(format!("repeat-{r}"))
-}
-
-/// Mean and sample standard deviation of one number over repeats.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Stat {
-    /// Mean over repeats.
-    pub mean: f64,
-    /// Sample standard deviation (n - 1 in the denominator; 0 for one
-    /// repeat).
-    pub std: f64,
-    /// The value of each repeat, in order.
-    pub values: Vec<f64>,
-}
-
-impl Stat {
-    /// The statistics of `values` (at least one).
-    pub fn of(values: Vec<f64>) -> Stat {
-        let n = values.len() as f64;
-        let mean = values.iter().sum::<f64>() / n;
-        let std = if values.len() < 2 {
-            0.0
-        } else {
-            (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt()
-        };
-        Stat { mean, std, values }
-    }
-
-    /// `mean ± std` in percent.
-    fn pct(&self) -> String {
-        format!("{:.2}±{:.2}", 100.0 * self.mean, 100.0 * self.std)
-    }
-}
-
-/// One model of one phase over the repeats.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ModelStats {
-    /// Test top-1 accuracy.
-    pub test_acc: Stat,
-    /// Mean test accuracy under corruptions, when every repeat measured it.
-    pub ood_acc: Option<Stat>,
-}
-
-/// One phase over the repeats.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PhaseSummary {
-    /// 1-based phase.
-    pub phase: u32,
-    /// The soup's sparsity over prunable weights.
-    pub sparsity: Stat,
-    /// By model: `soup`, `best_candidate` (by validation accuracy),
-    /// `mean_candidate`, `ensemble`, and the baselines that ran.
-    pub models: BTreeMap<String, ModelStats>,
-    /// Test accuracy of the soup minus that of each other model, paired
-    /// within each repeat.
-    pub soup_minus: BTreeMap<String, Stat>,
 }
 
 /// The summary of a repeated run (`summary.json`).
@@ -129,8 +50,8 @@ pub struct Summary {
     pub phases: Vec<PhaseSummary>,
 }
 
-/// The per-repeat test accuracies a summary compares, by model name.
-fn accuracies(row: &PhaseRow) -> Vec<(&'static str, f64, Option<f64>)> {
+/// The row a summary compares: the phase's models by summary name.
+fn row(row: &PhaseRow) -> Row {
     let find = |name: String| row.models.iter().find(|m| m.name == name);
     let ood = |name: &str| find(name.to_string()).and_then(|m| m.ood_acc);
     let best = find(format!("candidate-{}", row.best_candidate)).and_then(|m| m.ood_acc);
@@ -158,7 +79,19 @@ fn accuracies(row: &PhaseRow) -> Vec<(&'static str, f64, Option<f64>)> {
             out.push((name, acc, ood(name)));
         }
     }
-    out
+    let models = out
+        .into_iter()
+        .map(|(name, test_acc, ood_acc)| Measured {
+            name: name.into(),
+            test_acc,
+            ood_acc,
+        })
+        .collect();
+    Row {
+        phase: row.phase,
+        sparsity: row.sparsity,
+        models,
+    }
 }
 
 /// Summarises the reports of the repeats (same configuration but seed).
@@ -166,59 +99,10 @@ pub fn summarise(reports: &[Report], seeds: &[u64]) -> Result<Summary> {
     let first = reports
         .first()
         .ok_or_else(|| Error::Run("no repeats to summarise".into()))?;
-    let mut phases = Vec::new();
-    for (p, row0) in first.phases.iter().enumerate() {
-        let rows: Vec<&PhaseRow> = reports
-            .iter()
-            .map(|r| {
-                r.phases
-                    .get(p)
-                    .ok_or_else(|| Error::Run(format!("a repeat lacks phase {}", p + 1)))
-            })
-            .collect::<Result<_>>()?;
-        let per_repeat: Vec<BTreeMap<&str, (f64, Option<f64>)>> = rows
-            .iter()
-            .map(|r| {
-                accuracies(r)
-                    .into_iter()
-                    .map(|(n, a, o)| (n, (a, o)))
-                    .collect()
-            })
-            .collect();
-        let mut models = BTreeMap::new();
-        let mut soup_minus = BTreeMap::new();
-        for (name, _, _) in accuracies(row0) {
-            let Some(values) = per_repeat
-                .iter()
-                .map(|m| m.get(name).copied())
-                .collect::<Option<Vec<_>>>()
-            else {
-                continue;
-            };
-            let ood: Option<Vec<f64>> = values.iter().map(|v| v.1).collect();
-            models.insert(
-                name.to_string(),
-                ModelStats {
-                    test_acc: Stat::of(values.iter().map(|v| v.0).collect()),
-                    ood_acc: ood.map(Stat::of),
-                },
-            );
-            if name != "soup" {
-                let diffs = per_repeat
-                    .iter()
-                    .zip(&values)
-                    .map(|(m, v)| m["soup"].0 - v.0)
-                    .collect();
-                soup_minus.insert(name.to_string(), Stat::of(diffs));
-            }
-        }
-        phases.push(PhaseSummary {
-            phase: row0.phase,
-            sparsity: Stat::of(rows.iter().map(|r| r.sparsity).collect()),
-            models,
-            soup_minus,
-        });
-    }
+    let rows: Vec<Vec<Row>> = reports
+        .iter()
+        .map(|r| r.phases.iter().map(row).collect())
+        .collect();
     Ok(Summary {
         data: first.data.clone(),
         model: first.model.clone(),
@@ -226,7 +110,7 @@ pub fn summarise(reports: &[Report], seeds: &[u64]) -> Result<Summary> {
         soup: first.soup.clone(),
         seeds: seeds.to_vec(),
         dense_test_acc: Stat::of(reports.iter().map(|r| r.dense_test_acc).collect()),
-        phases,
+        phases: shared::summarise(&rows, "soup")?,
     })
 }
 
@@ -246,40 +130,7 @@ impl Summary {
     /// as mean ± standard deviation over repeats (in %), then the soup's
     /// paired lead over each baseline.
     pub fn table(&self) -> String {
-        let names: Vec<&str> = MODELS
-            .iter()
-            .copied()
-            .filter(|n| self.phases.iter().all(|p| p.models.contains_key(*n)))
-            .collect();
-        let mut header = vec!["phase".to_string(), "sparsity%".to_string()];
-        header.extend(names.iter().map(|n| n.to_string()));
-        header.extend(names.iter().skip(1).map(|n| format!("soup-{}", short(n))));
-        if self
-            .phases
-            .iter()
-            .all(|p| p.models["soup"].ood_acc.is_some())
-        {
-            header.push("soup_ood".into());
-        }
-        let mut rows = vec![header];
-        for p in &self.phases {
-            let mut row = vec![
-                p.phase.to_string(),
-                format!("{:.2}", 100.0 * p.sparsity.mean),
-            ];
-            row.extend(names.iter().map(|n| p.models[*n].test_acc.pct()));
-            row.extend(names.iter().skip(1).map(|n| p.soup_minus[*n].pct()));
-            if let Some(o) = &p.models["soup"].ood_acc {
-                row.push(o.pct());
-            }
-            rows.push(row);
-        }
-        let widths: Vec<usize> = (0..rows[0].len())
-            .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
-            .collect();
-        let mut out = String::new();
-        let _ = writeln!(
-            out,
+        let title = format!(
             "{} on {}, {} candidates per phase, {} soup, {} repeats (seeds {:?}); test top-1 \
              accuracy in %, mean±std over repeats; dense parent {}",
             self.model,
@@ -290,43 +141,13 @@ impl Summary {
             self.seeds,
             self.dense_test_acc.pct()
         );
-        for r in rows {
-            let cells: Vec<String> = r
-                .iter()
-                .zip(&widths)
-                .map(|(c, w)| format!("{c:>w$}"))
-                .collect();
-            let _ = writeln!(out, "{}", cells.join("  "));
-        }
-        out
+        shared::table(&title, &self.phases, &MODELS, |n| short(n).to_string())
     }
 
     /// One line per phase and model: mean and std of test accuracy and of
     /// the soup's paired lead over it.
     pub fn csv(&self) -> String {
-        let mut out = String::from(
-            "phase,model,test_acc_mean,test_acc_std,ood_acc_mean,ood_acc_std,\
-             soup_minus_mean,soup_minus_std,repeats\n",
-        );
-        for p in &self.phases {
-            for (name, m) in &p.models {
-                let o = |x: Option<f64>| x.map_or_else(String::new, |v| v.to_string());
-                let d = p.soup_minus.get(name);
-                let _ = writeln!(
-                    out,
-                    "{},{name},{},{},{},{},{},{},{}",
-                    p.phase,
-                    m.test_acc.mean,
-                    m.test_acc.std,
-                    o(m.ood_acc.as_ref().map(|s| s.mean)),
-                    o(m.ood_acc.as_ref().map(|s| s.std)),
-                    o(d.map(|s| s.mean)),
-                    o(d.map(|s| s.std)),
-                    m.test_acc.values.len()
-                );
-            }
-        }
-        out
+        shared::csv(&self.phases)
     }
 
     /// The plot of a single run's report (see [`Report::figure`]) with each
@@ -359,12 +180,7 @@ impl Summary {
 
     /// Writes `summary.json`, `summary.csv` and `summary.svg` into `root`.
     pub fn write(&self, root: &Path) -> Result<()> {
-        let mut json = serde_json::to_string_pretty(self).expect("serialisable");
-        json.push('\n');
-        let svg = self.figure().svg().map_err(|e| Error::Run(e.to_string()))?;
-        write_atomic(&root.join("summary.json"), json.as_bytes())?;
-        write_atomic(&root.join("summary.csv"), self.csv().as_bytes())?;
-        write_atomic(&root.join("summary.svg"), svg.as_bytes())
+        shared::write(root, self, &self.csv(), &self.figure())
     }
 }
 
@@ -460,18 +276,6 @@ pub fn run_repeats(cfg: &SmsConfig, root: &Path, opts: RepeatOptions) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn stat_is_mean_and_sample_std() {
-        let s = Stat::of(vec![1.0, 2.0, 4.0]);
-        assert!((s.mean - 7.0 / 3.0).abs() < 1e-12);
-        let var = ((1.0f64 - 7.0 / 3.0).powi(2)
-            + (2.0f64 - 7.0 / 3.0).powi(2)
-            + (4.0f64 - 7.0 / 3.0).powi(2))
-            / 2.0;
-        assert!((s.std - var.sqrt()).abs() < 1e-12);
-        assert_eq!(Stat::of(vec![0.5]).std, 0.0);
-    }
 
     #[test]
     fn repeat_seeds_do_not_overlap_candidate_seeds() {

@@ -28,7 +28,7 @@ impl Session {
             let (path, info) = self.candidate_path(Chain::Soup, phase, i);
             if !path.exists() || !info.exists() {
                 return Err(Error::Run(format!(
-                    "{} is missing: run `trainer candidate --run {} --phase {phase} --index {i}` first",
+                    "{} is missing: run `trainer sms --out {} --step candidate:{phase}:{i}` first",
                     path.display(),
                     self.layout.root.display()
                 )));

@@ -91,21 +91,27 @@ fn copy_tree(from: &Path, to: &Path) {
     }
 }
 
-fn resumes_to_its_recorded_report(name: &str, args: &[&str]) {
+/// Copies the fixture `name` into a scratch folder, runs each of
+/// `commands` there in turn, and checks that the report is the one
+/// recorded with the fixture and that nothing was trained again.
+fn resumes_to_its_recorded_report(name: &str, commands: &[&[&str]]) {
     let (dir, _data) = scratch_with_data();
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/runs");
     let run = dir.path().join(name);
     copy_tree(&fixtures.join(name), &run);
-    let o = trainer()
-        .args(args)
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "{name} did not resume:\n{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    for args in commands {
+        let o = trainer()
+            .args(*args)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{name}: `{}` failed:\n{}",
+            args.join(" "),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
     let json = |p: &Path| -> serde_json::Value {
         serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
     };
@@ -124,12 +130,69 @@ fn resumes_to_its_recorded_report(name: &str, args: &[&str]) {
 
 #[test]
 fn an_sms_run_folder_of_an_earlier_binary_resumes() {
-    resumes_to_its_recorded_report("sms-run", SMS);
+    resumes_to_its_recorded_report("sms-run", &[SMS]);
 }
 
 #[test]
 fn a_pdt_run_folder_of_an_earlier_binary_resumes() {
-    resumes_to_its_recorded_report("pdt-run", PDT);
+    resumes_to_its_recorded_report("pdt-run", &[PDT]);
+}
+
+/// Steps are reached one way for both commands (`trainer sms|pdt --out RUN
+/// --step STEP`); the per-step commands of earlier versions still work on
+/// folders they wrote, but `trainer --help` no longer lists them.
+#[test]
+fn steps_of_earlier_run_folders_run_through_step_and_the_old_spellings() {
+    let sms = |step: &'static str| -> Vec<&'static str> {
+        vec!["sms", "--quiet", "--out", "sms-run", "--step", step]
+    };
+    let (c1, c2, c3, c4) = (
+        sms("prepare:2"),
+        sms("candidate:2:1"),
+        sms("soup:2"),
+        sms("baseline:imp"),
+    );
+    let old_candidate = [
+        "candidate",
+        "--run",
+        "sms-run",
+        "--phase",
+        "1",
+        "--index",
+        "0",
+    ];
+    let report = sms("report");
+    let old_report = ["report", "--run", "sms-run"];
+    resumes_to_its_recorded_report(
+        "sms-run",
+        &[&c1, &c2, &c3, &c4, &old_candidate, &report, &old_report],
+    );
+    let pdt_report = ["pdt", "--quiet", "--out", "pdt-run", "--step", "report"];
+    resumes_to_its_recorded_report("pdt-run", &[&pdt_report]);
+
+    let o = trainer().arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&o.stdout);
+    let commands: Vec<&str> = help
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    for visible in ["train", "eval", "pdt", "sms", "status"] {
+        assert!(commands.contains(&visible), "{visible} missing:\n{help}");
+    }
+    for hidden in [
+        "dense",
+        "prepare",
+        "candidate",
+        "soup",
+        "baseline",
+        "plan",
+        "report",
+    ] {
+        assert!(!commands.contains(&hidden), "{hidden} listed:\n{help}");
+    }
 }
 
 fn walk(dir: &Path) -> Vec<PathBuf> {

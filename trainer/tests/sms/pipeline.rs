@@ -191,4 +191,35 @@ fn reported_sparsity_counts_exactly_the_tensors_pruned_when_some_are_excluded() 
         .keys()
         .collect();
     assert_eq!(layers, pruned.iter().collect::<Vec<_>>());
+
+    // What pruning the parent did (prune.json, from soup-core's report of
+    // the pruning) equals a recomputation from the files: sparsity over the
+    // pruned tensors, norms over the trainable ones.
+    let info = json(&run.join("phase-1/prune.json"));
+    let source = Checkpoint::open(info["source"].as_str().unwrap()).unwrap();
+    let parent = Checkpoint::open(run.join("phase-1/parent.safetensors")).unwrap();
+    let (z, n) = zeros_over(&parent, &pruned);
+    assert_eq!(info["sparsity"].as_f64().unwrap(), z as f64 / n as f64);
+    for (ck, key) in [(&source, "norm_before"), (&parent, "norm_after")] {
+        let norm = trainable_norm(ck);
+        let reported = info["impact"][key].as_f64().unwrap();
+        assert!(
+            (reported - norm).abs() <= 1e-12 * norm,
+            "{key}: reported {reported}, recomputed {norm}"
+        );
+    }
+    assert_eq!(info["impact"]["fraction"], info["fraction"]);
+}
+
+/// L2 norm of the trainable tensors of `ck` (every F32 tensor but the
+/// batch-norm statistics), summed in f64.
+fn trainable_norm(ck: &Checkpoint) -> f64 {
+    ck.tensors()
+        .iter()
+        .filter(|t| t.dtype == soup_core::Dtype::F32)
+        .filter(|t| !t.name.ends_with("running_mean") && !t.name.ends_with("running_var"))
+        .flat_map(|t| f32s(ck, &t.name))
+        .map(|v| (v as f64) * (v as f64))
+        .sum::<f64>()
+        .sqrt()
 }

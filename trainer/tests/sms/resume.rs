@@ -70,9 +70,13 @@ fn plan_commands_and_parallel_jobs_reproduce_the_run() {
     let planned = dir.path().join("planned");
     let plan = run_sms(&data, &planned, &["--plan"]);
     let lines: Vec<&str> = plan.lines().collect();
-    assert!(lines[0].contains(" prepare ") && lines.last().unwrap().contains(" report "));
+    assert!(lines[0].ends_with(" --step prepare:1"), "{plan}");
+    assert!(lines.last().unwrap().ends_with(" --step report"));
     assert_eq!(
-        lines.iter().filter(|l| l.contains(" candidate ")).count(),
+        lines
+            .iter()
+            .filter(|l| l.contains(" --step candidate:"))
+            .count(),
         6
     );
     assert!(

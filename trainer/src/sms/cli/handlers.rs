@@ -3,13 +3,18 @@
 
 use std::io::IsTerminal;
 
-use super::{Executor, SmsArgs, SmsCommand};
+use super::{run_step, Executor, SmsArgs, SmsCommand, StepPlace};
 use crate::error::{Error, Result};
 use crate::sms::config::SmsConfig;
-use crate::sms::layout::{Chain, Layout};
+use crate::sms::layout::Layout;
 use crate::sms::repeats::RepeatOptions;
 use crate::sms::session::Session;
-use crate::sms::slurm;
+use crate::sms::slurm::{self, Step};
+
+/// The hidden per-step commands print their progress.
+fn loud() -> StepPlace {
+    StepPlace::default()
+}
 
 fn interactive(session: &mut Session, quiet: bool) {
     session.ws.verbose = !quiet;
@@ -25,6 +30,14 @@ pub fn run(command: SmsCommand) -> Result<()> {
             println!("{}", super::schedule_json(&args)?);
         }
         SmsCommand::Sms(args) => {
+            if let Some(step) = &args.step {
+                let place = StepPlace {
+                    device: args.train.device.clone(),
+                    threads: args.train.threads,
+                    quiet: args.quiet,
+                };
+                return run_step(&args.out, step.parse()?, &place);
+            }
             let cfg = args.config()?;
             if args.executor == Executor::Slurm {
                 if cfg.repeats > 1 {
@@ -72,77 +85,23 @@ pub fn run(command: SmsCommand) -> Result<()> {
                 print!("{}", status_table(&st));
             }
         }
-        SmsCommand::Dense(a) => {
-            let mut session = Session::open(&a.run)?;
-            interactive(&mut session, false);
-            session.ensure_dense()?;
-        }
-        SmsCommand::Prepare(a) => {
-            let mut session = Session::open(&a.run)?;
-            interactive(&mut session, false);
-            check_phase(&session, a.phase)?;
-            session.prepare(Chain::Soup, a.phase)?;
-        }
+        SmsCommand::Dense(a) => run_step(&a.run, Step::Dense, &loud())?,
+        SmsCommand::Prepare(a) => run_step(&a.run, Step::Prepare(a.phase), &loud())?,
         SmsCommand::Candidate(a) => {
-            let mut cfg_session = Session::open(&a.run)?;
-            if let Some(t) = a.threads {
-                tch::set_num_threads(t as i32);
-            }
-            if let Some(d) = &a.device {
-                cfg_session.ws.device = crate::config::parse_device(d)?;
-            }
-            interactive(&mut cfg_session, false);
-            check_phase(&cfg_session, a.phase)?;
-            if a.index >= cfg_session.cfg.soups.candidates {
-                return Err(Error::Config(format!(
-                    "--index {} is out of range: the run has {} candidates per phase",
-                    a.index, cfg_session.cfg.soups.candidates
-                )));
-            }
-            cfg_session.candidate(Chain::Soup, a.phase, a.index)?;
+            let step = Step::Candidate {
+                phase: a.phase,
+                index: a.index,
+            };
+            let place = StepPlace {
+                device: a.device,
+                threads: a.threads,
+                quiet: false,
+            };
+            run_step(&a.run, step, &place)?;
         }
-        SmsCommand::Soup(a) => {
-            let mut session = Session::open(&a.run)?;
-            interactive(&mut session, false);
-            check_phase(&session, a.phase)?;
-            let info = session.soup(a.phase)?;
-            println!(
-                "phase {}: soup of {:?}: val {:.4}, test {:.4}, sparsity {:.2}%",
-                info.phase,
-                info.chosen,
-                info.soup.val.top1,
-                info.soup.test.top1,
-                100.0 * info.soup.sparsity
-            );
-        }
-        SmsCommand::Baseline(a) => {
-            let mut session = Session::open(&a.run)?;
-            interactive(&mut session, false);
-            if !session.cfg.baselines.contains(&a.name) {
-                return Err(Error::Config(format!(
-                    "the run was not configured with baseline {:?} (--baselines)",
-                    a.name
-                )));
-            }
-            session.baseline(a.name)?;
-        }
-        SmsCommand::Report(a) => {
-            let cfg = SmsConfig::from_file(&crate::sms::Layout::new(&a.run).config())?;
-            if cfg.repeats > 1 {
-                let opts = RepeatOptions {
-                    jobs: 1,
-                    side_by_side: 1,
-                    verbose: false,
-                    bars: false,
-                };
-                let summary = crate::sms::repeats::run_repeats(&cfg, &a.run, opts)?;
-                print!("{}", summary.table());
-                return Ok(());
-            }
-            let session = Session::open(&a.run)?;
-            let report = crate::sms::rebuild_report(&session)?;
-            print!("{}", report.table());
-        }
+        SmsCommand::Soup(a) => run_step(&a.run, Step::Soup(a.phase), &loud())?,
+        SmsCommand::Baseline(a) => run_step(&a.run, Step::Baseline(a.name), &loud())?,
+        SmsCommand::Report(a) => run_step(&a.run, Step::Report, &loud())?,
     }
     Ok(())
 }
@@ -324,14 +283,4 @@ fn status_table(st: &[slurm::StepStatus]) -> String {
         out.push('\n');
     }
     out
-}
-
-fn check_phase(session: &Session, phase: u32) -> Result<()> {
-    if phase == 0 || phase > session.cfg.phases {
-        return Err(Error::Config(format!(
-            "--phase {phase} is out of range: the run has phases 1 to {}",
-            session.cfg.phases
-        )));
-    }
-    Ok(())
 }

@@ -4,9 +4,11 @@
 
 mod handlers;
 mod schedule;
+mod steps;
 
 pub use handlers::run;
 pub use schedule::{schedule_json, ScheduleArgs};
+pub use steps::{run_step, StepPlace};
 
 use std::path::PathBuf;
 
@@ -20,28 +22,38 @@ use crate::schedule::ScheduleKind;
 use crate::sms::config::{Baseline, SmsConfig};
 use crate::sms::slurm;
 
-/// The sparse-model-soup subcommands.
+/// The sparse-model-soup subcommands. The per-step commands (`dense`,
+/// `prepare`, `candidate`, `soup`, `baseline`, `report`) and `plan` are
+/// hidden: `trainer sms --out RUN --step STEP` and `--plan` are their
+/// spellings now, and these stay for scripts written before.
 #[derive(Debug, Subcommand)]
 pub enum SmsCommand {
     /// Run (or resume) the sparse-model-soup pipeline and print its table.
     Sms(Box<SmsArgs>),
     /// Print the commands of a run in order (for a cluster scheduler).
+    #[command(hide = true)]
     Plan(RunArg),
-    /// Show each step of a run: done, running, pending, failed or
-    /// cancelled (with its job and log), or not submitted.
+    /// Show each step of a `trainer sms` run: done, running, pending,
+    /// failed or cancelled (with its job and log), or not submitted.
     Status(StatusArgs),
     /// Train (or copy) and evaluate the dense parent.
+    #[command(hide = true)]
     Dense(RunArg),
     /// Make the pruned parent of a phase (phase 1 also trains or copies
     /// the dense model).
+    #[command(hide = true)]
     Prepare(PhaseArgs),
     /// Retrain one candidate of a phase from its pruned parent.
+    #[command(hide = true)]
     Candidate(CandidateArgs),
     /// Check the candidates' masks, merge them, recalibrate and evaluate.
+    #[command(hide = true)]
     Soup(PhaseArgs),
     /// Run one baseline chain (imp, imp-long, reprune) through every phase.
+    #[command(hide = true)]
     Baseline(BaselineArgs),
     /// Write report.json, report.csv and the plot, and print the table.
+    #[command(hide = true)]
     Report(RunArg),
     /// Print the per-phase sparsities and one phase's learning rates as
     /// JSON (for checking other implementations of the schedules).
@@ -217,6 +229,11 @@ pub struct SmsArgs {
     /// Run this many repeats side by side, each in its own process.
     #[arg(long, default_value_t = 1)]
     pub repeat_jobs: usize,
+    /// Run only this step of the run in --out (as --plan prints them:
+    /// dense, prepare:P, candidate:P:I, soup:P, baseline:NAME, report);
+    /// --device and --threads may differ from the run's.
+    #[arg(long, value_name = "STEP")]
+    pub step: Option<String>,
     /// Write the configuration, print the plan and stop (with
     /// `--executor slurm`: also write the sbatch scripts and print the
     /// sbatch commands instead of submitting them).

@@ -39,6 +39,19 @@ pub(super) fn baseline_name(b: Baseline) -> &'static str {
 }
 
 impl Step {
+    /// The step as `trainer sms --step` names it (`prepare:1`,
+    /// `candidate:1:0`, `baseline:imp`).
+    pub fn arg(&self) -> String {
+        match *self {
+            Step::Dense => "dense".into(),
+            Step::Prepare(p) => format!("prepare:{p}"),
+            Step::Candidate { phase, index } => format!("candidate:{phase}:{index}"),
+            Step::Soup(p) => format!("soup:{p}"),
+            Step::Baseline(b) => format!("baseline:{}", baseline_name(b)),
+            Step::Report => "report".into(),
+        }
+    }
+
     /// The step's name in scripts, logs and `trainer status`.
     pub fn name(&self) -> String {
         match *self {
@@ -140,14 +153,19 @@ pub fn jobs(cfg: &SmsConfig, layout: &Layout) -> Vec<Job> {
         });
         Some(jobs.len() - 1)
     };
-    let base = |cmd: &str| vec![cmd.to_string(), "--run".into(), run.clone()];
+    let base = |step: String| {
+        let out = ["sms", "--out", run.as_str(), "--step"].map(String::from);
+        let mut args = out.to_vec();
+        args.push(step);
+        args
+    };
     let mut dense = None;
     if !Step::Dense.done(cfg, layout) {
         dense = add(
             &mut jobs,
             "dense".into(),
             vec![Step::Dense],
-            base("dense"),
+            base(Step::Dense.arg()),
             vec![],
             vec![],
         );
@@ -158,8 +176,7 @@ pub fn jobs(cfg: &SmsConfig, layout: &Layout) -> Vec<Job> {
     for phase in 1..=cfg.phases {
         let mut prepare = None;
         if !Step::Prepare(phase).done(cfg, layout) {
-            let mut args = base("prepare");
-            args.extend(["--phase".into(), phase.to_string()]);
+            let args = base(Step::Prepare(phase).arg());
             prepare = add(
                 &mut jobs,
                 format!("prepare-{phase}"),
@@ -175,13 +192,7 @@ pub fn jobs(cfg: &SmsConfig, layout: &Layout) -> Vec<Job> {
             .collect();
         let mut candidates = None;
         if !todo.is_empty() {
-            let mut args = base("candidate");
-            args.extend([
-                "--phase".into(),
-                phase.to_string(),
-                "--index".into(),
-                "$SLURM_ARRAY_TASK_ID".into(),
-            ]);
+            let args = base(format!("candidate:{phase}:$SLURM_ARRAY_TASK_ID"));
             let array = todo
                 .iter()
                 .map(|s| match s {
@@ -203,8 +214,7 @@ pub fn jobs(cfg: &SmsConfig, layout: &Layout) -> Vec<Job> {
         }
         let mut soup = None;
         if !Step::Soup(phase).done(cfg, layout) {
-            let mut args = base("soup");
-            args.extend(["--phase".into(), phase.to_string()]);
+            let args = base(Step::Soup(phase).arg());
             soup = add(
                 &mut jobs,
                 format!("soup-{phase}"),
@@ -226,8 +236,7 @@ pub fn jobs(cfg: &SmsConfig, layout: &Layout) -> Vec<Job> {
     for b in order {
         let step = Step::Baseline(b);
         if !step.done(cfg, layout) {
-            let mut args = base("baseline");
-            args.extend(["--name".into(), baseline_name(b).into()]);
+            let args = base(step.arg());
             let mut after = vec![first_prepare, first_candidates];
             if b == Baseline::Reprune {
                 after.push(imp);
@@ -247,7 +256,7 @@ pub fn jobs(cfg: &SmsConfig, layout: &Layout) -> Vec<Job> {
             &mut jobs,
             "report".into(),
             vec![Step::Report],
-            base("report"),
+            base(Step::Report.arg()),
             vec![],
             after,
         );

@@ -8,9 +8,8 @@
 //! is one job that waits on the first phase's parent and candidates (it
 //! starts from them), IMP-RePrune also on IMP (it reuses IMP's chain); the
 //! report waits on every soup and baseline. Every job
-//! runs one of the per-step commands (`trainer dense`, `prepare`,
-//! `candidate`, `soup`, `baseline`, `report`), which skip work whose outputs
-//! exist, so the run folder is the only record of what is done: a step is
+//! runs one step (`trainer sms --out RUN --step STEP`), which skips work
+//! whose outputs exist, so the run folder is the only record of what is done: a step is
 //! done when its output files exist, and submitting a run again submits only
 //! the steps that are not.
 //!

@@ -65,10 +65,18 @@ impl Resources {
     }
 }
 
-/// Quotes `s` for a POSIX shell, leaving `$SLURM_ARRAY_TASK_ID` expanded.
+/// Quotes `s` for a POSIX shell, leaving a trailing `$SLURM_ARRAY_TASK_ID`
+/// (the candidate of an array task, as in `candidate:1:$SLURM_ARRAY_TASK_ID`)
+/// expanded.
 pub(super) fn shell_word(s: &str) -> String {
-    if s == "$SLURM_ARRAY_TASK_ID" {
-        return "\"$SLURM_ARRAY_TASK_ID\"".into();
+    const TASK: &str = "$SLURM_ARRAY_TASK_ID";
+    if let Some(head) = s.strip_suffix(TASK) {
+        if head
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || ":-_".contains(c))
+        {
+            return format!("\"{head}{TASK}\"");
+        }
     }
     crate::pipeline::executor::shell_quote(s)
 }

@@ -140,7 +140,7 @@ fn scripts_carry_the_requested_resources() {
     assert!(run.starts_with('\''), "{run}");
     assert!(
         s.contains(&format!(
-            "exec /opt/trainer candidate --run {run} --phase 1 --index \"$SLURM_ARRAY_TASK_ID\""
+            "exec /opt/trainer sms --out {run} --step \"candidate:1:$SLURM_ARRAY_TASK_ID\""
         )),
         "{s}"
     );
