@@ -92,6 +92,12 @@ pub fn distance(
         .into_iter()
         .filter(|row| row[0].float_type().is_some() && selection.matches(&row[0].name))
         .collect();
+    if entries.is_empty() {
+        return Err(Error::NothingSelected {
+            path: inputs[0].path().to_path_buf(),
+            purpose: "to measure",
+        });
+    }
     let tensors = entries.len();
     let elements: u64 = entries.iter().map(|r| r[0].numel() as u64).sum();
     let rows = CheckpointRows::new(refs, entries, None);

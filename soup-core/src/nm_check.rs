@@ -169,6 +169,12 @@ pub fn check_nm_all(
         .iter()
         .map(|c| check_nm(c, rule, kernel, control))
         .collect::<Result<Vec<_>>>()?;
+    if let Some(empty) = reports.iter().find(|r| r.checked == 0) {
+        return Err(Error::NothingToCheck {
+            path: empty.path.clone(),
+            pattern: rule.pattern.to_string(),
+        });
+    }
     Ok(NmCheckReport {
         pattern: rule.pattern,
         kernel,
