@@ -522,7 +522,10 @@ fn mask_combine(
     budget: Option<usize>,
 ) -> PyResult<String> {
     use soup_core::Combination;
-    let combination = match (Combination::named(how).map_err(|e| to_py_err(py, e))?, min_votes) {
+    let combination = match (
+        Combination::named(how).map_err(|e| to_py_err(py, e))?,
+        min_votes,
+    ) {
         (Combination::Vote { .. }, k) => Combination::Vote { min_votes: k },
         (_, Some(_)) => return Err(invalid(py, "min_votes applies to how=\"vote\" only".into())),
         (c, None) => c,
