@@ -75,7 +75,8 @@ impl Sums {
 
 /// Measures the geometry of `inputs` (at least two) over the float tensors
 /// that `selection` picks. All inputs must hold the same tensor names,
-/// shapes and dtypes.
+/// shapes and dtypes; a selection of no float tensor is
+/// [`Error::NothingSelected`].
 pub fn distance(
     inputs: &[Checkpoint],
     selection: &Selection,

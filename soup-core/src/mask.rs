@@ -122,7 +122,9 @@ pub struct MaskReport {
 
 /// Compares the masks of `inputs` with `reference` (or with the first input
 /// when `reference` is `None`), over the float tensors that `selection`
-/// picks. All checkpoints must share names, shapes and dtypes.
+/// picks. All checkpoints must share names, shapes and dtypes. Without a
+/// reference it needs two inputs; a selection of no float tensor is
+/// [`Error::NothingSelected`].
 pub fn check_masks(
     inputs: &[Checkpoint],
     reference: Option<&Checkpoint>,

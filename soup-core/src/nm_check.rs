@@ -158,7 +158,8 @@ pub struct NmCheckReport {
     pub passed: bool,
 }
 
-/// [`check_nm`] of each checkpoint in turn.
+/// [`check_nm`] of each checkpoint in turn; a checkpoint with no tensor to
+/// check is [`Error::NothingToCheck`].
 pub fn check_nm_all(
     checkpoints: &[Checkpoint],
     rule: &NmRule,
