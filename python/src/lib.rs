@@ -26,8 +26,8 @@ use serde::Serialize;
 use soup_core::DigestKind;
 use soup_core::GreedyOptions;
 use soup_core::{
-    Checkpoint, Control, FloatType, IntPolicy, MaskPolicy, MergeMethod, MergeOptions, NoProgress,
-    OutputOptions, Selection, StreamOptions,
+    Checkpoint, Control, FloatType, MergeMethod, MergeOptions, NoProgress, OutputOptions,
+    Selection, StreamOptions,
 };
 use soup_core::{NmPattern, NmRule, SemiStructuredKernel};
 use soup_core::{PruneOptions, Scope};
@@ -74,6 +74,10 @@ fn to_py_err(py: Python<'_>, error: soup_core::Error) -> PyErr {
         | E::CastTypeMissing
         | E::CastNotFloat { .. }
         | E::ShardSizeZero
+        | E::UnknownName { .. }
+        | E::NothingSelected { .. }
+        | E::NothingToCheck { .. }
+        | E::MaskPolicyMismatch { .. }
         | E::Invalid(_) => "InvalidArgument",
         E::PatternBroken { .. } => "IncompatibleCheckpoints",
         E::Evaluator(_) => "EvaluatorError",
@@ -165,49 +169,14 @@ fn invalid(py: Python<'_>, message: String) -> PyErr {
     raise(py, "InvalidArgument", message)
 }
 
-fn mask_policy(py: Python<'_>, name: &str) -> PyResult<MaskPolicy> {
-    match name {
-        "refuse" => Ok(MaskPolicy::Refuse),
-        "union" => Ok(MaskPolicy::Union),
-        "intersect" => Ok(MaskPolicy::Intersect),
-        _ => Err(invalid(
-            py,
-            format!("mask_policy must be refuse, union or intersect, got {name:?}"),
-        )),
-    }
+/// Parses one of soup-core's names (a mask policy, a digest, a scope):
+/// an unknown name is the core's error, which lists the valid ones.
+fn name<T: std::str::FromStr<Err = soup_core::Error>>(py: Python<'_>, text: &str) -> PyResult<T> {
+    text.parse().map_err(|e| to_py_err(py, e))
 }
 
-fn int_policy(py: Python<'_>, name: &str) -> PyResult<IntPolicy> {
-    match name {
-        "equal" => Ok(IntPolicy::Equal),
-        "first" => Ok(IntPolicy::First),
-        _ => Err(invalid(
-            py,
-            format!("int_policy must be equal or first, got {name:?}"),
-        )),
-    }
-}
-
-fn digest_kind(py: Python<'_>, name: &str) -> PyResult<DigestKind> {
-    match name {
-        "blake3" => Ok(DigestKind::Blake3),
-        "sha256" => Ok(DigestKind::Sha256),
-        _ => Err(invalid(
-            py,
-            format!("digest must be blake3 or sha256, got {name:?}"),
-        )),
-    }
-}
-
-fn float_type(py: Python<'_>, name: Option<&str>) -> PyResult<Option<FloatType>> {
-    let Some(name) = name else { return Ok(None) };
-    let dtype = soup_core::parse_dtype(name).map_err(|e| to_py_err(py, e))?;
-    FloatType::of(dtype).map(Some).ok_or_else(|| {
-        invalid(
-            py,
-            format!("dtype must be a float type (F64, F32, F16, BF16), got {name}"),
-        )
-    })
+fn float_type(py: Python<'_>, text: Option<&str>) -> PyResult<Option<FloatType>> {
+    text.map(|t| name(py, t)).transpose()
 }
 
 /// Averages checkpoints; returns the merge report as JSON.
@@ -227,21 +196,21 @@ fn merge(
     digest: &str,
     budget: Option<usize>,
 ) -> PyResult<String> {
-    let digest = digest_kind(py, digest)?;
-    let weights_given = weights.clone();
+    let digest: DigestKind = name(py, digest)?;
     let options = MergeOptions {
         method: match weights {
             None => MergeMethod::uniform(),
             Some(w) => MergeMethod::weighted(w),
         },
-        mask_policy: self::mask_policy(py, mask_policy)?,
-        int_policy: self::int_policy(py, int_policy)?,
+        mask_policy: name(py, mask_policy)?,
+        int_policy: name(py, int_policy)?,
         dtype: float_type(py, dtype)?,
         output: OutputOptions { shard_size, force },
         recipe_extra: Default::default(),
         nm: None,
     };
-    soup_core::normalise_weights(weights_given.as_deref(), paths.len())
+    options
+        .validate(paths.len(), false)
         .map_err(|e| to_py_err(py, e))?;
     let inputs = open_all(py, &paths)?;
     let report = run(py, budget, digest, |c| {
@@ -276,15 +245,15 @@ fn greedy_merge(
         scores,
         merge: MergeOptions {
             method: MergeMethod::uniform(),
-            mask_policy: self::mask_policy(py, mask_policy)?,
-            int_policy: self::int_policy(py, int_policy)?,
+            mask_policy: name(py, mask_policy)?,
+            int_policy: name(py, int_policy)?,
             dtype: float_type(py, dtype)?,
             output: OutputOptions { shard_size, force },
             recipe_extra: Default::default(),
             nm: None,
         },
     };
-    let digest = digest_kind(py, digest)?;
+    let digest: DigestKind = name(py, digest)?;
     let inputs = open_all(py, &paths)?;
     let failure: Mutex<Option<PyErr>> = Mutex::new(None);
     let result = run(py, budget, digest, |c| {
@@ -319,12 +288,6 @@ fn check_mask(
     exclude: Vec<String>,
     budget: Option<usize>,
 ) -> PyResult<String> {
-    if reference.is_none() && paths.len() < 2 {
-        return Err(invalid(
-            py,
-            "check-mask needs two checkpoints, or one with a reference".into(),
-        ));
-    }
     let selection = Selection::new(&include, &exclude).map_err(|e| to_py_err(py, e))?;
     let reference = reference.map(|p| open_mask(py, &p)).transpose()?;
     let inputs = open_all(py, &paths)?;
@@ -332,12 +295,6 @@ fn check_mask(
         Some(r) => soup_core::check_masks_against(&inputs, r, &selection, c),
         None => soup_core::check_masks(&inputs, None, &selection, c),
     })?;
-    if report.compared == 0 {
-        return Err(invalid(
-            py,
-            "no float tensors selected for comparison".into(),
-        ));
-    }
     json(&report)
 }
 
@@ -358,25 +315,13 @@ fn check_nm(
     budget: Option<usize>,
 ) -> PyResult<String> {
     let pattern = NmPattern::new(n, m).map_err(|e| to_py_err(py, e))?;
-    let kernel = kernel
-        .map(str::parse::<SemiStructuredKernel>)
-        .transpose()
-        .map_err(|e| to_py_err(py, e))?;
+    let kernel: Option<SemiStructuredKernel> = kernel.map(|k| name(py, k)).transpose()?;
     let rule =
         NmRule::new(pattern, &include, &exclude, &transposed).map_err(|e| to_py_err(py, e))?;
     let inputs = open_all(py, &paths)?;
     let report = run(py, budget, DigestKind::default(), |c| {
         soup_core::check_nm_all(&inputs, &rule, kernel, c)
     })?;
-    if let Some(empty) = report.checkpoints.iter().find(|r| r.checked == 0) {
-        return Err(invalid(
-            py,
-            format!(
-                "{}: no tensors selected for the {pattern} check",
-                empty.path.display()
-            ),
-        ));
-    }
     json(&report)
 }
 
@@ -413,16 +358,7 @@ fn prune(
             "give either a sparsity or an N:M pattern (nm=(2, 4)), not both or neither".into(),
         ));
     }
-    let scope = match scope {
-        "global" => Scope::Global,
-        "layer" => Scope::Layer,
-        other => {
-            return Err(invalid(
-                py,
-                format!("scope must be global or layer, got {other:?}"),
-            ))
-        }
-    };
+    let scope: Scope = name(py, scope)?;
     let options = PruneOptions {
         sparsity: sparsity.unwrap_or(0.0),
         scope,
@@ -437,7 +373,7 @@ fn prune(
         keep_zeros,
         scores: None,
     };
-    let digest = digest_kind(py, digest)?;
+    let digest: DigestKind = name(py, digest)?;
     options.validate().map_err(|e| to_py_err(py, e))?;
     let input = open(py, &path)?;
     let report = run(py, budget, digest, |c| match &out {
@@ -499,44 +435,19 @@ fn distance(
     let report = run(py, budget, DigestKind::default(), |c| {
         soup_core::distance(&inputs, &selection, c)
     })?;
-    if report.tensors == 0 {
-        return Err(invalid(py, "no float tensors selected".into()));
-    }
     json(&report)
-}
-
-/// The JSON `soup hash --json` prints.
-#[derive(Serialize)]
-struct HashOutput {
-    path: PathBuf,
-    digest: String,
-    tensors: Vec<TensorHash>,
-}
-
-#[derive(Serialize)]
-struct TensorHash {
-    name: String,
-    digest: String,
 }
 
 /// Content hash of a checkpoint; returns it as JSON.
 #[pyfunction]
 #[pyo3(signature = (path, digest, budget))]
 fn hash(py: Python<'_>, path: PathBuf, digest: &str, budget: Option<usize>) -> PyResult<String> {
-    let digest = digest_kind(py, digest)?;
+    let digest: DigestKind = name(py, digest)?;
     let input = open(py, &path)?;
     let hashed = run(py, budget, digest, |c| {
         soup_core::hash_checkpoint(&input, c)
     })?;
-    json(&HashOutput {
-        path,
-        digest: hashed.digest,
-        tensors: hashed
-            .tensors
-            .into_iter()
-            .map(|(name, digest)| TensorHash { name, digest })
-            .collect(),
-    })
+    json(&hashed.report(&path))
 }
 
 /// Folds a PEFT LoRA adapter folder into its base; returns the fold report
@@ -555,7 +466,7 @@ fn fold_lora(
     digest: &str,
     budget: Option<usize>,
 ) -> PyResult<String> {
-    let digest = digest_kind(py, digest)?;
+    let digest: DigestKind = name(py, digest)?;
     let options = soup_core::FoldOptions {
         keep_mask,
         output: OutputOptions { shard_size, force },
@@ -582,7 +493,7 @@ fn mask_extract(
     digest: &str,
     budget: Option<usize>,
 ) -> PyResult<String> {
-    let digest = digest_kind(py, digest)?;
+    let digest: DigestKind = name(py, digest)?;
     let selection = Selection::new(&include, &exclude).map_err(|e| to_py_err(py, e))?;
     let input = open(py, &path)?;
     let output = OutputOptions {
@@ -613,21 +524,15 @@ fn mask_combine(
     budget: Option<usize>,
 ) -> PyResult<String> {
     use soup_core::Combination;
-    let combination = match (how, min_votes) {
-        ("vote", k) => Combination::Vote { min_votes: k },
-        ("union", None) => Combination::Union,
-        ("intersect", None) => Combination::Intersect,
-        ("union" | "intersect", Some(_)) => {
-            return Err(invalid(py, "min_votes applies to how=\"vote\" only".into()))
-        }
-        (other, _) => {
-            return Err(invalid(
-                py,
-                format!("how must be vote, union or intersect, got {other:?}"),
-            ))
-        }
+    let combination = match (
+        Combination::named(how).map_err(|e| to_py_err(py, e))?,
+        min_votes,
+    ) {
+        (Combination::Vote { .. }, k) => Combination::Vote { min_votes: k },
+        (_, Some(_)) => return Err(invalid(py, "min_votes applies to how=\"vote\" only".into())),
+        (c, None) => c,
     };
-    let digest = digest_kind(py, digest)?;
+    let digest: DigestKind = name(py, digest)?;
     combination
         .threshold(paths.len())
         .map_err(|e| to_py_err(py, e))?;

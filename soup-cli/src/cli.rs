@@ -2,8 +2,8 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
-use soup_core::{NmPattern, SemiStructuredKernel};
+use clap::{Args, Parser, Subcommand};
+use soup_core::{DigestKind, IntPolicy, MaskPolicy, NmPattern, Scope, SemiStructuredKernel};
 
 /// Checkpoint surgery and sparse model souping for safetensors files.
 ///
@@ -39,25 +39,8 @@ pub struct Global {
     pub budget: Option<u64>,
     /// Algorithm of the content digests that `hash` prints and written files
     /// record as provenance (`blake3:<hex>` or `sha256:<hex>`).
-    #[arg(long, global = true, value_enum, default_value_t = DigestArg::Blake3)]
-    pub digest: DigestArg,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum DigestArg {
-    /// BLAKE3: fast, on all cores.
-    Blake3,
-    /// SHA-256.
-    Sha256,
-}
-
-impl From<DigestArg> for soup_core::DigestKind {
-    fn from(d: DigestArg) -> Self {
-        match d {
-            DigestArg::Blake3 => soup_core::DigestKind::Blake3,
-            DigestArg::Sha256 => soup_core::DigestKind::Sha256,
-        }
-    }
+    #[arg(long, global = true, value_enum, default_value_t = DigestKind::default())]
+    pub digest: DigestKind,
 }
 
 #[derive(Debug, Subcommand)]
@@ -133,10 +116,10 @@ pub struct MergeArgs {
     /// What to do when the inputs' masks differ (default: refuse; base with
     /// --base).
     #[arg(long, value_enum)]
-    pub mask_policy: Option<MaskPolicyArg>,
+    pub mask_policy: Option<MaskPolicy>,
     /// What to do with integer and bool tensors that differ.
-    #[arg(long, value_enum, default_value_t = IntPolicyArg::Equal)]
-    pub int_policy: IntPolicyArg,
+    #[arg(long, value_enum, default_value_t = IntPolicy::default())]
+    pub int_policy: IntPolicy,
     /// Write float tensors in this dtype (F32, F16, BF16, F64).
     #[arg(long, value_name = "DTYPE")]
     pub dtype: Option<String>,
@@ -224,9 +207,9 @@ pub struct PruneArgs {
     /// N:M semi-structured sparsity: keep the N largest of every M weights
     /// along the input dimension (1 <= N < M <= 32; 2:4 is what GPUs
     /// accelerate).
-    #[arg(long, value_name = "N:M", value_parser = parse_nm,
+    #[arg(long, value_name = "N:M",
           conflicts_with_all = ["sparsity", "of_remaining", "scope"])]
-    pub nm: Option<soup_core::NmPattern>,
+    pub nm: Option<NmPattern>,
     /// With --nm: leave tensors whose input dimension is not a multiple of
     /// M unchanged (they are listed) instead of refusing them.
     #[arg(long, requires = "nm")]
@@ -239,8 +222,7 @@ pub struct PruneArgs {
     /// How weights are ranked: magnitude (|w|), wanda (|w| times the
     /// activation norm of the weight's input channel, from --scores) or
     /// random:SEED.
-    #[arg(long, value_name = "CRITERION", value_parser = parse_criterion,
-          default_value = "magnitude")]
+    #[arg(long, value_name = "CRITERION", default_value = "magnitude")]
     pub criterion: soup_core::Criterion,
     /// Score data for --criterion wanda: a safetensors file holding, under
     /// each pruned tensor's name, a 1-D tensor of its input-channel
@@ -254,8 +236,8 @@ pub struct PruneArgs {
     pub keep_zeros: bool,
     /// One magnitude threshold for all selected tensors (global) or the same
     /// fraction in each tensor (layer).
-    #[arg(long, value_enum, default_value_t = ScopeArg::Global)]
-    pub scope: ScopeArg,
+    #[arg(long, value_enum, default_value_t = Scope::default())]
+    pub scope: Scope,
     /// Remove the fraction S of the weights that are still non-zero (one
     /// iterative-pruning phase) instead of reaching total sparsity S.
     #[arg(long)]
@@ -276,22 +258,6 @@ pub struct PruneArgs {
     /// Replace an existing output.
     #[arg(long)]
     pub force: bool,
-}
-
-fn parse_nm(s: &str) -> Result<soup_core::NmPattern, String> {
-    s.parse().map_err(|e: soup_core::Error| e.to_string())
-}
-
-fn parse_criterion(s: &str) -> Result<soup_core::Criterion, String> {
-    s.parse().map_err(|e: soup_core::Error| e.to_string())
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum ScopeArg {
-    /// One threshold across all selected tensors.
-    Global,
-    /// The same fraction in each tensor.
-    Layer,
 }
 
 /// Compare two checkpoints tensor by tensor.
@@ -498,7 +464,7 @@ pub struct CheckMaskArgs {
     /// its dtype, the dtype in the kernel's table (PyTorch 2.13's
     /// torch/sparse/semi_structured.py), and the pattern the kernel stores
     /// (CUTLASS keeps F32 as 1:2).
-    #[arg(long, value_name = "KERNEL", requires = "nm")]
+    #[arg(long, value_enum, value_name = "KERNEL", requires = "nm")]
     pub kernel: Option<SemiStructuredKernel>,
 }
 
@@ -538,50 +504,6 @@ pub struct InspectArgs {
     /// dimension (repeatable), as in `check-mask --nm-transposed`.
     #[arg(long, value_name = "REGEX", requires = "nm")]
     pub nm_transposed: Vec<String>,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum MaskPolicyArg {
-    /// Refuse to merge checkpoints whose masks differ.
-    Refuse,
-    /// Plain mean (non-zero wherever any input is).
-    Union,
-    /// Zero wherever any input is zero.
-    Intersect,
-    /// With --base: zero exactly where the base is (fine-tunes' weights
-    /// outside the base's mask are dropped and reported).
-    Base,
-    /// With --base: no mask handling (the dense result).
-    None,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum IntPolicyArg {
-    /// Integer and bool tensors must be equal in all inputs.
-    Equal,
-    /// Take the first input's.
-    First,
-}
-
-impl From<MaskPolicyArg> for soup_core::MaskPolicy {
-    fn from(p: MaskPolicyArg) -> Self {
-        match p {
-            MaskPolicyArg::Refuse => soup_core::MaskPolicy::Refuse,
-            MaskPolicyArg::Union => soup_core::MaskPolicy::Union,
-            MaskPolicyArg::Intersect => soup_core::MaskPolicy::Intersect,
-            MaskPolicyArg::Base => soup_core::MaskPolicy::Base,
-            MaskPolicyArg::None => soup_core::MaskPolicy::Dense,
-        }
-    }
-}
-
-impl From<IntPolicyArg> for soup_core::IntPolicy {
-    fn from(p: IntPolicyArg) -> Self {
-        match p {
-            IntPolicyArg::Equal => soup_core::IntPolicy::Equal,
-            IntPolicyArg::First => soup_core::IntPolicy::First,
-        }
-    }
 }
 
 /// Parses sizes such as `2GB`, `512MiB`, `64k` or `1000000` (bytes). Decimal

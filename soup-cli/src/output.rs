@@ -79,7 +79,7 @@ impl Context {
             },
             interrupt,
             options,
-            digest: global.digest.into(),
+            digest: global.digest,
         }
     }
 

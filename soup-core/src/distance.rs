@@ -75,7 +75,8 @@ impl Sums {
 
 /// Measures the geometry of `inputs` (at least two) over the float tensors
 /// that `selection` picks. All inputs must hold the same tensor names,
-/// shapes and dtypes.
+/// shapes and dtypes; a selection of no float tensor is
+/// [`Error::NothingSelected`].
 pub fn distance(
     inputs: &[Checkpoint],
     selection: &Selection,
@@ -92,6 +93,12 @@ pub fn distance(
         .into_iter()
         .filter(|row| row[0].float_type().is_some() && selection.matches(&row[0].name))
         .collect();
+    if entries.is_empty() {
+        return Err(Error::NothingSelected {
+            path: inputs[0].path().to_path_buf(),
+            purpose: "to measure",
+        });
+    }
     let tensors = entries.len();
     let elements: u64 = entries.iter().map(|r| r[0].numel() as u64).sum();
     let rows = CheckpointRows::new(refs, entries, None);

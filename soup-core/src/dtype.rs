@@ -34,7 +34,37 @@ pub enum FloatType {
     BF16,
 }
 
+impl std::str::FromStr for FloatType {
+    type Err = Error;
+
+    /// Parses a float dtype name (`F32`, `bf16`; any case); an error, which
+    /// lists the float types, for other dtypes.
+    fn from_str(name: &str) -> Result<FloatType> {
+        let unknown = || Error::UnknownName {
+            what: "float type",
+            given: name.to_string(),
+            valid: {
+                let names: Vec<String> = FloatType::ALL
+                    .iter()
+                    .map(|t| self::name(t.dtype()))
+                    .collect();
+                let (last, rest) = names.split_last().expect("float types");
+                format!("{} or {last}", rest.join(", "))
+            },
+        };
+        parse(name).ok().and_then(FloatType::of).ok_or_else(unknown)
+    }
+}
+
 impl FloatType {
+    /// Every float type.
+    pub const ALL: [FloatType; 4] = [
+        FloatType::F64,
+        FloatType::F32,
+        FloatType::F16,
+        FloatType::BF16,
+    ];
+
     /// The float type of `dtype`, or `None` for integer, bool and the exotic
     /// float formats (F8, F6, F4), which are carried but never computed on.
     pub fn of(dtype: Dtype) -> Option<FloatType> {

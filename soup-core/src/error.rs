@@ -165,6 +165,43 @@ pub enum Error {
         /// The checkpoint.
         path: PathBuf,
     },
+    /// No float tensor of the checkpoint is selected for the operation.
+    #[error(
+        "{}: no float tensors selected {purpose} (check the include/exclude patterns)",
+        path.display()
+    )]
+    NothingSelected {
+        /// The checkpoint (the first one, for operations on several).
+        path: PathBuf,
+        /// What they were selected for (`for comparison`).
+        purpose: &'static str,
+    },
+    /// No tensor of the checkpoint is checked against an N:M pattern.
+    #[error(
+        "{}: no tensors selected for the {pattern} check (by default: float tensors of \
+         rank >= 2 whose names end in `weight`; change with include/exclude patterns)",
+        path.display()
+    )]
+    NothingToCheck {
+        /// The checkpoint.
+        path: PathBuf,
+        /// The pattern (`2:4`).
+        pattern: String,
+    },
+    /// A mask policy that does not fit the merge: `base` without a base
+    /// model, `union` or `intersect` with one.
+    #[error(
+        "the mask policy `{policy}` {}: use {valid}",
+        if *base { "does not apply with a base model" } else { "needs a base model" }
+    )]
+    MaskPolicyMismatch {
+        /// The policy given.
+        policy: crate::MaskPolicy,
+        /// Whether the merge has a base model.
+        base: bool,
+        /// The policies that apply, listed from the enum.
+        valid: String,
+    },
     /// A pruning fraction outside [0, 1).
     #[error("sparsity must be at least 0 and below 1, got {value}")]
     Sparsity {
@@ -210,6 +247,17 @@ pub enum Error {
         input: PathBuf,
         /// The mask checkpoint.
         mask: PathBuf,
+    },
+    /// A name that is not one of a choice's names (a mask policy, a
+    /// digest, a scope, ...).
+    #[error("`{given}` is not a {what} ({valid})")]
+    UnknownName {
+        /// What the name was meant to be (`mask policy`).
+        what: &'static str,
+        /// The name given.
+        given: String,
+        /// The valid names, listed from the enum (`a, b or c`).
+        valid: String,
     },
     /// Arguments that make no sense (weights, sparsity, regexes, paths).
     #[error("{0}")]

@@ -196,6 +196,36 @@ pub struct GreedyOptions {
     pub merge: MergeOptions,
 }
 
+impl GreedyOptions {
+    /// Checks the options for `candidates` candidates before any file is
+    /// opened (as [`greedy_soup`] does): at least one candidate, a uniform
+    /// merge whose options fit, and one finite score per candidate when
+    /// scores are given.
+    pub fn validate(&self, candidates: usize) -> Result<()> {
+        if candidates == 0 {
+            return Err(Error::invalid("greedy soup needs at least one candidate"));
+        }
+        if self.merge.method != MergeMethod::uniform() {
+            return Err(Error::invalid(
+                "greedy soups are uniform: weights are not allowed",
+            ));
+        }
+        self.merge.validate(candidates, false)?;
+        if let Some(scores) = &self.scores {
+            if scores.len() != candidates {
+                return Err(Error::invalid(format!(
+                    "{} scores given for {candidates} candidates",
+                    scores.len(),
+                )));
+            }
+            if let Some(bad) = scores.iter().find(|s| !s.is_finite()) {
+                return Err(Error::invalid(format!("scores must be finite, got {bad}")));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// One step of the greedy soup.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -237,26 +267,7 @@ pub fn greedy_soup(
     options: &GreedyOptions,
     control: &Control,
 ) -> Result<GreedyReport> {
-    if candidates.is_empty() {
-        return Err(Error::invalid("greedy soup needs at least one candidate"));
-    }
-    if options.merge.method != MergeMethod::uniform() {
-        return Err(Error::invalid(
-            "greedy soups are uniform: weights are not allowed",
-        ));
-    }
-    if let Some(scores) = &options.scores {
-        if scores.len() != candidates.len() {
-            return Err(Error::invalid(format!(
-                "{} scores given for {} candidates",
-                scores.len(),
-                candidates.len()
-            )));
-        }
-        if let Some(bad) = scores.iter().find(|s| !s.is_finite()) {
-            return Err(Error::invalid(format!("scores must be finite, got {bad}")));
-        }
-    }
+    options.validate(candidates.len())?;
     let inputs: Vec<&Path> = candidates
         .iter()
         .flat_map(|c| c.files_with_index())

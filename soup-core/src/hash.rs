@@ -31,24 +31,21 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The algorithm of a content digest.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DigestKind {
-    /// BLAKE3 (the default): multi-threaded for large tensors.
-    #[default]
-    Blake3,
-    /// SHA-256, for tools that only know it.
-    Sha256,
+vocabulary! {
+    /// The algorithm of a content digest.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+    pub enum DigestKind ("digest", default Blake3) {
+        /// BLAKE3 (the default): fast, multi-threaded for large tensors.
+        Blake3 = "blake3",
+        /// SHA-256, for tools that only know it.
+        Sha256 = "sha256",
+    }
 }
 
 impl DigestKind {
     /// The name used as the digest's prefix (`blake3`, `sha256`).
     pub fn name(self) -> &'static str {
-        match self {
-            DigestKind::Blake3 => "blake3",
-            DigestKind::Sha256 => "sha256",
-        }
+        crate::vocab::Vocabulary::name(self)
     }
 
     /// A string as long as a digest of this kind, for headers whose size is
@@ -239,6 +236,75 @@ pub struct CheckpointHash {
     pub digest: String,
     /// `(name, digest)` of every tensor, in name order.
     pub tensors: Vec<(String, String)>,
+}
+
+impl CheckpointHash {
+    /// The report of these hashes for the checkpoint at `path`.
+    pub fn report(self, path: &Path) -> HashReport {
+        HashReport {
+            path: path.to_path_buf(),
+            digest: self.digest,
+            tensors: self
+                .tensors
+                .into_iter()
+                .map(|(name, digest)| TensorDigest { name, digest })
+                .collect(),
+        }
+    }
+}
+
+/// The content digests of a checkpoint, as `soup hash --json` prints them
+/// and the Python package returns them.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HashReport {
+    /// The checkpoint, as given.
+    pub path: std::path::PathBuf,
+    /// The checkpoint digest, `<algorithm>:<hex>`.
+    pub digest: String,
+    /// Every tensor's digest, in name order.
+    pub tensors: Vec<TensorDigest>,
+}
+
+/// The content digest of one tensor ([`HashReport`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TensorDigest {
+    /// The tensor's name.
+    pub name: String,
+    /// Its digest, `<algorithm>:<hex>`.
+    pub digest: String,
+}
+
+/// The sha256 of each file of a checkpoint, as `soup hash --file --json`
+/// prints them.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileHashReport {
+    /// One entry per file (one per shard), in the checkpoint's order.
+    pub files: Vec<FileDigest>,
+}
+
+/// The sha256 of one whole file ([`FileHashReport`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileDigest {
+    /// The file.
+    pub path: std::path::PathBuf,
+    /// Its sha256, in lower-case hex (as sha256sum prints it).
+    pub sha256: String,
+}
+
+impl FileHashReport {
+    /// [`file_sha256s`] as a report.
+    pub fn of(checkpoint: &Checkpoint) -> Result<FileHashReport> {
+        Ok(FileHashReport {
+            files: file_sha256s(checkpoint)?
+                .into_iter()
+                .map(|(path, sha256)| FileDigest { path, sha256 })
+                .collect(),
+        })
+    }
 }
 
 /// Streams through `checkpoint` once and hashes every tensor with the

@@ -41,6 +41,9 @@
 //! ```
 #![deny(missing_docs)]
 
+#[macro_use]
+mod vocab;
+
 mod array;
 mod checkpoint;
 mod diff;
@@ -67,6 +70,8 @@ mod semi_structured;
 mod stream;
 mod surgery;
 mod tree_hash;
+#[cfg(test)]
+mod validate_tests;
 
 pub use array::Element;
 pub use checkpoint::{align, Checkpoint, TensorEntry, INDEX_FILE};
@@ -77,6 +82,7 @@ pub use error::{Error, HeaderProblem, PairKind, Result};
 pub use greedy::{greedy_soup, CommandScorer, GreedyOptions, GreedyReport, Scorer, Trial};
 pub use hash::{
     file_sha256, file_sha256s, hash_checkpoint, hash_checkpoints, CheckpointHash, DigestKind,
+    FileDigest, FileHashReport, HashReport, TensorDigest,
 };
 pub use header::{
     byte_len, element_count, parse as parse_header, serialize as serialize_header, Header,
@@ -122,3 +128,4 @@ pub use surgery::{
     apply_mask, edit, relayout, ApplyMaskReport, EditOptions, EditReport, MaskOptions,
     MaskedTensor, RelayoutReport,
 };
+pub use vocab::{name_list, Vocabulary};

@@ -122,7 +122,9 @@ pub struct MaskReport {
 
 /// Compares the masks of `inputs` with `reference` (or with the first input
 /// when `reference` is `None`), over the float tensors that `selection`
-/// picks. All checkpoints must share names, shapes and dtypes.
+/// picks. All checkpoints must share names, shapes and dtypes. Without a
+/// reference it needs two inputs; a selection of no float tensor is
+/// [`Error::NothingSelected`].
 pub fn check_masks(
     inputs: &[Checkpoint],
     reference: Option<&Checkpoint>,
@@ -163,6 +165,11 @@ fn compare(
 ) -> Result<MaskReport> {
     let mut all: Vec<&Checkpoint> = Vec::with_capacity(inputs.len() + 1);
     let reference_is_input = reference.is_none() && packed.is_none();
+    if inputs.is_empty() || (reference_is_input && inputs.len() < 2) {
+        return Err(Error::invalid(
+            "a mask check needs two checkpoints, or one and a reference",
+        ));
+    }
     all.extend(reference.or(inputs.first()));
     let skip = usize::from(reference_is_input);
     all.extend(inputs.iter().skip(skip));
@@ -170,6 +177,12 @@ fn compare(
         .into_iter()
         .filter(|row| row[0].float_type().is_some() && selection.matches(&row[0].name))
         .collect();
+    if rows.is_empty() {
+        return Err(Error::NothingSelected {
+            path: inputs[0].path().to_path_buf(),
+            purpose: "for comparison",
+        });
+    }
     let packed: Option<(&MaskSource, Vec<MaskTensor>)> = match packed {
         None => None,
         Some(source) => {

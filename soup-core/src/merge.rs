@@ -49,39 +49,73 @@ pub(crate) use memory::le_bytes;
 pub use memory::{merge_arrays, merge_tensors, MergedTensor, NamedArrays, TensorsMerge};
 pub use method::{MergeMethod, MethodEntry, MethodParams, Param, METHODS};
 
-/// What to do when the inputs' masks differ (from the first candidate's,
-/// or from the base's when there is one).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum MaskPolicy {
-    /// Refuse to merge (the default without a base): a soup of
-    /// differently pruned models is not sparse.
-    #[default]
-    Refuse,
-    /// Plain mean: the result is non-zero wherever any input is.
-    Union,
-    /// Zero wherever any input is zero.
-    Intersect,
-    /// Keep the base's mask (the default with a base): the result is zero
-    /// exactly where the base is, task vectors never revive a pruned
-    /// weight, and trims and drops count only the base's surviving
-    /// weights. Fine-tunes whose masks differ are reported, with the share
-    /// of their task vector's norm that the base's mask removed.
-    Base,
-    /// No mask handling with a base: the dense result (as without masks).
-    #[serde(rename = "none")]
-    Dense,
+vocabulary! {
+    /// What to do when the inputs' masks differ (from the first candidate's,
+    /// or from the base's when there is one).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+    pub enum MaskPolicy ("mask policy", default Refuse) {
+        /// Refuse to merge (the default without a base): a soup of
+        /// differently pruned models is not sparse.
+        Refuse = "refuse",
+        /// Plain mean: the result is non-zero wherever any input is.
+        Union = "union",
+        /// Zero wherever any input is zero.
+        Intersect = "intersect",
+        /// With a base: keep the base's mask (the default with a base).
+        ///
+        /// The result is zero exactly where the base is, task vectors never
+        /// revive a pruned weight, and trims and drops count only the
+        /// base's surviving weights. Fine-tunes whose masks differ are
+        /// reported, with the share of their task vector's norm that the
+        /// base's mask removed.
+        Base = "base",
+        /// With a base: no mask handling (the dense result, as without
+        /// masks).
+        Dense = "none",
+    }
 }
 
-/// What to do with integer and bool tensors (never averaged).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum IntPolicy {
-    /// They must be equal in all inputs (the default).
-    #[default]
-    Equal,
-    /// Take the first input's.
-    First,
+vocabulary! {
+    /// What to do with integer and bool tensors (never averaged).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+    pub enum IntPolicy ("integer policy", default Equal) {
+        /// They must be equal in all inputs (the default).
+        Equal = "equal",
+        /// Take the first input's.
+        First = "first",
+    }
+}
+
+impl MaskPolicy {
+    /// Whether the policy applies to a merge with a base model (`base`) or
+    /// without one: `base` needs one, `union` and `intersect` take none.
+    pub fn applies(self, base: bool) -> bool {
+        match self {
+            MaskPolicy::Refuse | MaskPolicy::Dense => true,
+            MaskPolicy::Union | MaskPolicy::Intersect => !base,
+            MaskPolicy::Base => base,
+        }
+    }
+
+    /// [`MaskPolicy::applies`], as an error that lists the policies that
+    /// do.
+    pub fn check(self, base: bool) -> Result<()> {
+        if self.applies(base) {
+            return Ok(());
+        }
+        use crate::vocab::Vocabulary;
+        let valid: Vec<&str> = MaskPolicy::ALL
+            .iter()
+            .filter(|p| p.applies(base))
+            .map(|p| p.name())
+            .collect();
+        let (last, rest) = valid.split_last().expect("refuse always applies");
+        Err(Error::MaskPolicyMismatch {
+            policy: self,
+            base,
+            valid: format!("{} or {last}", rest.join(", ")),
+        })
+    }
 }
 
 /// Parameters of a merge.
@@ -103,6 +137,19 @@ pub struct MergeOptions {
     /// rule selects are checked before the output is moved into place, and
     /// one that breaks the pattern fails the merge with nothing written.
     pub nm: Option<crate::nm_check::NmRule>,
+}
+
+impl MergeOptions {
+    /// Checks the options for `candidates` candidates, with a base model
+    /// or without (`base`), before any file is opened: the method and its
+    /// parameters, and the mask policy. Returns the weight of each
+    /// candidate (normalised for the means, as given for the task-vector
+    /// methods). [`merge`] and [`merge_with_base`] check the same.
+    pub fn validate(&self, candidates: usize, base: bool) -> Result<Vec<f64>> {
+        let weights = self.method.check(candidates, base)?;
+        self.mask_policy.check(base)?;
+        Ok(weights)
+    }
 }
 
 /// How much of a fine-tune's task vector the base's mask removed.
@@ -195,17 +242,7 @@ fn run(
         return Err(Error::invalid("nothing to merge"));
     }
     let built = options.method.build(candidates.len(), base.is_some())?;
-    match (base.is_some(), options.mask_policy) {
-        (false, MaskPolicy::Base) => {
-            return Err(Error::invalid("the base mask policy needs a base model"))
-        }
-        (true, MaskPolicy::Union | MaskPolicy::Intersect) => {
-            return Err(Error::invalid(
-                "with a base model the mask policy is refuse, base or none",
-            ))
-        }
-        _ => {}
-    }
+    options.mask_policy.check(base.is_some())?;
     // The driver's inputs: the base first, when there is one.
     let refs: Vec<&Checkpoint> = base.into_iter().chain(candidates).collect();
     let rows = align(&refs)?;

@@ -158,7 +158,8 @@ pub struct NmCheckReport {
     pub passed: bool,
 }
 
-/// [`check_nm`] of each checkpoint in turn.
+/// [`check_nm`] of each checkpoint in turn; a checkpoint with no tensor to
+/// check is [`Error::NothingToCheck`].
 pub fn check_nm_all(
     checkpoints: &[Checkpoint],
     rule: &NmRule,
@@ -169,6 +170,12 @@ pub fn check_nm_all(
         .iter()
         .map(|c| check_nm(c, rule, kernel, control))
         .collect::<Result<Vec<_>>>()?;
+    if let Some(empty) = reports.iter().find(|r| r.checked == 0) {
+        return Err(Error::NothingToCheck {
+            path: empty.path.clone(),
+            pattern: rule.pattern.to_string(),
+        });
+    }
     Ok(NmCheckReport {
         pattern: rule.pattern,
         kernel,

@@ -32,24 +32,21 @@
 //! `m'` is a multiple of `m` and `n' >= n * m' / m` (1:2 implies 2:4, not
 //! the reverse).
 
-use std::fmt;
-use std::str::FromStr;
-
 use safetensors::Dtype;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
 use crate::nm::NmPattern;
 
-/// A semi-structured sparse kernel of PyTorch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SemiStructuredKernel {
-    /// `SparseSemiStructuredTensorCUTLASS`.
-    Cutlass,
-    /// `SparseSemiStructuredTensorCUSPARSELT` (the default of
-    /// `to_sparse_semi_structured`).
-    Cusparselt,
+vocabulary! {
+    /// A semi-structured sparse kernel of PyTorch.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+    pub enum SemiStructuredKernel ("semi-structured kernel") {
+        /// `SparseSemiStructuredTensorCUTLASS`.
+        Cutlass = "cutlass",
+        /// `SparseSemiStructuredTensorCUSPARSELT` (the default of
+        /// `to_sparse_semi_structured`).
+        Cusparselt = "cusparselt",
+    }
 }
 
 /// One row of a kernel's `_DTYPE_SHAPE_CONSTRAINTS`.
@@ -99,10 +96,7 @@ impl SemiStructuredKernel {
 
     /// The kernel's name as parsed and printed (`cutlass`, `cusparselt`).
     pub fn name(self) -> &'static str {
-        match self {
-            SemiStructuredKernel::Cutlass => "cutlass",
-            SemiStructuredKernel::Cusparselt => "cusparselt",
-        }
+        crate::vocab::Vocabulary::name(self)
     }
 
     /// The kernel's table: the dtypes it takes and their shape minimums.
@@ -130,27 +124,6 @@ impl SemiStructuredKernel {
             _ => (2, 4),
         };
         NmPattern::new(n, m).expect("a valid pattern")
-    }
-}
-
-impl fmt::Display for SemiStructuredKernel {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for SemiStructuredKernel {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<SemiStructuredKernel> {
-        SemiStructuredKernel::ALL
-            .into_iter()
-            .find(|k| k.name().eq_ignore_ascii_case(s.trim()))
-            .ok_or_else(|| {
-                Error::invalid(format!(
-                    "`{s}` is not a semi-structured kernel (cutlass or cusparselt)"
-                ))
-            })
     }
 }
 

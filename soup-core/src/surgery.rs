@@ -454,10 +454,10 @@ pub fn apply_mask(
         partner[i] = Some(mask.find(&t.name, &t.shape, input.path())?);
     }
     if partner.iter().all(Option::is_none) {
-        return Err(Error::invalid(format!(
-            "{}: no float tensors selected to mask",
-            input.path().display()
-        )));
+        return Err(Error::NothingSelected {
+            path: input.path().to_path_buf(),
+            purpose: "to mask",
+        });
     }
     let layout: Vec<OutputTensor> = tensors.iter().map(OutputTensor::from).collect();
     let recipe = serde_json::json!({

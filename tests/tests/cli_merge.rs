@@ -160,7 +160,10 @@ fn dtype_option_sets_the_output_type_of_float_tensors() {
         "--dtype",
         "I32",
     ]);
-    fails(&run, "--dtype must be a float type");
+    fails(
+        &run,
+        "--dtype: `I32` is not a float type (F64, F32, F16 or BF16)",
+    );
     let run = soup([
         "merge",
         s(&inputs[0]),
@@ -170,7 +173,10 @@ fn dtype_option_sets_the_output_type_of_float_tensors() {
         "--dtype",
         "F33",
     ]);
-    fails(&run, "unknown dtype `F33`");
+    fails(
+        &run,
+        "--dtype: `F33` is not a float type (F64, F32, F16 or BF16)",
+    );
 }
 
 #[test]
@@ -296,6 +302,28 @@ fn mask_policy_union_is_the_plain_mean() {
     let got = read(&out);
     assert_eq!(got[1].2, vec![2.0, 3.0, 1.0, 0.0, 3.0, 0.0]);
     assert_eq!(got[0].2, vec![2.0, 2.0]);
+}
+
+#[test]
+fn table_names_the_mask_policy_as_the_flag_spells_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let [a, b] = differing_masks(dir.path());
+    let out = dir.path().join("soup.safetensors");
+    let run = soup([
+        "merge",
+        s(&a),
+        s(&b),
+        "-o",
+        s(&out),
+        "--mask-policy",
+        "union",
+    ]);
+    ok(&run);
+    assert!(
+        run.stdout.contains("resolved by --mask-policy union\n"),
+        "{}",
+        run.stdout
+    );
 }
 
 #[test]

@@ -103,6 +103,23 @@ fn hash_file_prints_what_sha256sum_prints() {
     assert_eq!(json["files"][0]["sha256"].as_str().unwrap().len(), 64);
 }
 
+/// `soup hash --json` prints soup-core's report types (which deny unknown
+/// fields), so the CLI and the Python package print one format.
+#[test]
+fn hash_json_is_the_core_report() {
+    let a = soup_tests::fixture("parent.safetensors");
+    let run = soup(["hash", "--json", s(&a)]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let report: soup_core::HashReport = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(report.path, a);
+    assert!(!report.tensors.is_empty());
+    assert!(report.digest.starts_with("blake3:"));
+    let run = soup(["hash", "--file", "--json", s(&a)]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let files: soup_core::FileHashReport = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(files.files.len(), 1);
+}
+
 /// Merge hashes BLAKE3 inside each piece's work (subtrees of the BLAKE3
 /// tree, merged at the end) rather than in order: the digests it records
 /// must still be exactly those `soup hash` prints, however the tensors are

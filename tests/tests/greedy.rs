@@ -222,7 +222,7 @@ fn greedy_failures_leave_nothing_behind() {
         (&["--eval-cmd", "echo 1 #"], "--greedy"),
         (
             &["--greedy", "--eval-cmd", "echo 1 #", "--scores", "1,2"],
-            "--scores has 2 values for 3 inputs",
+            "2 scores given for 3 candidates",
         ),
         (
             &["--greedy", "--eval-cmd", "echo 1 #", "--weights", "1,1,1"],

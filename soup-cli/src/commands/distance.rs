@@ -3,7 +3,7 @@
 
 use std::io::Write;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use soup_core::{distance, Selection};
 
 use crate::cli::DistanceArgs;
@@ -13,9 +13,6 @@ pub fn run(args: DistanceArgs, out: &mut dyn Write, ctx: &Context) -> Result<Out
     let selection = Selection::new(&args.include, &args.exclude)?;
     let inputs = super::open_all(&args.inputs)?;
     let report = distance(&inputs, &selection, &ctx.control())?;
-    if report.tensors == 0 {
-        bail!("no float tensors selected (check --include/--exclude)");
-    }
     if ctx.json {
         write_json(out, &report)?;
         return Ok(Outcome::Clean);

@@ -6,7 +6,7 @@ use std::io::Write;
 use anyhow::Result;
 use soup_core::{greedy_soup, CommandScorer, GreedyOptions};
 use soup_core::{merge, merge_with_base, FloatType, MergeMethod, MergeOptions, OutputOptions};
-use soup_core::{MaskPolicy, MergeReport, MethodParams, NmRule};
+use soup_core::{MaskPolicy, MergeReport, MethodParams, NmRule, METHODS};
 
 use crate::cli::MergeArgs;
 use crate::output::{bytes, escape_path, write_json, Context, Outcome, Table};
@@ -14,17 +14,16 @@ use crate::output::{bytes, escape_path, write_json, Context, Outcome, Table};
 pub fn run(args: MergeArgs, out: &mut dyn Write, ctx: &Context) -> Result<Outcome> {
     let dtype = match &args.dtype {
         None => None,
-        Some(name) => {
-            let dtype = soup_core::parse_dtype(name)?;
-            Some(FloatType::of(dtype).ok_or_else(|| {
-                anyhow::anyhow!("--dtype must be a float type (F64, F32, F16, BF16), got {name}")
-            })?)
-        }
+        Some(name) => Some(
+            name.parse::<FloatType>()
+                .map_err(|e| anyhow::anyhow!("--dtype: {e}"))?,
+        ),
     };
     let name = match (&args.method, &args.weights) {
         (Some(m), _) => m.as_str(),
         (None, _) if args.base.is_some() => {
-            anyhow::bail!("--base needs --method (task-arithmetic, ties, dare-linear, dare-ties)")
+            let with_base: Vec<&str> = METHODS.iter().filter(|m| m.base).map(|m| m.name).collect();
+            anyhow::bail!("--base needs --method ({})", with_base.join(", "))
         }
         (None, Some(_)) => "weighted",
         (None, None) => "uniform",
@@ -41,8 +40,8 @@ pub fn run(args: MergeArgs, out: &mut dyn Write, ctx: &Context) -> Result<Outcom
     };
     let options = MergeOptions {
         method: MergeMethod::named(name, params),
-        mask_policy: args.mask_policy.map_or(default_policy, Into::into),
-        int_policy: args.int_policy.into(),
+        mask_policy: args.mask_policy.unwrap_or(default_policy),
+        int_policy: args.int_policy,
         dtype,
         output: OutputOptions {
             shard_size: args.shard_size,
@@ -60,10 +59,9 @@ pub fn run(args: MergeArgs, out: &mut dyn Write, ctx: &Context) -> Result<Outcom
     if args.base.is_none() && args.inputs.len() < 2 {
         anyhow::bail!("merge needs at least two checkpoints (or --base and one fine-tune)");
     }
-    // Reject a bad method or bad weights before opening anything.
-    options
-        .method
-        .check(args.inputs.len(), args.base.is_some())?;
+    // Reject a bad method, bad weights or a mask policy that does not fit
+    // before opening anything.
+    options.validate(args.inputs.len(), args.base.is_some())?;
     let inputs = super::open_all(&args.inputs)?;
     let report = match &args.base {
         Some(base) => {
@@ -92,7 +90,7 @@ pub fn run(args: MergeArgs, out: &mut dyn Write, ctx: &Context) -> Result<Outcom
         if !report.mask_differences.is_empty() {
             writeln!(
                 out,
-                "masks differed in {} tensors; resolved by --mask-policy {:?}",
+                "masks differed in {} tensors; resolved by --mask-policy {}",
                 report.mask_differences.len(),
                 report.mask_policy
             )?;
@@ -132,7 +130,7 @@ fn write_base_merge(
             out,
             "masks differ from the base's in {} tensors (--mask-policy {}):",
             report.mask_differences.len(),
-            policy_name(report.mask_policy)
+            report.mask_policy
         )?;
         let mut table = Table::new(&[("tensor", false), ("fine-tune", false), ("positions", true)]);
         for (tensor, diffs) in &report.mask_differences {
@@ -157,13 +155,6 @@ fn write_base_merge(
     Ok(())
 }
 
-fn policy_name(policy: MaskPolicy) -> String {
-    serde_json::to_value(policy)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default()
-}
-
 /// `soup merge --greedy`: score, rank, and grow the soup one candidate at a
 /// time.
 fn greedy(
@@ -181,15 +172,7 @@ fn greedy(
         scores: args.scores.clone(),
         merge,
     };
-    if let Some(scores) = &options.scores {
-        if scores.len() != args.inputs.len() {
-            anyhow::bail!(
-                "--scores has {} values for {} inputs",
-                scores.len(),
-                args.inputs.len()
-            );
-        }
-    }
+    options.validate(args.inputs.len())?;
     let inputs = super::open_all(&args.inputs)?;
     let report = greedy_soup(&inputs, &args.output, &mut scorer, &options, &ctx.control())?;
     if ctx.json {

@@ -3,19 +3,16 @@
 use std::io::Write;
 
 use anyhow::Result;
-use soup_core::{plan_prune as plan, prune, PruneOptions, Scope};
+use soup_core::{plan_prune as plan, prune, PruneOptions};
 use soup_core::{Checkpoint, OutputOptions};
 
-use crate::cli::{PruneArgs, ScopeArg};
+use crate::cli::PruneArgs;
 use crate::output::{escape_path, percent, shape, write_json, Context, Outcome, Table};
 
 pub fn run(args: PruneArgs, out: &mut dyn Write, ctx: &Context) -> Result<Outcome> {
     let options = PruneOptions {
         sparsity: args.sparsity.unwrap_or(0.0),
-        scope: match args.scope {
-            ScopeArg::Global => Scope::Global,
-            ScopeArg::Layer => Scope::Layer,
-        },
+        scope: args.scope,
         of_remaining: args.of_remaining,
         criterion: args.criterion,
         include: args.include,
@@ -80,13 +77,7 @@ pub fn run(args: PruneArgs, out: &mut dyn Write, ctx: &Context) -> Result<Outcom
         None => writeln!(
             out,
             "{done}: {} scope, fraction {} {of}: {} of {} candidates in the removed set",
-            match report.scope {
-                Scope::Global => "global",
-                Scope::Layer => "layer",
-            },
-            report.sparsity,
-            report.target,
-            report.candidates,
+            report.scope, report.sparsity, report.target, report.candidates,
         )?,
     }
     if !report.skipped.is_empty() {

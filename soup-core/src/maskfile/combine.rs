@@ -34,6 +34,35 @@ pub enum Combination {
 }
 
 impl Combination {
+    /// The names of the combinations (`soup mask vote|union|intersect`).
+    pub const NAMES: [&'static str; 3] = ["vote", "union", "intersect"];
+
+    /// The combination called `name` (a vote by a strict majority).
+    pub fn named(name: &str) -> Result<Combination> {
+        match name {
+            "vote" => Ok(Combination::Vote { min_votes: None }),
+            "union" => Ok(Combination::Union),
+            "intersect" => Ok(Combination::Intersect),
+            _ => {
+                let (last, rest) = Combination::NAMES.split_last().expect("names");
+                Err(Error::UnknownName {
+                    what: "mask combination",
+                    given: name.to_string(),
+                    valid: format!("{} or {last}", rest.join(", ")),
+                })
+            }
+        }
+    }
+
+    /// The combination's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Combination::Vote { .. } => Combination::NAMES[0],
+            Combination::Union => Combination::NAMES[1],
+            Combination::Intersect => Combination::NAMES[2],
+        }
+    }
+
     /// The votes a weight needs among `n` inputs.
     pub fn threshold(self, n: usize) -> Result<usize> {
         let k = match self {

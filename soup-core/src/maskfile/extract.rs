@@ -117,10 +117,10 @@ pub fn extract_mask(
         }
     }
     if chosen.is_empty() {
-        return Err(Error::invalid(format!(
-            "{}: no float tensors selected for the mask",
-            input.path().display()
-        )));
+        return Err(Error::NothingSelected {
+            path: input.path().to_path_buf(),
+            purpose: "for the mask",
+        });
     }
     let (layout, mut infos) = packed_layout(&chosen);
     let name = input.path().display().to_string();

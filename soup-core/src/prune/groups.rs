@@ -33,17 +33,17 @@ use super::PruneOptions;
 use crate::error::{Error, Result};
 use crate::nm::{NmGeometry, NmShapeProblem};
 
-/// How the selected elements are grouped for removal.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Grouping {
-    /// One group over all selected tensors.
-    #[default]
-    Global,
-    /// One group per selected tensor.
-    PerTensor,
-    /// Groups of M along each tensor's input dimension, keeping N.
-    Nm,
+vocabulary! {
+    /// How the selected elements are grouped for removal.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+    pub enum Grouping ("grouping", default Global) {
+        /// One group over all selected tensors.
+        Global = "global",
+        /// One group per selected tensor.
+        PerTensor = "per-tensor",
+        /// Groups of M along each tensor's input dimension, keeping N.
+        Nm = "nm",
+    }
 }
 
 /// Where the input dimension of each tensor lies, and its N:M groups.

@@ -100,15 +100,15 @@ use select::{find_cut, Cut, GroupCut};
 use source::{Memory, MemorySink, Sink, Source};
 use write::{write_pass, Plan};
 
-/// Which elements compete with each other.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Scope {
-    /// One threshold across all selected tensors.
-    #[default]
-    Global,
-    /// The same fraction removed in each selected tensor.
-    Layer,
+vocabulary! {
+    /// Which elements compete with each other.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+    pub enum Scope ("scope", default Global) {
+        /// One threshold across all selected tensors.
+        Global = "global",
+        /// The same fraction removed in each selected tensor.
+        Layer = "layer",
+    }
 }
 
 /// Parameters of a prune.

@@ -44,6 +44,12 @@ pub enum Criterion {
     Wanda,
 }
 
+impl Criterion {
+    /// The forms [`FromStr`](std::str::FromStr) parses and
+    /// [`Display`](std::fmt::Display) prints, one per variant.
+    pub const FORMS: [&'static str; 3] = ["magnitude", "random:SEED", "wanda"];
+}
+
 impl std::str::FromStr for Criterion {
     type Err = crate::error::Error;
 
@@ -56,11 +62,24 @@ impl std::str::FromStr for Criterion {
                 .strip_prefix("random:")
                 .and_then(|seed| seed.parse().ok())
                 .map(|seed| Criterion::Random { seed })
-                .ok_or_else(|| {
-                    crate::error::Error::invalid(format!(
-                        "`{s}` is not a criterion: magnitude, wanda or random:SEED"
-                    ))
+                .ok_or_else(|| crate::error::Error::UnknownName {
+                    what: "criterion",
+                    given: s.to_string(),
+                    valid: {
+                        let (last, rest) = Criterion::FORMS.split_last().expect("forms");
+                        format!("{} or {last}", rest.join(", "))
+                    },
                 }),
+        }
+    }
+}
+
+impl std::fmt::Display for Criterion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Criterion::Magnitude => f.write_str("magnitude"),
+            Criterion::Random { seed } => write!(f, "random:{seed}"),
+            Criterion::Wanda => f.write_str("wanda"),
         }
     }
 }
