@@ -171,7 +171,10 @@ fn invalid(py: Python<'_>, message: String) -> PyErr {
 
 /// Parses one of soup-core's names (a mask policy, a digest, a scope):
 /// an unknown name is the core's error, which lists the valid ones.
-fn name<T: std::str::FromStr<Err = soup_core::Error>>(py: Python<'_>, text: &str) -> PyResult<T> {
+pub(crate) fn name<T: std::str::FromStr<Err = soup_core::Error>>(
+    py: Python<'_>,
+    text: &str,
+) -> PyResult<T> {
     text.parse().map_err(|e| to_py_err(py, e))
 }
 

@@ -14,31 +14,18 @@ use std::path::PathBuf;
 
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes};
-use serde::de::DeserializeOwned;
 use soup_core::{
     Checkpoint, Dtype, FloatType, IntPolicy, MaskPolicy, MergeMethod, MergeOptions, MethodParams,
     NmPattern, OutputOptions, PruneOptions, PruneSelection, Scope, Selection, TensorBytes,
     TensorView,
 };
 
-use crate::{invalid, json, run, to_py_err};
+use crate::{invalid, json, name, run, to_py_err};
 
 /// A tensor as Python hands it over.
 type PyTensor<'py> = (String, String, Vec<usize>, Bound<'py, PyBytes>);
 /// A tensor as it is handed back (the bytes writable, for numpy).
 type OutTensor<'py> = (String, String, Vec<usize>, Bound<'py, PyByteArray>);
-
-/// One of soup-core's serde-named enums from its name; an
-/// `InvalidArgument` naming `what` and the choices otherwise.
-fn parse<T: DeserializeOwned>(
-    py: Python<'_>,
-    what: &str,
-    name: &str,
-    choices: &str,
-) -> PyResult<T> {
-    serde_json::from_value(serde_json::Value::String(name.to_string()))
-        .map_err(|_| invalid(py, format!("{what} must be {choices}, got {name:?}")))
-}
 
 fn dtype(py: Python<'_>, tag: &str) -> PyResult<Dtype> {
     soup_core::parse_dtype(tag).map_err(|e| to_py_err(py, e))
@@ -87,16 +74,11 @@ fn merge_options(
         (None, None) => "uniform",
     };
     let mask_policy = match mask_policy {
-        Some(p) => parse(
-            py,
-            "mask_policy",
-            p,
-            "refuse, union, intersect, base or none",
-        )?,
+        Some(p) => name(py, p)?,
         None if base => MaskPolicy::Base,
         None => MaskPolicy::Refuse,
     };
-    let int_policy: IntPolicy = parse(py, "int_policy", int_policy, "equal or first")?;
+    let int_policy: IntPolicy = name(py, int_policy)?;
     let dtype = match dtype {
         None => None,
         Some(name) => Some(FloatType::of(self::dtype(py, name)?).ok_or_else(|| {
@@ -140,7 +122,7 @@ pub(crate) fn merge_plan(
     digest: &str,
     budget: Option<usize>,
 ) -> PyResult<String> {
-    let digest = parse(py, "digest", digest, "blake3 or sha256")?;
+    let digest = name(py, digest)?;
     let params = MethodParams {
         weights,
         scale,
@@ -271,7 +253,7 @@ pub(crate) fn prune_tensors<'py>(
             "give either a sparsity or an N:M pattern (nm=(2, 4)), not both or neither".into(),
         ));
     }
-    let scope: Scope = parse(py, "scope", scope, "global or layer")?;
+    let scope: Scope = name(py, scope)?;
     let options = PruneOptions {
         sparsity: sparsity.unwrap_or(0.0),
         scope,
