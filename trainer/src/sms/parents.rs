@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use crate::error::{Error, Result};
-use crate::pipeline::checkpoint_ops;
+use crate::methods::imp;
 use crate::run::{run_training, ProgressOutput};
 use crate::sms::layout::Chain;
 use crate::sms::records::{Evaluation, PruneInfo};
@@ -75,7 +75,7 @@ impl Session {
             _ => (self.cfg.prune_fraction(), true),
         };
         if !parent.exists() {
-            checkpoint_ops::prune(
+            imp::prune(
                 &source,
                 &parent,
                 fraction,
