@@ -18,6 +18,8 @@ pub const COMMAND: &str = "pdt";
 pub type Settings = NoSettings;
 /// GMP has no flags of its own.
 pub type Args = NoArgs;
+/// No keys of its own.
+pub const KEYS: &[&str] = &[];
 
 /// The method.
 pub fn build(_settings: &Settings) -> Option<Box<dyn PruningMethod>> {
