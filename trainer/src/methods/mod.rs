@@ -18,6 +18,7 @@
 //! | `gmp`     | [`gmp`]       | `trainer pdt`  |
 //! | `dpf`     | [`dpf`]       | `trainer pdt`  |
 //! | `bimp`    | [`bimp`]      | `trainer pdt`  |
+//! | `oneshot` | [`oneshot`]   | `trainer pdt`  |
 //!
 //! No method imports another, and the pipeline below imports none.
 
@@ -110,7 +111,7 @@ macro_rules! registry {
     };
 }
 
-registry![imp, gmp, dpf, bimp];
+registry![imp, gmp, dpf, bimp, oneshot];
 
 /// Collects the keys and values of a map.
 struct TableVisitor;
