@@ -361,7 +361,13 @@ fn the_plans_steps_run_one_by_one_give_the_report_of_one_run() {
 fn bad_settings_are_one_line_errors() {
     let (dir, data) = scratch_with_data();
     for (flag, value, says, one_line) in [
-        ("--method", "obd", "unknown method", true),
+        (
+            "--method",
+            "obd",
+            "invalid value 'obd' for '--method",
+            false,
+        ), // clap's, with the registry's names
+        ("--method", "imp", "runs through `trainer sms`", true),
         ("--sparsity", "1.5", "--sparsity", true),
         ("--prune-every", "0it", "--prune-every", false), // clap's usage error
     ] {

@@ -1,15 +1,22 @@
 //! The pruning-during-training methods on live models: DPF's mask
 //! recomputations follow the cubic schedule to within one weight, its
 //! dense weights keep values under the mask while training and the
-//! delivered model has exact zeros there; a fixed mask survives training.
+//! delivered model has exact zeros there; a fixed mask survives training;
+//! `oneshot` (end to end) prunes once at its epoch and keeps the mask.
+
+use std::path::Path;
 
 use indicatif::ProgressBar;
+use soup_core::{check_masks, Checkpoint, Control, Selection};
 use tch::{Device, Kind, Tensor};
 use trainer::data::Batch;
-use trainer::pdt::dpf::DpfHooks;
+use trainer::methods::dpf::DpfHooks;
 use trainer::pdt::{cubic, FixedMask, PruneEvery, Timeline};
 use trainer::pipeline::PruneMask;
 use trainer::{train_loop, Arch, Model, ModelSpec, Sgd, SgdConfig};
+
+#[allow(dead_code)] // the tiny data set only
+mod support;
 
 fn model() -> Model {
     tch::manual_seed(7);
@@ -177,5 +184,106 @@ fn a_fixed_mask_survives_training_with_momentum() {
             zeros(&buf.masked_select(drop)),
             drop.sum(Kind::Int64).int64_value(&[])
         );
+    }
+}
+
+/// Zeros and weights over the prunable tensors of a checkpoint file.
+fn file_zeros(path: &Path) -> (usize, usize) {
+    let ck = Checkpoint::open(path).unwrap();
+    ck.tensors()
+        .iter()
+        .filter(|t| t.name.ends_with(".weight") && t.shape.len() >= 2)
+        .fold((0, 0), |(z, n), t| {
+            let v: Vec<f32> = ck
+                .data(t)
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                .collect();
+            (z + v.iter().filter(|x| **x == 0.0).count(), n + v.len())
+        })
+}
+
+fn json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+#[test]
+fn oneshot_prunes_once_at_its_epoch_and_keeps_the_mask_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    support::tiny_dataset(&data);
+    let run = dir.path().join("run");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_trainer"))
+        .args(["pdt", "--quiet", "--method", "oneshot", "--prune-at", "1"])
+        .args(["--model", "cnn", "--sparsity", "0.8", "--epochs", "3"])
+        .args(["--candidates", "3", "--baselines", "plain,long"])
+        .args(["--batch-size", "32", "--lr", "0.05", "--threads", "1"])
+        .args(["--device", "cpu", "--corruptions", "none"])
+        .arg("--data")
+        .arg(&data)
+        .arg("--out")
+        .arg(&run)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(stdout.contains("oneshot+sms"), "{stdout}");
+
+    // 360 training images in batches of 32: 12 iterations per epoch, so
+    // the one pruning step falls at iteration 12 in every chain.
+    for (chain, total) in [("sms", 36), ("plain", 36), ("long", 108)] {
+        let seg = |k: usize| run.join(chain).join(format!("seg-{k:03}"));
+        assert!(!seg(2).exists(), "{chain}: more than two segments");
+        let dense = json(&seg(0).join("segment.json"));
+        let pruned = json(&seg(1).join("segment.json"));
+        assert_eq!(dense["segment"]["end"], 12, "{chain}");
+        assert_eq!(pruned["segment"]["start"], 12, "{chain}");
+        assert_eq!(pruned["segment"]["end"], total, "{chain}");
+        // Dense before the step, the target's zeros (to one weight) from
+        // it on.
+        assert_eq!(file_zeros(&seg(0).join("parent.safetensors")).0, 0);
+        let (z, n) = file_zeros(&seg(1).join("parent.safetensors"));
+        assert!(
+            (z as f64 - 0.8 * n as f64).abs() <= 1.0,
+            "{chain}: {z} of {n}"
+        );
+        // The mask stays: every model trained after the step, and the soup,
+        // has exactly the parent's mask.
+        let parent = Checkpoint::open(seg(1).join("parent.safetensors")).unwrap();
+        let m = if chain == "sms" { 3 } else { 1 };
+        assert_eq!(pruned["candidates"], m, "{chain}");
+        let mut inputs: Vec<Checkpoint> = (0..m)
+            .map(|i| Checkpoint::open(seg(1).join(format!("candidate-{i}.safetensors"))).unwrap())
+            .collect();
+        if m > 1 {
+            assert_eq!(pruned["masks_identical"], true);
+            inputs.push(Checkpoint::open(seg(1).join("soup.safetensors")).unwrap());
+        }
+        let include: Vec<String> = parent
+            .tensors()
+            .iter()
+            .filter(|t| t.name.ends_with(".weight") && t.shape.len() >= 2)
+            .map(|t| format!("^{}$", t.name))
+            .collect();
+        let selection = Selection::new(&include, &[]).unwrap();
+        let report = check_masks(&inputs, Some(&parent), &selection, &Control::default()).unwrap();
+        assert!(
+            report.identical,
+            "{chain}: a mask changed after the pruning step"
+        );
+    }
+    let report = json(&run.join("report.json"));
+    assert_eq!(report["method"], "oneshot");
+    let runs = report["runs"].as_array().unwrap();
+    let names: Vec<&str> = runs.iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["oneshot", "oneshot+sms", "oneshot-long"]);
+    for r in runs {
+        let (z, n) = file_zeros(&run.join(r["checkpoint"].as_str().unwrap()));
+        assert!((z as f64 - 0.8 * n as f64).abs() <= 1.0, "{}", r["name"]);
     }
 }

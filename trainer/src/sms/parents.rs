@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use crate::error::{Error, Result};
-use crate::pipeline::checkpoint_ops;
+use crate::methods::imp;
 use crate::run::{run_training, ProgressOutput};
 use crate::sms::layout::Chain;
 use crate::sms::records::{Evaluation, PruneInfo};
@@ -77,7 +77,7 @@ impl Session {
         // A parent written by a killed run is the same pruning of the same
         // source: its report comes from a dry run instead of a rewrite.
         let target = (!parent.exists()).then_some(parent.as_path());
-        let report = checkpoint_ops::prune(
+        let report = imp::prune(
             &source,
             target,
             fraction,
