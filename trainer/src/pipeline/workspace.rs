@@ -6,6 +6,7 @@
 use std::path::Path;
 
 use indicatif::ProgressBar;
+use soup_core::{NmGeometry, NmPattern};
 use tch::Device;
 
 use crate::arch::{Arch, ModelSpec};
@@ -98,6 +99,28 @@ impl Workspace {
 }
 
 impl Workspace {
+    /// Takes out of the pruned tensors those that cannot be split into the
+    /// N:M groups of every pattern in `patterns` (their input dimension is
+    /// not a multiple of M, as the first convolution of a one-channel
+    /// image model): such tensors stay dense, as NVIDIA's ASP leaves them.
+    /// Returns their names.
+    pub fn keep_nm_groupable(&mut self, patterns: &[NmPattern]) -> Vec<String> {
+        if patterns.is_empty() {
+            return Vec::new();
+        }
+        let shapes = Model::new(self.arch, self.spec, Device::Cpu).state_dict();
+        let fits = |name: &String| {
+            let shape: Vec<usize> = shapes[name].size().iter().map(|&d| d as usize).collect();
+            patterns
+                .iter()
+                .all(|p| NmGeometry::new(&shape, false, p.m()).is_ok())
+        };
+        let (kept, dense): (Vec<String>, Vec<String>) =
+            std::mem::take(&mut self.pruned).into_iter().partition(fits);
+        self.pruned = kept;
+        dense
+    }
+
     /// What pruning `source` into `pruned_file` did, recomputed by
     /// reloading both checkpoints: the impact (norms, share of the
     /// remaining weights removed: `asked` where given) and the sparsity
