@@ -6,7 +6,7 @@
 use indicatif::ProgressBar;
 use tch::{Device, Kind, Tensor};
 use trainer::data::Batch;
-use trainer::pdt::dpf::DpfHooks;
+use trainer::methods::dpf::DpfHooks;
 use trainer::pdt::{cubic, FixedMask, PruneEvery, Timeline};
 use trainer::pipeline::PruneMask;
 use trainer::{train_loop, Arch, Model, ModelSpec, Sgd, SgdConfig};

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use crate::error::Result;
+use crate::methods::{Method, MethodArgs};
 use crate::pdt::run::PdtRun;
 use crate::pdt::{PdtBaseline, PdtConfig, PruneEvery};
 use crate::pipeline::executor::{current_exe, shell_quote};
@@ -22,9 +23,10 @@ pub struct PdtArgs {
     /// TOML file with any of the settings below.
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Method: gmp, dpf or bimp.
-    #[arg(long)]
-    pub method: Option<String>,
+    /// The pruning method (those that `trainer pdt` runs; `imp` is
+    /// `trainer sms`).
+    #[arg(long, value_enum)]
+    pub method: Option<Method>,
     /// Training epochs (the whole budget, pruning included).
     #[arg(long)]
     pub epochs: Option<u64>,
@@ -41,12 +43,10 @@ pub struct PdtArgs {
     /// A pruning step every N epochs (2, 0.5) or iterations (100it) [default: 1].
     #[arg(long)]
     pub prune_every: Option<PruneEvery>,
-    /// DPF: iterations between mask recomputations [default: 16].
-    #[arg(long)]
-    pub dpf_interval: Option<u64>,
-    /// BIMP: prune-retrain phases [default: 3].
-    #[arg(long)]
-    pub phases: Option<u32>,
+    /// Every method's own flags (DPF's --dpf-interval, BIMP's --phases,
+    /// ...).
+    #[command(flatten)]
+    pub methods: MethodArgs,
     /// Fork candidates only at segments of at least this many epochs [default: 0].
     #[arg(long)]
     pub sms_min_segment: Option<f64>,
@@ -90,6 +90,7 @@ impl PdtArgs {
         };
         self.train.apply(&mut c.train);
         self.soups.apply(&mut c.soups)?;
+        self.methods.apply(&mut c.methods);
         crate::config::set_given!(
             self,
             c,
@@ -98,8 +99,6 @@ impl PdtArgs {
             prune_start,
             prune_end,
             prune_every,
-            dpf_interval,
-            phases,
             sms_min_segment,
             epochs,
             schedule

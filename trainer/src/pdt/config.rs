@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::TrainSettings;
 use crate::error::{Error, Result};
-use crate::pdt::schedule::PruneEvery;
+use crate::methods::{Method, MethodSettings};
+use crate::pipeline::timeline::PruneEvery;
 use crate::pipeline::{SoupKind, SoupSettings};
 use crate::schedule::ScheduleKind;
 
@@ -28,8 +29,8 @@ pub enum PdtBaseline {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PdtConfig {
-    /// The method's registered name (`gmp`, `dpf`, `bimp`).
-    pub method: String,
+    /// The method, by its registered name (`gmp`, `dpf`, `bimp`, ...).
+    pub method: Method,
     /// Baselines to run beside the soups.
     pub baselines: Vec<PdtBaseline>,
     /// Fraction of training where pruning starts (`t0`; BIMP trains
@@ -39,10 +40,10 @@ pub struct PdtConfig {
     pub prune_end: f64,
     /// Pruning steps of GMP (and sparsity updates of DPF's segments).
     pub prune_every: PruneEvery,
-    /// DPF: iterations between mask recomputations.
-    pub dpf_interval: u64,
-    /// BIMP: prune-retrain phases after the dense part.
-    pub phases: u32,
+    /// Every method's own settings (DPF's `dpf_interval`, BIMP's
+    /// `phases`, ...; top-level keys in the file).
+    #[serde(flatten)]
+    pub methods: MethodSettings,
     /// Fork candidates only at segments of at least this many epochs.
     pub sms_min_segment: f64,
     /// What every training command shares: data, model, batch sizes,
@@ -64,13 +65,12 @@ pub struct PdtConfig {
 impl Default for PdtConfig {
     fn default() -> Self {
         PdtConfig {
-            method: "gmp".into(),
+            method: Method::named("gmp").expect("gmp is registered"),
             baselines: Vec::new(),
             prune_start: 0.1,
             prune_end: 0.75,
             prune_every: PruneEvery::default(),
-            dpf_interval: 16,
-            phases: 3,
+            methods: MethodSettings::default(),
             sms_min_segment: 0.0,
             train: TrainSettings::default(),
             soups: SoupSettings::default(),
@@ -118,33 +118,32 @@ impl PdtConfig {
     /// Checks the values before any work starts.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::Config(m));
-        if crate::pdt::method(&self.method).is_none() {
+        let Some(method) = self.method.build(&self.methods) else {
             return bad(format!(
-                "unknown method {:?}: expected one of {}",
+                "method {} runs through `trainer {}`, not `trainer pdt`: expected one of {}",
                 self.method,
-                crate::pdt::methods().join(", ")
+                self.method.command(),
+                Method::names(Method::prunes_during_training)
             ));
-        }
+        };
         self.soups.validate(false)?;
-        let fixed = crate::pdt::method(&self.method).is_some_and(|m| m.fixed_mask());
-        if self.soups.soup == SoupKind::Greedy && !fixed {
+        if self.soups.soup == SoupKind::Greedy && !method.fixed_mask() {
             return bad(format!(
-                "--soup greedy needs a method with a fixed mask (gmp, bimp), not {}",
+                "--soup greedy needs a method with a fixed mask ({}), not {}",
+                Method::names(|m| m.build(&self.methods).is_some_and(|m| m.fixed_mask())),
                 self.method
             ));
         }
-        if self.phases == 0 || self.epochs == 0 {
-            return bad("--phases and --epochs must be at least 1".into());
+        if self.epochs == 0 {
+            return bad("--epochs must be at least 1".into());
         }
+        self.methods.validate()?;
         if !(0.0 <= self.prune_start && self.prune_start < self.prune_end && self.prune_end <= 1.0)
         {
             return bad(format!(
                 "need 0 <= --prune-start < --prune-end <= 1, got {} and {}",
                 self.prune_start, self.prune_end
             ));
-        }
-        if self.dpf_interval == 0 {
-            return bad("--dpf-interval must be at least 1".into());
         }
         if !self.sms_min_segment.is_finite() || self.sms_min_segment < 0.0 {
             return bad(format!(
@@ -172,17 +171,23 @@ mod tests {
         assert_eq!(back, cfg);
         assert!(cfg.validate().is_ok());
         let bad = PdtConfig {
-            method: "obd".into(),
+            method: Method::named("imp").unwrap(),
             ..PdtConfig::default()
         };
-        assert!(bad.validate().unwrap_err().to_string().contains("gmp"));
+        let err = bad.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("trainer sms") && err.contains("gmp, dpf, bimp"),
+            "{err}"
+        );
+        let err = toml::from_str::<PdtConfig>("method = \"obd\"").unwrap_err();
+        assert!(err.to_string().contains("unknown method"), "{err}");
         let bad = PdtConfig {
             prune_start: 0.8,
             ..PdtConfig::default()
         };
         assert!(bad.validate().is_err());
         let mut bad = PdtConfig {
-            method: "dpf".into(),
+            method: Method::named("dpf").unwrap(),
             ..PdtConfig::default()
         };
         bad.soups.soup = SoupKind::Greedy;

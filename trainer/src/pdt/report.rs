@@ -81,7 +81,7 @@ pub struct PdtReport {
 
 /// Builds the report of a finished run from its records.
 pub fn build(run: &PdtRun) -> Result<PdtReport> {
-    let id = run.method.id();
+    let id = run.id;
     let name = id.name();
     let mut runs = Vec::new();
     let mut curves = Vec::new();

@@ -28,13 +28,14 @@ use std::time::Instant;
 use crate::data::Split;
 use crate::error::{Error, Result};
 use crate::eval::evaluate;
+use crate::methods::Method;
 use crate::model::Model;
 use crate::optim::{Sgd, SgdConfig};
 use crate::pdt::records::{mkdir, read_json, write_json};
 pub use crate::pdt::records::{CandidateRecord, Chain, PruneRecord, SegmentRecord};
-use crate::pdt::{method, Context, PdtBaseline, PdtConfig, PdtMethod, Segment, Timeline};
+use crate::pdt::{Context, PdtBaseline, PdtConfig, PruningMethod, Segment, Timeline};
 use crate::pipeline::checkpoint_ops;
-use crate::pipeline::mask::{prune_impact, sparsity, Footprint, PruneMask};
+use crate::pipeline::mask::{prune_impact, sparsity, Footprint};
 use crate::pipeline::{Evaluation, Workspace};
 use crate::pipeline::{SoupKind, Vary};
 use crate::train::train_loop;
@@ -46,8 +47,10 @@ pub struct PdtRun {
     pub cfg: PdtConfig,
     /// The run folder.
     pub root: PathBuf,
-    /// The method.
-    pub method: Box<dyn PdtMethod>,
+    /// The method (from the registry, with its settings).
+    pub method: Box<dyn PruningMethod>,
+    /// Its registration, which names it and its runs.
+    pub id: Method,
     /// Data, device, model description, the pruned tensors, and the one
     /// evaluation path every method shares.
     pub ws: Workspace,
@@ -59,7 +62,7 @@ impl std::fmt::Debug for PdtRun {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PdtRun")
             .field("root", &self.root)
-            .field("method", &self.method.id().name())
+            .field("method", &self.id.name())
             .finish_non_exhaustive()
     }
 }
@@ -90,8 +93,9 @@ impl PdtRun {
 
     fn with_config(cfg: PdtConfig, root: &Path) -> Result<PdtRun> {
         let ws = Workspace::open(&cfg.train, &cfg.soups)?;
-        let method = method(&cfg.method).expect("validated");
+        let method = cfg.method.build(&cfg.methods).expect("validated");
         Ok(PdtRun {
+            id: cfg.method,
             cfg,
             root: root.to_path_buf(),
             method,
@@ -156,7 +160,7 @@ impl PdtRun {
 
     /// The segments of a chain.
     pub fn segments(&self, chain: Chain) -> Vec<Segment> {
-        self.method.segments(&self.cfg, &self.timeline(chain))
+        self.method.segments(&self.timeline(chain))
     }
 
     /// Candidates trained in `seg` of `chain`: `m` in the soup chain where
@@ -203,7 +207,9 @@ impl PdtRun {
             .ok()
             .and_then(|p| p.impact);
         Context {
-            cfg: &self.cfg,
+            train: &self.cfg.train,
+            soups: &self.cfg.soups,
+            schedule: self.cfg.schedule,
             timeline: self.timeline(chain),
             segments,
             segment: segments[k],
@@ -266,10 +272,11 @@ impl PdtRun {
         let mut impact = None;
         if k > 0 {
             let before = Footprint::of(&model, &self.ws.pruned);
-            if self.method.fixed_mask() && seg.sparsity > 0.0 {
+            if seg.sparsity > 0.0 {
                 let mut opt = self.optimizer(&model);
-                PruneMask::select(&opt, &self.ws.pruned, &self.cfg.soups.exclude, seg.sparsity)?
-                    .apply(&mut opt, false);
+                let exclude = &self.cfg.soups.exclude;
+                self.method
+                    .prune(&mut opt, &self.ws.pruned, exclude, seg.sparsity)?;
             }
             let after = Footprint::of(&model, &self.ws.pruned);
             impact = Some(prune_impact(before, after, None));
@@ -284,7 +291,7 @@ impl PdtRun {
         };
         self.say(format!(
             "{} segment {k}: iterations {}..{}, sparsity {:.2}% at the start",
-            chain.run_name(self.method.id()),
+            chain.run_name(self.id),
             seg.start,
             seg.end,
             100.0 * zeros as f64 / weights.max(1) as f64
@@ -331,10 +338,7 @@ impl PdtRun {
             .take(seg.len() as usize);
         let bar = self.bar(
             seg.len(),
-            format!(
-                "{} segment {k} candidate {i}",
-                chain.run_name(self.method.id())
-            ),
+            format!("{} segment {k} candidate {i}", chain.run_name(self.id)),
         );
         let stats = train_loop(
             &model,
@@ -500,7 +504,7 @@ impl PdtRun {
         };
         self.say(format!(
             "{} segment {k}: {m} candidate(s), sparsity {:.2}%, test {:.4}",
-            chain.run_name(self.method.id()),
+            chain.run_name(self.id),
             100.0 * info.sparsity,
             info.test_acc
         ));
@@ -522,7 +526,7 @@ impl PdtRun {
         if !self.seg_dir(chain, k).join("segment.json").exists() {
             return Err(Error::Run(format!(
                 "{} has not finished its last segment",
-                chain.run_name(self.method.id())
+                chain.run_name(self.id)
             )));
         }
         let last = self.result(chain, &segments[k]);
@@ -530,7 +534,7 @@ impl PdtRun {
         let eval = self.ws.finish(&model, &dir.join("final.safetensors"))?;
         self.say(format!(
             "{}: test {:.4}, sparsity {:.2}%",
-            chain.run_name(self.method.id()),
+            chain.run_name(self.id),
             eval.test.top1,
             100.0 * eval.sparsity
         ));

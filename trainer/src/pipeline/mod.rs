@@ -18,6 +18,11 @@
 //!   exists is done (resume).
 //! - [`executor`]: running candidates side by side in child processes
 //!   (`--jobs`), progress bars, shell quoting of printed commands.
+//! - [`segments`]: the trait every pruning method implements
+//!   ([`PruningMethod`]: its segments, pruning step, learning rate and
+//!   training hooks) and the segments a run trains in; [`timeline`]: the
+//!   time line of a run in iterations, the cubic sparsity schedule and the
+//!   grid of pruning steps on it.
 //!
 //! Nothing here knows a particular method.
 
@@ -27,10 +32,14 @@ pub mod executor;
 pub mod lr;
 pub mod mask;
 pub mod records;
+pub mod segments;
 pub mod settings;
+pub mod timeline;
 pub mod workspace;
 
 pub use evaluation::Evaluation;
 pub use mask::{pruned_names, PruneMask};
+pub use segments::{segments_at, Context, FixedMask, PruningMethod, Segment};
 pub use settings::{SoupArgs, SoupKind, SoupSettings, Vary};
+pub use timeline::{cubic, PruneEvery, Timeline};
 pub use workspace::Workspace;

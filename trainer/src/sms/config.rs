@@ -7,6 +7,7 @@ use soup_core::NmPattern;
 
 use crate::config::{TrainConfig, TrainSettings};
 use crate::error::{Error, Result};
+use crate::methods::imp;
 use crate::pipeline::lr::RetrainKind;
 use crate::pipeline::SoupSettings;
 use crate::schedule::ScheduleKind;
@@ -200,7 +201,7 @@ impl SmsConfig {
     /// The fraction of the remaining weights each phase removes:
     /// `q = 1 - (1 - s)^(1/k)`.
     pub fn prune_fraction(&self) -> f64 {
-        1.0 - (1.0 - self.soups.sparsity).powf(1.0 / self.phases as f64)
+        imp::prune_fraction(self.soups.sparsity, self.phases)
     }
 
     /// The sparsity over prunable weights after phase `p` (1-based):
@@ -210,7 +211,7 @@ impl SmsConfig {
         if let Some(p) = self.pattern(phase) {
             return 1.0 - p.n() as f64 / p.m() as f64;
         }
-        1.0 - (1.0 - self.prune_fraction()).powi(phase as i32)
+        imp::target_sparsity(self.soups.sparsity, self.phases, phase)
     }
 }
 

@@ -54,8 +54,8 @@ impl Chain {
     pub fn name(self) -> String {
         match self {
             Chain::Soup => "sms".into(),
-            Chain::Imp(j) => format!("{}-{j}", super::METHOD.name()),
-            Chain::ImpLong => super::METHOD.run_name(Variant::Long),
+            Chain::Imp(j) => format!("{}-{j}", super::method().name()),
+            Chain::ImpLong => super::method().run_name(Variant::Long),
             Chain::Reprune => "reprune".into(),
         }
     }

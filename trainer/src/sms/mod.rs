@@ -1,6 +1,7 @@
 //! Sparse model soups: iterative magnitude pruning where
 //! each phase retrains several copies of the pruned parent and averages them.
-//! This is the `imp` method of the registry ([`crate::methods`], [`METHOD`]),
+//! This is the run machinery of the `imp` method of the registry
+//! ([`crate::methods::imp`], [`method`]),
 //! run by `trainer sms`.
 //!
 //! A run lives in a folder ([`layout`]). [`run`] drives it end to end; the
@@ -31,11 +32,14 @@ pub use report::Report;
 pub use session::{write_config, Session};
 
 use crate::error::Result;
-use crate::methods::Method;
+use crate::methods::{imp, Method};
 use crate::pipeline::executor::{run_children, shell_quote, Placement};
 
-/// This module's registration: iterative magnitude pruning (with soups).
-pub const METHOD: Method = Method::Imp;
+/// The method this pipeline runs: iterative magnitude pruning (with
+/// soups), registered as [`imp::NAME`].
+pub fn method() -> Method {
+    Method::named(imp::NAME).expect("imp is registered")
+}
 
 /// Runs (or resumes) the whole pipeline: dense parent, every phase, the
 /// baselines, and the report. With `jobs > 1` the candidates of a phase

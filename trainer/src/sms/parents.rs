@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use crate::error::{Error, Result};
-use crate::pipeline::checkpoint_ops;
+use crate::methods::imp;
 use crate::run::{run_training, ProgressOutput};
 use crate::sms::layout::Chain;
 use crate::sms::records::{Evaluation, PruneInfo};
@@ -83,14 +83,14 @@ impl Session {
             match pattern {
                 // IMP-RePrune prunes its average afresh; every other chain
                 // prunes inside the mask its model already has.
-                Some(p) => checkpoint_ops::prune_nm(
+                Some(p) => imp::prune_nm(
                     &source,
                     &parent,
                     p,
                     phase > 1 && chain != Chain::Reprune,
                     &self.ws.pruned,
                 )?,
-                None => checkpoint_ops::prune(
+                None => imp::prune(
                     &source,
                     &parent,
                     fraction,

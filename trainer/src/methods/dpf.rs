@@ -9,24 +9,82 @@
 //! mask changes inside them; a segment's first iteration always recomputes
 //! the mask, so a soup's averaged dense weights get their own.
 
+use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::optim::Sgd;
-use crate::pdt::{segments_at, Context, PdtConfig, PdtMethod, Segment, Timeline};
-use crate::pipeline::PruneMask;
+use crate::pipeline::mask::PruneMask;
+use crate::pipeline::segments::{segments_at, Context, PruningMethod, Segment};
+use crate::pipeline::timeline::Timeline;
 use crate::train::Hooks;
+
+/// The name in the registry.
+pub const NAME: &str = "dpf";
+/// What the method is.
+pub const ABOUT: &str = "dynamic pruning with feedback: masked forward pass, dense updates";
+/// The command that runs it.
+pub const COMMAND: &str = "pdt";
+
+/// DPF's own settings.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    /// Iterations between mask recomputations.
+    #[serde(rename = "dpf_interval")]
+    pub interval: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings { interval: 16 }
+    }
+}
+
+impl Settings {
+    /// Checks the values.
+    pub fn validate(&self) -> Result<()> {
+        if self.interval == 0 {
+            return Err(Error::Config("--dpf-interval must be at least 1".into()));
+        }
+        Ok(())
+    }
+}
+
+/// DPF's flags.
+#[derive(Debug, Clone, Default, clap::Args)]
+#[group(skip)]
+pub struct Args {
+    /// DPF: iterations between mask recomputations [default: 16].
+    #[arg(long = "dpf-interval")]
+    pub dpf_interval: Option<u64>,
+}
+
+impl Args {
+    /// Writes the flags given over `settings`.
+    pub fn apply(&self, settings: &mut Settings) {
+        if let Some(v) = self.dpf_interval {
+            settings.interval = v;
+        }
+    }
+}
+
+/// The method.
+pub fn build(settings: &Settings) -> Option<Box<dyn PruningMethod>> {
+    Some(Box::new(Dpf {
+        interval: settings.interval,
+    }))
+}
 
 /// Dynamic pruning with feedback.
 #[derive(Debug, Clone, Copy)]
-pub struct Dpf;
+pub struct Dpf {
+    /// Iterations between mask recomputations.
+    pub interval: u64,
+}
 
-impl PdtMethod for Dpf {
-    fn id(&self) -> crate::methods::Method {
-        crate::methods::Method::Dpf
-    }
-
-    fn segments(&self, _cfg: &PdtConfig, t: &Timeline) -> Vec<Segment> {
+impl PruningMethod for Dpf {
+    fn segments(&self, t: &Timeline) -> Vec<Segment> {
         segments_at(t, &t.prune_points())
     }
 
@@ -37,9 +95,9 @@ impl PdtMethod for Dpf {
     fn hooks(&self, ctx: &Context<'_>, _opt: &Sgd) -> Result<Box<dyn Hooks>> {
         Ok(Box::new(DpfHooks::new(
             ctx.timeline,
-            ctx.cfg.dpf_interval,
+            self.interval,
             ctx.pruned.to_vec(),
-            ctx.cfg.soups.exclude.clone(),
+            ctx.soups.exclude.clone(),
         )))
     }
 
@@ -47,7 +105,7 @@ impl PdtMethod for Dpf {
     fn finalize(&self, ctx: &Context<'_>, opt: &mut Sgd) -> Result<()> {
         let s = ctx.timeline.target(ctx.segment.end);
         if s > 0.0 {
-            PruneMask::select(opt, ctx.pruned, &ctx.cfg.soups.exclude, s)?.apply(opt, false);
+            PruneMask::select(opt, ctx.pruned, &ctx.soups.exclude, s)?.apply(opt, false);
         }
         Ok(())
     }

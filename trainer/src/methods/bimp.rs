@@ -5,12 +5,75 @@
 //! by global magnitude to `1 - (1 - q)^p` with `q = 1 - (1 - S)^(1/k)` and
 //! retrains with ALLR (adaptive learning-rate restarts), the mask fixed.
 
-use crate::pdt::{Context, PdtConfig, PdtMethod, Segment, Timeline};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
 use crate::pipeline::lr::{allr_peak, candidate_schedule, RetrainKind};
+use crate::pipeline::segments::{Context, PruningMethod, Segment};
+use crate::pipeline::timeline::Timeline;
+
+/// The name in the registry.
+pub const NAME: &str = "bimp";
+/// What the method is.
+pub const ABOUT: &str = "budgeted IMP: prune-retrain phases inside a fixed epoch budget";
+/// The command that runs it.
+pub const COMMAND: &str = "pdt";
+
+/// BIMP's own settings.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    /// Prune-retrain phases after the dense part.
+    pub phases: u32,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings { phases: 3 }
+    }
+}
+
+impl Settings {
+    /// Checks the values.
+    pub fn validate(&self) -> Result<()> {
+        if self.phases == 0 {
+            return Err(Error::Config("--phases must be at least 1".into()));
+        }
+        Ok(())
+    }
+}
+
+/// BIMP's flags.
+#[derive(Debug, Clone, Default, clap::Args)]
+#[group(skip)]
+pub struct Args {
+    /// BIMP: prune-retrain phases [default: 3].
+    #[arg(long)]
+    pub phases: Option<u32>,
+}
+
+impl Args {
+    /// Writes the flags given over `settings`.
+    pub fn apply(&self, settings: &mut Settings) {
+        if let Some(v) = self.phases {
+            settings.phases = v;
+        }
+    }
+}
+
+/// The method.
+pub fn build(settings: &Settings) -> Option<Box<dyn PruningMethod>> {
+    Some(Box::new(Bimp {
+        phases: settings.phases,
+    }))
+}
 
 /// Budgeted IMP.
 #[derive(Debug, Clone, Copy)]
-pub struct Bimp;
+pub struct Bimp {
+    /// Prune-retrain phases after the dense part.
+    pub phases: u32,
+}
 
 /// The phases' lengths: `budget` iterations split evenly over `phases`,
 /// the remainder to the last.
@@ -22,13 +85,9 @@ pub fn phase_lengths(budget: u64, phases: u32) -> Vec<u64> {
     lengths
 }
 
-impl PdtMethod for Bimp {
-    fn id(&self) -> crate::methods::Method {
-        crate::methods::Method::Bimp
-    }
-
-    fn segments(&self, cfg: &PdtConfig, t: &Timeline) -> Vec<Segment> {
-        let k = cfg.phases.max(1);
+impl PruningMethod for Bimp {
+    fn segments(&self, t: &Timeline) -> Vec<Segment> {
+        let k = self.phases.max(1);
         let q = 1.0 - (1.0 - t.sparsity).powf(1.0 / f64::from(k));
         let mut segments = vec![Segment {
             index: 0,
@@ -78,20 +137,16 @@ impl PdtMethod for Bimp {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pdt::PruneEvery;
+    use crate::pipeline::timeline::PruneEvery;
 
     #[test]
     fn budget_is_split_evenly_with_the_remainder_last() {
         assert_eq!(phase_lengths(10, 3), vec![3, 3, 4]);
         assert_eq!(phase_lengths(9, 3), vec![3, 3, 3]);
         assert_eq!(phase_lengths(2, 3), vec![0, 0, 2]);
-        let cfg = PdtConfig {
-            phases: 3,
-            ..PdtConfig::default()
-        };
         // 5 epochs of 23 iterations: 115 in all, dense until round(11.5) = 12.
         let t = Timeline::new(5.0, 23, 0.9, 0.1, 0.75, PruneEvery::default());
-        let segs = Bimp.segments(&cfg, &t);
+        let segs = Bimp { phases: 3 }.segments(&t);
         let bounds: Vec<(u64, u64)> = segs.iter().map(|s| (s.start, s.end)).collect();
         assert_eq!(bounds, vec![(0, 12), (12, 46), (46, 80), (80, 115)]);
         assert_eq!(segs[0].sparsity, 0.0);
