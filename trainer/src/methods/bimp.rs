@@ -19,6 +19,9 @@ pub const ABOUT: &str = "budgeted IMP: prune-retrain phases inside a fixed epoch
 /// The command that runs it.
 pub const COMMAND: &str = "pdt";
 
+/// The keys of [`Settings`].
+pub const KEYS: &[&str] = &["phases"];
+
 /// BIMP's own settings.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(default)]

@@ -26,6 +26,9 @@ pub const ABOUT: &str = "dynamic pruning with feedback: masked forward pass, den
 /// The command that runs it.
 pub const COMMAND: &str = "pdt";
 
+/// The keys of [`Settings`].
+pub const KEYS: &[&str] = &["dpf_interval"];
+
 /// DPF's own settings.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(default)]

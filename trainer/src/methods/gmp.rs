@@ -65,6 +65,8 @@ impl Args {
         }
     }
 }
+/// The keys of its settings in a run's configuration.
+pub const KEYS: &[&str] = &["nm"];
 
 /// The method.
 pub fn build(settings: &Settings) -> Option<Box<dyn PruningMethod>> {

@@ -28,6 +28,8 @@ pub const COMMAND: &str = "sms";
 pub type Settings = NoSettings;
 /// IMP adds no flags to `trainer pdt`.
 pub type Args = NoArgs;
+/// No keys of its own.
+pub const KEYS: &[&str] = &[];
 
 /// No segments of training from scratch: IMP runs through `trainer sms`.
 pub fn build(_settings: &Settings) -> Option<Box<dyn PruningMethod>> {

@@ -23,9 +23,11 @@
 
 use std::fmt;
 use std::hash::{Hash, Hasher};
+use std::sync::OnceLock;
 
 use clap::builder::PossibleValue;
 use clap::ValueEnum;
+use serde::de::{MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::Result;
@@ -33,7 +35,8 @@ use crate::pipeline::segments::PruningMethod;
 
 /// Builds the registry from a list of method modules. Each module
 /// provides `NAME`, `ABOUT`, `COMMAND`, `Settings` (serde, with
-/// `validate`), `Args` (clap, with `apply`) and `build`.
+/// `validate`), `KEYS` (the keys of `Settings`), `Args` (clap, with
+/// `apply`) and `build`.
 macro_rules! registry {
     ($($m:ident),* $(,)?) => {
         $(pub mod $m;)*
@@ -48,14 +51,36 @@ macro_rules! registry {
 
         /// The settings of every registered method, each its module's own
         /// struct (top-level keys of a run's configuration).
-        #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-        #[serde(default)]
+        #[derive(Debug, Clone, Default, PartialEq, Serialize)]
         pub struct MethodSettings {
             $(
                 #[doc = concat!("The settings of `", stringify!($m), "`.")]
                 #[serde(flatten)]
                 pub $m: $m::Settings,
             )*
+        }
+
+        /// Read as a struct whose fields are every method's keys, so that
+        /// a configuration that flattens it (and refuses unknown keys)
+        /// sees them claimed; each method's settings are then read from
+        /// those keys.
+        impl<'de> Deserialize<'de> for MethodSettings {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+                static KEYS: OnceLock<Vec<&'static str>> = OnceLock::new();
+                let keys = KEYS.get_or_init(|| [$($m::KEYS),*].concat());
+                let table = d.deserialize_struct("MethodSettings", keys, TableVisitor)?;
+                Ok(MethodSettings {
+                    $($m: <$m::Settings as Deserialize>::deserialize(
+                        toml::Value::Table(table.clone()),
+                    )
+                    .map_err(serde::de::Error::custom)?,)*
+                })
+            }
+        }
+
+        /// Every method's keys, in registry order.
+        pub fn setting_keys() -> Vec<&'static str> {
+            [$($m::KEYS),*].concat()
         }
 
         impl MethodSettings {
@@ -86,6 +111,28 @@ macro_rules! registry {
 }
 
 registry![imp, gmp, dpf, bimp];
+
+/// Collects the keys and values of a map.
+struct TableVisitor;
+
+impl<'de> Visitor<'de> for TableVisitor {
+    type Value = toml::Table;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the settings of the methods")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(
+        self,
+        mut map: A,
+    ) -> std::result::Result<toml::Table, A::Error> {
+        let mut table = toml::Table::new();
+        while let Some((k, v)) = map.next_entry::<String, toml::Value>()? {
+            table.insert(k, v);
+        }
+        Ok(table)
+    }
+}
 
 /// A registered pruning method: one row of [`REGISTRY`].
 #[derive(Clone, Copy)]
@@ -273,6 +320,13 @@ mod tests {
         let toml = toml::to_string(&settings).unwrap();
         let back: MethodSettings = toml::from_str(&toml).unwrap();
         assert_eq!(back, settings);
+        // Each module's KEYS are exactly the keys its settings write.
+        let table: toml::Table = toml::from_str(&toml).unwrap();
+        let mut written: Vec<&str> = table.keys().map(String::as_str).collect();
+        let mut keys = setting_keys();
+        written.sort_unstable();
+        keys.sort_unstable();
+        assert_eq!(written, keys);
         let args =
             <MethodArgs as clap::FromArgMatches>::from_arg_matches(
                 &<MethodArgs as clap::Args>::augment_args(clap::Command::new("t"))
