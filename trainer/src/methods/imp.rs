@@ -60,3 +60,17 @@ pub fn prune(
 ) -> Result<soup_core::PruneReport> {
     checkpoint_ops::prune(input, output, fraction, of_remaining, exclude)
 }
+
+/// IMP's pruning step to an N:M pattern: `input` pruned into `output` so
+/// that every group of M along the input dimension of the tensors `names`
+/// keeps its N largest weights; with `keep_zeros`, inside the mask the
+/// model has. Without an output, a dry run. Returns soup-core's report.
+pub fn prune_nm(
+    input: &Path,
+    output: Option<&Path>,
+    pattern: soup_core::NmPattern,
+    keep_zeros: bool,
+    names: &[String],
+) -> Result<soup_core::PruneReport> {
+    checkpoint_ops::prune_nm(input, output, pattern, keep_zeros, names)
+}

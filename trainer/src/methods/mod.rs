@@ -317,6 +317,8 @@ mod tests {
     #[test]
     fn every_method_has_its_own_settings_with_flags() {
         let mut settings = MethodSettings::default();
+        // Optional settings are written only when set.
+        settings.gmp.nm = Some("2:4".parse().unwrap());
         settings.validate().unwrap();
         let toml = toml::to_string(&settings).unwrap();
         let back: MethodSettings = toml::from_str(&toml).unwrap();

@@ -96,6 +96,10 @@ impl PdtArgs {
         self.train.apply(&mut c.train);
         self.soups.apply(&mut c.soups)?;
         self.methods.apply(&mut c.methods);
+        // An N:M pattern sets the final sparsity unless it is given.
+        if let (Some(p), None) = (c.methods.gmp.nm, self.soups.sparsity) {
+            c.soups.sparsity = crate::pdt::config::nm_sparsity(p);
+        }
         crate::config::set_given!(
             self,
             c,

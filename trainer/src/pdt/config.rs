@@ -147,6 +147,23 @@ impl PdtConfig {
         if self.epochs == 0 || self.repeats == 0 {
             return bad("--epochs and --repeats must be at least 1".into());
         }
+        match (method.pattern(), self.methods.gmp.nm) {
+            (None, Some(p)) => {
+                return bad(format!(
+                    "--nm {p} applies to --method gmp, not {}",
+                    self.method
+                ))
+            }
+            (Some(p), _) if (self.soups.sparsity - nm_sparsity(p)).abs() > 1e-12 => {
+                return bad(format!(
+                    "--nm {p} reaches {} sparsity: leave --sparsity out or give that value, \
+                     not {}",
+                    nm_sparsity(p),
+                    self.soups.sparsity
+                ))
+            }
+            _ => {}
+        }
         self.methods.validate()?;
         if !(0.0 <= self.prune_start && self.prune_start < self.prune_end && self.prune_end <= 1.0)
         {
@@ -164,6 +181,11 @@ impl PdtConfig {
         self.train.validate()?;
         Ok(())
     }
+}
+
+/// The sparsity of an N:M pattern: `1 - N/M`.
+pub fn nm_sparsity(p: soup_core::NmPattern) -> f64 {
+    1.0 - p.n() as f64 / p.m() as f64
 }
 
 #[cfg(test)]

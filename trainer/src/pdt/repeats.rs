@@ -194,6 +194,7 @@ impl Summary {
             model: self.model.clone(),
             data: self.data.clone(),
             target_sparsity: self.target_sparsity,
+            pattern: None,
             candidates: self.candidates,
             runs: Vec::new(),
             curves: Vec::new(),

@@ -71,6 +71,9 @@ pub struct PdtReport {
     pub data: String,
     /// The sparsity every run reaches.
     pub target_sparsity: f64,
+    /// The N:M pattern every run reaches, if the method prunes to one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pattern: Option<soup_core::NmPattern>,
     /// Candidates per soup (`m`).
     pub candidates: u32,
     /// Every delivered model.
@@ -124,6 +127,7 @@ pub fn build(run: &PdtRun) -> Result<PdtReport> {
         model: run.cfg.train.model.clone(),
         data: run.cfg.train.data.clone(),
         target_sparsity: run.cfg.soups.sparsity,
+        pattern: run.method.pattern(),
         candidates: run.cfg.soups.candidates,
         runs,
         curves,
@@ -137,8 +141,12 @@ fn pct(x: Option<f64>) -> String {
 impl PdtReport {
     /// The table printed at the end of a run.
     pub fn table(&self) -> String {
+        let pattern = self
+            .pattern
+            .map_or_else(String::new, |p| format!(" (N:M pattern {p})"));
         let mut s = format!(
-            "{} on {} with {}, target sparsity {:.2}%, {} candidates per soup; accuracies in %\n",
+            "{} on {} with {}, target sparsity {:.2}%{pattern}, {} candidates per soup; \
+             accuracies in %\n",
             self.model,
             self.data,
             self.method,

@@ -92,8 +92,10 @@ impl PdtRun {
     }
 
     fn with_config(cfg: PdtConfig, root: &Path) -> Result<PdtRun> {
-        let ws = Workspace::open(&cfg.train, &cfg.soups)?;
+        let mut ws = Workspace::open(&cfg.train, &cfg.soups)?;
         let method = cfg.method.build(&cfg.methods).expect("validated");
+        let pattern: Vec<_> = method.pattern().into_iter().collect();
+        ws.keep_nm_groupable(&pattern);
         Ok(PdtRun {
             id: cfg.method,
             cfg,

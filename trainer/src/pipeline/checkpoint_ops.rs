@@ -9,7 +9,7 @@ use soup_core::{greedy_soup, GreedyOptions};
 use soup_core::{
     Checkpoint, Control, IntPolicy, MaskPolicy, MergeOptions, OutputOptions, Selection,
 };
-use soup_core::{Criterion, PruneOptions, Scope};
+use soup_core::{Criterion, NmPattern, PruneOptions, Scope};
 
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -50,11 +50,7 @@ pub fn geometry(candidates: &[PathBuf]) -> Result<Option<soup_core::DistanceRepo
 pub fn check_masks(candidates: &[PathBuf], parent: &Path, prunable: &[String]) -> Result<()> {
     let inputs = open_all(candidates)?;
     let reference = Checkpoint::open(parent)?;
-    let include: Vec<String> = prunable
-        .iter()
-        .map(|n| format!("^{}$", regex::escape(n)))
-        .collect();
-    let selection = Selection::new(&include, &[])?;
+    let selection = Selection::new(&anchored(prunable), &[])?;
     let report =
         soup_core::check_masks(&inputs, Some(&reference), &selection, &Control::default())?;
     if report.identical {
@@ -140,6 +136,46 @@ pub fn prune(
         None => soup_core::plan_prune(&checkpoint, &options, &control)?,
     };
     Ok(report)
+}
+
+/// Prunes `input` into `output` to the N:M `pattern` over exactly the
+/// tensors `names` (groups of M consecutive weights along the input
+/// dimension keep their N largest by magnitude), as `soup prune --nm`
+/// does. With `keep_zeros`, weights already zero stay zero, so pruning a
+/// model inside its mask never revives a weight. Without an output, what
+/// that pruning does (a dry run).
+pub fn prune_nm(
+    input: &Path,
+    output: Option<&Path>,
+    pattern: NmPattern,
+    keep_zeros: bool,
+    names: &[String],
+) -> Result<soup_core::PruneReport> {
+    let checkpoint = Checkpoint::open(input)?;
+    let options = PruneOptions {
+        include: anchored(names),
+        nm: Some(pattern),
+        keep_zeros,
+        output: OutputOptions {
+            shard_size: None,
+            force: true,
+        },
+        ..PruneOptions::default()
+    };
+    let control = Control::default();
+    let report = match output {
+        Some(output) => soup_core::prune(&checkpoint, output, &options, &control)?,
+        None => soup_core::plan_prune(&checkpoint, &options, &control)?,
+    };
+    Ok(report)
+}
+
+/// Selection patterns that match exactly the tensors `names`.
+fn anchored(names: &[String]) -> Vec<String> {
+    names
+        .iter()
+        .map(|n| format!("^{}$", regex::escape(n)))
+        .collect()
 }
 
 /// A greedy soup of `inputs` (first-round scores `scores`) into `output`,

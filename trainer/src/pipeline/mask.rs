@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use tch::{Kind, Tensor};
 
-use soup_core::{Control, Criterion, OutputOptions, PruneOptions, Scope, TensorView};
+use soup_core::{Control, Criterion, NmPattern, OutputOptions, PruneOptions, Scope, TensorView};
 
 use crate::error::{Error, Result};
 use crate::model::Model;
@@ -60,6 +60,35 @@ impl PruneMask {
         exclude: &[String],
         sparsity: f64,
     ) -> Result<PruneMask> {
+        let options = PruneOptions {
+            sparsity,
+            scope: Scope::Global,
+            of_remaining: false,
+            criterion: Criterion::Magnitude,
+            include: Vec::new(),
+            exclude: exclude.to_vec(),
+            output: OutputOptions::default(),
+            ..PruneOptions::default()
+        };
+        Self::select_with(opt, names, &options)
+    }
+
+    /// N:M selection over `names` (all of which must hold whole groups of
+    /// M along their input dimension): in every group the N largest
+    /// weights by magnitude stay, weights already zero stay zero
+    /// (soup-core's `--nm` pruning with `--keep-zeros`).
+    pub fn select_nm(opt: &Sgd, names: &[String], pattern: NmPattern) -> Result<PruneMask> {
+        let options = PruneOptions {
+            nm: Some(pattern),
+            keep_zeros: true,
+            ..PruneOptions::default()
+        };
+        Self::select_with(opt, names, &options)
+    }
+
+    /// The mask soup-core's in-memory pruning with `options` chooses over
+    /// the live tensors `names`.
+    fn select_with(opt: &Sgd, names: &[String], options: &PruneOptions) -> Result<PruneMask> {
         let idx = slots(opt, names);
         let values: Vec<(String, Vec<usize>, Vec<f32>)> = idx
             .iter()
@@ -83,17 +112,7 @@ impl PruneMask {
             .iter()
             .map(|(n, s, v)| TensorView::f32(n.as_str(), s, v))
             .collect::<soup_core::Result<Vec<_>>>()?;
-        let options = PruneOptions {
-            sparsity,
-            scope: Scope::Global,
-            of_remaining: false,
-            criterion: Criterion::Magnitude,
-            include: Vec::new(),
-            exclude: exclude.to_vec(),
-            output: OutputOptions::default(),
-            ..PruneOptions::default()
-        };
-        let pruned = soup_core::prune_tensors(&views, &options, &Control::default())?;
+        let pruned = soup_core::prune_tensors(&views, options, &Control::default())?;
         let drop = idx
             .iter()
             .zip(pruned.masks)

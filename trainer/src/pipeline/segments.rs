@@ -89,6 +89,12 @@ pub trait PruningMethod: Send + Sync {
     /// `0..t.total` without gaps (a last segment may be empty).
     fn segments(&self, t: &Timeline) -> Vec<Segment>;
 
+    /// The N:M pattern the method prunes to, if any: tensors that cannot
+    /// be split into its groups of M along the input dimension stay dense.
+    fn pattern(&self) -> Option<soup_core::NmPattern> {
+        None
+    }
+
     /// Whether the pruning step at a segment's start prunes the weights
     /// and the mask then stays fixed (GMP, BIMP). A dynamic method (DPF)
     /// keeps dense weights and masks only what the forward pass sees; its

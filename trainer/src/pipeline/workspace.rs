@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use indicatif::ProgressBar;
-use soup_core::{FloatTensorStats, PruneReport};
+use soup_core::{FloatTensorStats, NmGeometry, NmPattern, PruneReport};
 use tch::Device;
 
 use crate::arch::{Arch, ModelSpec};
@@ -110,6 +110,28 @@ impl Workspace {
 }
 
 impl Workspace {
+    /// Takes out of the pruned tensors those that cannot be split into the
+    /// N:M groups of every pattern in `patterns` (their input dimension is
+    /// not a multiple of M, as the first convolution of a one-channel
+    /// image model): such tensors stay dense, as NVIDIA's ASP leaves them.
+    /// Returns their names.
+    pub fn keep_nm_groupable(&mut self, patterns: &[NmPattern]) -> Vec<String> {
+        if patterns.is_empty() {
+            return Vec::new();
+        }
+        let shapes = Model::new(self.arch, self.spec, Device::Cpu).state_dict();
+        let fits = |name: &String| {
+            let shape: Vec<usize> = shapes[name].size().iter().map(|&d| d as usize).collect();
+            patterns
+                .iter()
+                .all(|p| NmGeometry::new(&shape, false, p.m()).is_ok())
+        };
+        let (kept, dense): (Vec<String>, Vec<String>) =
+            std::mem::take(&mut self.pruned).into_iter().partition(fits);
+        self.pruned = kept;
+        dense
+    }
+
     /// What a pruning step on files did, from soup-core's report of it
     /// (`report`, from [`checkpoint_ops::prune`] or its dry run): the
     /// impact (parameter norms over the trainable tensors, share of the

@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
+use soup_core::NmPattern;
 
 use crate::config::{TrainConfig, TrainSettings};
 use crate::error::{Error, Result};
@@ -66,6 +67,16 @@ pub struct SmsConfig {
     /// absent.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub swa_every: Option<u64>,
+    /// Prune the dense parent once to this N:M pattern and run every phase
+    /// on that fixed mask (the pattern sets the sparsity; `sparsity` is not
+    /// used).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nm: Option<NmPattern>,
+    /// One N:M pattern per phase, each at most as dense as the one before:
+    /// phase k prunes the previous phase's model to pattern k inside its
+    /// mask (weights already zero stay zero).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub nm_ladder: Vec<NmPattern>,
 }
 
 impl Default for SmsConfig {
@@ -83,6 +94,8 @@ impl Default for SmsConfig {
             repeats: 1,
             swa_from: None,
             swa_every: None,
+            nm: None,
+            nm_ladder: Vec::new(),
         }
     }
 }
@@ -141,6 +154,7 @@ impl SmsConfig {
         if self.swa_every == Some(0) {
             return bad("--swa-every must be at least 1".into());
         }
+        self.validate_nm()?;
         self.train.validate()?;
         if self.train.lr <= 0.0 {
             return bad("--lr must be positive".into());
@@ -158,6 +172,50 @@ impl SmsConfig {
         }
     }
 
+    fn validate_nm(&self) -> Result<()> {
+        if self.nm.is_some() && !self.nm_ladder.is_empty() {
+            return Err(Error::Config(
+                "give --nm (one pattern for every phase) or --nm-ladder (one per phase), not both"
+                    .into(),
+            ));
+        }
+        if !self.nm_ladder.is_empty() && self.nm_ladder.len() != self.phases as usize {
+            return Err(Error::Config(format!(
+                "--nm-ladder has {} patterns but the run has {} phases: give one pattern per \
+                 phase (--phases defaults to the ladder's length)",
+                self.nm_ladder.len(),
+                self.phases
+            )));
+        }
+        for pair in self.nm_ladder.windows(2) {
+            let density = |p: &NmPattern| p.n() as f64 / p.m() as f64;
+            if density(&pair[1]) > density(&pair[0]) {
+                return Err(Error::Config(format!(
+                    "--nm-ladder must not get denser: {} keeps more weights than {} before it",
+                    pair[1], pair[0]
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The N:M pattern of phase `phase` (1-based), if the run prunes to
+    /// N:M patterns.
+    pub fn pattern(&self, phase: u32) -> Option<NmPattern> {
+        match self.nm_ladder.get(phase as usize - 1) {
+            Some(p) => Some(*p),
+            None => self.nm,
+        }
+    }
+
+    /// Every N:M pattern the run prunes to, in phase order.
+    pub fn patterns(&self) -> Vec<NmPattern> {
+        match self.nm {
+            Some(p) => vec![p],
+            None => self.nm_ladder.clone(),
+        }
+    }
+
     /// The fraction of the remaining weights each phase removes:
     /// `q = 1 - (1 - s)^(1/k)`.
     pub fn prune_fraction(&self) -> f64 {
@@ -165,8 +223,12 @@ impl SmsConfig {
     }
 
     /// The sparsity over prunable weights after phase `p` (1-based):
-    /// `1 - (1 - q)^p`.
+    /// `1 - (1 - q)^p`, or `1 - N/M` for an N:M pattern (over the tensors
+    /// that can be grouped).
     pub fn target_sparsity(&self, phase: u32) -> f64 {
+        if let Some(p) = self.pattern(phase) {
+            return 1.0 - p.n() as f64 / p.m() as f64;
+        }
         imp::target_sparsity(self.soups.sparsity, self.phases, phase)
     }
 }

@@ -51,6 +51,10 @@ impl Session {
     /// Prunes the parent of a chain's phase: a fraction `q` of the
     /// remaining prunable weights by global magnitude (soup-core), or for
     /// IMP-RePrune the average of the chains down to the phase's target.
+    /// With N:M patterns, every chain prunes to the phase's pattern: phase 1
+    /// the dense model, later phases inside the mask the model has (with a
+    /// fixed `--nm` pattern that changes nothing: the phases retrain on one
+    /// mask), and IMP-RePrune its average afresh.
     pub fn prepare(&self, chain: Chain, phase: u32) -> Result<PruneInfo> {
         let parent = self.parent_path(chain, phase);
         let info_path = self.prune_info_path(chain, phase);
@@ -74,27 +78,49 @@ impl Session {
             Chain::Reprune => (self.cfg.target_sparsity(phase), false),
             _ => (self.cfg.prune_fraction(), true),
         };
+        let pattern = self.cfg.pattern(phase);
         // A parent written by a killed run is the same pruning of the same
         // source: its report comes from a dry run instead of a rewrite.
         let target = (!parent.exists()).then_some(parent.as_path());
-        let report = imp::prune(
-            &source,
-            target,
-            fraction,
-            of_remaining,
-            &self.cfg.soups.exclude,
-        )?;
-        let asked = of_remaining.then_some(fraction);
+        let report = match pattern {
+            // IMP-RePrune prunes its average afresh; every other chain
+            // prunes inside the mask its model already has.
+            Some(p) => imp::prune_nm(
+                &source,
+                target,
+                p,
+                phase > 1 && chain != Chain::Reprune,
+                &self.ws.pruned,
+            )?,
+            None => imp::prune(
+                &source,
+                target,
+                fraction,
+                of_remaining,
+                &self.cfg.soups.exclude,
+            )?,
+        };
+        let asked = (of_remaining && pattern.is_none()).then_some(fraction);
         let (impact, sparsity) = self.ws.measure_pruning(&report, asked)?;
         let info = PruneInfo {
             source,
-            fraction,
-            of_remaining,
+            fraction: if pattern.is_some() { 0.0 } else { fraction },
+            of_remaining: of_remaining && pattern.is_none(),
             sparsity,
             impact,
+            pattern,
+            dense: if pattern.is_some() {
+                self.nm_dense.clone()
+            } else {
+                Vec::new()
+            },
+        };
+        let how = match pattern {
+            Some(p) => format!(" to {p}"),
+            None => String::new(),
         };
         self.ws.say(format!(
-            "{} phase {phase}: pruned to {:.2}% sparsity (removed {:.2}% of the remaining weights)",
+            "{} phase {phase}: pruned{how} to {:.2}% sparsity (removed {:.2}% of the remaining weights)",
             chain.name(),
             100.0 * info.sparsity,
             100.0 * info.impact.fraction

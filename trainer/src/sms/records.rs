@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
+use soup_core::NmPattern;
 
 pub use crate::pipeline::checkpoint_ops::GreedyTrial;
 pub use crate::pipeline::evaluation::Evaluation;
@@ -26,6 +27,13 @@ pub struct PruneInfo {
     pub sparsity: f64,
     /// ALLR's measurements.
     pub impact: PruneImpact,
+    /// The N:M pattern the parent was pruned to, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pattern: Option<NmPattern>,
+    /// With a pattern: the prunable tensors left dense because their input
+    /// dimension is not a multiple of M.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dense: Vec<String>,
 }
 
 /// A trained candidate (`candidate-I.json`).

@@ -15,6 +15,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use soup_core::NmPattern;
 
 use crate::checkpoint::write_atomic;
 use crate::error::{Error, Result};
@@ -84,6 +85,9 @@ pub struct PhaseRow {
     pub sparsity_all_params: f64,
     /// Sparsity of the pruned parent over the prunable weights.
     pub parent_sparsity: f64,
+    /// The N:M pattern of the phase, if the run prunes to N:M patterns.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pattern: Option<NmPattern>,
     /// Soup test top-1 accuracy.
     pub soup_test_acc: f64,
     /// Soup validation top-1 accuracy.
@@ -230,6 +234,7 @@ pub fn build(session: &Session, dense: &Evaluation, phases: &[PhaseInfo]) -> Res
             sparsity: info.soup.sparsity,
             sparsity_all_params: info.soup.sparsity_all,
             parent_sparsity: info.prune.sparsity,
+            pattern: info.prune.pattern,
             soup_test_acc: info.soup.test.top1,
             soup_val_acc: info.soup.val.top1,
             soup_test_balanced_acc: info.soup.test.balanced_accuracy,
@@ -326,11 +331,17 @@ impl Report {
         let mut cols = vec![
             ("phase", col(&|r| r.phase.to_string())),
             ("sparsity%", col(&|r| pct(r.sparsity))),
+        ];
+        if self.phases.iter().any(|r| r.pattern.is_some()) {
+            let name = |r: &PhaseRow| r.pattern.map_or_else(|| "-".into(), |p| p.to_string());
+            cols.push(("pattern", col(&name)));
+        }
+        cols.extend([
             ("soup", col(&|r| pct(r.soup_test_acc))),
             ("best_cand", col(&|r| pct(r.best_candidate_test_acc))),
             ("mean_cand", col(&|r| pct(r.mean_candidate_test_acc))),
             ("ensemble", col(&|r| pct(r.ensemble_test_acc))),
-        ];
+        ]);
         let any = |f: &dyn Fn(&PhaseRow) -> bool| self.phases.iter().any(f);
         if any(&|r| r.imp_test_acc.is_some()) {
             cols.push(("imp", col(&|r| opt_pct(r.imp_test_acc))));
@@ -397,11 +408,14 @@ impl Report {
              best_candidate,best_candidate_test_acc,mean_candidate_test_acc,imp_test_acc,\
              imp_long_test_acc,reprune_test_acc,soup_test_balanced_acc,soup_test_ece,\
              soup_test_mce,soup_test_worst_class_acc,ensemble_test_acc,soup_ood_acc,flops_ratio,\
-             soup_checkpoint\n",
+             soup_checkpoint",
         );
+        // Runs that prune to N:M patterns name each phase's pattern.
+        let patterns = self.phases.iter().any(|r| r.pattern.is_some());
+        out.push_str(if patterns { ",pattern\n" } else { "\n" });
         let o = |x: Option<f64>| x.map_or_else(String::new, |v| v.to_string());
         for r in &self.phases {
-            let _ = writeln!(
+            let _ = write!(
                 out,
                 "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
                 r.phase,
@@ -425,6 +439,14 @@ impl Report {
                 r.flops_ratio,
                 r.soup_checkpoint.display()
             );
+            if patterns {
+                let _ = write!(
+                    out,
+                    ",{}",
+                    r.pattern.map(|p| p.to_string()).unwrap_or_default()
+                );
+            }
+            out.push('\n');
         }
         out
     }

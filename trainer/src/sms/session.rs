@@ -27,6 +27,9 @@ pub struct Session {
     /// Data, device, model description, the pruned tensors, and the one
     /// evaluation path.
     pub ws: Workspace,
+    /// With N:M patterns: the prunable tensors that cannot be split into
+    /// groups of M along their input dimension, left dense.
+    pub nm_dense: Vec<String>,
 }
 
 /// Checks `cfg` and writes it to `run/config.toml`, or checks that the
@@ -62,8 +65,14 @@ impl Session {
     }
 
     pub(super) fn with_config(cfg: SmsConfig, layout: Layout) -> Result<Session> {
-        let ws = Workspace::open(&cfg.train, &cfg.soups)?;
-        Ok(Session { cfg, layout, ws })
+        let mut ws = Workspace::open(&cfg.train, &cfg.soups)?;
+        let nm_dense = ws.keep_nm_groupable(&cfg.patterns());
+        Ok(Session {
+            cfg,
+            layout,
+            ws,
+            nm_dense,
+        })
     }
 
     pub(super) fn pretrain_schedule(&self, eta_max: f64) -> Schedule {

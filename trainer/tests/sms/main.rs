@@ -19,6 +19,7 @@ mod checkpoints;
 mod evaluation;
 mod fixtures;
 mod greedy;
+mod nm;
 mod pipeline;
 mod repeats;
 mod resume;

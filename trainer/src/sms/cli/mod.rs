@@ -13,6 +13,7 @@ pub use steps::{run_step, StepPlace};
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand, ValueEnum};
+use soup_core::NmPattern;
 
 use crate::config::TrainArgs;
 use crate::error::Result;
@@ -218,6 +219,17 @@ pub struct SmsArgs {
     /// Average every N iterations with --swa-from [default: one epoch].
     #[arg(long, value_name = "N")]
     pub swa_every: Option<u64>,
+    /// Prune the dense parent once to this N:M pattern (2:4: at most 2
+    /// non-zeros in every 4 consecutive weights along the input dimension)
+    /// and run every phase on that fixed mask. Tensors whose input
+    /// dimension is not a multiple of M stay dense (the report names them).
+    #[arg(long, value_name = "N:M", conflicts_with = "nm_ladder")]
+    pub nm: Option<NmPattern>,
+    /// One N:M pattern per phase, never denser than the one before (e.g.
+    /// 2:4,1:4,1:8): each phase prunes the previous phase's model to its
+    /// pattern inside the mask it has. Sets --phases to its length.
+    #[arg(long, value_name = "N:M,...", value_delimiter = ',')]
+    pub nm_ladder: Option<Vec<NmPattern>>,
     /// Train this many candidates side by side (processes; one GPU each
     /// where there are several).
     #[arg(long, default_value_t = 1)]
@@ -283,6 +295,17 @@ impl SmsArgs {
         }
         if self.swa_every.is_some() {
             c.swa_every = self.swa_every;
+        }
+        if let Some(p) = self.nm {
+            c.nm = Some(p);
+            c.nm_ladder.clear();
+        }
+        if let Some(ladder) = &self.nm_ladder {
+            c.nm_ladder = ladder.clone();
+            c.nm = None;
+            if self.phases.is_none() {
+                c.phases = ladder.len() as u32;
+            }
         }
         c.validate()?;
         Ok(c)
