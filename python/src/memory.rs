@@ -74,11 +74,11 @@ fn merge_options(
         (None, None) => "uniform",
     };
     let mask_policy = match mask_policy {
-        Some(p) => name(py, p)?,
+        Some(p) => crate::name(py, p)?,
         None if base => MaskPolicy::Base,
         None => MaskPolicy::Refuse,
     };
-    let int_policy: IntPolicy = name(py, int_policy)?;
+    let int_policy: IntPolicy = crate::name(py, int_policy)?;
     let dtype = match dtype {
         None => None,
         Some(name) => Some(FloatType::of(self::dtype(py, name)?).ok_or_else(|| {

@@ -3,7 +3,7 @@
 use std::fs;
 use std::path::Path;
 
-use super::ImageSet;
+use super::image_set::ImageSet;
 use crate::error::{Error, Result};
 
 pub(crate) const CIFAR10_FILES: [&str; 6] = [

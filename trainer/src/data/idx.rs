@@ -6,7 +6,7 @@ use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use super::ImageSet;
+use super::image_set::ImageSet;
 use crate::error::{Error, Result};
 
 pub(crate) const IDX_FILES: [[&str; 2]; 4] = [

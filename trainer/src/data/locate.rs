@@ -3,9 +3,29 @@
 
 use std::path::{Path, PathBuf};
 
+use serde::{Deserialize, Serialize};
+
+use super::folder;
 use super::idx::{find_idx, IDX_FILES};
-use super::{folder, Format, FASHION_MNIST_DIR};
 use crate::error::{Error, Result};
+
+/// Where Debian's `dataset-fashion-mnist` package puts its files.
+pub const FASHION_MNIST_DIR: &str = "/usr/share/datasets/fashion-mnist";
+
+/// The on-disk format of a data folder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Format {
+    /// MNIST-style IDX files, gzipped or raw.
+    Idx,
+    /// CIFAR-10 binary version (`data_batch_1.bin` .. `test_batch.bin`).
+    Cifar10,
+    /// CIFAR-100 binary version (`train.bin`, `test.bin`; fine labels).
+    Cifar100,
+    /// JPEG and PNG files in torchvision's `ImageFolder` layout
+    /// (`train/<class>/...`, `val/<class>/...`).
+    ImageFolder,
+}
 
 /// The display name and folder of `spec`, a known name (`fashion-mnist`)
 /// or a folder.

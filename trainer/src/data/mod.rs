@@ -16,7 +16,6 @@
 
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor};
 
 use crate::error::{Error, Result};
@@ -29,6 +28,7 @@ pub mod decode;
 pub mod folder;
 mod idx;
 pub mod image_folder;
+mod image_set;
 mod locate;
 pub mod pipeline;
 pub mod transform;
@@ -37,14 +37,13 @@ pub use augment::{crop_at, rotate, CropFlip, IdxAugment, Placement};
 pub use batches::Batches;
 use cifar::read_cifar_folder;
 use idx::read_idx_folder;
+pub use image_set::ImageSet;
 use locate::{detect, resolve};
+pub use locate::{Format, FASHION_MNIST_DIR};
 
 pub use folder::{FolderArgs, FolderOptions, Normalize};
 pub use image_folder::{FolderData, FolderSummary};
 use pipeline::{Augment, Pipeline, Plan};
-
-/// Where Debian's `dataset-fashion-mnist` package puts its files.
-pub const FASHION_MNIST_DIR: &str = "/usr/share/datasets/fashion-mnist";
 
 /// The share of the training set held out for validation.
 pub const VAL_FRACTION: f64 = 0.1;
@@ -65,69 +64,6 @@ const CIFAR_CROP: CropFlip = CropFlip {
     pad: CROP_PADDING,
     flip: true,
 };
-
-/// A set of images with their labels.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ImageSet {
-    /// Pixels, image after image, each `channels x height x width`.
-    pub images: Vec<u8>,
-    /// One class index per image.
-    pub labels: Vec<i64>,
-    /// `[channels, height, width]` of every image.
-    pub shape: [usize; 3],
-}
-
-impl ImageSet {
-    /// The number of images.
-    pub fn len(&self) -> usize {
-        self.labels.len()
-    }
-
-    /// True when there are no images.
-    pub fn is_empty(&self) -> bool {
-        self.labels.is_empty()
-    }
-
-    /// Bytes per image: `channels * height * width`.
-    pub fn image_len(&self) -> usize {
-        self.shape.iter().product()
-    }
-
-    /// The bytes of image `i`.
-    pub fn image(&self, i: usize) -> &[u8] {
-        let n = self.image_len();
-        &self.images[i * n..(i + 1) * n]
-    }
-
-    /// The images at `indices`, in that order.
-    pub fn select(&self, indices: &[usize]) -> ImageSet {
-        let mut images = Vec::with_capacity(indices.len() * self.image_len());
-        for &i in indices {
-            images.extend_from_slice(self.image(i));
-        }
-        let labels = indices.iter().map(|&i| self.labels[i]).collect();
-        ImageSet {
-            images,
-            labels,
-            shape: self.shape,
-        }
-    }
-}
-
-/// The on-disk format of a data folder.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Format {
-    /// MNIST-style IDX files, gzipped or raw.
-    Idx,
-    /// CIFAR-10 binary version (`data_batch_1.bin` .. `test_batch.bin`).
-    Cifar10,
-    /// CIFAR-100 binary version (`train.bin`, `test.bin`; fine labels).
-    Cifar100,
-    /// JPEG and PNG files in torchvision's `ImageFolder` layout
-    /// (`train/<class>/...`, `val/<class>/...`).
-    ImageFolder,
-}
 
 /// One of the three splits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

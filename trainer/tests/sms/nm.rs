@@ -114,7 +114,7 @@ fn nm_ladder_prunes_each_phase_inside_the_previous_mask() {
     let ws = session(&run);
     let p1 = run.join("phase-1/parent.safetensors");
     let p2 = run.join("phase-2/parent.safetensors");
-    assert_pattern(&[p1.clone()], "2:4", &ws.pruned);
+    assert_pattern(std::slice::from_ref(&p1), "2:4", &ws.pruned);
     let phase2: Vec<PathBuf> = pruned_models(&run)
         .into_iter()
         .filter(|p| p.to_string_lossy().contains("phase-2"))

@@ -21,6 +21,7 @@
 //! or `sacct` once the controller has forgotten the job.
 
 mod graph;
+mod record;
 mod script;
 mod status;
 mod submit;
@@ -28,6 +29,7 @@ mod submit;
 mod tests;
 
 pub use graph::{jobs, steps, Job, Step};
+pub use record::Submitted;
 pub use script::{script, slurm_dir, Resources};
 pub use status::{live, status, wait, Counts, State, StepStatus};
-pub use submit::{submit, Submitted, SubmittedJob};
+pub use submit::{submit, SubmittedJob};

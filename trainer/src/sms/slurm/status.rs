@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::graph::{steps, Step};
-use super::submit::{read_submitted, slurm_command, Submitted};
+use super::record::{read_submitted, slurm_command, Submitted};
 use crate::error::{Error, Result};
 use crate::sms::config::SmsConfig;
 use crate::sms::layout::Layout;
