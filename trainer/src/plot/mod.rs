@@ -262,7 +262,7 @@ impl Figure {
         let (w, _) = title.dim_in_pixel();
         title.draw_text(
             &self.title,
-            &font(TITLE_FONT).pos(Pos::new(HPos::Center, VPos::Center)),
+            &font(title_font(&self.title, w)).pos(Pos::new(HPos::Center, VPos::Center)),
             (w as i32 / 2, TITLE_H as i32 / 2 + 4),
         )?;
         let (w, _) = body.dim_in_pixel();
@@ -274,6 +274,15 @@ impl Figure {
         }
         draw_legend(&legend, labels)
     }
+}
+
+/// The title's font size: [`TITLE_FONT`], or smaller so that a long
+/// title fits `width` pixels (about 0.55 em per character of a sans-serif
+/// font, with a margin), but never below 9.
+fn title_font(title: &str, width: u32) -> f64 {
+    let chars = title.chars().count().max(1) as f64;
+    let fits = (width as f64 - 20.0) * 1.24 / (0.55 * chars);
+    TITLE_FONT.min(fits).max(9.0)
 }
 
 fn font(size: f64) -> TextStyle<'static> {

@@ -153,3 +153,35 @@ fn tick_labels_and_names() {
     assert_eq!(last_component("/tmp/data/tiny"), "tiny");
     assert_eq!(last_component("fashion-mnist"), "fashion-mnist");
 }
+
+#[test]
+fn a_long_title_is_set_smaller_to_fit_the_figure() {
+    let short = figure().svg().unwrap();
+    let mut long = figure();
+    long.title = "cnn on fashion-mnist, 3 candidates per phase, uniform soup; mean ± std over 3 \
+                  repeats; a title much longer than the figure is wide"
+        .into();
+    let long_svg = long.svg().unwrap();
+    // The font size of the text element holding the title.
+    let size = |svg: &str, title: &str| -> f64 {
+        let at = svg.find(title).expect("the title is drawn");
+        let open = svg[..at].rfind("<text").unwrap();
+        let attr = &svg[open..at];
+        let v = attr.split("font-size=\"").nth(1).unwrap();
+        v[..v.find('"').unwrap()].parse().unwrap()
+    };
+    let (s, l) = (
+        size(&short, "cnn on data"),
+        size(&long_svg, "a title much longer"),
+    );
+    assert!(l < s, "long title {l}px, short {s}px");
+    // Roughly within the figure: characters x 0.55 em.
+    let width: f64 = {
+        let v = long_svg.split("width=\"").nth(1).unwrap();
+        v[..v.find('"').unwrap()].parse().unwrap()
+    };
+    assert!(
+        long.title.chars().count() as f64 * 0.55 * l <= width,
+        "{l}px in {width}px"
+    );
+}
