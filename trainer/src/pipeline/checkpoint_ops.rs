@@ -116,7 +116,6 @@ pub fn prune(
     of_remaining: bool,
     exclude: &[String],
 ) -> Result<soup_core::PruneReport> {
-    let checkpoint = Checkpoint::open(input)?;
     let options = PruneOptions {
         sparsity: fraction,
         scope: Scope::Global,
@@ -130,12 +129,7 @@ pub fn prune(
         },
         ..PruneOptions::default()
     };
-    let control = Control::default();
-    let report = match output {
-        Some(output) => soup_core::prune(&checkpoint, output, &options, &control)?,
-        None => soup_core::plan_prune(&checkpoint, &options, &control)?,
-    };
-    Ok(report)
+    run_prune(input, output, &options)
 }
 
 /// Prunes `input` into `output` to the N:M `pattern` over exactly the
@@ -151,7 +145,6 @@ pub fn prune_nm(
     keep_zeros: bool,
     names: &[String],
 ) -> Result<soup_core::PruneReport> {
-    let checkpoint = Checkpoint::open(input)?;
     let options = PruneOptions {
         include: anchored(names),
         nm: Some(pattern),
@@ -162,10 +155,21 @@ pub fn prune_nm(
         },
         ..PruneOptions::default()
     };
+    run_prune(input, output, &options)
+}
+
+/// Prunes `input` with `options` into `output`, or without an output
+/// reports what that pruning does (a dry run).
+fn run_prune(
+    input: &Path,
+    output: Option<&Path>,
+    options: &PruneOptions,
+) -> Result<soup_core::PruneReport> {
+    let checkpoint = Checkpoint::open(input)?;
     let control = Control::default();
     let report = match output {
-        Some(output) => soup_core::prune(&checkpoint, output, &options, &control)?,
-        None => soup_core::plan_prune(&checkpoint, &options, &control)?,
+        Some(output) => soup_core::prune(&checkpoint, output, options, &control)?,
+        None => soup_core::plan_prune(&checkpoint, options, &control)?,
     };
     Ok(report)
 }

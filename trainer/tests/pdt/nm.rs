@@ -2,28 +2,8 @@
 //! M to N on the cubic schedule, inside the mask the model has, and every
 //! delivered model has the pattern.
 
-use soup_core::{check_nm, NmPattern, NmRule};
-
+use super::support::has_nm_pattern as has_pattern;
 use super::*;
-
-/// Whether every tensor of `names` in `path` has `pattern`.
-fn has_pattern(path: &Path, pattern: &str, names: &[String]) -> bool {
-    let include: Vec<String> = names
-        .iter()
-        .map(|n| format!("^{}$", regex::escape(n)))
-        .collect();
-    let pattern: NmPattern = pattern.parse().unwrap();
-    let rule = NmRule::new(pattern, &include, &[], &[]).unwrap();
-    let report = check_nm(
-        &Checkpoint::open(path).unwrap(),
-        &rule,
-        None,
-        &Control::default(),
-    )
-    .unwrap();
-    assert_eq!(report.checked, names.len(), "{}", path.display());
-    report.passed
-}
 
 fn zero_set(path: &Path, names: &[String]) -> Vec<bool> {
     let ck = Checkpoint::open(path).unwrap();

@@ -203,3 +203,21 @@ pub fn assert_like_json(expected: &serde_json::Value, got: &serde_json::Value, t
         assert!((p - q).abs() <= bound, "{path}: {p} vs {q} (bound {bound})");
     })
 }
+
+/// Whether every tensor of `names` in the checkpoint at `path` has the N:M
+/// `pattern` by soup-core's check (the one `soup check-mask --nm` runs);
+/// each of them must be checked.
+#[allow(dead_code)] // used by the sms and pdt targets
+pub fn has_nm_pattern(path: &Path, pattern: &str, names: &[String]) -> bool {
+    let include: Vec<String> = names
+        .iter()
+        .map(|n| format!("^{}$", regex::escape(n)))
+        .collect();
+    let pattern: soup_core::NmPattern = pattern.parse().unwrap();
+    let rule = soup_core::NmRule::new(pattern, &include, &[], &[]).unwrap();
+    let checkpoint = soup_core::Checkpoint::open(path).unwrap();
+    let report =
+        soup_core::check_nm(&checkpoint, &rule, None, &soup_core::Control::default()).unwrap();
+    assert_eq!(report.checked, names.len(), "{}", path.display());
+    report.passed
+}
