@@ -171,6 +171,26 @@ fn invalid(py: Python<'_>, message: String) -> PyErr {
 
 /// Parses one of soup-core's names (a mask policy, a digest, a scope):
 /// an unknown name is the core's error, which lists the valid ones.
+/// The N:M pattern of a prune, checking that exactly one of a sparsity
+/// and a pattern is given.
+pub(crate) fn prune_pattern(
+    py: Python<'_>,
+    sparsity: Option<f64>,
+    nm: Option<(u32, u32)>,
+) -> PyResult<Option<soup_core::NmPattern>> {
+    let nm = nm
+        .map(|(n, m)| soup_core::NmPattern::new(n, m))
+        .transpose()
+        .map_err(|e| to_py_err(py, e))?;
+    if sparsity.is_none() == nm.is_none() {
+        return Err(invalid(
+            py,
+            "give either a sparsity or an N:M pattern (nm=(2, 4)), not both or neither".into(),
+        ));
+    }
+    Ok(nm)
+}
+
 pub(crate) fn name<T: std::str::FromStr<Err = soup_core::Error>>(
     py: Python<'_>,
     text: &str,
@@ -351,16 +371,7 @@ fn prune(
     nm_skip_ragged: bool,
     keep_zeros: bool,
 ) -> PyResult<String> {
-    let nm = nm
-        .map(|(n, m)| soup_core::NmPattern::new(n, m))
-        .transpose()
-        .map_err(|e| to_py_err(py, e))?;
-    if sparsity.is_none() == nm.is_none() {
-        return Err(invalid(
-            py,
-            "give either a sparsity or an N:M pattern (nm=(2, 4)), not both or neither".into(),
-        ));
-    }
+    let nm = prune_pattern(py, sparsity, nm)?;
     let scope: Scope = name(py, scope)?;
     let options = PruneOptions {
         sparsity: sparsity.unwrap_or(0.0),

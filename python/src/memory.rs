@@ -16,8 +16,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes};
 use soup_core::{
     Checkpoint, Dtype, FloatType, IntPolicy, MaskPolicy, MergeMethod, MergeOptions, MethodParams,
-    NmPattern, OutputOptions, PruneOptions, PruneSelection, Scope, Selection, TensorBytes,
-    TensorView,
+    OutputOptions, PruneOptions, PruneSelection, Scope, Selection, TensorBytes, TensorView,
 };
 
 use crate::{invalid, json, name, run, to_py_err};
@@ -31,8 +30,12 @@ fn dtype(py: Python<'_>, tag: &str) -> PyResult<Dtype> {
     soup_core::parse_dtype(tag).map_err(|e| to_py_err(py, e))
 }
 
-/// The tensors of one input as soup-core's in-memory checkpoint.
-fn checkpoint(py: Python<'_>, label: &str, tensors: &[PyTensor<'_>]) -> PyResult<Checkpoint> {
+/// Runs `f` over soup-core's views of the tensors Python handed over.
+fn with_views<R>(
+    py: Python<'_>,
+    tensors: &[PyTensor<'_>],
+    f: impl FnOnce(&[TensorBytes<'_>]) -> soup_core::Result<R>,
+) -> PyResult<R> {
     let dtypes: Vec<Dtype> = tensors
         .iter()
         .map(|t| dtype(py, &t.1))
@@ -47,7 +50,12 @@ fn checkpoint(py: Python<'_>, label: &str, tensors: &[PyTensor<'_>]) -> PyResult
             data: data.as_bytes(),
         })
         .collect();
-    Checkpoint::from_tensors(label, &views).map_err(|e| to_py_err(py, e))
+    f(&views).map_err(|e| to_py_err(py, e))
+}
+
+/// The tensors of one input as soup-core's in-memory checkpoint.
+fn checkpoint(py: Python<'_>, label: &str, tensors: &[PyTensor<'_>]) -> PyResult<Checkpoint> {
+    with_views(py, tensors, |views| Checkpoint::from_tensors(label, views))
 }
 
 /// The merge options of the Python API (as `soup merge` builds them).
@@ -243,16 +251,7 @@ pub(crate) fn prune_tensors<'py>(
     nm_skip_ragged: bool,
     budget: Option<usize>,
 ) -> PyResult<(Vec<Option<Bound<'py, PyByteArray>>>, String)> {
-    let nm = nm
-        .map(|(n, m)| NmPattern::new(n, m))
-        .transpose()
-        .map_err(|e| to_py_err(py, e))?;
-    if sparsity.is_none() == nm.is_none() {
-        return Err(invalid(
-            py,
-            "give either a sparsity or an N:M pattern (nm=(2, 4)), not both or neither".into(),
-        ));
-    }
+    let nm = crate::prune_pattern(py, sparsity, nm)?;
     let scope: Scope = name(py, scope)?;
     let options = PruneOptions {
         sparsity: sparsity.unwrap_or(0.0),
@@ -324,21 +323,9 @@ pub(crate) fn write_tensors(
     tensors: Vec<PyTensor<'_>>,
     metadata: BTreeMap<String, String>,
 ) -> PyResult<()> {
-    let dtypes: Vec<Dtype> = tensors
-        .iter()
-        .map(|t| dtype(py, &t.1))
-        .collect::<PyResult<_>>()?;
-    let views: Vec<TensorBytes<'_>> = tensors
-        .iter()
-        .zip(&dtypes)
-        .map(|((name, _, shape, data), &dtype)| TensorBytes {
-            name,
-            dtype,
-            shape,
-            data: data.as_bytes(),
-        })
-        .collect();
-    soup_core::write_tensors(&path, &views, &metadata).map_err(|e| to_py_err(py, e))
+    with_views(py, &tensors, |views| {
+        soup_core::write_tensors(&path, views, &metadata)
+    })
 }
 
 /// The mask report (as `check_mask` gives it, as JSON) of a state dict held
