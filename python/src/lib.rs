@@ -198,7 +198,7 @@ pub(crate) fn name<T: std::str::FromStr<Err = soup_core::Error>>(
     text.parse().map_err(|e| to_py_err(py, e))
 }
 
-fn float_type(py: Python<'_>, text: Option<&str>) -> PyResult<Option<FloatType>> {
+pub(crate) fn float_type(py: Python<'_>, text: Option<&str>) -> PyResult<Option<FloatType>> {
     text.map(|t| name(py, t)).transpose()
 }
 

@@ -87,15 +87,7 @@ fn merge_options(
         None => MaskPolicy::Refuse,
     };
     let int_policy: IntPolicy = crate::name(py, int_policy)?;
-    let dtype = match dtype {
-        None => None,
-        Some(name) => Some(FloatType::of(self::dtype(py, name)?).ok_or_else(|| {
-            invalid(
-                py,
-                format!("dtype must be a float type (F64, F32, F16, BF16), got {name}"),
-            )
-        })?),
-    };
+    let dtype = crate::float_type(py, dtype)?;
     Ok(MergeOptions {
         method: MergeMethod::named(name, params),
         mask_policy,
@@ -155,8 +147,7 @@ pub(crate) fn merge_plan(
         ));
     }
     options
-        .method
-        .check(paths.len(), base.is_some())
+        .validate(paths.len(), base.is_some())
         .map_err(|e| to_py_err(py, e))?;
     let open = |p: &PathBuf| Checkpoint::open(p).map_err(|e| to_py_err(py, e));
     let inputs: Vec<Checkpoint> = paths.iter().map(open).collect::<PyResult<_>>()?;
@@ -207,8 +198,7 @@ pub(crate) fn merge_tensors<'py>(
         OutputOptions::default(),
     )?;
     options
-        .method
-        .check(candidates.len(), base.is_some())
+        .validate(candidates.len(), base.is_some())
         .map_err(|e| to_py_err(py, e))?;
     let inputs: Vec<Checkpoint> = candidates
         .iter()
