@@ -38,6 +38,9 @@ pub struct Workspace {
     /// once: masks are enforced and checked, and sparsity is reported,
     /// over exactly these.
     pub pruned: Vec<String>,
+    /// The shape of each tensor the run prunes (read once, for the N:M
+    /// groups they can hold).
+    shapes: BTreeMap<String, Vec<usize>>,
     /// The trainable tensors (weights and biases, not batch-norm
     /// statistics), sorted: the parameter norm runs over these.
     pub trainable: Vec<String>,
@@ -64,8 +67,15 @@ impl Workspace {
         };
         let model = Model::new(arch, spec, Device::Cpu);
         let pruned = crate::pipeline::pruned_names(model.prunable_names(), &soups.exclude);
-        let trainable = model
-            .state_dict()
+        let state = model.state_dict();
+        let shapes = pruned
+            .iter()
+            .map(|n| {
+                let shape = state[n].size().iter().map(|&d| d as usize).collect();
+                (n.clone(), shape)
+            })
+            .collect();
+        let trainable = state
             .into_iter()
             .filter(|(_, t)| t.requires_grad())
             .map(|(n, _)| n)
@@ -78,6 +88,7 @@ impl Workspace {
             arch,
             spec,
             pruned,
+            shapes,
             trainable,
             bars: false,
             verbose: false,
@@ -119,12 +130,10 @@ impl Workspace {
         if patterns.is_empty() {
             return Vec::new();
         }
-        let shapes = Model::new(self.arch, self.spec, Device::Cpu).state_dict();
         let fits = |name: &String| {
-            let shape: Vec<usize> = shapes[name].size().iter().map(|&d| d as usize).collect();
             patterns
                 .iter()
-                .all(|p| NmGeometry::new(&shape, false, p.m()).is_ok())
+                .all(|p| NmGeometry::new(&self.shapes[name], false, p.m()).is_ok())
         };
         let (kept, dense): (Vec<String>, Vec<String>) =
             std::mem::take(&mut self.pruned).into_iter().partition(fits);
