@@ -1,4 +1,5 @@
-//! Outputs that cannot be written or would replace an input: refused, with nothing replaced or left behind.
+//! Outputs that cannot be written or would replace an input: refused,
+//! with nothing replaced or left behind.
 
 use super::*;
 
