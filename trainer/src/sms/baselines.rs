@@ -1,6 +1,6 @@
 //! The baselines a soup is compared with (IMP, IMP with m-times longer
-//! retraining, IMP-RePrune), each a chain of prune-retrain phases in
-//! `RUN/baselines/`.
+//! retraining, IMP delivering each phase's SWA average, IMP-RePrune), each
+//! a chain of prune-retrain phases in `RUN/baselines/`.
 
 use crate::error::Result;
 use crate::sms::config::Baseline;
@@ -12,13 +12,10 @@ impl Session {
     pub fn baseline(&self, baseline: Baseline) -> Result<()> {
         for phase in 1..=self.cfg.phases {
             match baseline {
-                Baseline::Imp => {
-                    self.prepare(Chain::Imp(0), phase)?;
-                    self.candidate(Chain::Imp(0), phase, 0)?;
-                }
-                Baseline::ImpLong => {
-                    self.prepare(Chain::ImpLong, phase)?;
-                    self.candidate(Chain::ImpLong, phase, 0)?;
+                Baseline::Imp | Baseline::ImpLong | Baseline::ImpSwa => {
+                    let chain = baseline.chain();
+                    self.prepare(chain, phase)?;
+                    self.candidate(chain, phase, 0)?;
                 }
                 Baseline::Reprune => {
                     for j in 0..self.cfg.soups.candidates {

@@ -3,7 +3,8 @@
 //! learning rate), keeping pruned weights at exactly 0.0 after every
 //! optimizer step, and is finished through the one evaluation path. With
 //! SWA (`swa_from`), a soup candidate is the average of its masked
-//! iterates over the end of its retraining, recalibrated like every model.
+//! iterates over the end of its retraining, recalibrated like every model;
+//! the `imp-swa` baseline's phases always are (from `imp_swa_from`).
 
 use std::time::Instant;
 
@@ -36,6 +37,7 @@ impl Session {
                 }
             }
             Chain::Imp(j) => (t.seed + j as u64, base.1, base.2, base.3),
+            Chain::ImpSwa => base,
             Chain::ImpLong => (t.seed, base.1, base.2 * c.soups.candidates as f64, base.3),
             Chain::Reprune => base,
         }
@@ -76,10 +78,10 @@ impl Session {
             ),
             varied_peak,
         );
-        let (model, train_loss) = if path.exists() {
+        let (model, train_loss, swa_iterates) = if path.exists() {
             // Trained (and recalibrated) before a kill that came ahead of
             // its evaluation; recalibrating again gives the same model.
-            (self.ws.load(&path)?, None)
+            (self.ws.load(&path)?, None, None)
         } else {
             let model = self.ws.load(&parent)?;
             let mut opt = Sgd::new(
@@ -102,14 +104,19 @@ impl Session {
                     )
                 })
                 .take(total as usize);
-            // The soup's candidates average their iterates when asked;
-            // the baselines never do.
-            let swa = match (chain, self.cfg.swa_from) {
-                (Chain::Soup, Some(from)) => {
+            // The soup's candidates average their iterates when asked,
+            // the imp-swa chain always; no other baseline does.
+            let from = match chain {
+                Chain::Soup => self.cfg.swa_from,
+                Chain::ImpSwa => Some(self.cfg.imp_swa_from),
+                _ => None,
+            };
+            let swa = match from {
+                Some(from) => {
                     let every = self.cfg.swa_every.unwrap_or(per_epoch).max(1);
                     Some(Swa::new(SwaSchedule::new(total, from, every)?, 0))
                 }
-                _ => None,
+                None => None,
             };
             let mut hooks = Retrain {
                 mask,
@@ -129,10 +136,11 @@ impl Session {
             if let Some(swa) = &hooks.swa {
                 swa.deliver(&mut opt)?;
             }
+            let swa_iterates = hooks.swa.as_ref().map(Swa::count);
             self.ws.data.check()?;
             bar.finish_and_clear();
             mkdir(path.parent().expect("phase folder"))?;
-            (model, Some(stats.loss))
+            (model, Some(stats.loss), swa_iterates)
         };
         let eval = if train_loss.is_some() {
             self.ws.finish(&model, &path)?
@@ -149,6 +157,7 @@ impl Session {
             lr_peak: schedule.peak(),
             iterations: total,
             train_loss,
+            swa_iterates,
             eval,
             time_s: start.elapsed().as_secs_f64(),
         };

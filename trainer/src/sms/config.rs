@@ -11,6 +11,7 @@ use crate::methods::imp;
 use crate::pipeline::lr::RetrainKind;
 use crate::pipeline::SoupSettings;
 use crate::schedule::ScheduleKind;
+use crate::sms::layout::Chain;
 
 /// A comparison run next to the soups.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
@@ -20,8 +21,62 @@ pub enum Baseline {
     Imp,
     /// IMP whose phases retrain M times longer (the soup's compute).
     ImpLong,
+    /// IMP whose every phase delivers the SWA average of its masked
+    /// weights over the last `1 - imp_swa_from` of its retraining (same
+    /// seed, parents and compute as IMP); the next phase prunes that
+    /// average.
+    ImpSwa,
     /// M independent IMP chains averaged, re-pruned and retrained.
     Reprune,
+}
+
+impl Baseline {
+    /// The baseline's name, as `--baselines`, `--step baseline:NAME`, the
+    /// config file and the report's rows spell it (`imp-swa`).
+    pub fn name(self) -> String {
+        use clap::ValueEnum;
+        self.to_possible_value()
+            .expect("every baseline has a name")
+            .get_name()
+            .to_string()
+    }
+
+    /// The baseline named `name` (as [`Baseline::name`] spells it).
+    pub fn from_name(name: &str) -> Option<Baseline> {
+        use clap::ValueEnum;
+        Baseline::value_variants()
+            .iter()
+            .copied()
+            .find(|b| b.name() == name)
+    }
+
+    /// Every baseline's name, in order, comma-separated (for messages).
+    pub fn names() -> String {
+        use clap::ValueEnum;
+        let names: Vec<String> = Baseline::value_variants()
+            .iter()
+            .map(|b| b.name())
+            .collect();
+        names.join(", ")
+    }
+
+    /// The chain whose last phase is the baseline's model in the report
+    /// (IMP-RePrune's chain also needs the IMP chains it averages).
+    pub fn chain(self) -> Chain {
+        match self {
+            Baseline::Imp => Chain::Imp(0),
+            Baseline::ImpLong => Chain::ImpLong,
+            Baseline::ImpSwa => Chain::ImpSwa,
+            Baseline::Reprune => Chain::Reprune,
+        }
+    }
+}
+
+/// Where the `imp-swa` baseline starts averaging unless told otherwise.
+pub const IMP_SWA_FROM: f64 = 0.75;
+
+fn is_default_imp_swa_from(f: &f64) -> bool {
+    *f == IMP_SWA_FROM
 }
 
 /// Every setting of `trainer sms`.
@@ -67,6 +122,14 @@ pub struct SmsConfig {
     /// absent.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub swa_every: Option<u64>,
+    /// The `imp-swa` baseline averages its weights over the last
+    /// `1 - imp_swa_from` of each phase's retraining, spaced `swa_every`
+    /// iterations (one epoch when absent), whatever `swa_from` says about
+    /// the soup's candidates. Left out of the file at its default
+    /// ([`IMP_SWA_FROM`]), so configurations written before it existed
+    /// read back equal.
+    #[serde(skip_serializing_if = "is_default_imp_swa_from")]
+    pub imp_swa_from: f64,
     /// Prune the dense parent once to this N:M pattern and run every phase
     /// on that fixed mask (the pattern sets the sparsity; `sparsity` is not
     /// used).
@@ -94,6 +157,7 @@ impl Default for SmsConfig {
             repeats: 1,
             swa_from: None,
             swa_every: None,
+            imp_swa_from: IMP_SWA_FROM,
             nm: None,
             nm_ladder: Vec::new(),
         }
@@ -150,6 +214,12 @@ impl SmsConfig {
         }
         if self.swa_from.is_some_and(|f| !(0.0..1.0).contains(&f)) {
             return bad("--swa-from must be in [0, 1)".into());
+        }
+        if !(0.0..1.0).contains(&self.imp_swa_from) {
+            return bad(format!(
+                "--imp-swa-from must be in [0, 1), got {}",
+                self.imp_swa_from
+            ));
         }
         if self.swa_every == Some(0) {
             return bad("--swa-every must be at least 1".into());
@@ -268,6 +338,38 @@ mod tests {
             Baseline::ImpLong
         );
         assert!(Baseline::from_str("nope", false).is_err());
+        // One spelling everywhere: clap's, serde's and the report's.
+        for b in Baseline::value_variants() {
+            let serde_name = serde_json::to_value(b).unwrap();
+            assert_eq!(serde_name.as_str(), Some(b.name().as_str()));
+            assert_eq!(Baseline::from_name(&b.name()), Some(*b));
+        }
+        assert_eq!(Baseline::ImpSwa.name(), "imp-swa");
+        assert_eq!(
+            Baseline::ImpSwa.chain().dir(Path::new("RUN")),
+            Path::new("RUN/baselines/imp-swa")
+        );
+    }
+
+    #[test]
+    fn imp_swa_from_is_checked_and_written_only_when_set() {
+        for bad in [1.0, -0.1, f64::NAN] {
+            let cfg = SmsConfig {
+                imp_swa_from: bad,
+                ..SmsConfig::default()
+            };
+            let err = cfg.validate().unwrap_err().to_string();
+            assert!(err.contains("--imp-swa-from must be in [0, 1)"), "{err}");
+        }
+        let default = SmsConfig::default();
+        assert!(!default.to_toml().contains("imp_swa_from"));
+        let cfg = SmsConfig {
+            imp_swa_from: 0.5,
+            ..SmsConfig::default()
+        };
+        assert!(cfg.to_toml().contains("imp_swa_from = 0.5"));
+        let back: SmsConfig = toml::from_str(&cfg.to_toml()).unwrap();
+        assert_eq!(back, cfg);
     }
 
     #[test]

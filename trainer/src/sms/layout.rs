@@ -34,6 +34,8 @@ pub enum Chain {
     Imp(u32),
     /// IMP with M-times longer retraining.
     ImpLong,
+    /// IMP whose phases deliver the SWA average of their retraining.
+    ImpSwa,
     /// IMP-RePrune: per phase, the average of the IMP chains re-pruned and
     /// retrained.
     Reprune,
@@ -46,6 +48,7 @@ impl Chain {
             Chain::Soup => run.to_path_buf(),
             Chain::Imp(j) => run.join("baselines").join(format!("imp-{j}")),
             Chain::ImpLong => run.join("baselines").join("imp-long"),
+            Chain::ImpSwa => run.join("baselines").join("imp-swa"),
             Chain::Reprune => run.join("baselines").join("reprune"),
         }
     }
@@ -56,6 +59,7 @@ impl Chain {
             Chain::Soup => "sms".into(),
             Chain::Imp(j) => format!("{}-{j}", super::method().name()),
             Chain::ImpLong => super::method().run_name(Variant::Long),
+            Chain::ImpSwa => format!("{}-swa", super::method().name()),
             Chain::Reprune => "reprune".into(),
         }
     }

@@ -57,6 +57,11 @@ pub struct CandidateInfo {
     /// Mean training loss (`None` when the process that trained it was
     /// killed before recording it).
     pub train_loss: Option<f64>,
+    /// With SWA: how many iterates the delivered average holds (`None`
+    /// without SWA, and when the process that trained it was killed
+    /// before recording it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub swa_iterates: Option<u64>,
     /// Evaluation after retraining.
     pub eval: Evaluation,
     /// Wall time of training and evaluation, seconds.

@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::pipeline::repeats::{self as shared, Measured, Row};
 pub use crate::pipeline::repeats::{repeat_dir, ModelStats, PhaseSummary, Stat, SEED_STRIDE};
 use crate::plot::{Figure, Point, Series};
-use crate::sms::config::SmsConfig;
+use crate::sms::config::{Baseline, SmsConfig};
 use crate::sms::report::{plot_panels, plot_title, PhaseRow, Report, PLOTTED};
 use crate::sms::session::{write_config, Session};
 
@@ -64,29 +64,23 @@ fn row(row: &PhaseRow) -> Row {
     let mean_ood = cand_ood
         .filter(|v| !v.is_empty())
         .map(|v| v.iter().sum::<f64>() / v.len() as f64);
-    let mut out = vec![
-        ("soup", row.soup_test_acc, row.soup_ood_acc),
-        ("best_candidate", row.best_candidate_test_acc, best),
-        ("mean_candidate", row.mean_candidate_test_acc, mean_ood),
-        ("ensemble", row.ensemble_test_acc, ood("ensemble")),
+    let measured = |name: &str, test_acc: f64, ood_acc: Option<f64>| Measured {
+        name: name.into(),
+        test_acc,
+        ood_acc,
+    };
+    let mut models = vec![
+        measured("soup", row.soup_test_acc, row.soup_ood_acc),
+        measured("best_candidate", row.best_candidate_test_acc, best),
+        measured("mean_candidate", row.mean_candidate_test_acc, mean_ood),
+        measured("ensemble", row.ensemble_test_acc, ood("ensemble")),
     ];
-    for (name, acc) in [
-        ("imp", row.imp_test_acc),
-        ("imp-long", row.imp_long_test_acc),
-        ("reprune", row.reprune_test_acc),
-    ] {
-        if let Some(acc) = acc {
-            out.push((name, acc, ood(name)));
+    // Every baseline the run has, under its own name.
+    for &b in <Baseline as clap::ValueEnum>::value_variants() {
+        if let Some(m) = find(b.name()) {
+            models.push(measured(&b.name(), m.test_acc, m.ood_acc));
         }
     }
-    let models = out
-        .into_iter()
-        .map(|(name, test_acc, ood_acc)| Measured {
-            name: name.into(),
-            test_acc,
-            ood_acc,
-        })
-        .collect();
     Row {
         phase: row.phase,
         sparsity: row.sparsity,
@@ -114,16 +108,10 @@ pub fn summarise(reports: &[Report], seeds: &[u64]) -> Result<Summary> {
     })
 }
 
-/// The column order of the table and CSV.
-const MODELS: [&str; 7] = [
-    "soup",
-    "best_candidate",
-    "mean_candidate",
-    "ensemble",
-    "imp",
-    "imp-long",
-    "reprune",
-];
+/// The column order of the table and CSV: the models of the plot.
+fn models() -> Vec<&'static str> {
+    PLOTTED.iter().map(|(name, _)| *name).collect()
+}
 
 impl Summary {
     /// The table printed at the end: per phase, test accuracy of each model
@@ -141,7 +129,7 @@ impl Summary {
             self.seeds,
             self.dense_test_acc.pct()
         );
-        shared::table(&title, &self.phases, &MODELS, |n| short(n).to_string())
+        shared::table(&title, &self.phases, &models(), |n| short(n).to_string())
     }
 
     /// One line per phase and model: mean and std of test accuracy and of

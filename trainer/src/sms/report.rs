@@ -29,8 +29,8 @@ use crate::sms::session::Session;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelRow {
-    /// `soup`, `candidate-I`, `ensemble`, `imp`, `imp-long`, `reprune` or
-    /// `dense`.
+    /// `soup`, `candidate-I`, `ensemble`, a baseline's name (`imp`,
+    /// `imp-long`, `imp-swa`, `reprune`) or `dense`.
     pub name: String,
     /// Its checkpoint relative to the run folder (none for the ensemble).
     pub checkpoint: Option<PathBuf>,
@@ -116,6 +116,10 @@ pub struct PhaseRow {
     pub imp_test_acc: Option<f64>,
     /// IMP with M-times longer retraining, if run.
     pub imp_long_test_acc: Option<f64>,
+    /// IMP delivering each phase's SWA average, if run (left out of the
+    /// file otherwise, like in reports written before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub imp_swa_test_acc: Option<f64>,
     /// IMP-RePrune, if run.
     pub reprune_test_acc: Option<f64>,
     /// Sparsity of the IMP-RePrune model over prunable weights, if run.
@@ -205,6 +209,7 @@ pub fn build(session: &Session, dense: &Evaluation, phases: &[PhaseInfo]) -> Res
         };
         let imp = baseline(Baseline::Imp, Chain::Imp(0))?.map(|(_, c)| c);
         let imp_long = baseline(Baseline::ImpLong, Chain::ImpLong)?.map(|(_, c)| c);
+        let imp_swa = baseline(Baseline::ImpSwa, Chain::ImpSwa)?.map(|(_, c)| c);
         let reprune = baseline(Baseline::Reprune, Chain::Reprune)?.map(|(_, c)| c);
         let mut models = vec![ModelRow::new(
             "soup",
@@ -220,13 +225,9 @@ pub fn build(session: &Session, dense: &Evaluation, phases: &[PhaseInfo]) -> Res
             ));
         }
         models.push(ModelRow::new("ensemble", None, &info.ensemble));
-        for (b, chain, name) in [
-            (Baseline::Imp, Chain::Imp(0), "imp"),
-            (Baseline::ImpLong, Chain::ImpLong, "imp-long"),
-            (Baseline::Reprune, Chain::Reprune, "reprune"),
-        ] {
-            if let Some((path, c)) = baseline(b, chain)? {
-                models.push(ModelRow::new(name, Some(path), &c.eval));
+        for &b in <Baseline as clap::ValueEnum>::value_variants() {
+            if let Some((path, c)) = baseline(b, b.chain())? {
+                models.push(ModelRow::new(b.name(), Some(path), &c.eval));
             }
         }
         rows.push(PhaseRow {
@@ -249,6 +250,7 @@ pub fn build(session: &Session, dense: &Evaluation, phases: &[PhaseInfo]) -> Res
             soup_candidates: info.chosen.clone(),
             imp_test_acc: imp.map(|c| c.eval.test.top1),
             imp_long_test_acc: imp_long.map(|c| c.eval.test.top1),
+            imp_swa_test_acc: imp_swa.map(|c| c.eval.test.top1),
             reprune_test_acc: reprune.as_ref().map(|c| c.eval.test.top1),
             reprune_sparsity: reprune.as_ref().map(|c| c.eval.sparsity),
             soup_checkpoint: info.soup_path.clone(),
@@ -277,13 +279,14 @@ pub fn build(session: &Session, dense: &Evaluation, phases: &[PhaseInfo]) -> Res
 
 /// The plotted models in legend order: the name a repeats summary gives
 /// each (see [`crate::sms::repeats`]) and its label in the plot.
-pub const PLOTTED: [(&str, &str); 7] = [
+pub const PLOTTED: [(&str, &str); 8] = [
     ("soup", "SMS soup"),
     ("best_candidate", "best candidate"),
     ("mean_candidate", "mean candidate"),
     ("ensemble", "ensemble"),
     ("imp", "IMP"),
     ("imp-long", "IMP long"),
+    ("imp-swa", "IMP-SWA"),
     ("reprune", "IMP-RePrune"),
 ];
 
@@ -349,6 +352,9 @@ impl Report {
         if any(&|r| r.imp_long_test_acc.is_some()) {
             cols.push(("imp_long", col(&|r| opt_pct(r.imp_long_test_acc))));
         }
+        if any(&|r| r.imp_swa_test_acc.is_some()) {
+            cols.push(("imp_swa", col(&|r| opt_pct(r.imp_swa_test_acc))));
+        }
         if any(&|r| r.reprune_test_acc.is_some()) {
             cols.push(("reprune", col(&|r| opt_pct(r.reprune_test_acc))));
         }
@@ -406,9 +412,9 @@ impl Report {
         let mut out = String::from(
             "phase,sparsity,sparsity_all_params,parent_sparsity,soup_test_acc,soup_val_acc,\
              best_candidate,best_candidate_test_acc,mean_candidate_test_acc,imp_test_acc,\
-             imp_long_test_acc,reprune_test_acc,soup_test_balanced_acc,soup_test_ece,\
-             soup_test_mce,soup_test_worst_class_acc,ensemble_test_acc,soup_ood_acc,flops_ratio,\
-             soup_checkpoint",
+             imp_long_test_acc,imp_swa_test_acc,reprune_test_acc,soup_test_balanced_acc,\
+             soup_test_ece,soup_test_mce,soup_test_worst_class_acc,ensemble_test_acc,soup_ood_acc,\
+             flops_ratio,soup_checkpoint",
         );
         // Runs that prune to N:M patterns name each phase's pattern.
         let patterns = self.phases.iter().any(|r| r.pattern.is_some());
@@ -417,7 +423,7 @@ impl Report {
         for r in &self.phases {
             let _ = write!(
                 out,
-                "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+                "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
                 r.phase,
                 r.sparsity,
                 r.sparsity_all_params,
@@ -429,6 +435,7 @@ impl Report {
                 r.mean_candidate_test_acc,
                 o(r.imp_test_acc),
                 o(r.imp_long_test_acc),
+                o(r.imp_swa_test_acc),
                 o(r.reprune_test_acc),
                 r.soup_test_balanced_acc,
                 r.soup_test_ece,

@@ -90,14 +90,18 @@ impl Session {
     /// its file.
     pub fn parent_path(&self, chain: Chain, phase: u32) -> PathBuf {
         match chain {
-            Chain::Imp(_) | Chain::ImpLong if phase == 1 => self.layout.parent(Chain::Soup, 1),
+            Chain::Imp(_) | Chain::ImpLong | Chain::ImpSwa if phase == 1 => {
+                self.layout.parent(Chain::Soup, 1)
+            }
             _ => self.layout.parent(chain, phase),
         }
     }
 
     pub(super) fn prune_info_path(&self, chain: Chain, phase: u32) -> PathBuf {
         match chain {
-            Chain::Imp(_) | Chain::ImpLong if phase == 1 => self.layout.prune_info(Chain::Soup, 1),
+            Chain::Imp(_) | Chain::ImpLong | Chain::ImpSwa if phase == 1 => {
+                self.layout.prune_info(Chain::Soup, 1)
+            }
             _ => self.layout.prune_info(chain, phase),
         }
     }
@@ -131,7 +135,9 @@ impl Session {
         }
         match chain {
             Chain::Soup => self.layout.soup(Chain::Soup, phase - 1),
-            Chain::Imp(_) | Chain::ImpLong => self.candidate_path(chain, phase - 1, 0).0,
+            Chain::Imp(_) | Chain::ImpLong | Chain::ImpSwa => {
+                self.candidate_path(chain, phase - 1, 0).0
+            }
             Chain::Reprune => self.layout.soup_avg(Chain::Reprune, phase),
         }
     }

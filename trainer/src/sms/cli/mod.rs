@@ -50,7 +50,8 @@ pub enum SmsCommand {
     /// Check the candidates' masks, merge them, recalibrate and evaluate.
     #[command(hide = true)]
     Soup(PhaseArgs),
-    /// Run one baseline chain (imp, imp-long, reprune) through every phase.
+    /// Run one baseline chain (imp, imp-long, imp-swa, reprune) through
+    /// every phase.
     #[command(hide = true)]
     Baseline(BaselineArgs),
     /// Write report.json, report.csv and the plot, and print the table.
@@ -167,8 +168,8 @@ pub struct BaselineArgs {
     /// The run folder.
     #[arg(long)]
     pub run: PathBuf,
-    /// imp, imp-long or reprune.
-    #[arg(long)]
+    /// The baseline.
+    #[arg(long, value_enum)]
     pub name: Baseline,
 }
 
@@ -206,7 +207,9 @@ pub struct SmsArgs {
     /// Retraining schedule: allr, llr, clr, slr, lrw or ft [default: allr].
     #[arg(long, value_enum, ignore_case = true)]
     pub schedule: Option<RetrainKind>,
-    /// Baselines to run: imp, imp-long, reprune (comma-separated).
+    /// Baselines to run (comma-separated): imp, imp-long (M times the
+    /// epochs), imp-swa (each phase delivers its SWA average, see
+    /// --imp-swa-from), reprune.
     #[arg(long, value_delimiter = ',', value_enum)]
     pub baselines: Option<Vec<Baseline>>,
     /// Pretraining schedule: constant, step, linear or cosine.
@@ -216,9 +219,14 @@ pub struct SmsArgs {
     /// last 1 - F of its retraining, recalibrated like every model.
     #[arg(long, value_name = "F")]
     pub swa_from: Option<f64>,
-    /// Average every N iterations with --swa-from [default: one epoch].
+    /// Average every N iterations with --swa-from and in the imp-swa
+    /// baseline [default: one epoch].
     #[arg(long, value_name = "N")]
     pub swa_every: Option<u64>,
+    /// The imp-swa baseline averages its weights over the last 1 - F of
+    /// each phase's retraining (independent of --swa-from) [default: 0.75].
+    #[arg(long, value_name = "F")]
+    pub imp_swa_from: Option<f64>,
     /// Prune the dense parent once to this N:M pattern (2:4: at most 2
     /// non-zeros in every 4 consecutive weights along the input dimension)
     /// and run every phase on that fixed mask. Tensors whose input
@@ -295,6 +303,9 @@ impl SmsArgs {
         }
         if self.swa_every.is_some() {
             c.swa_every = self.swa_every;
+        }
+        if let Some(f) = self.imp_swa_from {
+            c.imp_swa_from = f;
         }
         if let Some(p) = self.nm {
             c.nm = Some(p);

@@ -23,7 +23,8 @@ impl FromStr for Step {
         let bad = || {
             Error::Config(format!(
                 "--step {s:?}: expected dense, prepare:P, candidate:P:I, soup:P, \
-                 baseline:NAME (imp, imp-long, reprune) or report"
+                 baseline:NAME ({}) or report",
+                Baseline::names()
             ))
         };
         let num = |v: &str| v.parse::<u32>().map_err(|_| bad());
@@ -36,12 +37,7 @@ impl FromStr for Step {
                 index: num(i)?,
             },
             ["soup", p] => Step::Soup(num(p)?),
-            ["baseline", name] => Step::Baseline(match *name {
-                "imp" => Baseline::Imp,
-                "imp-long" => Baseline::ImpLong,
-                "reprune" => Baseline::Reprune,
-                _ => return Err(bad()),
-            }),
+            ["baseline", name] => Step::Baseline(Baseline::from_name(name).ok_or_else(bad)?),
             ["report"] => Step::Report,
             _ => return Err(bad()),
         })
@@ -154,8 +150,9 @@ mod tests {
 
     #[test]
     fn step_names_parse_back() {
+        use clap::ValueEnum;
         let cfg = SmsConfig {
-            baselines: vec![Baseline::Imp, Baseline::ImpLong, Baseline::Reprune],
+            baselines: Baseline::value_variants().to_vec(),
             ..SmsConfig::default()
         };
         for step in crate::sms::slurm::steps(&cfg) {
@@ -171,6 +168,11 @@ mod tests {
         ] {
             let err = bad.parse::<Step>().unwrap_err().to_string();
             assert!(err.contains("expected dense"), "{bad}: {err}");
+            assert!(err.contains("imp, imp-long, imp-swa, reprune"), "{err}");
         }
+        assert_eq!(
+            "baseline:imp-swa".parse::<Step>().unwrap(),
+            Step::Baseline(Baseline::ImpSwa)
+        );
     }
 }

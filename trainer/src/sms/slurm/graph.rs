@@ -30,12 +30,8 @@ pub enum Step {
     Report,
 }
 
-pub(super) fn baseline_name(b: Baseline) -> &'static str {
-    match b {
-        Baseline::Imp => "imp",
-        Baseline::ImpLong => "imp-long",
-        Baseline::Reprune => "reprune",
-    }
+pub(super) fn baseline_name(b: Baseline) -> String {
+    b.name()
 }
 
 impl Step {
@@ -81,11 +77,7 @@ impl Step {
             Step::Soup(p) => layout.phase_info(Chain::Soup, p).exists(),
             Step::Baseline(b) => {
                 let last = cfg.phases;
-                let chain = match b {
-                    Baseline::Imp => Chain::Imp(0),
-                    Baseline::ImpLong => Chain::ImpLong,
-                    Baseline::Reprune => Chain::Reprune,
-                };
+                let chain = b.chain();
                 // IMP chain 0 shares its first phase with soup candidate 0
                 // when candidates differ by seed (see `Session::candidate_path`).
                 let chain = if chain == Chain::Imp(0) && last == 1 && cfg.soups.vary == Vary::Seed {

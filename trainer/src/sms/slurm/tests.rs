@@ -163,3 +163,24 @@ fn slurm_states_map_to_step_states() {
     assert_eq!(state_of("TIMEOUT", "None"), State::Failed);
     assert_eq!(state_of("COMPLETED", "None"), State::Failed);
 }
+
+#[test]
+fn the_imp_swa_baseline_is_a_job_of_its_own_done_with_its_last_phase() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = Layout::new(dir.path());
+    let c = cfg(2, 2, vec![Baseline::ImpSwa]);
+    let all = jobs(&c, &layout);
+    let job = all.iter().find(|j| j.name == "baseline-imp-swa").unwrap();
+    assert_eq!(job.args.last().unwrap(), "baseline:imp-swa");
+    let step = Step::Baseline(Baseline::ImpSwa);
+    assert!(!step.done(&c, &layout));
+    touch(
+        dir.path()
+            .join("baselines/imp-swa/phase-2/candidate-0.safetensors"),
+    );
+    touch(
+        dir.path()
+            .join("baselines/imp-swa/phase-2/candidate-0.json"),
+    );
+    assert!(step.done(&c, &layout));
+}
