@@ -49,7 +49,8 @@ pub fn submit(
     let mut shell = Vec::new();
     let mut done = Vec::new();
     let mut record = read_submitted(root)?;
-    let var = |name: &str| name.replace('-', "_");
+    // A shell variable per job, named like it.
+    let var = |name: &str| name.replace(|c: char| !c.is_ascii_alphanumeric(), "_");
     for job in &jobs {
         let path = dir.join(format!("{}.sbatch", job.name));
         write_atomic(&path, script(graph, job, exe, res).as_bytes())?;
