@@ -17,8 +17,8 @@ use crate::sms::{Layout, SmsConfig};
 /// `trainer status`.
 #[derive(Debug, Args)]
 pub struct StatusArgs {
-    /// The run folder (made by `trainer sms` or `trainer pdt`).
-    #[arg(long, visible_alias = "out")]
+    /// The run folder (the `--out` of `trainer sms` or `trainer pdt`).
+    #[arg(long = "out", visible_alias = "run", value_name = "RUN")]
     pub run: PathBuf,
     /// Print one JSON object instead of a table.
     #[arg(long)]

@@ -133,6 +133,32 @@ fn pdt_plan_on_slurm_writes_the_job_graph_without_submitting() {
     }
     assert!(!slurm.join("jobs.json").exists());
     assert!(!run.join("report.json").exists());
+    // `trainer status` knows the pdt run from its configuration: every
+    // step, none submitted.
+    let o = run_cmd(trainer().args(["status", "--json", "--out"]).arg(&run));
+    let st: serde_json::Value = serde_json::from_str(&ok(&o, "status")).unwrap();
+    let st = st["steps"].as_array().unwrap();
+    let plan_steps = ok(
+        &run_cmd(trainer().args(pdt_args(&data, &run, &["--plan"]))),
+        "local plan",
+    );
+    assert_eq!(st.len(), plan_steps.lines().count(), "{st:?}");
+    for (s, line) in st.iter().zip(plan_steps.lines()) {
+        let step = line.rsplit_once(" --step ").unwrap().1.replace(':', "-");
+        assert_eq!(s["step"], step.as_str());
+        assert_eq!(s["state"], "not-submitted");
+    }
+    // A folder of repeats is no run of its own.
+    let repeats = dir.path().join("repeats");
+    let o = run_cmd(trainer().args(pdt_args(&data, &repeats, &["--repeats", "2", "--plan"])));
+    ok(&o, "plan of repeats");
+    let o = run_cmd(trainer().args(["status", "--run"]).arg(&repeats));
+    assert_eq!(o.status.code(), Some(2), "{o:?}");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("holds 2 repeats") && err.contains("repeat-0"),
+        "{err}"
+    );
 
     // Repeats and side-by-side jobs are local matters.
     for extra in [&["--repeats", "2"][..], &["--jobs", "2"]] {
