@@ -148,6 +148,11 @@ fn pdt_plan_on_slurm_writes_the_job_graph_without_submitting() {
         assert_eq!(s["step"], step.as_str());
         assert_eq!(s["state"], "not-submitted");
     }
+    // --wait follows Slurm jobs only.
+    let o = run_cmd(trainer().args(pdt_args(&data, &run, &["--wait"])));
+    assert_eq!(o.status.code(), Some(2), "{o:?}");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("--wait follows Slurm jobs"), "{err}");
     // A folder of repeats is no run of its own.
     let repeats = dir.path().join("repeats");
     let o = run_cmd(trainer().args(pdt_args(&data, &repeats, &["--repeats", "2", "--plan"])));
