@@ -45,6 +45,7 @@ pub mod run;
 pub mod runtime;
 pub mod schedule;
 pub mod sms;
+pub mod status;
 pub mod swa;
 pub mod train;
 

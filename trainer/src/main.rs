@@ -34,6 +34,10 @@ enum Command {
     /// Prune while training from scratch (gmp, dpf, bimp), with sparse
     /// model soups between pruning steps, and print the results table.
     Pdt(Box<trainer::pdt::cli::PdtArgs>),
+    /// Show each step of a `trainer sms` or `trainer pdt` run: done,
+    /// running, pending, failed or cancelled (with its Slurm job and log),
+    /// or not submitted.
+    Status(trainer::status::StatusArgs),
     #[command(flatten)]
     Sms(trainer::sms::cli::SmsCommand),
 }
@@ -158,6 +162,7 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Sms(c) => trainer::sms::cli::run(c)?,
         Command::Pdt(a) => trainer::pdt::cli::run(&a)?,
+        Command::Status(a) => trainer::status::run(&a)?,
         Command::Init(a) => {
             tch::manual_seed(a.seed);
             let arch: Arch = a.model.parse()?;

@@ -1,4 +1,5 @@
-//! End-to-end tests of `trainer sms --executor slurm` against a real
+//! End-to-end tests of `trainer sms --executor slurm` (and of `trainer pdt
+//! --executor slurm`, in `slurm/pdt.rs`) against a real
 //! single-node Slurm cluster that `scripts/slurm-local.sh` starts for each
 //! test (and stops at its end, also when it fails): the run through Slurm
 //! writes the local run's report, the jobs carry the requested resources,
@@ -14,6 +15,8 @@ use std::process::{Command, Output, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+#[path = "slurm/pdt.rs"]
+mod pdt;
 mod support;
 use support::{assert_same_report, tiny_dataset};
 
@@ -191,7 +194,7 @@ fn status(cluster: &Cluster, run: &Path) -> Vec<(String, String, Option<String>)
         &run_cmd(
             cluster
                 .trainer()
-                .args(["status", "--json", "--run"])
+                .args(["status", "--json", "--out"])
                 .arg(run),
         ),
         "trainer status",

@@ -5,11 +5,12 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::methods::{Method, MethodArgs};
 use crate::pdt::run::PdtRun;
 use crate::pdt::{PdtBaseline, PdtConfig, PruneEvery};
 use crate::pipeline::executor::{current_exe, shell_quote};
+use crate::pipeline::slurm::{follow, SlurmArgs};
 use crate::pipeline::SoupArgs;
 use crate::schedule::ScheduleKind;
 
@@ -73,7 +74,8 @@ pub struct PdtArgs {
     pub repeats: Option<u32>,
     /// Write the configuration, print the command of every step of the run
     /// (one per line, in an order that respects their dependencies) and
-    /// stop.
+    /// stop (with `--executor slurm`: write the sbatch scripts and print
+    /// the sbatch commands instead of submitting them).
     #[arg(long)]
     pub plan: bool,
     /// Run only this step of the run in --out (as --plan prints them:
@@ -81,6 +83,10 @@ pub struct PdtArgs {
     /// report).
     #[arg(long)]
     pub step: Option<String>,
+    /// Where the steps run (`--executor`, `--wait`) and every Slurm job's
+    /// resources.
+    #[command(flatten)]
+    pub slurm: SlurmArgs,
     /// No progress output.
     #[arg(long, short)]
     pub quiet: bool,
@@ -132,6 +138,10 @@ pub fn run(args: &PdtArgs) -> Result<()> {
         return run.run_step(step);
     }
     let cfg = args.config()?;
+    args.slurm.validate(args.jobs, cfg.repeats)?;
+    if args.slurm.slurm() {
+        return submit_to_slurm(args, cfg);
+    }
     if cfg.repeats > 1 {
         return run_repeats(args, &cfg);
     }
@@ -152,6 +162,31 @@ pub fn run(args: &PdtArgs) -> Result<()> {
         "report: {} (also report.csv, pdt.svg)",
         args.out.join("report.json").display()
     );
+    Ok(())
+}
+
+/// `trainer pdt --executor slurm`: writes the configuration, submits the
+/// steps that are not done, and with `--wait` follows them to the end and
+/// prints the table.
+fn submit_to_slurm(args: &PdtArgs, cfg: PdtConfig) -> Result<()> {
+    cfg.validate()?;
+    cfg.claim(&args.out)?;
+    // Jobs run elsewhere: give them absolute paths.
+    let root = args
+        .out
+        .canonicalize()
+        .map_err(|e| Error::io(&args.out, e))?;
+    let run = PdtRun::create(cfg, &root)?;
+    let graph = crate::pdt::slurm::PdtGraph { run: &run };
+    if !follow(&graph, &args.slurm, args.plan, args.quiet)? {
+        return Ok(());
+    }
+    let path = root.join("report.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    let report: crate::pdt::PdtReport = serde_json::from_str(&text)
+        .map_err(|e| Error::Run(format!("{}: unreadable report: {e}", path.display())))?;
+    print!("{}", report.table());
+    println!("report: {} (also report.csv, pdt.svg)", path.display());
     Ok(())
 }
 

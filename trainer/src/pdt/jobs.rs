@@ -2,12 +2,41 @@
 //! segment in child processes (`trainer pdt --out RUN --step
 //! candidate:CHAIN:K:I`), each writing its files into the run folder as the
 //! parent would, and `--plan` lists every step for running them elsewhere
-//! (other machines, cluster jobs) over a shared run folder.
+//! (other machines, cluster jobs) over a shared run folder; a step is done
+//! when its record exists.
 
 use crate::error::{Error, Result};
 use crate::pdt::records::Chain;
 use crate::pdt::run::PdtRun;
 use crate::pipeline::executor::{run_children, Placement};
+
+/// One step of a run (see [`PdtRun::plan`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PdtStep {
+    /// A segment's parent: its pruning step.
+    Prepare(Chain, usize),
+    /// One candidate of a segment, trained to the segment's end.
+    Candidate(Chain, usize, u32),
+    /// A segment's soup (or its only candidate) and record.
+    Close(Chain, usize),
+    /// A chain's delivered model and its evaluation.
+    Finish(Chain),
+    /// The report.
+    Report,
+}
+
+impl PdtStep {
+    /// The step as `--step` names it (`candidate:sms:3:0`).
+    pub fn arg(&self) -> String {
+        match *self {
+            PdtStep::Prepare(c, k) => format!("prepare:{}:{k}", c.dir()),
+            PdtStep::Candidate(c, k, i) => format!("candidate:{}:{k}:{i}", c.dir()),
+            PdtStep::Close(c, k) => format!("close:{}:{k}", c.dir()),
+            PdtStep::Finish(c) => format!("finish:{}", c.dir()),
+            PdtStep::Report => "report".into(),
+        }
+    }
+}
 
 impl PdtRun {
     /// Runs every chain and writes the report.
@@ -51,21 +80,36 @@ impl PdtRun {
     /// one (on one machine or as cluster jobs) gives the run `trainer pdt`
     /// makes in one process.
     pub fn plan(&self) -> Vec<String> {
+        self.steps().iter().map(PdtStep::arg).collect()
+    }
+
+    /// The steps of [`PdtRun::plan`].
+    pub fn steps(&self) -> Vec<PdtStep> {
         let mut steps = Vec::new();
         for chain in self.chains() {
-            let c = chain.dir();
             for seg in self.segments(chain) {
                 let k = seg.index;
-                steps.push(format!("prepare:{c}:{k}"));
+                steps.push(PdtStep::Prepare(chain, k));
                 for i in 0..self.forks(chain, &seg) {
-                    steps.push(format!("candidate:{c}:{k}:{i}"));
+                    steps.push(PdtStep::Candidate(chain, k, i));
                 }
-                steps.push(format!("close:{c}:{k}"));
+                steps.push(PdtStep::Close(chain, k));
             }
-            steps.push(format!("finish:{c}"));
+            steps.push(PdtStep::Finish(chain));
         }
-        steps.push("report".into());
+        steps.push(PdtStep::Report);
         steps
+    }
+
+    /// Whether the outputs of `step` exist (its record, written last).
+    pub fn done(&self, step: PdtStep) -> bool {
+        match step {
+            PdtStep::Prepare(c, k) => self.seg_dir(c, k).join("prune.json").exists(),
+            PdtStep::Candidate(c, k, i) => self.candidate_paths(c, k, i).1.exists(),
+            PdtStep::Close(c, k) => self.seg_dir(c, k).join("segment.json").exists(),
+            PdtStep::Finish(c) => self.root.join(c.dir()).join("final.json").exists(),
+            PdtStep::Report => self.root.join("report.json").exists(),
+        }
     }
 
     /// Runs the one step that `step` names (see [`PdtRun::plan`]); a

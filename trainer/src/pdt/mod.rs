@@ -9,7 +9,9 @@
 //! every step, or DPF's dynamic mask. Sparse model soups fork `m`
 //! candidates at the start of a long enough segment, train each to the
 //! segment's end, check their masks, average them and continue from the
-//! recalibrated average ([`run`]).
+//! recalibrated average ([`run`]). The steps of a run also run one at a
+//! time (`trainer pdt --out RUN --step STEP`, [`jobs`]), in child processes
+//! (`--jobs`) or as a graph of Slurm jobs ([`slurm`], `--executor slurm`).
 //!
 //! The methods are modules of [`crate::methods`], found through its
 //! registry; this module is the run machinery they share and imports none
@@ -22,6 +24,7 @@ pub mod records;
 pub mod repeats;
 pub mod report;
 pub mod run;
+pub mod slurm;
 
 pub use crate::pipeline::segments::{segments_at, Context, FixedMask, PruningMethod, Segment};
 pub use crate::pipeline::timeline::{cubic, PruneEvery, Timeline};

@@ -19,7 +19,9 @@
 //! - [`repeats`]: a whole run made R times with other base seeds, and the
 //!   summary of the repeats (mean ± std, paired differences, table, CSV).
 //! - [`executor`]: running candidates side by side in child processes
-//!   (`--jobs`), progress bars, shell quoting of printed commands.
+//!   (`--jobs`), progress bars, shell quoting of printed commands;
+//!   [`slurm`]: a run's steps as a graph of sbatch jobs on a Slurm cluster
+//!   (`--executor slurm`), their states (`trainer status`) and `--wait`.
 //! - [`segments`]: the trait every pruning method implements
 //!   ([`PruningMethod`]: its segments, pruning step, learning rate and
 //!   training hooks) and the segments a run trains in; [`timeline`]: the
@@ -37,6 +39,7 @@ pub mod records;
 pub mod repeats;
 pub mod segments;
 pub mod settings;
+pub mod slurm;
 pub mod timeline;
 pub mod workspace;
 

@@ -12,16 +12,16 @@ pub use steps::{run_step, StepPlace};
 
 use std::path::PathBuf;
 
-use clap::{Args, Subcommand, ValueEnum};
+use clap::{Args, Subcommand};
 use soup_core::NmPattern;
 
 use crate::config::TrainArgs;
 use crate::error::Result;
 use crate::pipeline::lr::RetrainKind;
+use crate::pipeline::slurm::SlurmArgs;
 use crate::pipeline::SoupArgs;
 use crate::schedule::ScheduleKind;
 use crate::sms::config::{Baseline, SmsConfig};
-use crate::sms::slurm;
 
 /// The sparse-model-soup subcommands. The per-step commands (`dense`,
 /// `prepare`, `candidate`, `soup`, `baseline`, `report`) and `plan` are
@@ -29,14 +29,12 @@ use crate::sms::slurm;
 /// spellings now, and these stay for scripts written before.
 #[derive(Debug, Subcommand)]
 pub enum SmsCommand {
-    /// Run (or resume) the sparse-model-soup pipeline and print its table.
+    /// Run (or resume) the sparse-model-soup pipeline (iterative magnitude
+    /// pruning with soups) and print its table.
     Sms(Box<SmsArgs>),
     /// Print the commands of a run in order (for a cluster scheduler).
     #[command(hide = true)]
     Plan(RunArg),
-    /// Show each step of a `trainer sms` run: done, running, pending,
-    /// failed or cancelled (with its job and log), or not submitted.
-    Status(StatusArgs),
     /// Train (or copy) and evaluate the dense parent.
     #[command(hide = true)]
     Dense(RunArg),
@@ -100,66 +98,6 @@ pub struct CandidateArgs {
     /// Override the run's CPU thread count for this job.
     #[arg(long)]
     pub threads: Option<usize>,
-}
-
-/// `trainer status`.
-#[derive(Debug, Args)]
-pub struct StatusArgs {
-    /// The run folder.
-    #[arg(long)]
-    pub run: PathBuf,
-    /// Print one JSON object instead of a table.
-    #[arg(long)]
-    pub json: bool,
-}
-
-/// Where the steps of `trainer sms` run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Executor {
-    /// In this process (and its children with --jobs).
-    Local,
-    /// As sbatch jobs on a Slurm cluster, chained by dependencies.
-    Slurm,
-}
-
-/// What every Slurm job asks for (`--executor slurm`).
-#[derive(Debug, Clone, Default, Args)]
-pub struct SlurmArgs {
-    /// Partition for every job.
-    #[arg(long, value_name = "NAME")]
-    pub slurm_partition: Option<String>,
-    /// Time limit of every job (e.g. 2:00:00).
-    #[arg(long, value_name = "TIME")]
-    pub slurm_time: Option<String>,
-    /// CPUs per task.
-    #[arg(long, value_name = "N")]
-    pub slurm_cpus_per_task: Option<u32>,
-    /// Memory per job (e.g. 8G).
-    #[arg(long, value_name = "SIZE")]
-    pub slurm_mem: Option<String>,
-    /// GPUs per task.
-    #[arg(long, value_name = "N")]
-    pub slurm_gpus_per_task: Option<u32>,
-    /// Account to charge.
-    #[arg(long, value_name = "NAME")]
-    pub slurm_account: Option<String>,
-    /// Any other sbatch option, as --name=value (repeatable).
-    #[arg(long, value_name = "ARG", allow_hyphen_values = true)]
-    pub sbatch_arg: Vec<String>,
-}
-
-impl From<&SlurmArgs> for slurm::Resources {
-    fn from(a: &SlurmArgs) -> Self {
-        slurm::Resources {
-            partition: a.slurm_partition.clone(),
-            time: a.slurm_time.clone(),
-            cpus_per_task: a.slurm_cpus_per_task,
-            mem: a.slurm_mem.clone(),
-            gpus_per_task: a.slurm_gpus_per_task,
-            account: a.slurm_account.clone(),
-            extra: a.sbatch_arg.clone(),
-        }
-    }
 }
 
 /// `trainer baseline`.
@@ -259,15 +197,8 @@ pub struct SmsArgs {
     /// sbatch commands instead of submitting them).
     #[arg(long)]
     pub plan: bool,
-    /// Run the steps here (local) or submit them to Slurm as jobs (slurm);
-    /// submitting again submits only the steps that are not done.
-    #[arg(long, value_enum, default_value_t = Executor::Local)]
-    pub executor: Executor,
-    /// With --executor slurm: follow the jobs until the run ends, then
-    /// print the table (exit status 2 when a step fails).
-    #[arg(long)]
-    pub wait: bool,
-    /// Every Slurm job's resources.
+    /// Where the steps run (`--executor`, `--wait`) and every Slurm job's
+    /// resources.
     #[command(flatten)]
     pub slurm: SlurmArgs,
     /// No progress output.

@@ -2,8 +2,9 @@
 //! output files exist), and the sbatch jobs that finish the rest, each with
 //! the jobs it waits on.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
+use crate::pipeline::slurm::{tidy, Job, JobGraph, RunStep, TASK};
 use crate::pipeline::Vary;
 use crate::sms::config::{Baseline, SmsConfig};
 use crate::sms::layout::{Chain, Layout};
@@ -108,59 +109,53 @@ pub fn steps(cfg: &SmsConfig) -> Vec<Step> {
     s
 }
 
-/// One sbatch job: a step, or the unfinished candidates of a phase as an
-/// array.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Job {
-    /// Script and log name (`candidates-2`, `soup-2`).
-    pub name: String,
-    /// The steps it runs (one per array task for candidates).
-    pub steps: Vec<Step>,
-    /// The trainer's arguments; `$SLURM_ARRAY_TASK_ID` stands for the
-    /// candidate index of an array task.
-    pub args: Vec<String>,
-    /// Array task ids (candidate indices); empty for a plain job.
-    pub array: Vec<u32>,
-    /// Indices (into the job list) of the jobs it waits for.
-    pub after: Vec<usize>,
+/// A sparse-model-soup run as a graph of Slurm jobs.
+#[derive(Debug, Clone, Copy)]
+pub struct SmsGraph<'a> {
+    /// Its configuration.
+    pub cfg: &'a SmsConfig,
+    /// Its folder (absolute).
+    pub layout: &'a Layout,
+}
+
+impl JobGraph for SmsGraph<'_> {
+    fn root(&self) -> &Path {
+        &self.layout.root
+    }
+
+    fn command(&self) -> &'static str {
+        "sms"
+    }
+
+    fn steps(&self) -> Vec<RunStep> {
+        steps(self.cfg)
+            .into_iter()
+            .map(|s| RunStep {
+                arg: s.arg(),
+                done: s.done(self.cfg, self.layout),
+            })
+            .collect()
+    }
+
+    fn jobs(&self) -> Vec<Job> {
+        jobs(self.cfg, self.layout)
+    }
 }
 
 /// The jobs that finish the run in `layout`: every step that is not done,
-/// each waiting on the unfinished steps it needs.
+/// each waiting on the unfinished steps it needs. The candidates of a phase
+/// are one array job (a task per candidate index).
 pub fn jobs(cfg: &SmsConfig, layout: &Layout) -> Vec<Job> {
-    let run = layout.root.display().to_string();
     let mut jobs: Vec<Job> = Vec::new();
-    let add = |jobs: &mut Vec<Job>,
-               name: String,
-               steps: Vec<Step>,
-               args: Vec<String>,
-               array: Vec<u32>,
-               after: Vec<Option<usize>>| {
-        jobs.push(Job {
-            name,
-            steps,
-            args,
-            array,
-            after: after.into_iter().flatten().collect(),
-        });
+    let add = |jobs: &mut Vec<Job>, job: Job| {
+        jobs.push(job);
         Some(jobs.len() - 1)
     };
-    let base = |step: String| {
-        let out = ["sms", "--out", run.as_str(), "--step"].map(String::from);
-        let mut args = out.to_vec();
-        args.push(step);
-        args
-    };
+    // A job of one step, named like it.
+    let one = |step: Step, after: &[Option<usize>]| Job::new(step.name(), vec![step.arg()], after);
     let mut dense = None;
     if !Step::Dense.done(cfg, layout) {
-        dense = add(
-            &mut jobs,
-            "dense".into(),
-            vec![Step::Dense],
-            base(Step::Dense.arg()),
-            vec![],
-            vec![],
-        );
+        dense = add(&mut jobs, one(Step::Dense, &[]));
     }
     let mut before_phase = dense;
     let (mut first_prepare, mut first_candidates) = (None, None);
@@ -168,53 +163,28 @@ pub fn jobs(cfg: &SmsConfig, layout: &Layout) -> Vec<Job> {
     for phase in 1..=cfg.phases {
         let mut prepare = None;
         if !Step::Prepare(phase).done(cfg, layout) {
-            let args = base(Step::Prepare(phase).arg());
-            prepare = add(
-                &mut jobs,
-                format!("prepare-{phase}"),
-                vec![Step::Prepare(phase)],
-                args,
-                vec![],
-                vec![before_phase],
-            );
+            prepare = add(&mut jobs, one(Step::Prepare(phase), &[before_phase]));
         }
-        let todo: Vec<Step> = (0..cfg.soups.candidates)
-            .map(|index| Step::Candidate { phase, index })
-            .filter(|s| !s.done(cfg, layout))
+        let todo: Vec<u32> = (0..cfg.soups.candidates)
+            .filter(|&index| !Step::Candidate { phase, index }.done(cfg, layout))
             .collect();
         let mut candidates = None;
         if !todo.is_empty() {
-            let args = base(format!("candidate:{phase}:$SLURM_ARRAY_TASK_ID"));
-            let array = todo
-                .iter()
-                .map(|s| match s {
-                    Step::Candidate { index, .. } => *index,
-                    _ => unreachable!("only candidates"),
-                })
-                .collect();
-            candidates = add(
-                &mut jobs,
+            let job = Job::array(
                 format!("candidates-{phase}"),
+                format!("candidate:{phase}:{TASK}"),
                 todo,
-                args,
-                array,
-                vec![prepare.or(before_phase)],
+                &[prepare.or(before_phase)],
             );
+            candidates = add(&mut jobs, job);
         }
         if phase == 1 {
             (first_prepare, first_candidates) = (prepare.or(dense), candidates);
         }
         let mut soup = None;
         if !Step::Soup(phase).done(cfg, layout) {
-            let args = base(Step::Soup(phase).arg());
-            soup = add(
-                &mut jobs,
-                format!("soup-{phase}"),
-                vec![Step::Soup(phase)],
-                args,
-                vec![],
-                vec![candidates.or(prepare).or(before_phase)],
-            );
+            let after = candidates.or(prepare).or(before_phase);
+            soup = add(&mut jobs, one(Step::Soup(phase), &[after]));
         }
         soups.push(soup);
         before_phase = soup.or(before_phase);
@@ -228,12 +198,11 @@ pub fn jobs(cfg: &SmsConfig, layout: &Layout) -> Vec<Job> {
     for b in order {
         let step = Step::Baseline(b);
         if !step.done(cfg, layout) {
-            let args = base(step.arg());
             let mut after = vec![first_prepare, first_candidates];
             if b == Baseline::Reprune {
                 after.push(imp);
             }
-            let job = add(&mut jobs, step.name(), vec![step], args, vec![], after);
+            let job = add(&mut jobs, one(step, &after));
             if b == Baseline::Imp {
                 imp = job;
             }
@@ -244,18 +213,8 @@ pub fn jobs(cfg: &SmsConfig, layout: &Layout) -> Vec<Job> {
         let mut after = soups;
         after.extend(baselines);
         after.push(dense);
-        add(
-            &mut jobs,
-            "report".into(),
-            vec![Step::Report],
-            base(Step::Report.arg()),
-            vec![],
-            after,
-        );
+        add(&mut jobs, one(Step::Report, &after));
     }
-    for job in &mut jobs {
-        job.after.sort_unstable();
-        job.after.dedup();
-    }
+    tidy(&mut jobs);
     jobs
 }

@@ -1,11 +1,10 @@
-//! Unit tests of the Slurm graph, scripts and states.
+//! Unit tests of the sparse-model-soup run's Slurm graph and scripts.
 
 use std::path::{Path, PathBuf};
 
 use super::graph::*;
-use super::script::*;
-use super::status::*;
 use crate::error::Error;
+use crate::pipeline::slurm::{script, shell_word, Resources};
 use crate::sms::config::{Baseline, SmsConfig};
 use crate::sms::layout::{Chain, Layout};
 
@@ -113,7 +112,8 @@ fn resubmission_leaves_out_finished_steps() {
 fn scripts_carry_the_requested_resources() {
     let dir = tempfile::tempdir().unwrap();
     let layout = Layout::new(&dir.path().join("my run"));
-    let jobs = jobs(&cfg(1, 2, vec![]), &layout);
+    let c = cfg(1, 2, vec![]);
+    let jobs = jobs(&c, &layout);
     let res = Resources {
         partition: Some("gpu".into()),
         time: Some("1:00:00".into()),
@@ -123,7 +123,11 @@ fn scripts_carry_the_requested_resources() {
         account: Some("proj".into()),
         extra: vec!["--qos=high".into()],
     };
-    let s = script(&jobs[2], &layout, Path::new("/opt/trainer"), &res);
+    let graph = SmsGraph {
+        cfg: &c,
+        layout: &layout,
+    };
+    let s = script(&graph, &jobs[2], Path::new("/opt/trainer"), &res);
     for line in [
         "#SBATCH --partition=gpu",
         "#SBATCH --time=1:00:00",
@@ -152,26 +156,13 @@ fn scripts_carry_the_requested_resources() {
 }
 
 #[test]
-fn slurm_states_map_to_step_states() {
-    assert_eq!(state_of("PENDING", "Dependency"), State::Pending);
-    assert_eq!(
-        state_of("PENDING", "DependencyNeverSatisfied"),
-        State::Cancelled
-    );
-    assert_eq!(state_of("RUNNING", "None"), State::Running);
-    assert_eq!(state_of("CANCELLED", "None"), State::Cancelled);
-    assert_eq!(state_of("TIMEOUT", "None"), State::Failed);
-    assert_eq!(state_of("COMPLETED", "None"), State::Failed);
-}
-
-#[test]
 fn the_imp_swa_baseline_is_a_job_of_its_own_done_with_its_last_phase() {
     let dir = tempfile::tempdir().unwrap();
     let layout = Layout::new(dir.path());
     let c = cfg(2, 2, vec![Baseline::ImpSwa]);
     let all = jobs(&c, &layout);
     let job = all.iter().find(|j| j.name == "baseline-imp-swa").unwrap();
-    assert_eq!(job.args.last().unwrap(), "baseline:imp-swa");
+    assert_eq!(job.steps.last().unwrap(), "baseline:imp-swa");
     let step = Step::Baseline(Baseline::ImpSwa);
     assert!(!step.done(&c, &layout));
     touch(

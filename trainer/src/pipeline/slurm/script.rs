@@ -1,11 +1,11 @@
 //! The sbatch scripts: the resources every job asks for, and the script of
-//! one job (its `#SBATCH` lines, log file and the per-step command it runs).
+//! one job (its `#SBATCH` lines, log file and the per-step commands it
+//! runs).
 
 use std::path::{Path, PathBuf};
 
-use super::graph::{Job, Step};
+use super::{step_name, Job, JobGraph, TASK};
 use crate::error::{Error, Result};
-use crate::sms::layout::Layout;
 
 /// What every job asks the scheduler for (each field becomes an `#SBATCH`
 /// line of every script; `None` leaves it to the cluster's defaults).
@@ -66,10 +66,9 @@ impl Resources {
 }
 
 /// Quotes `s` for a POSIX shell, leaving a trailing `$SLURM_ARRAY_TASK_ID`
-/// (the candidate of an array task, as in `candidate:1:$SLURM_ARRAY_TASK_ID`)
+/// (the task of an array job, as in `candidate:1:$SLURM_ARRAY_TASK_ID`)
 /// expanded.
-pub(super) fn shell_word(s: &str) -> String {
-    const TASK: &str = "$SLURM_ARRAY_TASK_ID";
+pub fn shell_word(s: &str) -> String {
     if let Some(head) = s.strip_suffix(TASK) {
         if head
             .chars()
@@ -82,35 +81,37 @@ pub(super) fn shell_word(s: &str) -> String {
 }
 
 /// `RUN/slurm`.
-pub fn slurm_dir(layout: &Layout) -> PathBuf {
-    layout.root.join("slurm")
+pub fn slurm_dir(root: &Path) -> PathBuf {
+    root.join("slurm")
 }
 
-pub(super) fn logs_dir(layout: &Layout) -> PathBuf {
-    slurm_dir(layout).join("logs")
+pub(super) fn logs_dir(root: &Path) -> PathBuf {
+    slurm_dir(root).join("logs")
 }
 
-pub(super) fn jobs_file(layout: &Layout) -> PathBuf {
-    slurm_dir(layout).join("jobs.json")
+pub(super) fn jobs_file(root: &Path) -> PathBuf {
+    slurm_dir(root).join("jobs.json")
 }
 
-/// The sbatch script of `job`. Slurm fills in `%A` (the array's job id),
-/// `%a` (the task) and `%j` (a plain job's id) in the log name.
-pub fn script(job: &Job, layout: &Layout, exe: &Path, res: &Resources) -> String {
+/// The sbatch script of `job` of `graph`. Slurm fills in `%A` (the array's
+/// job id), `%a` (the task) and `%j` (a plain job's id) in the log name.
+pub fn script(graph: &dyn JobGraph, job: &Job, exe: &Path, res: &Resources) -> String {
+    let root = graph.root();
     let log = if job.array.is_empty() {
-        logs_dir(layout).join(format!("{}.%j.log", job.name))
+        logs_dir(root).join(format!("{}.%j.log", job.name))
     } else {
-        // One log per candidate, named like its step.
-        let stem = job.name.replace("candidates-", "candidate-");
-        logs_dir(layout).join(format!("{stem}-%a.%A.log"))
+        // One log per task, named like its step.
+        let stem = step_name(&job.steps[0]).replace(TASK, "%a");
+        logs_dir(root).join(format!("{stem}.%A.log"))
     };
+    let kind = graph.command();
     let mut s = format!(
-        "#!/bin/bash\n# Step {} of the sparse-model-soup run {} (written by trainer sms).\n",
+        "#!/bin/bash\n# Job {} of the run {} (written by trainer {kind}).\n",
         job.name,
-        layout.root.display()
+        root.display()
     );
     let mut opts = vec![
-        format!("--job-name=sms-{}", job.name),
+        format!("--job-name={kind}-{}", job.name),
         format!("--output={}", log.display()),
     ];
     if !job.array.is_empty() {
@@ -121,13 +122,31 @@ pub fn script(job: &Job, layout: &Layout, exe: &Path, res: &Resources) -> String
     for o in opts {
         s.push_str(&format!("#SBATCH {o}\n"));
     }
-    let mut cmd = vec![shell_word(&exe.display().to_string())];
-    cmd.extend(job.args.iter().map(|a| shell_word(a)));
-    s.push_str(&format!("exec {}\n", cmd.join(" ")));
+    if job.steps.len() > 1 {
+        // The steps run in order; the first that fails fails the job.
+        s.push_str("set -e\n");
+    }
+    let run = root.display().to_string();
+    for (i, step) in job.steps.iter().enumerate() {
+        let mut cmd = vec![shell_word(&exe.display().to_string())];
+        cmd.extend([kind, "--out", &run, "--step", step].map(shell_word));
+        let last = i + 1 == job.steps.len();
+        s.push_str(&format!(
+            "{}{}\n",
+            if last { "exec " } else { "" },
+            cmd.join(" ")
+        ));
+    }
     s
 }
 
-/// Where a step's log is, given its job id and (for candidates) the task.
-pub(super) fn log_path(layout: &Layout, step: Step, job_id: &str) -> PathBuf {
-    logs_dir(layout).join(format!("{}.{job_id}.log", step.name()))
+/// Where the log of step `step` (a `--step` value) of a job is, given the
+/// job's id: an array task's own log, or the job's.
+pub(super) fn log_path(root: &Path, job: &Job, step: &str, job_id: &str) -> PathBuf {
+    let stem = if job.array.is_empty() {
+        job.name.clone()
+    } else {
+        step_name(step)
+    };
+    logs_dir(root).join(format!("{stem}.{job_id}.log"))
 }

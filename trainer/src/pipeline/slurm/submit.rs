@@ -2,14 +2,12 @@
 
 use std::path::Path;
 
-use super::graph::{jobs, Step};
 use super::record::{read_submitted, slurm_command, write_submitted, Submitted};
 use super::script::{log_path, logs_dir, script, shell_word, slurm_dir, Resources};
 use super::status::{live, status};
+use super::{step_name, JobGraph};
 use crate::checkpoint::write_atomic;
 use crate::error::{Error, Result};
-use crate::sms::config::SmsConfig;
-use crate::sms::layout::Layout;
 
 /// What a submission did: each job's name, id and array tasks.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,7 +16,7 @@ pub struct SubmittedJob {
     pub name: String,
     /// Slurm's job id.
     pub id: String,
-    /// Array tasks (candidate indices); empty for a plain job.
+    /// Array tasks; empty for a plain job.
     pub array: Vec<u32>,
 }
 
@@ -27,34 +25,35 @@ pub struct SubmittedJob {
 /// nothing and returns the sbatch commands as shell lines instead (job ids
 /// held in shell variables). Refuses while jobs of the run are still live.
 pub fn submit(
-    cfg: &SmsConfig,
-    layout: &Layout,
+    graph: &dyn JobGraph,
     exe: &Path,
     res: &Resources,
     dry_run: bool,
 ) -> Result<(Vec<SubmittedJob>, Vec<String>)> {
     res.validate()?;
+    let root = graph.root();
     if !dry_run {
-        let st = status(cfg, layout)?;
+        let st = status(graph)?;
         let live = live(&st);
         if !live.is_empty() {
             return Err(Error::JobsInQueue {
-                run: layout.root.clone(),
+                run: root.to_path_buf(),
                 jobs: live,
             });
         }
     }
-    let jobs = jobs(cfg, layout);
-    let dir = slurm_dir(layout);
-    std::fs::create_dir_all(logs_dir(layout)).map_err(|e| Error::io(logs_dir(layout), e))?;
+    let jobs = graph.jobs();
+    let dir = slurm_dir(root);
+    std::fs::create_dir_all(logs_dir(root)).map_err(|e| Error::io(logs_dir(root), e))?;
     let mut ids: Vec<String> = Vec::new();
     let mut shell = Vec::new();
     let mut done = Vec::new();
-    let mut record = read_submitted(layout)?;
-    let var = |name: &str| name.replace('-', "_");
+    let mut record = read_submitted(root)?;
+    // A shell variable per job, named like it.
+    let var = |name: &str| name.replace(|c: char| !c.is_ascii_alphanumeric(), "_");
     for job in &jobs {
         let path = dir.join(format!("{}.sbatch", job.name));
-        write_atomic(&path, script(job, layout, exe, res).as_bytes())?;
+        write_atomic(&path, script(graph, job, exe, res).as_bytes())?;
         let mut args = vec!["--parsable".to_string()];
         if !job.after.is_empty() {
             let on: Vec<String> = if dry_run {
@@ -93,20 +92,16 @@ pub fn submit(
                 msg: format!("unexpected output {out:?}"),
             });
         }
-        for step in &job.steps {
-            let job_id = match step {
-                Step::Candidate { index, .. } => format!("{id}_{index}"),
-                _ => id.clone(),
-            };
+        for (step, task) in job.expanded() {
             record.push(Submitted {
-                step: step.name(),
-                log: log_path(layout, *step, &id),
-                job: job_id,
+                step: step_name(&step),
+                log: log_path(root, job, &step, &id),
+                job: task.map_or_else(|| id.clone(), |t| format!("{id}_{t}")),
             });
         }
         // Recorded after each job, so a submission that fails half-way
         // still knows its live jobs.
-        write_submitted(layout, &record)?;
+        write_submitted(root, &record)?;
         ids.push(id.clone());
         done.push(SubmittedJob {
             name: job.name.clone(),

@@ -7,11 +7,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::graph::{steps, Step};
 use super::record::{read_submitted, slurm_command, Submitted};
+use super::{step_name, JobGraph};
 use crate::error::{Error, Result};
-use crate::sms::config::SmsConfig;
-use crate::sms::layout::Layout;
 
 /// The state of a step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,7 +48,7 @@ pub struct StepStatus {
 /// Slurm's state and reason for each of `jobs`, keyed by job id (`12`,
 /// `12_3`): from `squeue`, then `sacct` for the jobs the controller has
 /// forgotten (where accounting is on).
-pub(super) fn query(jobs: &[String]) -> Result<HashMap<String, (String, String)>> {
+fn query(jobs: &[String]) -> Result<HashMap<String, (String, String)>> {
     let mut found = HashMap::new();
     if jobs.is_empty() {
         return Ok(found);
@@ -128,7 +126,9 @@ pub(super) fn query(jobs: &[String]) -> Result<HashMap<String, (String, String)>
     Ok(found)
 }
 
-pub(super) fn state_of(slurm_state: &str, reason: &str) -> State {
+/// The state of a step whose job Slurm reports in `slurm_state` (with
+/// `reason`, for a pending job); its outputs do not exist.
+pub fn state_of(slurm_state: &str, reason: &str) -> State {
     match slurm_state {
         "PENDING" if reason == "DependencyNeverSatisfied" => State::Cancelled,
         "PENDING" | "REQUEUED" | "REQUEUE_HOLD" | "REQUEUE_FED" | "RESV_DEL_HOLD" => State::Pending,
@@ -140,28 +140,29 @@ pub(super) fn state_of(slurm_state: &str, reason: &str) -> State {
     }
 }
 
-/// The state of every step of the run in `layout`.
-pub fn status(cfg: &SmsConfig, layout: &Layout) -> Result<Vec<StepStatus>> {
-    let submitted = read_submitted(layout)?;
+/// The state of every step of the run `graph`.
+pub fn status(graph: &dyn JobGraph) -> Result<Vec<StepStatus>> {
+    let submitted = read_submitted(graph.root())?;
     let mut latest: HashMap<&str, &Submitted> = HashMap::new();
     for s in &submitted {
         latest.insert(s.step.as_str(), s);
     }
-    let all = steps(cfg);
+    let names: Vec<String> = graph.steps().iter().map(|s| step_name(&s.arg)).collect();
     // Ask the scheduler before looking at the files: a job that ends in
     // between then shows as done, never as failed.
-    let wanted: Vec<String> = all
+    let wanted: Vec<String> = names
         .iter()
-        .filter_map(|s| latest.get(s.name().as_str()).map(|j| j.job.clone()))
+        .filter_map(|n| latest.get(n.as_str()).map(|j| j.job.clone()))
         .collect();
     let known = query(&wanted)?;
+    let all = graph.steps();
     Ok(all
         .iter()
-        .map(|step| {
-            let name = step.name();
+        .zip(names)
+        .map(|(step, name)| {
             let sub = latest.get(name.as_str());
             let slurm = sub.and_then(|s| known.get(&s.job));
-            let state = if step.done(cfg, layout) {
+            let state = if step.done {
                 State::Done
             } else {
                 match (sub, slurm) {
@@ -231,24 +232,24 @@ impl Counts {
     }
 }
 
-/// Follows the run until its report exists (`Ok`) or nothing is left
-/// pending or running (`Error::StepsFailed`, naming the failed steps and
-/// their logs). `on_change` hears of every change of the counts.
+/// Follows the run until its last step (the report) is done (`Ok`) or
+/// nothing is left pending or running (`Error::StepsFailed`, naming the
+/// failed steps and their logs). `on_change` hears of every change of the
+/// counts.
 pub fn wait(
-    cfg: &SmsConfig,
-    layout: &Layout,
+    graph: &dyn JobGraph,
     poll: Duration,
     mut on_change: impl FnMut(&Counts),
 ) -> Result<()> {
     let mut last = None;
     loop {
-        let st = status(cfg, layout)?;
+        let st = status(graph)?;
         let counts = Counts::of(&st);
         if last != Some(counts) {
             on_change(&counts);
             last = Some(counts);
         }
-        if Step::Report.done(cfg, layout) {
+        if st.last().is_some_and(|s| s.state == State::Done) {
             return Ok(());
         }
         if counts.running == 0 && counts.pending == 0 {
@@ -271,7 +272,7 @@ pub fn wait(
                 })
                 .collect();
             return Err(Error::StepsFailed {
-                run: layout.root.clone(),
+                run: graph.root().to_path_buf(),
                 failed,
             });
         }

@@ -1,7 +1,7 @@
 //! The record of what was submitted (`RUN/slurm/jobs.json`), and running
 //! Slurm's client commands with their errors explained.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde::{Deserialize, Serialize};
@@ -9,7 +9,6 @@ use serde::{Deserialize, Serialize};
 use super::script::jobs_file;
 use crate::checkpoint::write_atomic;
 use crate::error::{Error, Result};
-use crate::sms::layout::Layout;
 
 /// One submitted step (`RUN/slurm/jobs.json` lists them, latest last).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -23,8 +22,8 @@ pub struct Submitted {
     pub log: PathBuf,
 }
 
-pub(super) fn read_submitted(layout: &Layout) -> Result<Vec<Submitted>> {
-    let path = jobs_file(layout);
+pub(super) fn read_submitted(root: &Path) -> Result<Vec<Submitted>> {
+    let path = jobs_file(root);
     if !path.exists() {
         return Ok(Vec::new());
     }
@@ -33,10 +32,10 @@ pub(super) fn read_submitted(layout: &Layout) -> Result<Vec<Submitted>> {
         .map_err(|e| Error::Run(format!("{}: unreadable job list: {e}", path.display())))
 }
 
-pub(super) fn write_submitted(layout: &Layout, all: &[Submitted]) -> Result<()> {
+pub(super) fn write_submitted(root: &Path, all: &[Submitted]) -> Result<()> {
     let mut text = serde_json::to_string_pretty(all).expect("serialisable");
     text.push('\n');
-    write_atomic(&jobs_file(layout), text.as_bytes())
+    write_atomic(&jobs_file(root), text.as_bytes())
 }
 
 pub(super) fn slurm_command(program: &str, args: &[String]) -> Result<String> {
