@@ -52,9 +52,10 @@ pub struct EvalReport {
 
 /// Evaluates `model` in inference mode on `batches`.
 pub fn evaluate(model: &Model, batches: impl Iterator<Item = Batch>) -> Result<EvalReport> {
-    evaluate_scores(batches, |xs| {
+    let (report, _) = evaluate_scores(batches, |xs| {
         model.forward(xs, Mode::Eval).to_kind(Kind::Float)
-    })
+    })?;
+    Ok(report)
 }
 
 /// Evaluates the prediction ensemble of `models`: the mean of their softmax
@@ -64,25 +65,57 @@ pub fn evaluate_ensemble(
     models: &[&Model],
     batches: impl Iterator<Item = Batch>,
 ) -> Result<EvalReport> {
+    Ok(evaluate_ensemble_members(models, batches)?.0)
+}
+
+/// [`evaluate_ensemble`], also returning each member's own top-1
+/// prediction for every image (`members[i][n]`: model `i`, image `n` in
+/// the order of `batches`), read off the outputs the ensemble averages.
+pub fn evaluate_ensemble_members(
+    models: &[&Model],
+    batches: impl Iterator<Item = Batch>,
+) -> Result<(EvalReport, Vec<Vec<i64>>)> {
     assert!(!models.is_empty(), "an ensemble needs a model");
-    evaluate_scores(batches, |xs| {
-        let probs = models
+    let tops: std::cell::RefCell<Vec<Vec<Tensor>>> =
+        std::cell::RefCell::new(models.iter().map(|_| Vec::new()).collect());
+    let (report, _) = evaluate_scores(batches, |xs| {
+        let probs: Vec<Tensor> = models
             .iter()
             .map(|m| m.forward(xs, Mode::Eval).softmax(-1, Kind::Float))
+            .collect();
+        for (seen, p) in tops.borrow_mut().iter_mut().zip(&probs) {
+            // The same top-1 rule as a model evaluated alone.
+            seen.push(p.max_dim(-1, false).1);
+        }
+        let mean = probs
+            .into_iter()
             .reduce(|a, b| a + b)
             .expect("at least one model")
             / models.len() as f64;
         // Logits whose softmax is the mean probability.
-        probs.log()
-    })
+        mean.log()
+    })?;
+    let members = tops
+        .into_inner()
+        .into_iter()
+        .map(|batches| {
+            if batches.is_empty() {
+                return Ok(Vec::new());
+            }
+            let all = Tensor::cat(&batches, 0).to_device(tch::Device::Cpu);
+            Ok(Vec::<i64>::try_from(&all)?)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok((report, members))
 }
 
 /// Evaluates per-class scores `logits(images)` (softmax gives the
-/// predicted probabilities) against the labels of `batches`.
+/// predicted probabilities) against the labels of `batches`; also returns
+/// the top-1 prediction of every image.
 fn evaluate_scores(
     batches: impl Iterator<Item = Batch>,
     logits: impl Fn(&Tensor) -> Tensor,
-) -> Result<EvalReport> {
+) -> Result<(EvalReport, Vec<i64>)> {
     let (mut loss, mut conf, mut pred, mut labels) = (0.0, Vec::new(), Vec::new(), Vec::new());
     tch::no_grad(|| -> Result<()> {
         for b in batches {
@@ -102,7 +135,8 @@ fn evaluate_scores(
         }
         Ok(())
     })?;
-    Ok(summarise(loss, &conf, &pred, &labels))
+    let report = summarise(loss, &conf, &pred, &labels);
+    Ok((report, pred))
 }
 
 /// Builds the report from per-image confidences, predictions and labels.
@@ -368,5 +402,21 @@ mod tests {
         let plain = evaluate(&models[0], batch()).unwrap();
         assert_eq!(single.top1, plain.top1);
         assert!((single.loss - plain.loss).abs() < 1e-5);
+        // Each member's predictions, over both batches in order, are its
+        // own argmax (the same report besides).
+        let (again, members) = evaluate_ensemble_members(&refs, batch()).unwrap();
+        assert_eq!(again, r);
+        assert_eq!(members.len(), 3);
+        for (m, p) in members.iter().zip(&probs) {
+            let want: Vec<i64> = (0..40)
+                .map(|i| {
+                    let row = &p[i * 3..i * 3 + 3];
+                    (0..3)
+                        .max_by(|&a, &b| row[a].total_cmp(&row[b]).then(b.cmp(&a)))
+                        .unwrap() as i64
+                })
+                .collect();
+            assert_eq!(m, &want);
+        }
     }
 }

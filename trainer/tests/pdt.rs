@@ -8,6 +8,8 @@ use std::process::Command;
 
 use soup_core::{check_masks, Checkpoint, Control, Selection};
 
+#[path = "pdt/disagreement.rs"]
+mod disagreement;
 #[path = "pdt/nm.rs"]
 mod nm;
 mod support;

@@ -112,6 +112,13 @@ pub struct SegmentRecord {
     pub test_acc: f64,
     /// The result's checkpoint, relative to the run folder.
     pub result: PathBuf,
+    /// With several candidates: how often two of them predict a different
+    /// class on the clean test split (each candidate as the method
+    /// delivers it, batch-norm statistics as its training left them).
+    /// `None` without a soup, and in records written before it was
+    /// measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disagreement: Option<crate::pipeline::Disagreement>,
 }
 
 pub(crate) use crate::pipeline::records::{mkdir, read_json, write_json};

@@ -99,10 +99,16 @@ pub fn summarise(reports: &[PdtReport], seeds: &[u64]) -> Result<Summary> {
                 test_acc: m.test_acc,
                 ood_acc: m.ood_acc,
             });
+            let disagreement = r
+                .runs
+                .iter()
+                .find(|m| m.name == soup)
+                .and_then(|m| m.disagreement);
             Ok(vec![Row {
                 phase: 1,
                 sparsity: sparsity.ok_or_else(|| Error::Run(format!("a repeat lacks {soup}")))?,
                 models: models.collect(),
+                disagreement,
             }])
         })
         .collect::<Result<Vec<_>>>()?;

@@ -1,6 +1,9 @@
 //! The report of a pruning-during-training run: `report.json`, a printed
 //! table, `report.csv` and `pdt.svg` (sparsity and test accuracy over
-//! training, one line per run).
+//! training, one line per run). The run with soups also reports how often
+//! its candidates' test predictions disagree (per soup segment, and their
+//! mean); run folders recorded before that was measured report it as
+//! missing (`-`), since a report is built from records only.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -30,6 +33,12 @@ pub struct RunRow {
     pub val_acc: f64,
     /// Training epochs.
     pub epochs: u64,
+    /// The run's soups only: the mean over its soup segments of how often
+    /// two candidates' test predictions differ (each segment's own rates
+    /// are in its curve point and `segment.json`). Missing for runs
+    /// without soups and for segments recorded before it was measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disagreement: Option<f64>,
 }
 
 /// One point of a run's curve: the end of a segment.
@@ -44,6 +53,10 @@ pub struct CurvePoint {
     pub test_acc: f64,
     /// Candidates averaged at this point (1: none).
     pub candidates: u32,
+    /// With a soup here: the mean over pairs of candidates of the share of
+    /// test images they predict differently.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disagreement: Option<f64>,
 }
 
 /// A run's course over training.
@@ -97,16 +110,7 @@ pub fn build(run: &PdtRun) -> Result<PdtReport> {
     });
     for chain in chains {
         let eval = run.final_eval(chain)?;
-        runs.push(RunRow {
-            name: chain.run_name(id),
-            checkpoint: Path::new(chain.dir()).join("final.safetensors"),
-            sparsity: eval.sparsity,
-            test_acc: eval.test.top1,
-            ood_acc: eval.ood_acc,
-            val_acc: eval.val.top1,
-            epochs: run.epochs(chain),
-        });
-        let points = run
+        let points: Vec<CurvePoint> = run
             .segment_records(chain)?
             .into_iter()
             .filter(|r| !r.segment.is_empty())
@@ -115,8 +119,25 @@ pub fn build(run: &PdtRun) -> Result<PdtReport> {
                 sparsity: r.sparsity,
                 test_acc: r.test_acc,
                 candidates: r.candidates,
+                disagreement: r.disagreement.map(|d| d.mean),
             })
             .collect();
+        // Over the soups only; missing where any soup lacks its record.
+        let soups: Vec<&CurvePoint> = points.iter().filter(|p| p.candidates > 1).collect();
+        let rates: Option<Vec<f64>> = soups.iter().map(|p| p.disagreement).collect();
+        let disagreement = rates
+            .filter(|r| !r.is_empty())
+            .map(|r| r.iter().sum::<f64>() / r.len() as f64);
+        runs.push(RunRow {
+            name: chain.run_name(id),
+            checkpoint: Path::new(chain.dir()).join("final.safetensors"),
+            sparsity: eval.sparsity,
+            test_acc: eval.test.top1,
+            ood_acc: eval.ood_acc,
+            val_acc: eval.val.top1,
+            epochs: run.epochs(chain),
+            disagreement,
+        });
         curves.push(Curve {
             name: chain.run_name(id),
             points,
@@ -155,19 +176,20 @@ impl PdtReport {
         );
         let _ = writeln!(
             s,
-            "{:<12} {:>6} {:>10} {:>8} {:>8} {:>8}",
-            "run", "epochs", "sparsity%", "test", "val", "ood"
+            "{:<12} {:>6} {:>10} {:>8} {:>8} {:>8} {:>9}",
+            "run", "epochs", "sparsity%", "test", "val", "ood", "disagree%"
         );
         for r in &self.runs {
             let _ = writeln!(
                 s,
-                "{:<12} {:>6} {:>10.2} {:>8} {:>8} {:>8}",
+                "{:<12} {:>6} {:>10.2} {:>8} {:>8} {:>8} {:>9}",
                 r.name,
                 r.epochs,
                 100.0 * r.sparsity,
                 pct(Some(r.test_acc)),
                 pct(Some(r.val_acc)),
-                pct(r.ood_acc)
+                pct(r.ood_acc),
+                pct(r.disagreement)
             );
         }
         s
@@ -175,20 +197,23 @@ impl PdtReport {
 
     /// `report.csv`: one row per run.
     pub fn csv(&self) -> String {
-        let mut s =
-            String::from("method,run,epochs,sparsity,test_acc,val_acc,ood_acc,checkpoint\n");
+        let mut s = String::from(
+            "method,run,epochs,sparsity,test_acc,val_acc,ood_acc,checkpoint,disagreement\n",
+        );
+        let o = |x: Option<f64>| x.map_or(String::new(), |v| v.to_string());
         for r in &self.runs {
             let _ = writeln!(
                 s,
-                "{},{},{},{},{},{},{},{}",
+                "{},{},{},{},{},{},{},{},{}",
                 self.method,
                 r.name,
                 r.epochs,
                 r.sparsity,
                 r.test_acc,
                 r.val_acc,
-                r.ood_acc.map_or(String::new(), |v| v.to_string()),
-                r.checkpoint.display()
+                o(r.ood_acc),
+                r.checkpoint.display(),
+                o(r.disagreement)
             );
         }
         s

@@ -424,10 +424,11 @@ impl PdtRun {
         Ok(val.top1)
     }
 
-    /// Closes segment `k`: with several candidates, checks their masks
-    /// against the parent (fixed-mask methods), merges them through
-    /// soup-core (uniform or greedy; DPF averages the dense weights) and
-    /// recalibrates the soup; records the segment.
+    /// Closes segment `k`: with several candidates, measures how often
+    /// their test predictions disagree, checks their masks against the
+    /// parent (fixed-mask methods), merges them through soup-core (uniform
+    /// or greedy; DPF averages the dense weights) and recalibrates the
+    /// soup; records the segment.
     pub fn close(&self, chain: Chain, k: usize) -> Result<SegmentRecord> {
         let dir = self.seg_dir(chain, k);
         let record = dir.join("segment.json");
@@ -450,7 +451,14 @@ impl PdtRun {
         }
         let mut masks_identical = None;
         let mut chosen = vec![0];
+        let mut disagreement = None;
         if m > 1 {
+            // What the candidates predict, before any of them is merged.
+            let models = paths
+                .iter()
+                .map(|p| self.delivered(chain, &segments, k, p))
+                .collect::<Result<Vec<_>>>()?;
+            disagreement = self.ws.disagreement(&models.iter().collect::<Vec<_>>())?;
             let parent = dir.join("parent.safetensors");
             if self.method.fixed_mask() {
                 checkpoint_ops::check_masks(&paths, &parent, &self.ws.pruned)?;
@@ -503,6 +511,7 @@ impl PdtRun {
             result: result
                 .strip_prefix(&self.root)
                 .map_or(result.clone(), Path::to_path_buf),
+            disagreement,
         };
         self.say(format!(
             "{} segment {k}: {m} candidate(s), sparsity {:.2}%, test {:.4}",

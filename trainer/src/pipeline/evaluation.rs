@@ -4,7 +4,10 @@
 //! recalibrates batch-norm statistics on the same training batches, saves
 //! the recalibrated model, then evaluates it. So any reported number is
 //! reproduced by evaluating the saved checkpoint, and no model is compared
-//! with stale statistics against a recalibrated one.
+//! with stale statistics against a recalibrated one. The ensemble of a
+//! phase's candidates is evaluated on the same splits, and the candidates'
+//! own test predictions, read off that same pass, give their
+//! [`Disagreement`].
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -13,8 +16,12 @@ use crate::data::Split;
 use crate::error::Result;
 use serde::{Deserialize, Serialize};
 
-use crate::eval::{evaluate, evaluate_ensemble, macs, recalibrate_bn_with, EvalReport, Macs};
+use crate::eval::{
+    evaluate, evaluate_ensemble, evaluate_ensemble_members, macs, recalibrate_bn_with, EvalReport,
+    Macs,
+};
 use crate::model::Model;
+use crate::pipeline::disagreement::Disagreement;
 use crate::pipeline::mask::{layer_sparsity, sparsity};
 use crate::pipeline::workspace::Workspace;
 use crate::robust::{corrupted_batches, corruption_accuracies, mean_accuracy, Corruption};
@@ -74,11 +81,17 @@ impl Workspace {
         self.evaluate(model)
     }
 
-    /// The prediction ensemble of the (finished) checkpoints `paths`.
+    /// The prediction ensemble of the (finished) checkpoints `paths`, and
+    /// the members' [`Disagreement`] on the clean test split (`None` for a
+    /// single member), from the members' predictions in the same pass.
     /// Under corruptions it is scored on the generated ones the run
     /// evaluates (`like` lists them: a member's evaluation); with a
     /// CIFAR-C folder it has no robustness numbers.
-    pub fn evaluate_ensemble(&self, paths: &[PathBuf], like: &Evaluation) -> Result<Evaluation> {
+    pub fn evaluate_ensemble(
+        &self,
+        paths: &[PathBuf],
+        like: &Evaluation,
+    ) -> Result<(Evaluation, Option<Disagreement>)> {
         let models = paths
             .iter()
             .map(|p| self.load(p))
@@ -86,7 +99,10 @@ impl Workspace {
         let refs: Vec<&Model> = models.iter().collect();
         let ebs = self.train.eval_batch_size;
         let val = evaluate_ensemble(&refs, self.data.eval_batches(Split::Val, ebs, self.device))?;
-        let test = evaluate_ensemble(&refs, self.data.eval_batches(Split::Test, ebs, self.device))?;
+        let (test, members) = evaluate_ensemble_members(
+            &refs,
+            self.data.eval_batches(Split::Test, ebs, self.device),
+        )?;
         self.data.check()?;
         // Members share one mask (checked before), so their sparsity is
         // the ensemble's; its cost is all of theirs.
@@ -109,7 +125,7 @@ impl Workspace {
                 corruptions.insert(name.clone(), per);
             }
         }
-        Ok(Evaluation {
+        let ensemble = Evaluation {
             val,
             test,
             sparsity,
@@ -121,7 +137,23 @@ impl Workspace {
             },
             ood_acc: mean_accuracy(&corruptions),
             corruptions,
-        })
+        };
+        Ok((ensemble, Disagreement::of(&members)))
+    }
+
+    /// The [`Disagreement`] of `models` on the clean test split, from
+    /// their predictions in one ensemble pass (`None` for fewer than two).
+    pub fn disagreement(&self, models: &[&Model]) -> Result<Option<Disagreement>> {
+        if models.len() < 2 {
+            return Ok(None);
+        }
+        let ebs = self.train.eval_batch_size;
+        let (_, members) = evaluate_ensemble_members(
+            models,
+            self.data.eval_batches(Split::Test, ebs, self.device),
+        )?;
+        self.data.check()?;
+        Ok(Disagreement::of(&members))
     }
 
     /// Recomputes the batch-norm statistics of `model` from the first

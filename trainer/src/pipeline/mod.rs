@@ -11,7 +11,8 @@
 //! - [`workspace`]: what every step of a run works with (data, device,
 //!   model description, the pruned tensors); [`evaluation`]: the one
 //!   evaluation path of every reported model (batch-norm recalibration,
-//!   save, evaluate), greedy scores and ensembles.
+//!   save, evaluate), greedy scores and ensembles; [`disagreement`]: how
+//!   often two candidates' test predictions differ.
 //! - [`lr`]: learning-rate schedules for retraining after pruning (ALLR
 //!   and the others) and what a pruning step did ([`lr::PruneImpact`]).
 //! - [`records`]: the JSON records of a run folder; a step whose record
@@ -31,6 +32,7 @@
 //! Nothing here knows a particular method.
 
 pub mod checkpoint_ops;
+pub mod disagreement;
 pub mod evaluation;
 pub mod executor;
 pub mod lr;
@@ -43,6 +45,7 @@ pub mod slurm;
 pub mod timeline;
 pub mod workspace;
 
+pub use disagreement::Disagreement;
 pub use evaluation::Evaluation;
 pub use mask::{pruned_names, PruneMask};
 pub use segments::{segments_at, Context, FixedMask, PruningMethod, Segment};

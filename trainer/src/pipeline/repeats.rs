@@ -95,6 +95,9 @@ pub struct Row {
     pub sparsity: f64,
     /// The models, the soup among them.
     pub models: Vec<Measured>,
+    /// The mean rate at which two of the soup's candidates' test
+    /// predictions differ, when measured.
+    pub disagreement: Option<f64>,
 }
 
 /// One model of one row over the repeats.
@@ -121,6 +124,10 @@ pub struct PhaseSummary {
     /// Test accuracy of the soup minus that of each other model, paired
     /// within each repeat.
     pub soup_minus: BTreeMap<String, Stat>,
+    /// The candidates' mean pairwise disagreement on test predictions,
+    /// when every repeat measured it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disagreement: Option<Stat>,
 }
 
 /// Summarises the rows of the repeats (`reports[r]`: repeat `r`'s rows,
@@ -173,11 +180,13 @@ pub fn summarise(reports: &[Vec<Row>], soup: &str) -> Result<Vec<PhaseSummary>> 
                 soup_minus.insert(name.to_string(), Stat::of(diffs.collect()));
             }
         }
+        let disagreement: Option<Vec<f64>> = rows.iter().map(|r| r.disagreement).collect();
         phases.push(PhaseSummary {
             phase: row0.phase,
             sparsity: Stat::of(rows.iter().map(|r| r.sparsity).collect()),
             models,
             soup_minus,
+            disagreement: disagreement.map(Stat::of),
         });
     }
     Ok(phases)
@@ -188,7 +197,8 @@ pub fn summarise(reports: &[Vec<Row>], soup: &str) -> Result<Vec<PhaseSummary>> 
 /// first) as mean ± standard deviation over repeats (in %), then the
 /// soup's paired lead over each other model (headed `soup-SHORT`, `short`
 /// giving the short names), then the soup's accuracy under corruptions
-/// where measured. `title` is the first line.
+/// and the candidates' disagreement (`disagree%`) where every row has
+/// them. `title` is the first line.
 pub fn table(
     title: &str,
     phases: &[PhaseSummary],
@@ -209,6 +219,10 @@ pub fn table(
     if with_ood {
         header.push("soup_ood".into());
     }
+    let with_disagreement = phases.iter().all(|p| p.disagreement.is_some());
+    if with_disagreement {
+        header.push("disagree%".into());
+    }
     let mut rows = vec![header];
     for p in phases {
         let mut row = vec![
@@ -219,6 +233,9 @@ pub fn table(
         row.extend(names.iter().skip(1).map(|n| p.soup_minus[*n].pct()));
         if let Some(o) = ood(p).filter(|_| with_ood) {
             row.push(o.pct());
+        }
+        if let Some(d) = p.disagreement.as_ref().filter(|_| with_disagreement) {
+            row.push(d.pct());
         }
         rows.push(row);
     }
@@ -240,19 +257,21 @@ pub fn table(
 
 /// `summary.csv`: one line per row and model, mean and std of test
 /// accuracy, of accuracy under corruptions and of the soup's paired lead
-/// over it.
+/// over it, and the row's disagreement of the candidates (the same on
+/// every line of the row; empty where not measured).
 pub fn csv(phases: &[PhaseSummary]) -> String {
     let mut out = String::from(
         "phase,model,test_acc_mean,test_acc_std,ood_acc_mean,ood_acc_std,\
-         soup_minus_mean,soup_minus_std,repeats\n",
+         soup_minus_mean,soup_minus_std,repeats,disagreement_mean,disagreement_std\n",
     );
     for p in phases {
         for (name, m) in &p.models {
             let o = |x: Option<f64>| x.map_or_else(String::new, |v| v.to_string());
             let d = p.soup_minus.get(name);
+            let agree = p.disagreement.as_ref();
             let _ = writeln!(
                 out,
-                "{},{name},{},{},{},{},{},{},{}",
+                "{},{name},{},{},{},{},{},{},{},{},{}",
                 p.phase,
                 m.test_acc.mean,
                 m.test_acc.std,
@@ -260,7 +279,9 @@ pub fn csv(phases: &[PhaseSummary]) -> String {
                 o(m.ood_acc.as_ref().map(|s| s.std)),
                 o(d.map(|s| s.mean)),
                 o(d.map(|s| s.std)),
-                m.test_acc.values.len()
+                m.test_acc.values.len(),
+                o(agree.map(|s| s.mean)),
+                o(agree.map(|s| s.std))
             );
         }
     }
@@ -305,7 +326,37 @@ mod tests {
             phase: 1,
             sparsity: 0.5,
             models: vec![m("gmp+sms", soup), m("gmp", other)],
+            disagreement: None,
         }]
+    }
+
+    #[test]
+    fn disagreement_is_summarised_when_every_repeat_measured_it() {
+        let with = |d: Option<f64>| {
+            let mut r = row(0.9, 0.8);
+            r[0].disagreement = d;
+            r
+        };
+        let phases = summarise(&[with(Some(0.1)), with(Some(0.3))], "gmp+sms").unwrap();
+        let d = phases[0].disagreement.as_ref().unwrap();
+        assert!((d.mean - 0.2).abs() < 1e-12 && (d.std - 0.02f64.sqrt()).abs() < 1e-12);
+        let t = table("t", &phases, &["gmp+sms", "gmp"], |n| n.to_string());
+        let (header, values) = (t.lines().nth(1).unwrap(), t.lines().nth(2).unwrap());
+        assert!(header.ends_with("disagree%"), "{t}");
+        assert!(values.ends_with(&d.pct()), "{t}");
+        let c = csv(&phases);
+        assert!(
+            c.lines()
+                .nth(1)
+                .unwrap()
+                .ends_with(&format!(",{},{}", d.mean, d.std)),
+            "{c}"
+        );
+        // One repeat without it (a run folder from before): no column.
+        let phases = summarise(&[with(Some(0.1)), with(None)], "gmp+sms").unwrap();
+        assert!(phases[0].disagreement.is_none());
+        let t = table("t", &phases, &["gmp+sms", "gmp"], |n| n.to_string());
+        assert!(!t.contains("disagree"), "{t}");
     }
 
     #[test]

@@ -97,4 +97,9 @@ pub struct PhaseInfo {
     /// paths relative to the run folder); `None` with a single candidate.
     #[serde(default)]
     pub geometry: Option<soup_core::DistanceReport>,
+    /// How often two candidates' top-1 test predictions differ (every
+    /// pair, mean, min and max); `None` with a single candidate, and in
+    /// records written before it was measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disagreement: Option<crate::pipeline::Disagreement>,
 }

@@ -2,9 +2,10 @@
 //! run with R base seeds, and its summary (the layout, statistics, table
 //! and CSV are the pipeline's, see [`crate::pipeline::repeats`]): per phase,
 //! the soup, the best and mean candidate, the ensemble and the baselines,
-//! and the dense parent. `summary.svg` is the plot of a single run with
-//! each point the mean over repeats and an error bar of ± one standard
-//! deviation. Repeats run in sequence or side by side in child processes.
+//! the candidates' disagreement, and the dense parent. `summary.svg` is
+//! the plot of a single run with each point the mean over repeats and an
+//! error bar of ± one standard deviation. Repeats run in sequence or side
+//! by side in child processes.
 
 use std::path::Path;
 use std::process::Command;
@@ -85,6 +86,7 @@ fn row(row: &PhaseRow) -> Row {
         phase: row.phase,
         sparsity: row.sparsity,
         models,
+        disagreement: row.disagreement.as_ref().map(|d| d.mean),
     }
 }
 

@@ -19,6 +19,7 @@ use soup_core::NmPattern;
 
 use crate::checkpoint::write_atomic;
 use crate::error::{Error, Result};
+use crate::pipeline::Disagreement;
 use crate::plot::{self, Axis, Figure, Panel, Point};
 use crate::sms::config::Baseline;
 use crate::sms::layout::Chain;
@@ -131,6 +132,12 @@ pub struct PhaseRow {
     pub flops_ratio: f64,
     /// The candidates' geometry (pairwise distances), when measured.
     pub geometry: Option<serde_json::Value>,
+    /// How often two candidates' top-1 test predictions differ (mean over
+    /// pairs, min, max, every pair). Missing (left out of the file, `-` in
+    /// the table) with one candidate and for phases recorded before it was
+    /// measured: the report is built from records only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disagreement: Option<Disagreement>,
     /// Every model of the phase: soup, candidates, ensemble, baselines.
     pub models: Vec<ModelRow>,
 }
@@ -259,6 +266,7 @@ pub fn build(session: &Session, dense: &Evaluation, phases: &[PhaseInfo]) -> Res
                 .geometry
                 .as_ref()
                 .map(|g| serde_json::to_value(g).expect("serialisable")),
+            disagreement: info.disagreement.clone(),
             models,
         });
     }
@@ -345,6 +353,8 @@ impl Report {
             ("mean_cand", col(&|r| pct(r.mean_candidate_test_acc))),
             ("ensemble", col(&|r| pct(r.ensemble_test_acc))),
         ]);
+        let disagree = |r: &PhaseRow| opt_pct(r.disagreement.as_ref().map(|d| d.mean));
+        cols.push(("disagree%", col(&disagree)));
         let any = |f: &dyn Fn(&PhaseRow) -> bool| self.phases.iter().any(f);
         if any(&|r| r.imp_test_acc.is_some()) {
             cols.push(("imp", col(&|r| opt_pct(r.imp_test_acc))));
@@ -414,7 +424,7 @@ impl Report {
              best_candidate,best_candidate_test_acc,mean_candidate_test_acc,imp_test_acc,\
              imp_long_test_acc,imp_swa_test_acc,reprune_test_acc,soup_test_balanced_acc,\
              soup_test_ece,soup_test_mce,soup_test_worst_class_acc,ensemble_test_acc,soup_ood_acc,\
-             flops_ratio,soup_checkpoint",
+             flops_ratio,disagreement,disagreement_min,disagreement_max,soup_checkpoint",
         );
         // Runs that prune to N:M patterns name each phase's pattern.
         let patterns = self.phases.iter().any(|r| r.pattern.is_some());
@@ -423,7 +433,7 @@ impl Report {
         for r in &self.phases {
             let _ = write!(
                 out,
-                "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+                "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
                 r.phase,
                 r.sparsity,
                 r.sparsity_all_params,
@@ -444,6 +454,9 @@ impl Report {
                 r.ensemble_test_acc,
                 o(r.soup_ood_acc),
                 r.flops_ratio,
+                o(r.disagreement.as_ref().map(|d| d.mean)),
+                o(r.disagreement.as_ref().map(|d| d.min)),
+                o(r.disagreement.as_ref().map(|d| d.max)),
                 r.soup_checkpoint.display()
             );
             if patterns {

@@ -1,6 +1,7 @@
 //! Souping: the candidates of a phase checked to share the parent's mask,
 //! merged uniformly or greedily through soup-core, recalibrated and
-//! evaluated; and IMP-RePrune's average of independent IMP chains.
+//! evaluated, with their prediction ensemble and how often they disagree;
+//! and IMP-RePrune's average of independent IMP chains.
 
 use std::path::{Path, PathBuf};
 
@@ -53,7 +54,7 @@ impl Session {
         };
         let soup_path = self.layout.soup(Chain::Soup, phase);
         let soup = self.ws.finish(&self.ws.load(&avg)?, &soup_path)?;
-        let ensemble = self.ws.evaluate_ensemble(&paths, &candidates[0].eval)?;
+        let (ensemble, disagreement) = self.ws.evaluate_ensemble(&paths, &candidates[0].eval)?;
         let geometry = checkpoint_ops::geometry(&paths)?.map(|mut g| {
             for p in &mut g.inputs {
                 if let Ok(rel) = p.strip_prefix(&self.layout.root) {
@@ -77,6 +78,7 @@ impl Session {
             ensemble,
             soup_path,
             geometry,
+            disagreement,
         };
         self.ws.say(format!(
             "sms phase {phase} soup of {:?}: val {:.4}, test {:.4}, sparsity {:.2}%",

@@ -207,3 +207,51 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// Run folders recorded before the candidates' disagreement was measured
+/// report it as missing: the report is built from records alone (the
+/// fixtures' checkpoints are empty), so nothing is recomputed.
+#[test]
+fn run_folders_of_an_earlier_binary_report_disagreement_as_missing() {
+    let (dir, _data) = scratch_with_data();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/runs");
+    // The commands that made them, which resume them and print the table.
+    for (name, args) in [("sms-run", SMS), ("pdt-run", PDT)] {
+        copy_tree(&fixtures.join(name), &dir.path().join(name));
+        let o = trainer()
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        let table = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            o.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let lines: Vec<&str> = table.lines().collect();
+        let header = lines
+            .iter()
+            .position(|l| l.contains("disagree%"))
+            .unwrap_or_else(|| panic!("{name}: no disagree% column\n{table}"));
+        let col = lines[header]
+            .split_whitespace()
+            .position(|h| h == "disagree%")
+            .unwrap();
+        let rows: Vec<&str> = lines[header + 1..]
+            .iter()
+            .copied()
+            .take_while(|l| !l.starts_with("report:"))
+            .collect();
+        assert!(!rows.is_empty(), "{table}");
+        for row in rows {
+            assert_eq!(
+                row.split_whitespace().nth(col),
+                Some("-"),
+                "{name}:\n{table}"
+            );
+        }
+        let report = std::fs::read_to_string(dir.path().join(name).join("report.json")).unwrap();
+        assert!(!report.contains("disagreement"), "{name}");
+    }
+}

@@ -2,7 +2,8 @@
 //! per theme: the pipeline itself (phase sparsity schedule, masks kept
 //! through retraining, soups that are averages of their candidates), greedy
 //! soups, resuming and splitting a run into jobs, per-candidate settings,
-//! the one evaluation path of reported models, and repeats.
+//! the one evaluation path of reported models, the candidates'
+//! disagreement, and repeats.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -16,6 +17,7 @@ mod svg;
 use support::{assert_same_report, tiny_dataset};
 
 mod checkpoints;
+mod disagreement;
 mod evaluation;
 mod fixtures;
 mod greedy;

@@ -101,6 +101,8 @@ fn imp_swa_phases_deliver_their_average_keep_the_mask_and_reevaluate() {
         ],
     );
     assert!(table.contains("imp_swa"), "{table}");
+    let plot = std::fs::read_to_string(run.join("accuracy_vs_sparsity.svg")).unwrap();
+    assert!(plot.contains("IMP-SWA"), "imp-swa is not in the plot");
     let config = std::fs::read_to_string(run.join("config.toml")).unwrap();
     assert!(config.contains("imp_swa_from = 0.5"), "{config}");
     assert!(json(&run.join("phase-1/candidate-1.json"))
