@@ -52,10 +52,9 @@ pub struct EvalReport {
 
 /// Evaluates `model` in inference mode on `batches`.
 pub fn evaluate(model: &Model, batches: impl Iterator<Item = Batch>) -> Result<EvalReport> {
-    let (report, _) = evaluate_scores(batches, |xs| {
+    evaluate_scores(batches, |xs| {
         model.forward(xs, Mode::Eval).to_kind(Kind::Float)
-    })?;
-    Ok(report)
+    })
 }
 
 /// Evaluates the prediction ensemble of `models`: the mean of their softmax
@@ -78,7 +77,7 @@ pub fn evaluate_ensemble_members(
     assert!(!models.is_empty(), "an ensemble needs a model");
     let tops: std::cell::RefCell<Vec<Vec<Tensor>>> =
         std::cell::RefCell::new(models.iter().map(|_| Vec::new()).collect());
-    let (report, _) = evaluate_scores(batches, |xs| {
+    let report = evaluate_scores(batches, |xs| {
         let probs: Vec<Tensor> = models
             .iter()
             .map(|m| m.forward(xs, Mode::Eval).softmax(-1, Kind::Float))
@@ -110,12 +109,11 @@ pub fn evaluate_ensemble_members(
 }
 
 /// Evaluates per-class scores `logits(images)` (softmax gives the
-/// predicted probabilities) against the labels of `batches`; also returns
-/// the top-1 prediction of every image.
+/// predicted probabilities) against the labels of `batches`.
 fn evaluate_scores(
     batches: impl Iterator<Item = Batch>,
     logits: impl Fn(&Tensor) -> Tensor,
-) -> Result<(EvalReport, Vec<i64>)> {
+) -> Result<EvalReport> {
     let (mut loss, mut conf, mut pred, mut labels) = (0.0, Vec::new(), Vec::new(), Vec::new());
     tch::no_grad(|| -> Result<()> {
         for b in batches {
@@ -135,8 +133,7 @@ fn evaluate_scores(
         }
         Ok(())
     })?;
-    let report = summarise(loss, &conf, &pred, &labels);
-    Ok((report, pred))
+    Ok(summarise(loss, &conf, &pred, &labels))
 }
 
 /// Builds the report from per-image confidences, predictions and labels.

@@ -81,8 +81,9 @@ pub fn steps(run: &Path) -> Result<Vec<StepStatus>> {
             })
         }
         RunKind::Pdt => {
-            // The segments depend on the data's size: the run opens whole.
-            let open = PdtRun::open(run)?;
+            // The segments depend on the data's size: the run opens whole,
+            // on the CPU.
+            let open = PdtRun::open_to_list_steps(run)?;
             status(&PdtGraph { run: &open })
         }
     }

@@ -138,7 +138,7 @@ pub fn run(args: &PdtArgs) -> Result<()> {
         return run.run_step(step);
     }
     let cfg = args.config()?;
-    args.slurm.validate(args.jobs, cfg.repeats)?;
+    args.slurm.validate(args.jobs, cfg.repeats, args.plan)?;
     if args.slurm.slurm() {
         return submit_to_slurm(args, cfg);
     }
@@ -169,6 +169,7 @@ pub fn run(args: &PdtArgs) -> Result<()> {
 /// steps that are not done, and with `--wait` follows them to the end and
 /// prints the table.
 fn submit_to_slurm(args: &PdtArgs, cfg: PdtConfig) -> Result<()> {
+    // The folder must exist before its absolute path does.
     cfg.validate()?;
     cfg.claim(&args.out)?;
     // Jobs run elsewhere: give them absolute paths.
@@ -176,7 +177,7 @@ fn submit_to_slurm(args: &PdtArgs, cfg: PdtConfig) -> Result<()> {
         .out
         .canonicalize()
         .map_err(|e| Error::io(&args.out, e))?;
-    let run = PdtRun::create(cfg, &root)?;
+    let run = PdtRun::create_to_list_steps(cfg, &root)?;
     let graph = crate::pdt::slurm::PdtGraph { run: &run };
     if !follow(&graph, &args.slurm, args.plan, args.quiet)? {
         return Ok(());

@@ -18,6 +18,7 @@
 //! of them.
 
 pub mod cli;
+mod close;
 pub mod config;
 pub mod jobs;
 pub mod records;

@@ -2,8 +2,8 @@
 //! table, `report.csv` and `pdt.svg` (sparsity and test accuracy over
 //! training, one line per run). The run with soups also reports how often
 //! its candidates' test predictions disagree (per soup segment, and their
-//! mean); run folders recorded before that was measured report it as
-//! missing (`-`), since a report is built from records only.
+//! mean). A report is built from the run's records only: a segment record
+//! without the measurement reports it as missing (`-`).
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};

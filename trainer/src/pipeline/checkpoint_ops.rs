@@ -94,11 +94,16 @@ fn merge_options(mask_policy: MaskPolicy) -> MergeOptions {
     }
 }
 
-/// The mean of `inputs` into `output`. `mask_policy` defaults to refusing
-/// differing masks.
-pub fn merge(inputs: &[PathBuf], output: &Path, mask_policy: Option<MaskPolicy>) -> Result<()> {
+/// The mean of `inputs` into `output`, zero wherever every input is zero
+/// (soup-core's union policy). Callers check the masks of the pruned
+/// tensors first ([`check_masks`]) where the inputs share one: the one rule
+/// for what is pruned says which tensors hold masks. The other float
+/// tensors (biases, batch-norm statistics) are plain means, whatever exact
+/// zeros they hold (a channel that no longer fires has a running mean of
+/// exactly 0 in one candidate and not in another).
+pub fn merge(inputs: &[PathBuf], output: &Path) -> Result<()> {
     let checkpoints = open_all(inputs)?;
-    let options = merge_options(mask_policy.unwrap_or_default());
+    let options = merge_options(MaskPolicy::Union);
     soup_core::merge(&checkpoints, output, &options, &Control::default())?;
     Ok(())
 }
@@ -183,7 +188,8 @@ fn anchored(names: &[String]) -> Vec<String> {
 }
 
 /// A greedy soup of `inputs` (first-round scores `scores`) into `output`,
-/// scoring trial soups with `score`. Returns the chosen candidates (indices
+/// scoring trial soups with `score`; each trial soup is a mean as in
+/// [`merge`], whose callers check masks first. Returns the chosen candidates (indices
 /// into `inputs`, in the order added) and every trial after the first (the
 /// best candidate alone).
 pub fn greedy(
@@ -197,7 +203,7 @@ pub fn greedy(
     let options = GreedyOptions {
         strict,
         scores: Some(scores.to_vec()),
-        merge: merge_options(MaskPolicy::default()),
+        merge: merge_options(MaskPolicy::Union),
     };
     let mut scorer = |p: &Path| -> soup_core::Result<f64> {
         score(p).map_err(|e| soup_core::Error::Evaluator(e.to_string()))
@@ -227,4 +233,54 @@ pub fn greedy(
         })
         .collect();
     Ok((chosen, trials))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+    use tch::Tensor;
+
+    fn write(path: &Path, weight: &[f32], running_mean: &[f32]) {
+        let tensors = vec![
+            (
+                "conv.weight".to_string(),
+                Tensor::from_slice(weight).view([2, 1, 1, 2]),
+            ),
+            (
+                "bn.running_mean".to_string(),
+                Tensor::from_slice(running_mean),
+            ),
+        ];
+        crate::checkpoint::save(path, &tensors, HashMap::new()).unwrap();
+    }
+
+    #[test]
+    fn exact_zeros_outside_the_pruned_tensors_are_no_mask() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = |n: &str| dir.path().join(n);
+        // One mask over the pruned weight; a channel that fires in one
+        // candidate only leaves an exact zero in the other's statistics.
+        write(&p("parent"), &[0.0, 1.0, 0.0, 2.0], &[0.5, 0.5]);
+        write(&p("a"), &[0.0, 3.0, 0.0, 4.0], &[0.0, 1.0]);
+        write(&p("b"), &[0.0, 5.0, 0.0, 6.0], &[2.0, 3.0]);
+        let inputs = [p("a"), p("b")];
+        let pruned = ["conv.weight".to_string()];
+        check_masks(&inputs, &p("parent"), &pruned).unwrap();
+        merge(&inputs, &p("soup")).unwrap();
+        let soup = Checkpoint::open(p("soup")).unwrap();
+        let f32s = |name: &str| -> Vec<f32> {
+            let t = soup.get(name).unwrap();
+            soup.data(t)
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                .collect()
+        };
+        assert_eq!(f32s("conv.weight"), [0.0, 4.0, 0.0, 5.0]);
+        assert_eq!(f32s("bn.running_mean"), [1.0, 2.0]);
+        // A pruned weight whose mask differs is still refused.
+        write(&p("c"), &[1.0, 5.0, 0.0, 6.0], &[2.0, 3.0]);
+        let err = check_masks(&[p("a"), p("c")], &p("parent"), &pruned).unwrap_err();
+        assert!(err.to_string().contains("conv.weight"), "{err}");
+    }
 }

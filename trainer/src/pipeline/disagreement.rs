@@ -4,8 +4,11 @@
 //! A soup can gain over its candidates only where they differ in what they
 //! predict (their prediction ensemble beats a single one); identical
 //! candidates disagree nowhere. The predictions come from the one
-//! evaluation path ([`crate::pipeline::Workspace::evaluate_ensemble`] and
-//! [`crate::pipeline::Workspace::disagreement`]).
+//! evaluation path: `trainer sms` reads them off the ensemble pass over its
+//! recalibrated candidates ([`crate::pipeline::Workspace::evaluate_ensemble`]);
+//! `trainer pdt` predicts with each soup segment's candidates as the method
+//! delivers them, batch-norm statistics as training left them
+//! ([`crate::pipeline::Workspace::disagreement`]).
 
 use serde::{Deserialize, Serialize};
 

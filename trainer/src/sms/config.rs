@@ -221,6 +221,11 @@ impl SmsConfig {
                 self.imp_swa_from
             ));
         }
+        if self.imp_swa_from != IMP_SWA_FROM && !self.baselines.contains(&Baseline::ImpSwa) {
+            return bad(
+                "--imp-swa-from sets the imp-swa baseline: add imp-swa to --baselines".into(),
+            );
+        }
         if self.swa_every == Some(0) {
             return bad("--swa-every must be at least 1".into());
         }
@@ -370,6 +375,14 @@ mod tests {
         assert!(cfg.to_toml().contains("imp_swa_from = 0.5"));
         let back: SmsConfig = toml::from_str(&cfg.to_toml()).unwrap();
         assert_eq!(back, cfg);
+        // A setting of a baseline the run does not make is refused.
+        let err = cfg.validate().unwrap_err().to_string();
+        assert!(err.contains("add imp-swa to --baselines"), "{err}");
+        let with = SmsConfig {
+            baselines: vec![Baseline::ImpSwa],
+            ..cfg
+        };
+        with.validate().unwrap();
     }
 
     #[test]

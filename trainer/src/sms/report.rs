@@ -422,9 +422,9 @@ impl Report {
         let mut out = String::from(
             "phase,sparsity,sparsity_all_params,parent_sparsity,soup_test_acc,soup_val_acc,\
              best_candidate,best_candidate_test_acc,mean_candidate_test_acc,imp_test_acc,\
-             imp_long_test_acc,imp_swa_test_acc,reprune_test_acc,soup_test_balanced_acc,\
-             soup_test_ece,soup_test_mce,soup_test_worst_class_acc,ensemble_test_acc,soup_ood_acc,\
-             flops_ratio,disagreement,disagreement_min,disagreement_max,soup_checkpoint",
+             imp_long_test_acc,reprune_test_acc,soup_test_balanced_acc,soup_test_ece,\
+             soup_test_mce,soup_test_worst_class_acc,ensemble_test_acc,soup_ood_acc,flops_ratio,\
+             soup_checkpoint,imp_swa_test_acc,disagreement,disagreement_min,disagreement_max",
         );
         // Runs that prune to N:M patterns name each phase's pattern.
         let patterns = self.phases.iter().any(|r| r.pattern.is_some());
@@ -445,7 +445,6 @@ impl Report {
                 r.mean_candidate_test_acc,
                 o(r.imp_test_acc),
                 o(r.imp_long_test_acc),
-                o(r.imp_swa_test_acc),
                 o(r.reprune_test_acc),
                 r.soup_test_balanced_acc,
                 r.soup_test_ece,
@@ -454,10 +453,11 @@ impl Report {
                 r.ensemble_test_acc,
                 o(r.soup_ood_acc),
                 r.flops_ratio,
+                r.soup_checkpoint.display(),
+                o(r.imp_swa_test_acc),
                 o(r.disagreement.as_ref().map(|d| d.mean)),
                 o(r.disagreement.as_ref().map(|d| d.min)),
                 o(r.disagreement.as_ref().map(|d| d.max)),
-                r.soup_checkpoint.display()
             );
             if patterns {
                 let _ = write!(

@@ -42,7 +42,7 @@ impl Session {
         let avg = self.layout.soup_avg(Chain::Soup, phase);
         let (chosen, trials) = match self.cfg.soups.soup {
             SoupKind::Uniform => {
-                checkpoint_ops::merge(&paths, &avg, None)?;
+                checkpoint_ops::merge(&paths, &avg)?;
                 ((0..m).collect(), Vec::new())
             }
             SoupKind::Greedy => {
@@ -100,7 +100,7 @@ impl Session {
         let avg = self.layout.soup_avg(Chain::Reprune, phase);
         if !avg.exists() {
             mkdir(avg.parent().expect("phase folder"))?;
-            checkpoint_ops::merge(&chains, &avg, Some(soup_core::MaskPolicy::Union))?;
+            checkpoint_ops::merge(&chains, &avg)?;
         }
         self.prepare(Chain::Reprune, phase)?;
         self.candidate(Chain::Reprune, phase, 0)

@@ -8,7 +8,10 @@ use super::*;
 fn predictions(ws: &trainer::pipeline::Workspace, path: &Path) -> Vec<i64> {
     let model = ws.load(path).unwrap();
     let mut out = Vec::new();
-    for b in ws.data.eval_batches(trainer::Split::Test, 100, ws.device) {
+    for b in ws
+        .data
+        .eval_batches(trainer::Split::Test, ws.train.eval_batch_size, ws.device)
+    {
         let probs = tch::no_grad(|| {
             model
                 .forward(&b.images, trainer::Mode::Eval)

@@ -153,6 +153,12 @@ fn pdt_plan_on_slurm_writes_the_job_graph_without_submitting() {
     assert_eq!(o.status.code(), Some(2), "{o:?}");
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("--wait follows Slurm jobs"), "{err}");
+    // ... that were submitted: --plan submits none.
+    let both = ["--executor", "slurm", "--plan", "--wait"];
+    let o = run_cmd(trainer().args(pdt_args(&data, &run, &both)));
+    assert_eq!(o.status.code(), Some(2), "{o:?}");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("--plan submits none"), "{err}");
     // A folder of repeats is no run of its own.
     let repeats = dir.path().join("repeats");
     let o = run_cmd(trainer().args(pdt_args(&data, &repeats, &["--repeats", "2", "--plan"])));

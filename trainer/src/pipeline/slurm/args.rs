@@ -75,14 +75,18 @@ impl SlurmArgs {
     }
 
     /// Rejects flags that do not go with the executor: `--wait` without
-    /// Slurm; `--repeats` and `--jobs` with it.
-    pub fn validate(&self, jobs: usize, repeats: u32) -> Result<()> {
+    /// Slurm or with `--plan` (which submits nothing); `--repeats` and
+    /// `--jobs` with Slurm.
+    pub fn validate(&self, jobs: usize, repeats: u32, plan: bool) -> Result<()> {
         let bad = |m: &str| Err(Error::Config(m.into()));
         if !self.slurm() {
             if self.wait {
                 return bad("--wait follows Slurm jobs: give it with --executor slurm");
             }
             return Ok(());
+        }
+        if plan && self.wait {
+            return bad("--wait follows submitted jobs, and --plan submits none: give one of them");
         }
         if repeats > 1 {
             return bad(

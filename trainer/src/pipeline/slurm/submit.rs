@@ -32,6 +32,13 @@ pub fn submit(
 ) -> Result<(Vec<SubmittedJob>, Vec<String>)> {
     res.validate()?;
     let root = graph.root();
+    if root.to_string_lossy().chars().any(char::is_whitespace) {
+        return Err(Error::Config(format!(
+            "{}: sbatch splits its #SBATCH lines at white space, so the jobs' log paths \
+             would break: choose a run folder whose path has none",
+            root.display()
+        )));
+    }
     if !dry_run {
         let st = status(graph)?;
         let live = live(&st);

@@ -133,3 +133,17 @@ fn slurm_states_map_to_step_states() {
     assert_eq!(state_of("TIMEOUT", "None"), State::Failed);
     assert_eq!(state_of("COMPLETED", "None"), State::Failed);
 }
+
+#[test]
+fn a_run_folder_with_white_space_is_not_submitted() {
+    let dir = tempfile::tempdir().unwrap();
+    let toy = Toy {
+        root: dir.path().join("r 1"),
+        done: vec![],
+    };
+    let err = submit(&toy, Path::new("/opt/trainer"), &Resources::default(), true)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("r 1: sbatch splits"), "{err}");
+    assert!(!toy.root.exists());
+}

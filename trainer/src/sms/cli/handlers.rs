@@ -40,7 +40,7 @@ pub fn run(command: SmsCommand) -> Result<()> {
                 return run_step(&args.out, step.parse()?, &place);
             }
             let cfg = args.config()?;
-            args.slurm.validate(args.jobs, cfg.repeats)?;
+            args.slurm.validate(args.jobs, cfg.repeats, args.plan)?;
             if args.slurm.slurm() {
                 return submit_to_slurm(&args, cfg);
             }
