@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The study of README.md ("Does the soup help once candidates differ?"):
+# The study of README.md ("A longer study: does the soup help once
+# candidates differ?"):
 # `cnn` on Fashion-MNIST with crop-and-flip augmentation, a dense parent
 # trained to convergence (30 epochs, cosine), a sweep of one-shot pruning
 # + 1 epoch of retraining at 80/90/95/98 %, then at the chosen sparsity
@@ -7,8 +8,11 @@
 # baselines imp, imp-long, imp-swa averaging 5 iterates per epoch over
 # the last half of each retraining, reprune; 3 repeats sharing the dense
 # parent) and `trainer pdt --method gmp` (5 epochs: plain, +sms, -long;
-# 2 repeats). Every process uses one thread; stages run side by side on
-# the cores. Rerunning resumes: each run skips the steps it has done.
+# 2 repeats). Every process uses one thread; the stages run one after
+# another, the runs inside a stage side by side on the cores. Rerunning
+# resumes: each run skips the steps it has done. (`--swa-every 84` is a
+# fifth of an epoch: Fashion-MNIST's 54,000 training images in batches of
+# 128 make 422 iterations.)
 #
 #   scripts/study.sh [STAGE...]    stages: dense sweep sms greedy pdt
 #                                  (default: all, in that order)
@@ -17,7 +21,8 @@
 # target/release/trainer, built here), SPARSITY the study's sparsity
 # (default 0.95). Wall and CPU times of each stage go to OUT/times.txt.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+SELF=$(realpath "$0")
+cd "$(dirname "$SELF")/.."
 OUT=${OUT:-runs/study}
 S=${SPARSITY:-0.95}
 if [ -z "${TRAINER:-}" ]; then
@@ -34,7 +39,7 @@ FROM=(--from "$OUT/dense/final.safetensors" --pretrain-epochs 30 --pretrain-sche
 # system seconds are appended to OUT/times.txt.
 timed() {
     /usr/bin/time -a -o "$OUT/times.txt" -f "$1: wall %e s, user %U s, system %S s" \
-        env TRAINER="$TRAINER" OUT="$OUT" SPARSITY="$S" "$0" --stage "$1"
+        env TRAINER="$TRAINER" OUT="$OUT" SPARSITY="$S" "$SELF" --stage "$1"
 }
 
 dense() {
@@ -52,14 +57,23 @@ sweep_one() {
         --corruptions none --quiet >"$OUT/sweep/s$1.txt"
 }
 
+# Waits for every background job, failing if one failed.
+wait_all() {
+    local pid failed=0
+    for pid in $(jobs -p); do
+        wait "$pid" || failed=1
+    done
+    return $failed
+}
+
 sweep() {
     mkdir -p "$OUT/sweep"
     sweep_one 80 &
     sweep_one 90 &
-    wait
+    wait_all
     sweep_one 95 &
     sweep_one 98 &
-    wait
+    wait_all
 }
 
 SMS=(--phases 1 --sparsity "$S" --candidates 3 --epochs-per-phase 4
@@ -77,13 +91,17 @@ sms() {
 # depends on the soup), so that it adds only the greedy soup and its report.
 greedy() {
     local r
+    [ -f "$OUT/sms-uniform/summary.json" ] || {
+        echo "$OUT/sms-uniform has no summary.json: run the sms stage first" >&2
+        exit 2
+    }
     for r in 0 1 2; do
         local from="$OUT/sms-uniform/repeat-$r" to="$OUT/sms-greedy/repeat-$r"
-        [ -d "$from" ] || { echo "run the sms stage first" >&2; exit 2; }
         mkdir -p "$to/phase-1"
-        cp -al "$from/dense" "$from/baselines" "$to/" 2>/dev/null || true
+        [ -d "$to/dense" ] || cp -al "$from/dense" "$to/dense"
+        [ -d "$to/baselines" ] || cp -al "$from/baselines" "$to/baselines"
         for f in "$from"/phase-1/{parent.safetensors,prune.json,candidate-*}; do
-            ln -f "$f" "$to/phase-1/"
+            [ -e "$to/phase-1/${f##*/}" ] || ln "$f" "$to/phase-1/"
         done
     done
     "$TRAINER" sms --out "$OUT/sms-greedy" "${COMMON[@]}" "${FROM[@]}" "${SMS[@]}" \
@@ -101,9 +119,9 @@ pdt() {
     local r
     for r in 0 1; do
         grep -F "/repeat-$r --step" "$OUT/pdt-plan.txt" | sed "s|^[^ ]*|$TRAINER|" |
-            sed 's/$/ --threads 1 --quiet/' | bash &
+            sed 's/$/ --threads 1 --quiet/' | bash -e &
     done
-    wait
+    wait_all
     "$TRAINER" pdt --out "$OUT/pdt-gmp" "${COMMON[@]}" "${PDT[@]}" --quiet >"$OUT/pdt-gmp.txt"
 }
 

@@ -158,3 +158,79 @@ fn reshaped_trainer_gives_the_report_of_before_straight_and_killed_during_a_cand
     run_sms(&data, &killed, &UNCHANGED_FLAGS);
     assert_same_report(&straight, &killed);
 }
+
+/// The study's shape: augmented data, repeats sharing one trained dense
+/// parent (`--from`), the `imp-swa` baseline and repeats side by side; a run
+/// killed in the middle of the second repeat resumes to the same summary
+/// and reports.
+#[test]
+fn killed_study_run_resumes_to_the_same_summary() {
+    let (dir, data) = scratch_with_data();
+    let dense = dir.path().join("dense");
+    let o = trainer()
+        .args(["train", "--model", "cnn", "--epochs", "1"])
+        .args(["--batch-size", "32", "--lr", "0.05", "--threads", "1"])
+        .args(["--device", "cpu", "--augment", "crop-flip"])
+        .arg("--data")
+        .arg(&data)
+        .arg("--out")
+        .arg(&dense)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let from = dense.join("final.safetensors");
+    let from = from.to_str().unwrap();
+    let flags = [
+        "--from",
+        from,
+        "--phases",
+        "1",
+        "--candidates",
+        "2",
+        "--augment",
+        "crop-flip",
+        "--baselines",
+        "imp,imp-swa",
+        "--imp-swa-from",
+        "0.5",
+        "--swa-every",
+        "3",
+        "--corruptions",
+        "none",
+        "--repeats",
+        "2",
+    ];
+    let whole = dir.path().join("whole");
+    run_sms(&data, &whole, &flags);
+
+    let killed = dir.path().join("killed");
+    let marker = killed.join("repeat-1/phase-1/candidate-0.safetensors");
+    support::kill_when(trainer().args(sms_args(&data, &killed, &flags)), &marker);
+    assert!(!killed.join("summary.json").exists());
+    assert!(!killed.join("repeat-1/report.json").exists());
+    let mut resumed = flags.to_vec();
+    resumed.extend(["--repeat-jobs", "2"]);
+    run_sms(&data, &killed, &resumed);
+    for r in 0..2 {
+        let repeat = format!("repeat-{r}");
+        assert_same_report(&whole.join(&repeat), &killed.join(&repeat));
+    }
+    let (a, b) = (
+        json(&whole.join("summary.json")),
+        json(&killed.join("summary.json")),
+    );
+    support::assert_same_json(&a, &b);
+    // Both repeats started from the one dense parent they were given: its
+    // tensors, byte for byte (each repeat recalibrates batch norm on its
+    // own batches afterwards, into the parent it prunes).
+    let given = Checkpoint::open(dense.join("final.safetensors")).unwrap();
+    for r in 0..2 {
+        let copy =
+            Checkpoint::open(killed.join(format!("repeat-{r}/dense/final.safetensors"))).unwrap();
+        assert_eq!(given.tensors().len(), copy.tensors().len());
+        for t in given.tensors() {
+            let c = copy.get(&t.name).unwrap();
+            assert_eq!(given.data(t), copy.data(c), "repeat {r}: {}", t.name);
+        }
+    }
+}
