@@ -5,23 +5,6 @@
 
 use super::*;
 
-fn predictions(ws: &trainer::pipeline::Workspace, path: &Path) -> Vec<i64> {
-    let model = ws.load(path).unwrap();
-    let mut out = Vec::new();
-    for b in ws
-        .data
-        .eval_batches(trainer::Split::Test, ws.train.eval_batch_size, ws.device)
-    {
-        let probs = tch::no_grad(|| {
-            model
-                .forward(&b.images, trainer::Mode::Eval)
-                .softmax(-1, tch::Kind::Float)
-        });
-        out.extend(Vec::<i64>::try_from(&probs.argmax(-1, false)).unwrap());
-    }
-    out
-}
-
 fn json(path: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
@@ -56,8 +39,8 @@ fn each_soup_segment_records_how_often_its_candidates_disagree() {
             assert!(record.get("disagreement").is_none(), "segment {k}");
             continue;
         }
-        let a = predictions(&ws, &seg.join("candidate-0.safetensors"));
-        let b = predictions(&ws, &seg.join("candidate-1.safetensors"));
+        let a = support::predictions(&ws, &seg.join("candidate-0.safetensors"));
+        let b = support::predictions(&ws, &seg.join("candidate-1.safetensors"));
         let differ = a.iter().zip(&b).filter(|(x, y)| x != y).count();
         let want = differ as f64 / a.len() as f64;
         let d = &record["disagreement"];

@@ -21,32 +21,13 @@ const HARSH: &[&str] = &[
     "none",
 ];
 
-/// The top-1 class of every test image under the checkpoint `path`,
-/// computed here from the model's outputs.
-fn predictions(ws: &trainer::pipeline::Workspace, path: &Path) -> Vec<i64> {
-    let model = ws.load(path).unwrap();
-    let mut out = Vec::new();
-    for b in ws
-        .data
-        .eval_batches(trainer::Split::Test, ws.train.eval_batch_size, ws.device)
-    {
-        let probs = tch::no_grad(|| {
-            model
-                .forward(&b.images, trainer::Mode::Eval)
-                .softmax(-1, tch::Kind::Float)
-        });
-        out.extend(Vec::<i64>::try_from(&probs.argmax(-1, false)).unwrap());
-    }
-    out
-}
-
 /// Checks the phase's recorded disagreement against a direct count over
 /// its candidates, pair by pair; returns the mean.
 fn check_against_candidates(run: &Path, phase: usize, m: u32) -> f64 {
     let ws = session(run);
     let preds: Vec<Vec<i64>> = (0..m)
         .map(|i| {
-            predictions(
+            support::predictions(
                 &ws,
                 &run.join(format!("phase-{phase}/candidate-{i}.safetensors")),
             )

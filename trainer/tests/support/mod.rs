@@ -221,3 +221,23 @@ pub fn has_nm_pattern(path: &Path, pattern: &str, names: &[String]) -> bool {
     assert_eq!(report.checked, names.len(), "{}", path.display());
     report.passed
 }
+
+#[allow(dead_code)] // used by the sms and pdt targets
+/// The top-1 class of every test image under the checkpoint `path`,
+/// computed here from the model's outputs.
+pub fn predictions(ws: &trainer::pipeline::Workspace, path: &Path) -> Vec<i64> {
+    let model = ws.load(path).unwrap();
+    let mut out = Vec::new();
+    for b in ws
+        .data
+        .eval_batches(trainer::Split::Test, ws.train.eval_batch_size, ws.device)
+    {
+        let probs = tch::no_grad(|| {
+            model
+                .forward(&b.images, trainer::Mode::Eval)
+                .softmax(-1, tch::Kind::Float)
+        });
+        out.extend(Vec::<i64>::try_from(&probs.argmax(-1, false)).unwrap());
+    }
+    out
+}
