@@ -183,9 +183,7 @@ fn submit_to_slurm(args: &PdtArgs, cfg: PdtConfig) -> Result<()> {
         return Ok(());
     }
     let path = root.join("report.json");
-    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-    let report: crate::pdt::PdtReport = serde_json::from_str(&text)
-        .map_err(|e| Error::Run(format!("{}: unreadable report: {e}", path.display())))?;
+    let report: crate::pdt::PdtReport = crate::pipeline::records::read_json(&path)?;
     print!("{}", report.table());
     println!("report: {} (also report.csv, pdt.svg)", path.display());
     Ok(())

@@ -136,9 +136,7 @@ fn submit_to_slurm(args: &SmsArgs, cfg: SmsConfig) -> Result<()> {
         return Ok(());
     }
     let path = layout.report_json();
-    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-    let report: crate::sms::Report = serde_json::from_str(&text)
-        .map_err(|e| Error::Run(format!("{}: unreadable report: {e}", path.display())))?;
+    let report: crate::sms::Report = crate::pipeline::records::read_json(&path)?;
     print!("{}", report.table());
     println!(
         "report: {} (also report.csv, accuracy_vs_sparsity.svg)",
