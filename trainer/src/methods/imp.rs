@@ -12,10 +12,6 @@
 //! schedule and its pruning step. It trains no segments of training from
 //! scratch, so it builds no [`PruningMethod`] for `trainer pdt`.
 
-use std::path::Path;
-
-use crate::error::Result;
-use crate::pipeline::checkpoint_ops;
 use crate::pipeline::segments::{NoArgs, NoSettings, PruningMethod};
 
 /// The name in the registry.
@@ -47,30 +43,7 @@ pub fn target_sparsity(sparsity: f64, phases: u32, phase: u32) -> f64 {
     1.0 - (1.0 - prune_fraction(sparsity, phases)).powi(phase as i32)
 }
 
-/// IMP's pruning step: `input` pruned by global magnitude through
-/// soup-core into `output`, removing `fraction` of the remaining weights
-/// (`of_remaining`) or of all of them, outside `exclude`; without an
-/// output, what that pruning does (a dry run). Returns soup-core's report.
-pub fn prune(
-    input: &Path,
-    output: Option<&Path>,
-    fraction: f64,
-    of_remaining: bool,
-    exclude: &[String],
-) -> Result<soup_core::PruneReport> {
-    checkpoint_ops::prune(input, output, fraction, of_remaining, exclude)
-}
-
-/// IMP's pruning step to an N:M pattern: `input` pruned into `output` so
-/// that every group of M along the input dimension of the tensors `names`
-/// keeps its N largest weights; with `keep_zeros`, inside the mask the
-/// model has. Without an output, a dry run. Returns soup-core's report.
-pub fn prune_nm(
-    input: &Path,
-    output: Option<&Path>,
-    pattern: soup_core::NmPattern,
-    keep_zeros: bool,
-    names: &[String],
-) -> Result<soup_core::PruneReport> {
-    checkpoint_ops::prune_nm(input, output, pattern, keep_zeros, names)
-}
+/// IMP's pruning steps: global magnitude pruning of a fraction of the
+/// remaining weights (`prune`), or to an N:M pattern (`prune_nm`), through
+/// soup-core.
+pub use crate::pipeline::checkpoint_ops::{prune, prune_nm};

@@ -169,15 +169,14 @@ pub fn run(args: &PdtArgs) -> Result<()> {
 /// steps that are not done, and with `--wait` follows them to the end and
 /// prints the table.
 fn submit_to_slurm(args: &PdtArgs, cfg: PdtConfig) -> Result<()> {
-    // The folder must exist before its absolute path does.
-    cfg.validate()?;
-    cfg.claim(&args.out)?;
-    // Jobs run elsewhere: give them absolute paths.
+    let mut run = PdtRun::create_to_list_steps(cfg, &args.out)?;
+    // Jobs run elsewhere: give them absolute paths (of the folder the
+    // claim made).
     let root = args
         .out
         .canonicalize()
         .map_err(|e| Error::io(&args.out, e))?;
-    let run = PdtRun::create_to_list_steps(cfg, &root)?;
+    run.root.clone_from(&root);
     let graph = crate::pdt::slurm::PdtGraph { run: &run };
     if !follow(&graph, &args.slurm, args.plan, args.quiet)? {
         return Ok(());

@@ -31,10 +31,6 @@ pub enum Step {
     Report,
 }
 
-pub(super) fn baseline_name(b: Baseline) -> String {
-    b.name()
-}
-
 impl Step {
     /// The step as `trainer sms --step` names it (`prepare:1`,
     /// `candidate:1:0`, `baseline:imp`).
@@ -44,7 +40,7 @@ impl Step {
             Step::Prepare(p) => format!("prepare:{p}"),
             Step::Candidate { phase, index } => format!("candidate:{phase}:{index}"),
             Step::Soup(p) => format!("soup:{p}"),
-            Step::Baseline(b) => format!("baseline:{}", baseline_name(b)),
+            Step::Baseline(b) => format!("baseline:{}", b.name()),
             Step::Report => "report".into(),
         }
     }
@@ -56,7 +52,7 @@ impl Step {
             Step::Prepare(p) => format!("prepare-{p}"),
             Step::Candidate { phase, index } => format!("candidate-{phase}-{index}"),
             Step::Soup(p) => format!("soup-{p}"),
-            Step::Baseline(b) => format!("baseline-{}", baseline_name(b)),
+            Step::Baseline(b) => format!("baseline-{}", b.name()),
             Step::Report => "report".into(),
         }
     }
